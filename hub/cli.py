@@ -1,0 +1,120 @@
+"""The ``hub`` command: serve, migrate, shops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hub.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"hub: invalid settings\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from hub.core.app import create_app
+    from hub.logs import configure_logging
+
+    settings = _settings()
+    if "public_url" not in settings.model_fields_set:
+        host = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
+        settings.public_url = f"http://{host}:{args.port}"
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings, auto_migrate=settings.is_embedded_db)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from hub.core.db import migrate
+
+    settings = _settings()
+    asyncio.run(migrate(settings.db_url))
+    print(f"database at {_safe_url(settings.db_url)} is up to date")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def _create_shop(settings: Settings, name: str, email: str) -> dict[str, Any]:
+    from hub.core.db import create_engine, migrate, session_factory
+    from hub.core.errors import ApiError
+    from hub.core.shops import create_shop
+
+    if settings.is_embedded_db:
+        await migrate(settings.db_url)
+    engine = create_engine(settings.db_url)
+    try:
+        async with session_factory(engine)() as session:
+            try:
+                created = await create_shop(session, name, email)
+            except ApiError as exc:
+                raise SystemExit(f"hub: {exc.detail}") from None
+            await session.commit()
+            return {
+                "id": created.shop.id,
+                "name": created.shop.name,
+                "email": created.shop.email,
+                "secret_key": created.secret_key,
+                "publishable_key": created.publishable_key,
+            }
+    finally:
+        await engine.dispose()
+
+
+def cmd_shops_create(args: argparse.Namespace) -> None:
+    shop = asyncio.run(_create_shop(_settings(), args.name, args.email))
+    if args.json:
+        print(json.dumps(shop))
+        return
+    print(f"Created shop {shop['id']} ({shop['name']}, {shop['email']}).")
+    print("These keys are shown only once; store them now.")
+    print(f"  secret key:      {shop['secret_key']}")
+    print(f"  publishable key: {shop['publishable_key']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Fashion Hub: FashionCLIP product recommendations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (and, embedded, the workers)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    shops = sub.add_parser("shops", help="manage shops").add_subparsers(dest="shops_command", required=True)
+    create = shops.add_parser("create", help="create a shop and print its keys once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(func=cmd_shops_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    func(args)

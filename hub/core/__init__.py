@@ -1,0 +1,1 @@
+"""The Litestar app: shops, keys, taxonomy, images, recommendations."""

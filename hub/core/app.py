@@ -1,0 +1,152 @@
+"""The Litestar application: wiring of settings, database, media, rate limits, pipeline and routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub import __version__
+from hub.core.auth import SECRET_KEY
+from hub.core.compat import ImageCollectionController
+from hub.core.db import create_engine, migrate, session_factory
+from hub.core.errors import EXCEPTION_HANDLERS
+from hub.core.health import health, ready
+from hub.core.images import ImageController
+from hub.core.keys import KeyController
+from hub.core.media import MediaStore
+from hub.core.pipeline import IntakeOnly, Pipeline
+from hub.core.ratelimit import RateLimiter, parse_limits
+from hub.core.shops import OperatorController, ShopController, SignupController
+from hub.core.taxonomy import AgeGroupController, CategoryController, StyleController
+from hub.settings import Settings
+
+access_log = logging.getLogger("hub.access")
+BODY_OVERHEAD = 1024 * 1024  # multipart framing and form fields around the file
+
+
+async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.sessions() as session:
+        yield session
+
+
+def access_log_middleware(app: ASGIApp) -> ASGIApp:
+    """One log line per request: method, path (never the query string), status, duration."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round((time.perf_counter() - start) * 1000, 1),
+                },
+            )
+
+    return middleware
+
+
+def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_migrate: bool = False) -> Litestar:
+    """Build the API. ``auto_migrate`` applies migrations at start-up (the embedded default does)."""
+    engine = create_engine(settings.db_url)
+    state = State(
+        {
+            "settings": settings,
+            "engine": engine,
+            "sessions": session_factory(engine),
+            "media": MediaStore(settings.media_dir),
+            "limiter": RateLimiter(settings.rate_limit_storage_url),
+            "key_limits": parse_limits(settings.rate_limit),
+            "signup_limits": parse_limits(settings.signup_rate_limit),
+            "pipeline": pipeline or IntakeOnly(),
+        }
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if auto_migrate:
+            await migrate(settings.db_url)
+        settings.media_dir.mkdir(parents=True, exist_ok=True)
+        starting = getattr(app.state.pipeline, "start", None)
+        if starting is not None:
+            await starting()
+        try:
+            yield
+        finally:
+            stopping = getattr(app.state.pipeline, "stop", None)
+            if stopping is not None:
+                await stopping()
+            await engine.dispose()
+
+    secret_routes = Router(
+        path="/",
+        route_handlers=[
+            ShopController,
+            KeyController,
+            CategoryController,
+            StyleController,
+            AgeGroupController,
+            ImageController,
+        ],
+        dependencies={"principal": SECRET_KEY},
+        security=[{"bearer": []}],
+    )
+    openapi = OpenAPIConfig(
+        title="Fashion Hub",
+        version=__version__,
+        description="Text-to-image product recommendations for clothing shops (FashionCLIP).",
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(path="/")],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="hub_sk_… or hub_pk_… key"),
+            }
+        ),
+    )
+    handlers: list[Any] = [
+        health,
+        ready,
+        secret_routes,
+        OperatorController,
+        SignupController,
+        ImageCollectionController,
+    ]
+    return Litestar(
+        route_handlers=handlers,
+        dependencies={"db": Provide(provide_db)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[access_log_middleware],
+        openapi_config=openapi,
+        state=state,
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_upload_bytes + BODY_OVERHEAD,
+        debug=False,
+        logging_config=None,
+    )

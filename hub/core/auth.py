@@ -1,0 +1,113 @@
+"""Who is calling: API keys (hashed at rest), the operator token, and per-key rate limiting."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.deps import Db
+from hub.core.errors import ApiError
+from hub.core.models import ApiKey, Shop, utcnow
+
+KeyKind = Literal["secret", "publishable"]
+KEY_PREFIXES: dict[str, str] = {"secret": "hub_sk_", "publishable": "hub_pk_"}
+SHOWN_PREFIX_LEN = 12
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def hash_key(raw: str) -> str:
+    """Keys are 192-bit random strings, so a plain SHA-256 is a safe lookup hash."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A freshly made key: the row and the only copy of the raw key there will ever be."""
+
+    row: ApiKey
+    raw: str
+
+
+async def create_key(session: AsyncSession, shop_id: int, kind: str, name: str = "") -> NewKey:
+    raw = KEY_PREFIXES[kind] + secrets.token_urlsafe(24)
+    row = ApiKey(shop_id=shop_id, kind=kind, name=name, prefix=raw[:SHOWN_PREFIX_LEN], key_hash=hash_key(raw))
+    session.add(row)
+    await session.flush()
+    return NewKey(row=row, raw=raw)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a shop, through one of its keys."""
+
+    shop_id: int
+    key_id: FromPath[int]
+    kind: str
+
+
+def key_from_headers(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise ApiError(401, "Authorization header must be 'Bearer <key>'")
+    return request.headers.get("x-api-key") or None
+
+
+async def authenticate(
+    request: Request, session: AsyncSession, raw: str | None, *, secret_only: bool
+) -> Principal:
+    """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute."""
+    if not raw:
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    row = await session.scalar(
+        select(ApiKey).join(Shop).where(ApiKey.key_hash == hash_key(raw), Shop.active.is_(True))
+    )
+    if row is None:
+        raise ApiError(401, "invalid API key")
+    if row.revoked_at is not None:
+        raise ApiError(401, "this API key has been revoked")
+    if secret_only and row.kind != "secret":
+        raise ApiError(403, "this endpoint needs a secret key (hub_sk_…); publishable keys only get recommendations")
+    state = request.app.state
+    await state.limiter.hit(state.key_limits, "key", str(row.id))
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        await session.commit()
+    return Principal(shop_id=row.shop_id, key_id=row.id, kind=row.kind)
+
+
+async def require_secret_key(request: Request, db: Db) -> Principal:
+    return await authenticate(request, db, key_from_headers(request), secret_only=True)
+
+
+async def require_any_key(request: Request, db: Db) -> Principal:
+    return await authenticate(request, db, key_from_headers(request), secret_only=False)
+
+
+def require_operator(request: Request) -> None:
+    """The operator API takes ``Authorization: Bearer $HUB_ADMIN_TOKEN``; it is off while that is unset."""
+    token = request.app.state.settings.admin_token
+    if not token:
+        raise ApiError(403, "the operator API is disabled: set HUB_ADMIN_TOKEN")
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise ApiError(401, "missing or wrong operator token")
+
+
+SECRET_KEY = Provide(require_secret_key)
+ANY_KEY = Provide(require_any_key)
+Caller = NamedDependency[Principal]

@@ -1,0 +1,115 @@
+"""JSON errors: every failure answers ``{"status", "error", "detail"}`` and never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+log = logging.getLogger("hub.errors")
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(HTTPException):
+    """An error with a status, a machine-readable code and a human-readable detail."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail=detail, status_code=status_code, extra=extra or {}, headers=headers)
+
+
+class DependencyUnavailable(Exception):
+    """A service the request needs (database, broker, vector store, model, mail) is down."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency}: {detail}")
+        self.dependency = dependency
+        self.detail = detail
+
+
+def not_found(what: str, ident: object) -> ApiError:
+    return ApiError(404, f"{what} {ident} not found")
+
+
+def _body(status: int, detail: str, extra: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status, "error": ERROR_CODES.get(status, "error"), "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return body
+
+
+def http_exception_handler(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    detail = exc.detail
+    extra = exc.extra
+    if isinstance(exc, ValidationException):
+        detail = "invalid request: " + "; ".join(
+            f"{e.get('key') or e.get('source') or 'body'}: {e.get('message')}"
+            for e in (extra if isinstance(extra, list) else [])
+        ) or detail
+    return Response(
+        _body(status, detail, extra),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=exc.headers,
+    )
+
+
+def dependency_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, DependencyUnavailable):
+        detail = f"{exc.dependency} unavailable: {exc.detail}"
+    else:
+        detail = "database unavailable; retry shortly"
+    log.warning("dependency unavailable", extra={"path": request.url.path, "reason": type(exc).__name__})
+    return Response(
+        _body(HTTP_503_SERVICE_UNAVAILABLE, detail),
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": "5"},
+    )
+
+
+def unexpected_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)):
+        return dependency_handler(request, exc)
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return Response(
+        _body(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; it has been logged"),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+        media_type=MediaType.JSON,
+    )
+
+
+EXCEPTION_HANDLERS = {
+    HTTPException: http_exception_handler,
+    DependencyUnavailable: dependency_handler,
+    OperationalError: dependency_handler,
+    InterfaceError: dependency_handler,
+    PoolTimeoutError: dependency_handler,
+    ConnectionError: dependency_handler,
+    Exception: unexpected_handler,
+}

@@ -1,0 +1,41 @@
+"""``/health`` (the process answers) and ``/ready`` (every dependency answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from litestar import Request, Response, get
+from sqlalchemy import text
+
+from hub import __version__
+from hub.core.db import current_revision, head_revision
+
+
+@get("/health", tags=["ops"])
+async def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+async def _database(request: Request) -> str:
+    try:
+        with anyio.fail_after(5):
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+                revision = await conn.run_sync(current_revision)
+    except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+        return f"unreachable ({type(exc).__name__})"
+    head = head_revision()
+    return "ok" if revision == head else f"schema at {revision}, expected {head}: run 'hub migrate'"
+
+
+@get("/ready", tags=["ops"])
+async def ready(request: Request) -> Response[dict[str, Any]]:
+    state = request.app.state
+    checks: dict[str, str] = {"database": await _database(request)}
+    checks["media"] = "ok" if await anyio.to_thread.run_sync(state.media.writable) else "not writable"
+    checks.update(await state.pipeline.readiness())
+    ok = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+    )

@@ -1,0 +1,206 @@
+"""ORM models: every table the hub keeps. Tables are created by Alembic migrations, never ``create_all``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime}
+
+
+class Shop(Base):
+    """A tenant: one clothing shop."""
+
+    __tablename__ = "shops"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A shop's API key, stored as a SHA-256 hash; only its prefix is ever shown again."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "secret" | "publishable"
+    name: Mapped[str] = mapped_column(String(100), default="")
+    prefix: Mapped[str] = mapped_column(String(24))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    shop: Mapped[Shop] = relationship(lazy="joined")
+
+
+class _Taxon:
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Category(_Taxon, Base):
+    """A product category (dresses, jackets…), per shop. The original ``Category``."""
+
+    __tablename__ = "categories"
+    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+
+
+class Style(_Taxon, Base):
+    """A style (casual, formal…), per shop. The original ``Styles``."""
+
+    __tablename__ = "styles"
+    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+
+
+class AgeGroup(_Taxon, Base):
+    """An age group (kids, adults…), per shop. The original ``AgeGroup``."""
+
+    __tablename__ = "age_groups"
+    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+
+
+class Product(Base):
+    """An optional grouping of images: one product of the shop's catalog."""
+
+    __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("shop_id", "source", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(50), default="manual")
+    external_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    title: Mapped[str] = mapped_column(String(500), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    price: Mapped[float | None] = mapped_column(Numeric(12, 2), default=None)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    available: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    remote_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Image(Base):
+    """One product image. Every field of the original ``ImageCollection`` plus the pipeline's state."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_shop_id_id", "shop_id", "id"),
+        Index("ix_images_shop_id_content_hash", "shop_id", "content_hash"),
+        Index("ix_images_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("products.id", ondelete="SET NULL"), index=True, default=None
+    )
+    name: Mapped[str] = mapped_column(String(500), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    category_id: Mapped[int | None] = mapped_column(
+        ForeignKey("categories.id", ondelete="SET NULL"), default=None
+    )
+    style_id: Mapped[int | None] = mapped_column(ForeignKey("styles.id", ondelete="SET NULL"), default=None)
+    age_group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("age_groups.id", ondelete="SET NULL"), default=None
+    )
+    photo: Mapped[str | None] = mapped_column(String(500), default=None)  # path under the media folder
+    source: Mapped[str] = mapped_column(String(50), default="manual")
+    external_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    image_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    product_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    content_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    mime_type: Mapped[str | None] = mapped_column(String(50), default=None)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    processor_embedded: Mapped[bool] = mapped_column(Boolean, default=False)
+    embedded_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    category: Mapped[Category | None] = relationship(lazy="joined")
+    style: Mapped[Style | None] = relationship(lazy="joined")
+    age_group: Mapped[AgeGroup | None] = relationship(lazy="joined")
+
+
+class Prompt(Base):
+    """A shopper's query. The original ``Prompt_API`` (prompt, num_recommended) plus time and result count."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (Index("ix_prompts_shop_id_id", "shop_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    prompt: Mapped[str] = mapped_column(Text)
+    num_recommended: Mapped[int] = mapped_column(Integer)
+    result_count: Mapped[int] = mapped_column(Integer, default=0)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

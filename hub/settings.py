@@ -1,0 +1,170 @@
+"""Settings read from ``HUB_*`` environment variables (and an optional ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "patrickjohncyh/fashion-clip"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Unset values fall back to the embedded single-machine default."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".hub"), description="Embedded data folder (SQLite, media, vectors).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in HUB_HOME.")
+    broker_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db.")
+    chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; default embedded.")
+    model: str = Field(DEFAULT_MODEL, description="Hugging Face id or local folder of a CLIP checkpoint.")
+    admin_token: str | None = Field(None, description="Bearer token for the operator API.")
+    secret_key: str | None = Field(None, description="Encrypts connector credentials at rest.")
+    smtp_url: str | None = Field(None, description="smtp://user:pass@host:port, smtps:// or smtp+starttls://.")
+    mail_from: str = Field("Fashion Hub <no-reply@fashion-hub.local>", description="Sender of key mails.")
+    public_url: str = Field("http://127.0.0.1:8000", description="Base URL the hub is reachable at.")
+    allow_private_fetch: bool = Field(False, description="Allow image URLs on private/loopback addresses.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted image file.")
+    max_image_pixels: int = Field(50_000_000, ge=1024, description="Largest accepted width x height.")
+    rate_limit: str = Field("600/minute", description="Per-key request limit (limits notation).")
+    signup_rate_limit: str = Field("10/hour", description="Per-client-address signup limit.")
+    rate_limit_storage_url: str = Field("memory://", description="memory:// or redis://… shared by API nodes.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field("json", description="json or text.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
+            value = "sqlite+aiosqlite://" + value.removeprefix("sqlite://")
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql://… or sqlite:///… URL")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"memory", "redis", "rediss"}:
+            raise ValueError("must be memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be http://host:port of a Chroma server (or unset for embedded)")
+        return value.rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"smtp", "smtps", "smtp+starttls"} or not parts.hostname:
+            raise ValueError("must be smtp://[user:pass@]host:port, smtps://… or smtp+starttls://…")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
+    @field_validator("rate_limit", "signup_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError("must look like '600/minute' or '10 per second'") from exc
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _rate_storage(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"memory", "redis", "rediss"}:
+            raise ValueError("must be memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in {"json", "text"}:
+            raise ValueError("must be json or text")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters (use a long random string)")
+        return value or None
+
+    @model_validator(mode="after")
+    def _resolve_home(self) -> "Settings":
+        self.home = self.home.expanduser().resolve()
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in effect (SQLite in HUB_HOME unless HUB_DATABASE_URL is set)."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.home / 'hub.db'}"
+
+    @property
+    def is_embedded_db(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.home / "media"
+
+
+class SettingsError(Exception):
+    """Raised with one readable line per bad HUB_* value."""
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"HUB_{field.upper()}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(format_errors(exc)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,167 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), the app over HTTP, shops with keys."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from hub.core.app import create_app
+from hub.core.db import create_engine, migrate
+from hub.core.models import Base
+from hub.settings import Settings, load_settings
+from tests import services
+
+ADMIN_TOKEN = "test-operator-token-0123456789"
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def pg_service() -> Iterator[services.Service]:
+    svc = services.postgres()
+    yield svc
+    svc.stop()
+
+
+def _pg_admin_url(pg_url: str) -> str:
+    return pg_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _pg_exec(pg_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(_pg_admin_url(pg_url))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _with_db(pg_url: str, name: str) -> str:
+    base = pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_service: services.Service) -> Iterator[str]:
+    """A database migrated once; each test clones it (fast) instead of migrating again."""
+    name = f"hub_tpl_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_exec(pg_service.url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(migrate(_with_db(pg_service.url, name)))
+    yield name
+    asyncio.run(_pg_exec(pg_service.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def make_pg_database(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """Create fresh migrated PostgreSQL databases; dropped after the test."""
+    created: list[str] = []
+    pg_service = request.getfixturevalue("pg_service")
+    template = request.getfixturevalue("pg_template")
+
+    def make() -> str:
+        name = f"hub_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_pg_exec(pg_service.url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        created.append(name)
+        return _with_db(pg_service.url, name)
+
+    yield make
+    for name in created:
+        asyncio.run(_pg_exec(pg_service.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+        asyncio.run(migrate(url))
+        return url
+    return request.getfixturevalue("make_pg_database")()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module (or with ``@pytest.mark.parametrize``) to change settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {
+        "home": tmp_path / "home",
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "public_url": "http://testserver.local",
+        "log_format": "text",
+    }
+    values.update(settings_overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(settings)
+    async with AsyncTestClient(app, base_url="http://testserver.local") as test_client:
+        yield test_client
+
+
+class ShopKeys(dict):
+    """A created shop: ``id``, ``secret_key``, ``publishable_key`` and ready-made auth headers."""
+
+    @property
+    def secret(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self['secret_key']}"}
+
+    @property
+    def publishable(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self['publishable_key']}"}
+
+
+@pytest.fixture
+def make_shop(client: AsyncTestClient) -> Callable[..., Any]:
+    counter = iter(range(1, 1000))
+
+    async def make(name: str | None = None) -> ShopKeys:
+        n = next(counter)
+        resp = await client.post(
+            "/api/v1/shops",
+            json={"name": name or f"Shop {n}", "email": f"shop{n}-{uuid.uuid4().hex[:6]}@example.com"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert resp.status_code == 201, resp.text
+        return ShopKeys(resp.json())
+
+    return make
+
+
+@pytest.fixture
+async def shop(make_shop: Callable[..., Any]) -> ShopKeys:
+    return await make_shop("Main Street Fashion")
+
+
+async def db_snapshot(settings: Settings) -> dict[str, Any]:
+    """Every row of every table (but key usage times) and every media file: to prove nothing changed."""
+    engine = create_engine(settings.db_url)
+    state: dict[str, Any] = {}
+    try:
+        async with engine.connect() as conn:
+            for table in Base.metadata.sorted_tables:
+                cols = [c for c in table.columns if c.name != "last_used_at"]
+                rows = (await conn.execute(select(*cols).order_by(*table.primary_key.columns))).all()
+                state[table.name] = [tuple(r) for r in rows]
+    finally:
+        await engine.dispose()
+    media = settings.media_dir
+    state["media"] = sorted(str(p.relative_to(media)) for p in media.rglob("*") if p.is_file()) if media.exists() else []
+    return state
+
+
+@pytest.fixture
+def snapshot(settings: Settings) -> Callable[[], Any]:
+    return lambda: db_snapshot(settings)

@@ -94,6 +94,39 @@ def cmd_shops_create(args: argparse.Namespace) -> None:
     print(f"  publishable key: {shop['publishable_key']}")
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    from hub.embedding.worker import run_worker
+    from hub.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        raise SystemExit(
+            "hub: `hub worker` needs a shared queue: set HUB_BROKER_URL=redis://host:6379/0 "
+            "(with the embedded default, `hub serve` runs the workers itself)"
+        )
+    asyncio.run(run_worker(settings))
+
+
+def cmd_model_download(args: argparse.Namespace) -> None:
+    from hub.embedding.model import download
+
+    name = args.model or _settings().model
+    path = download(name)
+    print(f"model {name} is in the local cache: {path}")
+
+
+def cmd_model_init_test(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from hub.embedding.test_checkpoint import write_test_checkpoint
+
+    folder = write_test_checkpoint(Path(args.dir), full_size=args.full_size, seed=args.seed)
+    kind = "full-size ViT-B/32" if args.full_size else "small"
+    print(f"wrote a {kind} randomly initialised CLIP checkpoint to {folder} (meaningless rankings)")
+    print(f"use it with: HUB_MODEL={folder.resolve()}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Fashion Hub: FashionCLIP product recommendations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,7 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
 
+    sub.add_parser("worker", help="run embedding workers (server mode)").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    model = sub.add_parser("model", help="the FashionCLIP model").add_subparsers(dest="model_command", required=True)
+    download = model.add_parser("download", help="fetch the model into the local cache ahead of time")
+    download.add_argument("model", nargs="?", help="Hugging Face id (default: HUB_MODEL)")
+    download.set_defaults(func=cmd_model_download)
+    init_test = model.add_parser("init-test", help="write a randomly initialised CLIP checkpoint (tests, smoke runs)")
+    init_test.add_argument("dir")
+    init_test.add_argument("--full-size", action="store_true", help="the real ViT-B/32 architecture (benchmarks)")
+    init_test.add_argument("--seed", type=int, default=0)
+    init_test.set_defaults(func=cmd_model_init_test)
 
     shops = sub.add_parser("shops", help="manage shops").add_subparsers(dest="shops_command", required=True)
     create = shops.add_parser("create", help="create a shop and print its keys once")

@@ -24,6 +24,14 @@ BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(scope="session")
+def test_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small random CLIP checkpoint from `hub model init-test`, loaded through the real code path."""
+    from hub.embedding.test_checkpoint import write_test_checkpoint
+
+    return write_test_checkpoint(tmp_path_factory.mktemp("model") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
 def pg_service() -> Iterator[services.Service]:
     svc = services.postgres()
     yield svc
@@ -92,9 +100,12 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
+def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any], test_model: Path) -> Settings:
     values: dict[str, Any] = {
         "home": tmp_path / "home",
+        "model": str(test_model),
+        "sweep_seconds": 1,
+        "embed_retry_seconds": 0.2,
         "database_url": database_url,
         "admin_token": ADMIN_TOKEN,
         "public_url": "http://testserver.local",
@@ -145,11 +156,29 @@ async def shop(make_shop: Callable[..., Any]) -> ShopKeys:
     return await make_shop("Main Street Fashion")
 
 
+async def _settle(engine: Any, timeout: float = 60) -> None:
+    """Wait until the background pipeline has no image in flight, so a snapshot is stable."""
+    from sqlalchemy import func
+
+    from hub.core.models import Image
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with engine.connect() as conn:
+            busy = await conn.scalar(
+                select(func.count()).select_from(Image).where(Image.status.in_(("pending", "embedding")))
+            )
+        if not busy or asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def db_snapshot(settings: Settings) -> dict[str, Any]:
     """Every row of every table (but key usage times) and every media file: to prove nothing changed."""
     engine = create_engine(settings.db_url)
     state: dict[str, Any] = {}
     try:
+        await _settle(engine)
         async with engine.connect() as conn:
             for table in Base.metadata.sorted_tables:
                 cols = [c for c in table.columns if c.name != "last_used_at"]
@@ -165,3 +194,23 @@ async def db_snapshot(settings: Settings) -> dict[str, Any]:
 @pytest.fixture
 def snapshot(settings: Settings) -> Callable[[], Any]:
     return lambda: db_snapshot(settings)
+
+
+async def wait_for_images(
+    client: AsyncTestClient, headers: dict[str, str], ids: list[int], statuses: set[str] = frozenset({"ready", "failed"}),
+    timeout: float = 60,
+) -> dict[int, dict[str, Any]]:
+    """Poll the API until every image is in one of ``statuses``; returns the images by id."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        images = {}
+        for image_id in ids:
+            resp = await client.get(f"/api/v1/images/{image_id}", headers=headers)
+            assert resp.status_code == 200, resp.text
+            images[image_id] = resp.json()
+        if all(img["status"] in statuses for img in images.values()):
+            return images
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"images not {statuses} after {timeout} s: "
+                                 f"{ {i: (img['status'], img['error']) for i, img in images.items()} }")
+        await asyncio.sleep(0.1)

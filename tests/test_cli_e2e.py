@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -22,9 +23,10 @@ def hub(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 
 
 @pytest.fixture(params=["embedded", "postgres"])
-def environment(request, tmp_path):
+def environment(request, tmp_path, test_model):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env["HUB_HOME"] = str(tmp_path / "data")
+    env["HUB_MODEL"] = str(test_model)
     if request.param == "postgres":
         url = request.getfixturevalue("make_pg_database")()
         env["HUB_DATABASE_URL"] = url.replace("+asyncpg", "")
@@ -32,6 +34,13 @@ def environment(request, tmp_path):
         assert migrated.returncode == 0, migrated.stderr
         assert "up to date" in migrated.stdout and "postgres@" in migrated.stdout
     return env
+
+
+def wait_until(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_readme_flow(environment, tmp_path):
@@ -49,7 +58,7 @@ def test_readme_flow(environment, tmp_path):
         headers = {"Authorization": f"Bearer {shop['secret_key']}"}
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, headers=headers, timeout=30) as api:
-            assert api.get("/ready").json()["status"] == "ready"
+            wait_until(lambda: api.get("/ready").json()["status"] == "ready")
             up = api.post("/api/v1/images", files={"file": ("dress.jpg", photo(1), "image/jpeg")},
                           data={"name": "Red dress"})
             assert up.status_code == 202, up.text
@@ -57,6 +66,11 @@ def test_readme_flow(environment, tmp_path):
             assert image["file_url"] == f"{base}/api/v1/images/{image['id']}/file"
             listed = api.get("/api/v1/images").json()["items"]
             assert [i["name"] for i in listed] == ["Red dress"]
+            wait_until(lambda: api.get(f"/api/v1/images/{image['id']}").json()["status"] == "ready")
+            found = api.post("/api/v1/recommendations", json={"prompt": "red dress"},
+                             headers={"Authorization": f"Bearer {shop['publishable_key']}"})
+            assert found.status_code == 200, found.text
+            assert [r["id"] for r in found.json()["results"]] == [image["id"]]
             assert api.get(image["file_url"]).content == photo(1)
             assert api.delete(f"/api/v1/images/{image['id']}").status_code == 204
             assert api.get("/api/v1/images").json()["items"] == []

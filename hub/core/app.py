@@ -26,8 +26,13 @@ from hub.core.health import health, ready
 from hub.core.images import ImageController
 from hub.core.keys import KeyController
 from hub.core.media import MediaStore
-from hub.core.pipeline import IntakeOnly, Pipeline
+from hub.core.pipeline import Pipeline
 from hub.core.ratelimit import RateLimiter, parse_limits
+from hub.core.recommendations import (
+    LegacyRecommendationController,
+    PromptController,
+    RecommendationController,
+)
 from hub.core.shops import OperatorController, ShopController, SignupController
 from hub.core.taxonomy import AgeGroupController, CategoryController, StyleController
 from hub.settings import Settings
@@ -76,16 +81,23 @@ def access_log_middleware(app: ASGIApp) -> ASGIApp:
 def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_migrate: bool = False) -> Litestar:
     """Build the API. ``auto_migrate`` applies migrations at start-up (the embedded default does)."""
     engine = create_engine(settings.db_url)
+    sessions = session_factory(engine)
+    media = MediaStore(settings.media_dir)
+    if pipeline is None:
+        from hub.embedding.runtime import Runtime
+
+        role = "embedded" if settings.broker_url.startswith("memory") else "api"
+        pipeline = Runtime(settings, sessions, media, role=role)
     state = State(
         {
             "settings": settings,
             "engine": engine,
-            "sessions": session_factory(engine),
-            "media": MediaStore(settings.media_dir),
+            "sessions": sessions,
+            "media": media,
             "limiter": RateLimiter(settings.rate_limit_storage_url),
             "key_limits": parse_limits(settings.rate_limit),
             "signup_limits": parse_limits(settings.signup_rate_limit),
-            "pipeline": pipeline or IntakeOnly(),
+            "pipeline": pipeline,
         }
     )
 
@@ -94,15 +106,11 @@ def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_mig
         if auto_migrate:
             await migrate(settings.db_url)
         settings.media_dir.mkdir(parents=True, exist_ok=True)
-        starting = getattr(app.state.pipeline, "start", None)
-        if starting is not None:
-            await starting()
+        await app.state.pipeline.start()
         try:
             yield
         finally:
-            stopping = getattr(app.state.pipeline, "stop", None)
-            if stopping is not None:
-                await stopping()
+            await app.state.pipeline.stop()
             await engine.dispose()
 
     secret_routes = Router(
@@ -114,6 +122,7 @@ def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_mig
             StyleController,
             AgeGroupController,
             ImageController,
+            PromptController,
         ],
         dependencies={"principal": SECRET_KEY},
         security=[{"bearer": []}],
@@ -137,6 +146,8 @@ def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_mig
         OperatorController,
         SignupController,
         ImageCollectionController,
+        RecommendationController,
+        LegacyRecommendationController,
     ]
     return Litestar(
         route_handlers=handlers,

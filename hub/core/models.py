@@ -148,7 +148,7 @@ class Image(Base):
     __table_args__ = (
         Index("ix_images_shop_id_id", "shop_id", "id"),
         Index("ix_images_shop_id_content_hash", "shop_id", "content_hash"),
-        Index("ix_images_status", "status"),
+        Index("ix_images_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -173,6 +173,7 @@ class Image(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)  # when the sweep re-queues it
     content_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     mime_type: Mapped[str | None] = mapped_column(String(50), default=None)
     width: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -1,15 +1,23 @@
-"""What the core tells the embedding pipeline when images come, change or go."""
+"""What the core asks of the embedding side: keep vectors in step with images, and rank."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class Pipeline(Protocol):
-    """The embedding side of the hub, as the API sees it."""
+    """The embedding side of the hub as the API sees it (``hub.embedding.runtime.Runtime``)."""
+
+    async def start(self) -> None:
+        """Start background work (model warm-up, in-process workers, the sweep)."""
+
+    async def stop(self) -> None:
+        """Finish in-flight work and release connections."""
 
     async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
-        """New ``pending`` images: embed them."""
+        """New ``pending`` images: queue their embedding."""
 
     async def images_changed(self, shop_id: int, image_ids: list[int]) -> None:
         """Images whose metadata changed: refresh what the vector store keeps for filters."""
@@ -17,21 +25,15 @@ class Pipeline(Protocol):
     async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
         """Deleted images: drop their vectors."""
 
+    async def rank(
+        self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
+    ) -> Any:
+        """The shop's ready images ranked for a prompt (a ``Ranking``)."""
+
+    async def similar(
+        self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
+    ) -> Any:
+        """The shop's ready images ranked by similarity to one of them; None without its vector."""
+
     async def readiness(self) -> dict[str, str]:
         """Component name -> "ok" or what is wrong."""
-
-
-class IntakeOnly:
-    """The pipeline before the embedding workers are configured: images are accepted and stay ``pending``."""
-
-    async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
-        return None
-
-    async def images_changed(self, shop_id: int, image_ids: list[int]) -> None:
-        return None
-
-    async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
-        return None
-
-    async def readiness(self) -> dict[str, str]:
-        return {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.auth import Caller
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found
-from hub.core.models import AgeGroup, Category, Style
+from hub.core.models import AgeGroup, Category, Image, Style
 
 TaxonModel = type[Category] | type[Style] | type[AgeGroup]
 TAXONOMIES: dict[str, TaxonModel] = {"category": Category, "style": Style, "age_group": AgeGroup}
@@ -55,7 +55,7 @@ async def check_taxon_ids(session: AsyncSession, shop_id: int, ids: dict[str, in
             raise ApiError(422, f"{field} {value} does not exist in this shop", extra={"field": field})
 
 
-def taxonomy_controller(model: TaxonModel, path: str, label: str) -> type[Controller]:
+def taxonomy_controller(model: TaxonModel, field: str, path: str, label: str) -> type[Controller]:
     """One CRUD controller per taxonomy; all three behave the same."""
 
     async def _get(session: AsyncSession, shop_id: int, ident: int) -> Any:
@@ -103,16 +103,21 @@ def taxonomy_controller(model: TaxonModel, path: str, label: str) -> type[Contro
             return taxon_json(row)
 
         @delete("/{item_id:int}", status_code=204)
-        async def remove(self, db: Db, principal: Caller, item_id: FromPath[int]) -> None:
-            """Images in this group keep existing; their reference is cleared."""
-            await db.delete(await _get(db, principal.shop_id, item_id))
+        async def remove(self, request: Request, db: Db, principal: Caller, item_id: FromPath[int]) -> None:
+            """Images in this group keep existing; their reference is cleared (in the vector store too)."""
+            row = await _get(db, principal.shop_id, item_id)
+            column = getattr(Image, f"{field}_id")
+            affected = list(await db.scalars(select(Image.id).where(column == row.id)))
+            await db.delete(row)
             await db.commit()
+            if affected:
+                await request.app.state.pipeline.images_changed(principal.shop_id, affected)
 
     TaxonomyController.path = path
     TaxonomyController.__name__ = f"{model.__name__}Controller"
     return TaxonomyController
 
 
-CategoryController = taxonomy_controller(Category, "/api/v1/categories", "category")
-StyleController = taxonomy_controller(Style, "/api/v1/styles", "style")
-AgeGroupController = taxonomy_controller(AgeGroup, "/api/v1/age-groups", "age group")
+CategoryController = taxonomy_controller(Category, "category", "/api/v1/categories", "category")
+StyleController = taxonomy_controller(Style, "style", "/api/v1/styles", "style")
+AgeGroupController = taxonomy_controller(AgeGroup, "age_group", "/api/v1/age-groups", "age group")

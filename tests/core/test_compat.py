@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.conftest import wait_for_images
 from tests.images import photo
 
 
@@ -28,8 +29,11 @@ async def test_image_collection_upload_and_get(client, shop):
     assert record["Processor_embedded"] is False
     assert record["Photo"].endswith(f"/api/v1/images/{record['id']}/file")
 
+    await wait_for_images(client, shop.secret, [record["id"]])
     got = await client.get(f"/api/image-collection/{record['id']}/", params={"APIKey": shop["secret_key"]})
-    assert got.status_code == 200 and got.json() == record
+    assert got.status_code == 200
+    assert got.json() == record | {"status": "ready", "Processor_embedded": True}
+    record = got.json()
     via_header = await client.get(f"/api/image-collection/{record['id']}/", headers=shop.secret)
     assert via_header.json() == record
     # the same image is visible in the v1 API

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar.testing import AsyncTestClient
 
 from hub.core.app import create_app
@@ -9,11 +11,24 @@ from hub.settings import load_settings
 from tests.services import free_port
 
 
+async def wait_ready(client, timeout: float = 60):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        ready = await client.get("/ready")
+        if ready.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+            return ready
+        assert ready.json()["checks"]["model"] == "loading", ready.text
+        await asyncio.sleep(0.1)
+
+
 async def test_health_ready_schema(client):
     assert (await client.get("/health")).json()["status"] == "ok"
-    ready = await client.get("/ready")
+    ready = await wait_ready(client)
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "media": "ok"}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "media": "ok", "vector_store": "ok", "broker": "ok", "model": "ok"},
+    }
     schema = (await client.get("/schema/openapi.json")).json()
     for path in ("/api/v1/images", "/api/v1/keys", "/api/v1/categories", "/api/image-collection", "/ready"):
         assert path in schema["paths"], path
@@ -25,9 +40,9 @@ async def test_unknown_route_is_json_404(client):
     assert resp.status_code == 404 and resp.json()["status"] == 404
 
 
-async def test_database_down_gives_503_not_500(tmp_path):
+async def test_database_down_gives_503_not_500(tmp_path, test_model):
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    settings = load_settings(home=tmp_path, database_url=url, log_format="text")
+    settings = load_settings(home=tmp_path, database_url=url, log_format="text", model=str(test_model))
     async with AsyncTestClient(create_app(settings)) as client:
         ready = await client.get("/ready")
         assert ready.status_code == 503
@@ -40,8 +55,8 @@ async def test_database_down_gives_503_not_500(tmp_path):
         assert "Traceback" not in resp.text
 
 
-async def test_unmigrated_database_is_not_ready(tmp_path):
-    settings = load_settings(home=tmp_path, log_format="text")  # embedded default, never migrated
+async def test_unmigrated_database_is_not_ready(tmp_path, test_model):
+    settings = load_settings(home=tmp_path, log_format="text", model=str(test_model))  # never migrated
     async with AsyncTestClient(create_app(settings)) as client:
         ready = await client.get("/ready")
         assert ready.status_code == 503

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import wait_for_images
 from tests.images import photo, png_bomb, truncated_jpeg
 
 
@@ -99,8 +100,11 @@ async def test_pagination_and_filters(client, shop):
     assert sorted(i["id"] for i in in_cat["items"]) == ids[1::2]
     named = (await client.get("/api/v1/images", params={"q": "item 4"}, headers=shop.secret)).json()
     assert [i["id"] for i in named["items"]] == [ids[4]]
+    await wait_for_images(client, shop.secret, ids)
+    ready = (await client.get("/api/v1/images", params={"status": "ready", "embedded": True}, headers=shop.secret))
+    assert len(ready.json()["items"]) == 7
     pending = (await client.get("/api/v1/images", params={"status": "pending"}, headers=shop.secret)).json()
-    assert len(pending["items"]) == 7
+    assert pending["items"] == []
     for bad in ({"status": "done"}, {"limit": 0}, {"limit": 101}, {"cursor": "garbage!"}):
         resp = await client.get("/api/v1/images", params=bad, headers=shop.secret)
         assert resp.status_code == 400, (bad, resp.text)

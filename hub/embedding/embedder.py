@@ -1,0 +1,319 @@
+"""The image state machine: ``pending`` → ``embedding`` → ``ready``, or back to ``pending`` to retry, or ``failed``.
+
+Nothing accepted is lost: every pending or claimed image carries ``next_attempt_at``, and the sweep re-queues
+whatever is due — a worker that died mid-batch, a broker that was down at upload time, a retry after backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.errors import ApiError, DependencyUnavailable
+from hub.core.media import MediaStore, check_image
+from hub.core.models import Image, Product, utcnow
+from hub.embedding.batcher import Batcher
+from hub.embedding.fetch import FetchError, fetch_image, make_client
+from hub.embedding.model import Encoder, ModelUnavailable
+from hub.embedding.store import NONE_ID, VectorStore
+from hub.settings import Settings
+
+log = logging.getLogger("hub.embedder")
+MAX_BACKOFF = timedelta(minutes=10)
+SWEEP_BATCH = 2000
+
+
+class Retry(Exception):
+    """A dependency is down: try again later without counting it against the image."""
+
+
+class Fail(Exception):
+    """This image can't be embedded (bad URL, not an image…): mark it failed with this reason."""
+
+
+@dataclass
+class Outcome:
+    image_id: int
+    status: str
+    error: str | None = None
+
+
+def image_metadata(img: Image, product: Product | None) -> dict[str, Any]:
+    """What the vector store keeps beside each vector, for filters."""
+    meta: dict[str, Any] = {
+        "category_id": img.category_id if img.category_id is not None else NONE_ID,
+        "style_id": img.style_id if img.style_id is not None else NONE_ID,
+        "age_group_id": img.age_group_id if img.age_group_id is not None else NONE_ID,
+        "product_id": img.product_id if img.product_id is not None else NONE_ID,
+        "source": img.source,
+        "available": True if product is None else bool(product.available and product.status == "active"),
+    }
+    if product is not None and product.price is not None:
+        meta["price"] = float(product.price)
+    return meta
+
+
+class Embedder:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        encoder: Encoder,
+        store: VectorStore,
+        media: MediaStore,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.encoder = encoder
+        self.store = store
+        self.media = media
+        self.batcher = Batcher(encoder, settings.embed_batch_size, settings.embed_batch_wait_ms)
+        self._http = make_client(settings.fetch_timeout)
+        self._decode = anyio.CapacityLimiter(4)
+
+    async def close(self) -> None:
+        await self.batcher.stop()
+        await self._http.aclose()
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.embed_lease_seconds)
+
+    def backoff(self, attempts: int) -> timedelta:
+        delay = timedelta(seconds=self.settings.embed_retry_seconds * 2 ** max(0, attempts - 1))
+        return min(delay, MAX_BACKOFF)
+
+    # -- CreateEmbedding ------------------------------------------------------------------------------------
+
+    async def claim(self, image_ids: list[int]) -> list[Image]:
+        """Take the images that are pending (or whose previous claim expired) for this worker."""
+        now = utcnow()
+        async with self.sessions() as session:
+            claimable = and_(
+                Image.id.in_(image_ids),
+                or_(
+                    Image.status == "pending",
+                    and_(Image.status == "embedding", or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now)),
+                ),
+            )
+            claimed = list(
+                (
+                    await session.execute(
+                        update(Image)
+                        .where(claimable)
+                        .values(status="embedding", attempts=Image.attempts + 1, next_attempt_at=now + self.lease)
+                        .returning(Image.id)
+                    )
+                ).scalars()
+            )
+            await session.commit()
+            if not claimed:
+                return []
+            rows = await session.scalars(select(Image).where(Image.id.in_(claimed)))
+            return list(rows)
+
+    async def embed_images(self, image_ids: list[int]) -> list[Outcome]:
+        images = await self.claim(image_ids)
+        if not images:
+            return []
+        results = await asyncio.gather(*(self._vector_for(img) for img in images), return_exceptions=True)
+        ready: list[tuple[Image, np.ndarray, dict[str, Any]]] = []
+        outcomes: list[Outcome] = []
+        for img, result in zip(images, results, strict=True):
+            if isinstance(result, Fail):
+                outcomes.append(await self._mark_failed(img, str(result)))
+            elif isinstance(result, (Retry, ModelUnavailable, DependencyUnavailable)):
+                outcomes.append(await self._mark_retry(img, str(result), counts=False))
+            elif isinstance(result, FetchError):
+                outcomes.append(await self._mark_retry(img, result.reason, counts=True))
+            elif isinstance(result, BaseException):
+                log.error("unexpected embedding error", exc_info=result, extra={"image_id": img.id})
+                outcomes.append(await self._mark_retry(img, f"internal error ({type(result).__name__})", counts=True))
+            else:
+                ready.append((img, *result))
+        if ready:
+            outcomes += await self._store_and_mark_ready(ready)
+        return outcomes
+
+    async def _load_bytes(self, img: Image) -> bytes:
+        if img.photo:
+            try:
+                return await anyio.to_thread.run_sync(self.media.read, img.photo)
+            except FileNotFoundError:
+                raise Fail("the uploaded file is missing from the media folder") from None
+        if not img.image_url:
+            raise Fail("the image has neither a file nor an image_url")
+        try:
+            return await fetch_image(
+                self._http,
+                img.image_url,
+                max_bytes=self.settings.max_upload_bytes,
+                allow_private=self.settings.allow_private_fetch,
+                max_redirects=self.settings.fetch_max_redirects,
+            )
+        except FetchError as exc:
+            if exc.permanent:
+                raise Fail(exc.reason) from None
+            raise
+
+    def _decode_and_preprocess(self, data: bytes) -> tuple[np.ndarray, Any]:
+        try:
+            checked = check_image(
+                data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
+            )
+        except ApiError as exc:
+            raise Fail(str(exc.detail)) from None
+        with PILImage.open(io.BytesIO(data)) as pil:
+            pil.load()
+            return self.encoder.preprocess(pil), checked
+
+    async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
+        data = await self._load_bytes(img)
+        async with self._decode:
+            pixels, checked = await anyio.to_thread.run_sync(self._decode_and_preprocess, data)
+        vector = await self.batcher.embed(pixels)
+        details = {
+            "content_hash": checked.content_hash,
+            "mime_type": checked.mime_type,
+            "width": checked.width,
+            "height": checked.height,
+            "size_bytes": len(data),
+        }
+        return vector, details
+
+    async def _store_and_mark_ready(self, ready: list[tuple[Image, np.ndarray, dict[str, Any]]]) -> list[Outcome]:
+        async with self.sessions() as session:
+            product_ids = {img.product_id for img, _, _ in ready if img.product_id is not None}
+            products = {
+                p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(product_ids)))
+            } if product_ids else {}
+        by_shop: dict[int, list[tuple[Image, np.ndarray, dict[str, Any]]]] = {}
+        for item in ready:
+            by_shop.setdefault(item[0].shop_id, []).append(item)
+        outcomes: list[Outcome] = []
+        for shop_id, items in by_shop.items():
+            try:
+                await self.store.upsert(
+                    shop_id,
+                    [img.id for img, _, _ in items],
+                    np.stack([v for _, v, _ in items]),
+                    [image_metadata(img, products.get(img.product_id or -1)) for img, _, _ in items],
+                )
+            except DependencyUnavailable as exc:
+                for img, _, _ in items:
+                    outcomes.append(await self._mark_retry(img, str(exc), counts=False))
+                continue
+            now = utcnow()
+            gone: list[int] = []
+            async with self.sessions() as session:
+                for img, _, details in items:
+                    values = {"status": "ready", "processor_embedded": True, "embedded_at": now, "error": None,
+                              "next_attempt_at": None}
+                    if not img.photo:
+                        values |= details
+                    result = await session.execute(
+                        update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
+                    )
+                    if result.rowcount == 0:
+                        gone.append(img.id)
+                    else:
+                        outcomes.append(Outcome(img.id, "ready"))
+                await session.commit()
+            if gone:  # deleted (or re-claimed) while we worked: don't leave an orphan vector behind
+                async with self.sessions() as session:
+                    still = set(await session.scalars(select(Image.id).where(Image.id.in_(gone))))
+                await self.store.delete(shop_id, [i for i in gone if i not in still])
+        log.info("embedded", extra={"images": sum(o.status == "ready" for o in outcomes)})
+        return outcomes
+
+    async def _mark_failed(self, img: Image, reason: str) -> Outcome:
+        async with self.sessions() as session:
+            await session.execute(
+                update(Image)
+                .where(Image.id == img.id, Image.status == "embedding")
+                .values(status="failed", error=reason[:2000], next_attempt_at=None)
+            )
+            await session.commit()
+        log.info("image failed", extra={"image_id": img.id, "reason": reason[:300]})
+        return Outcome(img.id, "failed", reason)
+
+    async def _mark_retry(self, img: Image, reason: str, *, counts: bool) -> Outcome:
+        attempts = img.attempts + 1  # the claim incremented it in the database
+        if counts and attempts >= self.settings.embed_max_attempts:
+            return await self._mark_failed(img, f"gave up after {attempts} attempts: {reason}")
+        values: dict[str, Any] = {
+            "status": "pending",
+            "error": f"will retry: {reason}"[:2000],
+            "next_attempt_at": utcnow() + self.backoff(attempts),
+        }
+        if not counts:
+            values["attempts"] = Image.attempts - 1
+        async with self.sessions() as session:
+            await session.execute(
+                update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
+            )
+            await session.commit()
+        return Outcome(img.id, "pending", reason)
+
+    # -- Reconcile ------------------------------------------------------------------------------------------
+
+    async def due_images(self) -> list[tuple[int, int]]:
+        """(shop, image) ids whose next attempt is due; their lease is renewed so they are queued once."""
+        now = utcnow()
+        async with self.sessions() as session:
+            rows = list(
+                (
+                    await session.execute(
+                        select(Image.id, Image.shop_id)
+                        .where(
+                            Image.status.in_(("pending", "embedding")),
+                            or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now),
+                        )
+                        .order_by(Image.id)
+                        .limit(SWEEP_BATCH)
+                    )
+                ).all()
+            )
+            if rows:
+                # an expired claim goes back to pending: its worker is gone (or too slow; then it loses it)
+                await session.execute(
+                    update(Image)
+                    .where(Image.id.in_([r.id for r in rows]), Image.status.in_(("pending", "embedding")))
+                    .values(status="pending", next_attempt_at=now + self.lease)
+                )
+                await session.commit()
+        return [(r.shop_id, r.id) for r in rows]
+
+    async def remove_orphan_vectors(self) -> int:
+        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone."""
+        removed = 0
+        for shop_id in await self.store.shops():
+            vector_ids = set(await self.store.ids(shop_id))
+            async with self.sessions() as session:
+                rows = dict(
+                    (await session.execute(select(Image.id, Image.status).where(Image.shop_id == shop_id))).all()
+                )
+                orphans = [i for i in vector_ids if rows.get(i) in (None, "failed")]
+                lost = [i for i, status in rows.items() if status == "ready" and i not in vector_ids]
+                if lost:
+                    await session.execute(
+                        update(Image)
+                        .where(Image.id.in_(lost), Image.status == "ready")
+                        .values(status="pending", processor_embedded=False, next_attempt_at=None,
+                                error="vector missing from the vector store; re-embedding")
+                    )
+                    await session.commit()
+            if orphans:
+                await self.store.delete(shop_id, orphans)
+                removed += len(orphans)
+        return removed

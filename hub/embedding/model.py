@@ -1,0 +1,232 @@
+"""FashionCLIP through ``transformers``: text and image towers, loaded lazily and separately, once per process."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger("hub.model")
+
+MAX_TEXT_TOKENS = 77
+TEXT_CACHE_SIZE = 4096
+RETRY_FAILED_LOAD_AFTER = 30.0
+
+
+class ModelUnavailable(Exception):
+    """The checkpoint could not be loaded; the message says what to fix."""
+
+
+def model_key(name: str) -> str:
+    """A short stable id of the checkpoint, so vectors of different models never share a collection."""
+    path = Path(name)
+    digest = hashlib.sha256(name.encode())
+    if path.is_dir():
+        for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")):
+            digest.update(file.name.encode() + str(file.stat().st_size).encode())
+            with file.open("rb") as fh:
+                digest.update(fh.read(1 << 20))
+        base = path.resolve().name
+    else:
+        base = name.rsplit("/", 1)[-1]
+    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:40] or "model"
+    return f"{slug}-{digest.hexdigest()[:10]}"
+
+
+def _quiet_transformers() -> None:
+    """Loading one tower of a full CLIP checkpoint lists the other tower's weights as unexpected: expected."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
+    """Local folder or cache first; the hub only when the id is not there yet (bounded by HF timeouts)."""
+    _quiet_transformers()
+    if Path(name).is_dir():
+        return cls.from_pretrained(name, **kwargs)
+    try:
+        return cls.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+        return cls.from_pretrained(name, **kwargs)
+
+
+def _normalise(x: Any) -> np.ndarray:
+    arr = x.detach().float().cpu().numpy()
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return (arr / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class _Tower:
+    """One half of CLIP, loaded on first use; a failed load is remembered for a while, then retried."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._parts: Any = None
+        self._error: str | None = None
+        self._failed_at = 0.0
+
+    @property
+    def loaded(self) -> bool:
+        return self._parts is not None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def get(self, wait: float | None = None) -> Any:
+        """The loaded parts; loads them on first use. With ``wait``, give up (503) if a load takes longer."""
+        if self._parts is not None:
+            return self._parts
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise ModelUnavailable("the model is still loading; retry in a few seconds")
+        try:
+            if self._parts is not None:
+                return self._parts
+            if self._error and time.monotonic() - self._failed_at < RETRY_FAILED_LOAD_AFTER:
+                raise ModelUnavailable(self._error)
+            try:
+                self._parts = self._loader()
+                self._error = None
+            except Exception as exc:  # noqa: BLE001 - any load failure becomes a readable 503
+                self._error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                self._failed_at = time.monotonic()
+                raise ModelUnavailable(self._error) from None
+            return self._parts
+        finally:
+            self._lock.release()
+
+
+class Encoder:
+    """L2-normalised FashionCLIP embeddings of prompts and product images."""
+
+    def __init__(self, name: str, device: str | None = None) -> None:
+        self.name = name
+        self._device = device
+        self._key: str | None = None
+        self.text = _Tower(self._load_text)
+        self.vision = _Tower(self._load_vision)
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.text_cache_hits = 0
+        self.request_wait = 5.0  # a query never waits longer than this for a model that is loading
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = model_key(self.name)
+        return self._key
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            import torch
+
+            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self._device
+
+    def _explain(self, exc: Exception) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"cannot load model {self.name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "set HUB_MODEL to a reachable Hugging Face id or a local checkpoint folder "
+            "(`hub model download` fetches it ahead of time)"
+        )
+
+    def _load_text(self) -> tuple[Any, Any]:
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        try:
+            tokenizer = _from_pretrained(CLIPTokenizer, self.name)
+            model = _from_pretrained(CLIPTextModelWithProjection, self.name).to(self.device).eval()
+        except Exception as exc:
+            raise self._explain(exc) from None
+        log.info("text model loaded", extra={"model": self.name, "device": self.device})
+        return tokenizer, model
+
+    def _load_vision(self) -> tuple[Any, Any]:
+        from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+
+        try:
+            processor = _from_pretrained(CLIPImageProcessorPil, self.name)
+            model = _from_pretrained(CLIPVisionModelWithProjection, self.name).to(self.device).eval()
+        except Exception as exc:
+            raise self._explain(exc) from None
+        log.info("vision model loaded", extra={"model": self.name, "device": self.device})
+        return processor, model
+
+    @staticmethod
+    def normalise_prompt(prompt: str) -> str:
+        return " ".join(prompt.split()).lower()
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of ``texts`` (padded to the longest, never to 77 tokens), one row each."""
+        import torch
+
+        tokenizer, model = self.text.get(wait=self.request_wait)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+        with torch.inference_mode():
+            out = model(**{k: v.to(self.device) for k, v in batch.items()})
+        return _normalise(out.text_embeds)
+
+    def encode_prompt(self, prompt: str) -> np.ndarray:
+        """One prompt's embedding, from an LRU cache when it was asked before."""
+        key = self.normalise_prompt(prompt)
+        with self._cache_lock:
+            hit = self._text_cache.get(key)
+            if hit is not None:
+                self._text_cache.move_to_end(key)
+                self.text_cache_hits += 1
+                return hit
+        vector = self.encode_text([key])[0]
+        with self._cache_lock:
+            self._text_cache[key] = vector
+            while len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One image as the model's pixel array (resize, crop, normalise); safe to run in parallel."""
+        processor, _ = self.vision.get()
+        rgb = image.convert("RGB")
+        return processor(images=rgb, return_tensors="np")["pixel_values"][0]
+
+    def encode_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """One forward pass over a batch of preprocessed images."""
+        import torch
+
+        _, model = self.vision.get()
+        tensor = torch.from_numpy(np.stack(pixels)).to(self.device)
+        with torch.inference_mode():
+            out = model(pixel_values=tensor)
+        return _normalise(out.image_embeds)
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.encode_pixels([self.preprocess(img) for img in images])
+
+
+def download(name: str) -> str:
+    """Fetch a checkpoint's files into the Hugging Face cache (``hub model download``), with progress bars."""
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(
+            name,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
+        )
+    except Exception as exc:  # noqa: BLE001 - reported as one line with what to do
+        raise SystemExit(f"hub: cannot download {name!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")

@@ -1,0 +1,239 @@
+"""Wires encoder, vector store, broker, tasks and workers for one process, in one of three roles.
+
+- ``embedded``: ``hub serve`` with the in-memory broker: API, workers and the sweep in one process;
+- ``api``: ``hub serve`` with Redis: the API sends tasks and loads only the text tower;
+- ``worker``: ``hub worker``: consumes tasks, loads the image tower, runs the sweep schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.errors import DependencyUnavailable
+from hub.core.media import MediaStore
+from hub.core.models import Image, utcnow
+from hub.embedding.embedder import Embedder, image_metadata
+from hub.embedding.model import Encoder, ModelUnavailable
+from hub.embedding.search import Ranking, rank_prompt, rank_vector
+from hub.embedding.store import VectorStore
+from hub.embedding.tasks import Tasks, make_broker, register_tasks, safe_kiq
+from hub.settings import Settings
+
+log = logging.getLogger("hub.runtime")
+Role = Literal["embedded", "api", "worker"]
+SWEEP_LOCK = "hub:sweep-lock"
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        media: MediaStore,
+        role: Role,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.media = media
+        self.role = role
+        self.encoder = Encoder(settings.model, settings.device)
+        self.store = VectorStore(settings.chroma_url, settings.home, self.encoder.key)
+        self.broker = make_broker(settings)
+        self.broker.is_worker_process = role == "worker"
+        self.tasks: Tasks = register_tasks(self.broker, self)
+        self.text_limiter = anyio.CapacityLimiter(2)
+        self._embedder: Embedder | None = None
+        self._background: list[asyncio.Task[Any]] = []
+        self._redis: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.startup()
+        if self.role in ("embedded", "api"):
+            self._spawn(self._warm_text(), "hub-warm-text")
+        if self.role in ("embedded", "worker"):
+            self._spawn(self._sweep_loop(), "hub-sweep")
+        if self.role == "worker":
+            from taskiq.api import run_receiver_task
+
+            self._spawn(
+                run_receiver_task(self.broker, max_async_tasks=self.settings.worker_concurrency,
+                                  propagate_exceptions=False),
+                "hub-receiver",
+            )
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
+        if hasattr(self.broker, "wait_all"):
+            with contextlib.suppress(Exception), anyio.move_on_after(10):
+                await self.broker.wait_all()
+        with contextlib.suppress(Exception):
+            await self.broker.shutdown()
+        if self._embedder is not None:
+            await self._embedder.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._background.append(asyncio.create_task(coro, name=name))
+
+    async def _warm_text(self) -> None:
+        with contextlib.suppress(ModelUnavailable):
+            await anyio.to_thread.run_sync(self.encoder.text.get)
+
+    async def _sweep_loop(self) -> None:
+        """The schedule of ``ReconcileImages`` (taskiq's interval schedule, run in this process)."""
+        from taskiq import TaskiqScheduler
+        from taskiq.api import run_scheduler_task
+        from taskiq.schedule_sources import LabelScheduleSource
+
+        await self._sweep_now()  # recover at start-up: whatever a previous process left behind
+        scheduler = TaskiqScheduler(self.broker, sources=[LabelScheduleSource(self.broker)])
+        await run_scheduler_task(scheduler, loop_interval=timedelta(seconds=1))
+
+    async def _sweep_now(self) -> None:
+        try:
+            await self.sweep()
+        except Exception as exc:  # noqa: BLE001 - the next scheduled sweep tries again
+            log.warning("sweep failed", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
+
+    def worker(self) -> Embedder:
+        if self.role == "api":
+            raise RuntimeError("the API process does not embed images; run `hub worker`")
+        if self._embedder is None:
+            self._embedder = Embedder(self.settings, self.sessions, self.encoder, self.store, self.media)
+        return self._embedder
+
+    # -- the Pipeline the API talks to -----------------------------------------------------------------------
+
+    async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
+        async with self.sessions() as session:
+            await session.execute(
+                update(Image)
+                .where(Image.id.in_(image_ids), Image.status == "pending")
+                .values(next_attempt_at=utcnow() + timedelta(seconds=self.settings.embed_lease_seconds))
+            )
+            await session.commit()
+        size = self.settings.embed_batch_size
+        for i in range(0, len(image_ids), size):
+            await safe_kiq(self.tasks.create_embedding, image_ids[i : i + size])
+
+    async def images_changed(self, shop_id: int, image_ids: list[int]) -> None:
+        """Refresh filter metadata; if the store is down, re-embed later (which rewrites it)."""
+        from sqlalchemy import select
+
+        from hub.core.models import Product
+
+        async with self.sessions() as session:
+            images = list(await session.scalars(
+                select(Image).where(Image.id.in_(image_ids), Image.status == "ready")
+            ))
+            product_ids = {i.product_id for i in images if i.product_id is not None}
+            products = {p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(product_ids)))}
+        if not images:
+            return
+        try:
+            await self.store.update_metadata(
+                shop_id, [i.id for i in images], [image_metadata(i, products.get(i.product_id or -1)) for i in images]
+            )
+        except DependencyUnavailable:
+            async with self.sessions() as session:
+                await session.execute(
+                    update(Image).where(Image.id.in_([i.id for i in images]))
+                    .values(status="pending", next_attempt_at=None, error="metadata refresh pending")
+                )
+                await session.commit()
+
+    async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
+        """Drop vectors now; if the store is down, the sweep removes the orphans later."""
+        with contextlib.suppress(DependencyUnavailable):
+            await self.store.delete(shop_id, image_ids)
+
+    async def shop_removed(self, shop_id: int) -> None:
+        with contextlib.suppress(DependencyUnavailable):
+            await self.store.drop_shop(shop_id)
+
+    async def recommend(self, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]) -> Ranking:
+        async with self.sessions() as session:
+            return await rank_prompt(
+                session, self.encoder, self.store, self.text_limiter, shop_id, prompt, limit, filters
+            )
+
+    async def rank(
+        self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
+    ) -> Ranking:
+        return await rank_prompt(session, self.encoder, self.store, self.text_limiter, shop_id, prompt, limit, filters)
+
+    async def similar(
+        self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
+    ) -> list[tuple[Image, float]] | None:
+        vector: np.ndarray | None = await self.store.vector(shop_id, image_id)
+        if vector is None:
+            return None
+        return await rank_vector(session, self.store, shop_id, vector, limit, filters, exclude=image_id)
+
+    async def readiness(self) -> dict[str, str]:
+        checks = {"vector_store": await self.store.ping(), "broker": await self._broker_check()}
+        tower = self.encoder.text
+        if tower.loaded:
+            checks["model"] = "ok"
+        elif tower.error:
+            checks["model"] = f"cannot load: {tower.error}"
+        else:
+            checks["model"] = "loading"
+        return checks
+
+    async def _broker_check(self) -> str:
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return "ok"
+        try:
+            with anyio.fail_after(3):
+                await self._redis_client().ping()
+            return "ok"
+        except Exception as exc:  # noqa: BLE001
+            return f"unreachable ({type(exc).__name__})"
+
+    def _redis_client(self) -> Any:
+        if self._redis is None:
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(self.settings.broker_url, socket_timeout=5, socket_connect_timeout=3)
+        return self._redis
+
+    # -- the sweep --------------------------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, Any]:
+        """One ``ReconcileImages`` run; with Redis, one worker at a time does it."""
+        if self.settings.broker_url.startswith(("redis://", "rediss://")):
+            lock = await self._redis_client().set(SWEEP_LOCK, "1", nx=True, ex=max(1, self.settings.sweep_seconds - 1))
+            if not lock:
+                return {"skipped": "another worker is sweeping"}
+        embedder = self.worker()
+        due = await embedder.due_images()
+        size = self.settings.embed_batch_size
+        ids = [image_id for _, image_id in due]
+        queued = 0
+        for i in range(0, len(ids), size):
+            if await safe_kiq(self.tasks.create_embedding, ids[i : i + size]):
+                queued += len(ids[i : i + size])
+        removed = 0
+        with contextlib.suppress(DependencyUnavailable):
+            removed = await embedder.remove_orphan_vectors()
+        if queued or removed:
+            log.info("sweep", extra={"queued": queued, "orphan_vectors_removed": removed})
+        return {"queued": queued, "orphan_vectors_removed": removed}

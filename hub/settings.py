@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".hub"), description="Embedded data folder (SQLite, media, vectors).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in HUB_HOME.")
     broker_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db.")
+    queue_name: str = Field("hub:tasks", min_length=1, max_length=100, description="Redis stream of tasks.")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; default embedded.")
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id or local folder of a CLIP checkpoint.")
     admin_token: str | None = Field(None, description="Bearer token for the operator API.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from hub.core.app import create_app
@@ -106,6 +107,7 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
         "model": str(test_model),
         "sweep_seconds": 1,
         "embed_retry_seconds": 0.2,
+        "rate_limit": "100000/minute",
         "database_url": database_url,
         "admin_token": ADMIN_TOKEN,
         "public_url": "http://testserver.local",
@@ -115,11 +117,35 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
     return load_settings(**values)
 
 
+@asynccontextmanager
+async def serve_app(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan, called over HTTP semantics in the test's own event loop."""
+    app = create_app(settings, **kwargs)
+    started, stopping = asyncio.Event(), asyncio.Event()
+
+    async def run_lifespan() -> None:  # one task owns the lifespan, as under a real server
+        async with app.lifespan():
+            started.set()
+            await stopping.wait()
+
+    lifespan = asyncio.create_task(run_lifespan())
+    await asyncio.wait([lifespan, asyncio.ensure_future(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if lifespan.done():
+        lifespan.result()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local", timeout=60) as http:
+            http.app = app  # type: ignore[attr-defined]
+            yield http
+    finally:
+        stopping.set()
+        await lifespan
+
+
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:
-    app = create_app(settings)
-    async with AsyncTestClient(app, base_url="http://testserver.local") as test_client:
-        yield test_client
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_app(settings) as http:
+        yield http
 
 
 class ShopKeys(dict):
@@ -135,7 +161,7 @@ class ShopKeys(dict):
 
 
 @pytest.fixture
-def make_shop(client: AsyncTestClient) -> Callable[..., Any]:
+def make_shop(client: httpx.AsyncClient) -> Callable[..., Any]:
     counter = iter(range(1, 1000))
 
     async def make(name: str | None = None) -> ShopKeys:
@@ -197,20 +223,28 @@ def snapshot(settings: Settings) -> Callable[[], Any]:
 
 
 async def wait_for_images(
-    client: AsyncTestClient, headers: dict[str, str], ids: list[int], statuses: set[str] = frozenset({"ready", "failed"}),
+    client: httpx.AsyncClient, headers: dict[str, str], ids: list[int], statuses: set[str] = frozenset({"ready", "failed"}),
     timeout: float = 60,
 ) -> dict[int, dict[str, Any]]:
     """Poll the API until every image is in one of ``statuses``; returns the images by id."""
     deadline = asyncio.get_running_loop().time() + timeout
+    wanted = set(ids)
     while True:
-        images = {}
-        for image_id in ids:
-            resp = await client.get(f"/api/v1/images/{image_id}", headers=headers)
+        images: dict[int, dict[str, Any]] = {}
+        cursor = None
+        while True:  # one listing per poll, not one request per image
+            params: dict[str, Any] = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+            resp = await client.get("/api/v1/images", params=params, headers=headers)
             assert resp.status_code == 200, resp.text
-            images[image_id] = resp.json()
+            page = resp.json()
+            images.update({i["id"]: i for i in page["items"] if i["id"] in wanted})
+            cursor = page["next_cursor"]
+            if not cursor or len(images) == len(wanted):
+                break
+        assert set(images) == wanted, f"images missing: {wanted - set(images)}"
         if all(img["status"] in statuses for img in images.values()):
             return images
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"images not {statuses} after {timeout} s: "
                                  f"{ {i: (img['status'], img['error']) for i, img in images.items()} }")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)

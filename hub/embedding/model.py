@@ -102,7 +102,7 @@ class _Tower:
                 self._parts = self._loader()
                 self._error = None
             except Exception as exc:  # noqa: BLE001 - any load failure becomes a readable 503
-                self._error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                self._error = str(exc).splitlines()[0][:1000] if str(exc) else type(exc).__name__
                 self._failed_at = time.monotonic()
                 raise ModelUnavailable(self._error) from None
             return self._parts
@@ -139,8 +139,12 @@ class Encoder:
         return self._device
 
     def _explain(self, exc: Exception) -> ModelUnavailable:
+        looks_like_path = self.name.startswith((".", "/", "~")) or os.sep + os.sep in self.name
+        reason = "no such folder" if looks_like_path and not Path(self.name).exists() else (
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+        )
         return ModelUnavailable(
-            f"cannot load model {self.name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"cannot load model {self.name!r} ({reason}); "
             "set HUB_MODEL to a reachable Hugging Face id or a local checkpoint folder "
             "(`hub model download` fetches it ahead of time)"
         )
@@ -171,12 +175,17 @@ class Encoder:
     def normalise_prompt(prompt: str) -> str:
         return " ".join(prompt.split()).lower()
 
+    def tokenize(self, texts: list[str]) -> Any:
+        """Token ids padded to the longest text of the batch only: short prompts stay short (and fast)."""
+        tokenizer, _ = self.text.get(wait=self.request_wait)
+        return tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` (padded to the longest, never to 77 tokens), one row each."""
         import torch
 
-        tokenizer, model = self.text.get(wait=self.request_wait)
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+        _, model = self.text.get(wait=self.request_wait)
+        batch = self.tokenize(texts)
         with torch.inference_mode():
             out = model(**{k: v.to(self.device) for k, v in batch.items()})
         return _normalise(out.text_embeds)

@@ -30,7 +30,6 @@ from hub.settings import Settings
 
 log = logging.getLogger("hub.runtime")
 Role = Literal["embedded", "api", "worker"]
-SWEEP_LOCK = "hub:sweep-lock"
 
 
 class Runtime:
@@ -220,7 +219,9 @@ class Runtime:
     async def sweep(self) -> dict[str, Any]:
         """One ``ReconcileImages`` run; with Redis, one worker at a time does it."""
         if self.settings.broker_url.startswith(("redis://", "rediss://")):
-            lock = await self._redis_client().set(SWEEP_LOCK, "1", nx=True, ex=max(1, self.settings.sweep_seconds - 1))
+            lock = await self._redis_client().set(
+                f"{self.settings.queue_name}:sweep-lock", "1", nx=True, ex=max(1, self.settings.sweep_seconds - 1)
+            )
             if not lock:
                 return {"skipped": "another worker is sweeping"}
         embedder = self.worker()

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from hub.embedding.runtime import Runtime
 
 log = logging.getLogger("hub.tasks")
-QUEUE_NAME = "hub:tasks"
 
 
 def make_broker(settings: Settings) -> AsyncBroker:
@@ -32,7 +31,7 @@ def make_broker(settings: Settings) -> AsyncBroker:
 
         return RedisStreamBroker(
             settings.broker_url,
-            queue_name=QUEUE_NAME,
+            queue_name=settings.queue_name,
             consumer_group_name="hub-workers",
             idle_timeout=int(settings.embed_lease_seconds * 1000),
             socket_timeout=None,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from litestar.testing import AsyncTestClient
-
-from hub.core.app import create_app
 from hub.settings import load_settings
+from tests.conftest import serve_app
 from tests.services import free_port
 
 
@@ -43,7 +41,7 @@ async def test_unknown_route_is_json_404(client):
 async def test_database_down_gives_503_not_500(tmp_path, test_model):
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     settings = load_settings(home=tmp_path, database_url=url, log_format="text", model=str(test_model))
-    async with AsyncTestClient(create_app(settings)) as client:
+    async with serve_app(settings) as client:
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"].startswith("unreachable")
@@ -57,7 +55,7 @@ async def test_database_down_gives_503_not_500(tmp_path, test_model):
 
 async def test_unmigrated_database_is_not_ready(tmp_path, test_model):
     settings = load_settings(home=tmp_path, log_format="text", model=str(test_model))  # never migrated
-    async with AsyncTestClient(create_app(settings)) as client:
+    async with serve_app(settings) as client:
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert "hub migrate" in ready.json()["checks"]["database"]

@@ -1,0 +1,76 @@
+"""The encoder: the init-test checkpoint through the real from_pretrained path, shapes, norms, padding, cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hub.embedding.model import MAX_TEXT_TOKENS, Encoder, ModelUnavailable, model_key
+
+
+def test_init_test_cli_writes_a_loadable_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-m", "hub", "model", "init-test", str(folder)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "meaningless" in proc.stdout and f"HUB_MODEL={folder}" in proc.stdout
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"):
+        assert (folder / name).exists(), name
+    encoder = Encoder(str(folder))
+    assert encoder.encode_text(["red dress"]).shape == (1, 512)
+
+
+def test_vectors_are_normalised_512d(test_model):
+    encoder = Encoder(str(test_model))
+    text = encoder.encode_text(["red dress with floral patterns", "black leather jacket"])
+    images = encoder.encode_images([Image.new("RGB", (120, 90), (200, 20, 20)), Image.new("RGB", (40, 60), "navy")])
+    for vectors in (text, images):
+        assert vectors.shape == (2, 512) and vectors.dtype == np.float32
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(text[0], text[1])
+    assert not np.allclose(images[0], images[1])
+
+
+def test_prompts_are_not_padded_to_77(test_model):
+    encoder = Encoder(str(test_model))
+    tokens = encoder.tokenize(["red dress"])["input_ids"]
+    assert tokens.shape[1] < 10
+    long = encoder.tokenize(["red dress " * 100])["input_ids"]
+    assert long.shape[1] == MAX_TEXT_TOKENS  # truncated, never longer
+
+
+def test_batching_does_not_change_embeddings(test_model):
+    encoder = Encoder(str(test_model))
+    images = [Image.new("RGB", (64, 64), (i * 40, 255 - i * 30, 90)) for i in range(5)]
+    together = encoder.encode_images(images)
+    alone = np.concatenate([encoder.encode_images([img]) for img in images])
+    assert np.allclose(together, alone, atol=1e-5)
+    prompts = ["red dress", "blue denim jacket with pockets"]
+    assert np.allclose(encoder.encode_text(prompts), np.concatenate([encoder.encode_text([p]) for p in prompts]),
+                       atol=1e-5)
+
+
+def test_prompt_cache(test_model):
+    encoder = Encoder(str(test_model))
+    first = encoder.encode_prompt("Red  Dress")
+    again = encoder.encode_prompt("red dress")
+    assert encoder.text_cache_hits == 1
+    assert np.array_equal(first, again)
+
+
+def test_unloadable_model_names_the_setting(tmp_path):
+    encoder = Encoder(str(tmp_path / "no-such-checkpoint"))
+    with pytest.raises(ModelUnavailable, match="HUB_MODEL"):
+        encoder.encode_prompt("red dress")
+    with pytest.raises(ModelUnavailable, match="HUB_MODEL"):  # remembered, not retried at once
+        encoder.encode_prompt("red dress")
+
+
+def test_model_key_separates_checkpoints(tmp_path, test_model):
+    assert model_key(str(test_model)) == model_key(str(test_model))
+    assert model_key("patrickjohncyh/fashion-clip").startswith("fashion-clip-")
+    assert model_key(str(test_model)) != model_key("patrickjohncyh/fashion-clip")

@@ -1,0 +1,200 @@
+"""Server mode end to end: PostgreSQL, Redis streams, a `chroma run` server and `hub worker` processes.
+
+The API runs in-process (role "api": it only sends tasks); workers are real `hub worker` subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hub.settings import load_settings
+from tests import services
+from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, wait_for_images
+from tests.images import photo
+
+pytestmark = pytest.mark.slow
+
+
+class ChromaServer:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.port = services.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
+        self.proc = subprocess.Popen(
+            [chroma, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"ANONYMIZED_TELEMETRY": "False"},
+        )
+        services.wait_for_port("127.0.0.1", self.port, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(20)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_service():
+    svc = services.redis()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def chroma(tmp_path):
+    server = ChromaServer(tmp_path / "chroma")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server_settings(tmp_path, make_pg_database, redis_service, chroma, test_model):
+    return load_settings(
+        home=tmp_path / "shared",  # the media folder api and workers share (a volume in compose)
+        database_url=make_pg_database(),
+        broker_url=redis_service.url,
+        queue_name=f"hub-test-{uuid.uuid4().hex[:8]}",
+        chroma_url=chroma.url,
+        model=str(test_model),
+        admin_token=ADMIN_TOKEN,
+        public_url="http://testserver.local",
+        sweep_seconds=1,
+        embed_lease_seconds=3,
+        embed_retry_seconds=0.5,
+        rate_limit="100000/minute",
+        log_format="text",
+    )
+
+
+class Workers:
+    def __init__(self, settings, log_dir: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        for name in ("home", "database_url", "broker_url", "queue_name", "chroma_url", "model", "sweep_seconds",
+                     "embed_lease_seconds", "embed_retry_seconds"):
+            self.env[f"HUB_{name.upper()}"] = str(getattr(settings, name))
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, **extra: str) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "hub", "worker"], env=self.env | extra, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def workers(server_settings, tmp_path):
+    group = Workers(server_settings, tmp_path)
+    yield group
+    group.stop_all()
+
+
+async def new_shop(client) -> ShopKeys:
+    resp = await client.post("/api/v1/shops", json={"name": "Server Shop", "email": f"{uuid.uuid4().hex[:8]}@x.example"},
+                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert resp.status_code == 201
+    return ShopKeys(resp.json())
+
+
+async def upload(client, shop, seeds):
+    ids = []
+    for seed in seeds:
+        resp = await client.post("/api/v1/images", files={"file": (f"{seed}.jpg", photo(seed), "image/jpeg")},
+                                 headers=shop.secret)
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+    return ids
+
+
+async def test_upload_ready_recommended(server_settings, workers):
+    workers.start()
+    async with serve_app(server_settings) as client:
+        assert client.app.state.pipeline.role == "api"
+        shop = await new_shop(client)
+        ids = await upload(client, shop, range(200, 206))
+        images = await wait_for_images(client, shop.secret, ids)
+        assert {i["status"] for i in images.values()} == {"ready"}
+        found = await client.post("/api/v1/recommendations", json={"prompt": "red dress", "limit": 10},
+                                  headers=shop.publishable)
+        assert sorted(r["id"] for r in found.json()["results"]) == sorted(ids)
+        ready = (await client.get("/ready")).json()
+        assert ready["checks"]["broker"] == "ok" and ready["checks"]["vector_store"] == "ok"
+        # the vectors live in the Chroma server, where a new client sees them
+        assert await client.app.state.pipeline.store.ids(shop["id"]) == sorted(ids)
+
+
+async def test_worker_killed_mid_batch_loses_nothing(server_settings, workers):
+    # the first worker waits to fill a big batch, so it is surely holding claimed images when it dies
+    first = workers.start(HUB_EMBED_BATCH_SIZE="64", HUB_EMBED_BATCH_WAIT_MS="4000")
+    async with serve_app(server_settings) as client:
+        shop = await new_shop(client)
+        ids = await upload(client, shop, range(300, 320))
+        for _ in range(300):
+            listed = (await client.get("/api/v1/images", params={"status": "embedding", "limit": 100},
+                                       headers=shop.secret)).json()["items"]
+            if listed:
+                break
+            await asyncio.sleep(0.05)
+        assert listed, "the worker never claimed an image"
+        first.kill()  # SIGKILL: no cleanup, claimed images and unacknowledged messages left behind
+        first.wait(10)
+        stuck = (await client.get("/api/v1/images", params={"limit": 100}, headers=shop.secret)).json()["items"]
+        assert any(i["status"] != "ready" for i in stuck)
+        workers.start()
+        images = await wait_for_images(client, shop.secret, ids, timeout=90)
+        assert {i["status"] for i in images.values()} == {"ready"}, images
+        assert await client.app.state.pipeline.store.ids(shop["id"]) == sorted(ids)
+
+
+async def test_chroma_down_gives_503_and_images_wait(server_settings, workers, chroma):
+    workers.start()
+    async with serve_app(server_settings) as client:
+        shop = await new_shop(client)
+        first = await upload(client, shop, [400])
+        await wait_for_images(client, shop.secret, first)
+        chroma.stop()
+        resp = await client.post("/api/v1/recommendations", json={"prompt": "red dress"}, headers=shop.publishable)
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"] == "unavailable" and "vector store" in resp.json()["detail"]
+        assert resp.headers["retry-after"]
+        ready = await client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["vector_store"].startswith("unreachable")
+        later = await upload(client, shop, [401, 402])
+        await asyncio.sleep(4)
+        waiting = await wait_for_images(client, shop.secret, later, {"pending", "embedding"})
+        assert all(i["status"] in ("pending", "embedding") for i in waiting.values())
+        assert any("vector store" in (i["error"] or "") for i in waiting.values())
+        chroma.start()  # same port, same data folder
+        images = await wait_for_images(client, shop.secret, later, timeout=90)
+        assert {i["status"] for i in images.values()} == {"ready"}
+        found = await client.post("/api/v1/recommendations", json={"prompt": "red dress"}, headers=shop.publishable)
+        assert found.status_code == 200
+        assert sorted(r["id"] for r in found.json()["results"]) == sorted(first + later)

@@ -91,3 +91,16 @@ def test_readme_flow(environment, tmp_path):
     for line in logs.splitlines():
         if line.startswith("{"):
             json.loads(line)
+
+
+def test_worker_needs_a_shared_queue(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {"HUB_HOME": str(tmp_path)}
+    proc = hub("worker", env=env, cwd=tmp_path)
+    assert proc.returncode != 0 and "HUB_BROKER_URL=redis://" in proc.stderr
+
+
+def test_model_download_of_a_local_folder(tmp_path, test_model):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {"HUB_HOME": str(tmp_path)}
+    proc = hub("model", "download", str(test_model), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(test_model) in proc.stdout

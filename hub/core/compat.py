@@ -15,7 +15,14 @@ from litestar.params import FromPath
 from hub.core.auth import authenticate, key_from_headers
 from hub.core.deps import Db
 from hub.core.errors import ApiError
-from hub.core.images import ImageFields, add_uploaded_image, checked_upload, form_fields, get_shop_image
+from hub.core.images import (
+    ImageFields,
+    add_uploaded_image,
+    checked_upload,
+    form_fields,
+    get_shop_image,
+    requeue_at,
+)
 from hub.core.models import Image
 from hub.core.taxonomy import TAXONOMIES, find_taxon
 
@@ -58,7 +65,7 @@ class ImageCollectionController(Controller):
                     raise ApiError(400, f'{form_name}: invalid pk or name "{value}" - object does not exist')
                 setattr(fields, f"{kind}_id", taxon.id)
         checked = await checked_upload(request, form.get("Photo"))
-        img = await add_uploaded_image(db, state.media, principal.shop_id, checked, fields)
+        img = await add_uploaded_image(db, state.media, principal.shop_id, checked, fields, requeue_at(state))
         await state.pipeline.images_added(principal.shop_id, [img.id])
         return Response(image_collection_json(img, state.settings.public_url), status_code=201)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from hub.core.auth import Caller, Principal, authenticate, require_any_key
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found
 from hub.core.media import CheckedImage, MediaStore, check_image
-from hub.core.models import Image
+from hub.core.models import Image, utcnow
 from hub.core.pagination import decode_cursor, page
 from hub.core.taxonomy import check_taxon_ids
 
@@ -66,6 +67,11 @@ class ImagePatch(BaseModel):
     _urls = field_validator("product_url")(_check_url)
 
 
+def requeue_at(state: Any) -> datetime:
+    """When the sweep should queue a new image again if its first task never ran (broker down, crash)."""
+    return utcnow() + timedelta(seconds=state.settings.embed_lease_seconds)
+
+
 def image_json(img: Image, public_url: str) -> dict[str, Any]:
     def taxon(t: Any) -> dict[str, Any] | None:
         return {"id": t.id, "name": t.name} if t is not None else None
@@ -108,7 +114,12 @@ async def get_shop_image(session: AsyncSession, shop_id: int, image_id: FromPath
 
 
 async def add_uploaded_image(
-    session: AsyncSession, media: MediaStore, shop_id: int, checked: CheckedImage, fields: ImageFields
+    session: AsyncSession,
+    media: MediaStore,
+    shop_id: int,
+    checked: CheckedImage,
+    fields: ImageFields,
+    next_attempt: datetime,
 ) -> Image:
     """Store a checked upload and its row (``pending``); 409 if the shop already has these exact bytes."""
     existing = await session.scalar(
@@ -120,6 +131,7 @@ async def add_uploaded_image(
     relative = await anyio.to_thread.run_sync(media.save, shop_id, checked)
     img = Image(
         shop_id=shop_id,
+        next_attempt_at=next_attempt,
         photo=relative,
         content_hash=checked.content_hash,
         mime_type=checked.mime_type,
@@ -139,7 +151,7 @@ async def add_uploaded_image(
     return img
 
 
-async def add_url_image(session: AsyncSession, shop_id: int, data: ImageByUrl) -> Image:
+async def add_url_image(session: AsyncSession, shop_id: int, data: ImageByUrl, next_attempt: datetime) -> Image:
     """Record an image to be fetched from its URL by the pipeline; 409 if the shop already has that URL."""
     existing = await session.scalar(
         select(Image.id).where(Image.shop_id == shop_id, Image.image_url == data.image_url)
@@ -147,7 +159,7 @@ async def add_url_image(session: AsyncSession, shop_id: int, data: ImageByUrl) -
     if existing is not None:
         raise ApiError(409, f"this image URL was already added as image {existing}", extra={"image_id": existing})
     await check_taxon_ids(session, shop_id, data.model_dump(include=set(TAXON_FIELDS)))
-    img = Image(shop_id=shop_id, **data.model_dump())
+    img = Image(shop_id=shop_id, next_attempt_at=next_attempt, **data.model_dump())
     session.add(img)
     await session.commit()
     await session.refresh(img)
@@ -214,14 +226,14 @@ class ImageController(Controller):
                 raise ApiError(400, "multipart upload needs a 'file' field with the image")
             fields = form_fields(form, ImageFields, {f: f for f in ImageFields.model_fields})
             checked = await checked_upload(request, form.get("file"))
-            img = await add_uploaded_image(db, state.media, principal.shop_id, checked, fields)
+            img = await add_uploaded_image(db, state.media, principal.shop_id, checked, fields, requeue_at(state))
         elif content_type.startswith("application/json"):
             try:
                 body = ImageByUrl.model_validate_json(await request.body())
             except ValidationError as exc:
                 detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
                 raise ApiError(400, f"invalid request: {detail}") from None
-            img = await add_url_image(db, principal.shop_id, body)
+            img = await add_url_image(db, principal.shop_id, body, requeue_at(state))
         else:
             raise ApiError(415, "send multipart/form-data with a 'file', or application/json with 'image_url'")
         await state.pipeline.images_added(principal.shop_id, [img.id])

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core.errors import ApiError, DependencyUnavailable
 from hub.core.media import MediaStore, check_image
 from hub.core.models import Image, Product, utcnow
-from hub.embedding.batcher import Batcher
+from hub.embedding.batcher import Batcher, Coalescer
 from hub.embedding.fetch import FetchError, fetch_image, make_client
 from hub.embedding.model import Encoder, ModelUnavailable
 from hub.embedding.store import NONE_ID, VectorStore
@@ -77,12 +77,15 @@ class Embedder:
         self.encoder = encoder
         self.store = store
         self.media = media
-        self.batcher = Batcher(encoder, settings.embed_batch_size, settings.embed_batch_wait_ms)
+        self.batcher = Batcher(
+            encoder, settings.embed_batch_size, settings.embed_batch_wait_ms, self._decode_and_preprocess
+        )
+        self.writer = Coalescer(self._store_and_mark_ready)
         self._http = make_client(settings.fetch_timeout)
-        self._decode = anyio.CapacityLimiter(4)
 
     async def close(self) -> None:
         await self.batcher.stop()
+        await self.writer.stop()
         await self._http.aclose()
 
     @property
@@ -106,28 +109,23 @@ class Embedder:
                     and_(Image.status == "embedding", or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now)),
                 ),
             )
-            claimed = list(
-                (
-                    await session.execute(
-                        update(Image)
-                        .where(claimable)
-                        .values(status="embedding", attempts=Image.attempts + 1, next_attempt_at=now + self.lease)
-                        .returning(Image.id)
-                    )
-                ).scalars()
+            claimed = await session.scalars(
+                update(Image)
+                .where(claimable)
+                .values(status="embedding", attempts=Image.attempts + 1, next_attempt_at=now + self.lease)
+                .returning(Image),
+                execution_options={"synchronize_session": False},
             )
+            images = list(claimed)
             await session.commit()
-            if not claimed:
-                return []
-            rows = await session.scalars(select(Image).where(Image.id.in_(claimed)))
-            return list(rows)
+            return images
 
     async def embed_images(self, image_ids: list[int]) -> list[Outcome]:
         images = await self.claim(image_ids)
         if not images:
             return []
         results = await asyncio.gather(*(self._vector_for(img) for img in images), return_exceptions=True)
-        ready: list[tuple[Image, np.ndarray, dict[str, Any]]] = []
+        ready: list[Any] = []
         outcomes: list[Outcome] = []
         for img, result in zip(images, results, strict=True):
             if isinstance(result, Fail):
@@ -140,9 +138,8 @@ class Embedder:
                 log.error("unexpected embedding error", exc_info=result, extra={"image_id": img.id})
                 outcomes.append(await self._mark_retry(img, f"internal error ({type(result).__name__})", counts=True))
             else:
-                ready.append((img, *result))
-        if ready:
-            outcomes += await self._store_and_mark_ready(ready)
+                ready.append(self.writer.submit((img, *result)))
+        outcomes += await asyncio.gather(*ready)
         return outcomes
 
     async def _load_bytes(self, img: Image) -> bytes:
@@ -166,32 +163,32 @@ class Embedder:
                 raise Fail(exc.reason) from None
             raise
 
-    def _decode_and_preprocess(self, data: bytes) -> tuple[np.ndarray, Any]:
+    def _decode_and_preprocess(self, item: tuple[bytes, bool]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Bytes → model pixels (runs in the batch thread). Fetched bytes are checked as uploads are."""
+        data, trusted = item
+        details: dict[str, Any] = {}
+        if not trusted:
+            try:
+                checked = check_image(
+                    data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
+                )
+            except ApiError as exc:
+                raise Fail(str(exc.detail)) from None
+            details = {"content_hash": checked.content_hash, "mime_type": checked.mime_type,
+                       "width": checked.width, "height": checked.height, "size_bytes": len(data)}
         try:
-            checked = check_image(
-                data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
-            )
-        except ApiError as exc:
-            raise Fail(str(exc.detail)) from None
-        with PILImage.open(io.BytesIO(data)) as pil:
-            pil.load()
-            return self.encoder.preprocess(pil), checked
+            with PILImage.open(io.BytesIO(data)) as pil:
+                return self.encoder.preprocess(pil), details
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise Fail(f"the image cannot be decoded ({exc})") from None
 
     async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
         data = await self._load_bytes(img)
-        async with self._decode:
-            pixels, checked = await anyio.to_thread.run_sync(self._decode_and_preprocess, data)
-        vector = await self.batcher.embed(pixels)
-        details = {
-            "content_hash": checked.content_hash,
-            "mime_type": checked.mime_type,
-            "width": checked.width,
-            "height": checked.height,
-            "size_bytes": len(data),
-        }
-        return vector, details
+        # an uploaded file was fully checked when it was accepted; a fetched one is checked now
+        return await self.batcher.embed((data, img.photo is not None))
 
     async def _store_and_mark_ready(self, ready: list[tuple[Image, np.ndarray, dict[str, Any]]]) -> list[Outcome]:
+        """Upsert the vectors (one call per shop) and mark the images ready (one commit); an outcome per image."""
         async with self.sessions() as session:
             product_ids = {img.product_id for img, _, _ in ready if img.product_id is not None}
             products = {
@@ -200,7 +197,7 @@ class Embedder:
         by_shop: dict[int, list[tuple[Image, np.ndarray, dict[str, Any]]]] = {}
         for item in ready:
             by_shop.setdefault(item[0].shop_id, []).append(item)
-        outcomes: list[Outcome] = []
+        outcomes: dict[int, Outcome] = {}
         for shop_id, items in by_shop.items():
             try:
                 await self.store.upsert(
@@ -211,30 +208,29 @@ class Embedder:
                 )
             except DependencyUnavailable as exc:
                 for img, _, _ in items:
-                    outcomes.append(await self._mark_retry(img, str(exc), counts=False))
+                    outcomes[img.id] = await self._mark_retry(img, str(exc), counts=False)
                 continue
             now = utcnow()
             gone: list[int] = []
             async with self.sessions() as session:
                 for img, _, details in items:
                     values = {"status": "ready", "processor_embedded": True, "embedded_at": now, "error": None,
-                              "next_attempt_at": None}
-                    if not img.photo:
-                        values |= details
+                              "next_attempt_at": None, **details}
                     result = await session.execute(
                         update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
                     )
                     if result.rowcount == 0:
                         gone.append(img.id)
+                        outcomes[img.id] = Outcome(img.id, "gone")
                     else:
-                        outcomes.append(Outcome(img.id, "ready"))
+                        outcomes[img.id] = Outcome(img.id, "ready")
                 await session.commit()
             if gone:  # deleted (or re-claimed) while we worked: don't leave an orphan vector behind
                 async with self.sessions() as session:
                     still = set(await session.scalars(select(Image.id).where(Image.id.in_(gone))))
                 await self.store.delete(shop_id, [i for i in gone if i not in still])
-        log.info("embedded", extra={"images": sum(o.status == "ready" for o in outcomes)})
-        return outcomes
+        log.info("embedded", extra={"images": sum(o.status == "ready" for o in outcomes.values())})
+        return [outcomes[img.id] for img, _, _ in ready]
 
     async def _mark_failed(self, img: Image, reason: str) -> Outcome:
         async with self.sessions() as session:

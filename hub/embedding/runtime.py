@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.errors import DependencyUnavailable
 from hub.core.media import MediaStore
-from hub.core.models import Image, utcnow
+from hub.core.models import Image
 from hub.embedding.embedder import Embedder, image_metadata
 from hub.embedding.model import Encoder, ModelUnavailable
 from hub.embedding.search import Ranking, rank_prompt, rank_vector
@@ -121,13 +121,7 @@ class Runtime:
     # -- the Pipeline the API talks to -----------------------------------------------------------------------
 
     async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
-        async with self.sessions() as session:
-            await session.execute(
-                update(Image)
-                .where(Image.id.in_(image_ids), Image.status == "pending")
-                .values(next_attempt_at=utcnow() + timedelta(seconds=self.settings.embed_lease_seconds))
-            )
-            await session.commit()
+        """Queue new images (their ``next_attempt_at`` was set at intake, so the sweep won't queue them twice)."""
         size = self.settings.embed_batch_size
         for i in range(0, len(image_ids), size):
             await safe_kiq(self.tasks.create_embedding, image_ids[i : i + size])

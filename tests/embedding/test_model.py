@@ -74,3 +74,33 @@ def test_model_key_separates_checkpoints(tmp_path, test_model):
     assert model_key(str(test_model)) == model_key(str(test_model))
     assert model_key("patrickjohncyh/fashion-clip").startswith("fashion-clip-")
     assert model_key(str(test_model)) != model_key("patrickjohncyh/fashion-clip")
+
+
+@pytest.mark.parametrize("size", [(600, 800), (800, 600), (224, 224), (97, 300)])
+def test_fast_preprocess_matches_the_clip_processor(test_model, size):
+    import io
+
+    from tests.images import photo
+
+    encoder = Encoder(str(test_model))
+    image = Image.open(io.BytesIO(photo(5, size=size, fmt="PNG")))
+    fast = encoder.preprocess(image)
+    reference = encoder.preprocess_reference(Image.open(io.BytesIO(photo(5, size=size, fmt="PNG"))))
+    assert fast.shape == reference.shape
+    assert np.abs(fast - reference).max() < 1e-5  # the same steps, the same numbers
+
+
+def test_fast_preprocess_full_size(tmp_path):
+    import io
+
+    from hub.embedding.test_checkpoint import write_test_checkpoint
+    from tests.images import photo
+
+    folder = tmp_path / "full"
+    write_test_checkpoint(folder, full_size=True)
+    encoder = Encoder(str(folder))
+    data = photo(6, size=(600, 800), fmt="JPEG")
+    fast = encoder.preprocess(Image.open(io.BytesIO(data)))
+    reference = encoder.preprocess_reference(Image.open(io.BytesIO(data)))
+    assert fast.shape == reference.shape == (3, 224, 224)
+    assert np.abs(fast - reference).mean() < 0.01  # a JPEG is decoded at reduced scale, then resized

@@ -1,0 +1,125 @@
+"""Shared by the benchmarks: the full-size random checkpoint, a real `hub serve`, generated product photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache"
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+def full_size_model() -> Path:
+    """FashionCLIP's architecture (ViT-B/32, 512-d) with random weights: the real compute cost."""
+    folder = CACHE / "clip-vit-b32-random"
+    if not (folder / "model.safetensors").exists():
+        from hub.embedding.test_checkpoint import write_test_checkpoint
+
+        write_test_checkpoint(folder, full_size=True)
+    return folder
+
+
+def product_photo(seed: int, size: tuple[int, int] = (600, 800)) -> bytes:
+    """A generated product shot: a garment-like shape with a pattern on a plain studio background."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(200, 256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    colour = tuple(rng.randrange(256) for _ in range(3))
+    body = [(w * 0.3, h * 0.15), (w * 0.7, h * 0.15), (w * 0.8, h * 0.9), (w * 0.2, h * 0.9)]
+    draw.polygon(body, fill=colour)
+    for _ in range(rng.randrange(10, 40)):
+        x, y = rng.uniform(w * 0.25, w * 0.75), rng.uniform(h * 0.2, h * 0.85)
+        r = rng.uniform(5, 25)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
+    img = img.filter(ImageFilter.GaussianBlur(0.8))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def hub_server(home: Path, model: Path, **env: str):
+    """`hub serve` on the embedded default (in-process workers), as a user runs it."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
+        "HUB_HOME": str(home), "HUB_MODEL": str(model), "HUB_RATE_LIMIT": "1000000/minute",
+        "HUB_LOG_LEVEL": os.environ.get("HUB_LOG_LEVEL", "WARNING"), **env,
+    }
+    log = (home / "serve.log").open("wb") if home.mkdir(parents=True, exist_ok=True) is None else None
+    proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--port", str(port)], env=environ,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hub serve did not become ready; see {home / 'serve.log'}")
+            time.sleep(0.5)
+        yield base, environ
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def create_shop(environ: dict[str, str], home: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "hub", "shops", "create", "--name", "Bench", "--email",
+                          f"bench{time.time_ns()}@example.com", "--json"], env=environ, cwd=home,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU; Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or add) the ``## name`` section of docs/benchmarks.md."""
+    RESULTS.parent.mkdir(exist_ok=True)
+    text = RESULTS.read_text() if RESULTS.exists() else (
+        "# Benchmarks\n\nWritten by the scripts in `bench/`; rerun them to refresh a section. The model is "
+        "FashionCLIP's architecture (CLIP ViT-B/32, 512-d) with random weights: the real compute cost, "
+        "meaningless rankings.\n"
+    )
+    marker = f"\n## {name}\n"
+    if marker in text:
+        start = text.index(marker)
+        nxt = text.find("\n## ", start + len(marker))
+        text = text[:start] + text[nxt if nxt != -1 else len(text):]
+    RESULTS.write_text(text.rstrip("\n") + "\n" + marker + "\n" + body.strip("\n") + "\n")

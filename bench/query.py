@@ -1,0 +1,151 @@
+"""Query latency: POST /api/v1/recommendations with 10,000 images in a shop and 4 concurrent clients.
+
+    .venv/bin/python -m bench.query [--images 10000] [--queries 400]
+
+The shop is seeded directly (rows + random unit vectors): embedding 10,000 photos would take this CPU a
+quarter of an hour and does not change what a query costs. Writes the "Queries" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.common import create_shop, full_size_model, hub_server, machine, write_section
+
+COLOURS = ["red", "blue", "black", "white", "green", "pink", "beige", "navy", "yellow", "grey"]
+PATTERNS = ["floral", "striped", "plain", "dotted", "plaid", "leather", "denim", "lace", "silk", "knit"]
+ITEMS = ["dress", "jacket", "shirt", "skirt", "sweater", "coat", "jeans", "blouse", "hoodie", "shorts"]
+STYLES = ["", " for summer", " for a wedding", " casual", " vintage", " with pockets", " oversized", " slim fit"]
+
+
+def prompts() -> list[str]:
+    combos = [f"{c} {p} {i}{s}" for c, p, i, s in itertools.product(COLOURS, PATTERNS, ITEMS, STYLES)]
+    random.Random(0).shuffle(combos)
+    return combos
+
+
+async def seed(home: Path, model: Path, shop_id: int, n: int) -> None:
+    from sqlalchemy import insert
+
+    from hub.core.db import create_engine
+    from hub.core.models import Image, utcnow
+    from hub.embedding.model import model_key
+    from hub.embedding.store import VectorStore
+    from hub.settings import load_settings
+
+    settings = load_settings(home=home, model=str(model))
+    engine = create_engine(settings.db_url)
+    now = utcnow()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            insert(Image).returning(Image.id),
+            [{"shop_id": shop_id, "name": f"product {i}", "description": "", "source": "manual",
+              "image_url": f"https://cdn.example.com/p/{i}.jpg", "status": "ready", "processor_embedded": True,
+              "embedded_at": now, "attempts": 1, "created_at": now, "updated_at": now} for i in range(n)],
+        )
+        ids = list(result.scalars())
+    await engine.dispose()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = VectorStore(None, home, model_key(str(model)))
+    for i in range(0, n, 1000):
+        await store.upsert(shop_id, ids[i:i + 1000], vectors[i:i + 1000],
+                           [{"category_id": -1, "style_id": -1, "age_group_id": -1, "product_id": -1,
+                             "source": "manual", "available": True}] * len(ids[i:i + 1000]))
+
+
+def run_clients(base: str, key: str, texts: list[str], clients: int) -> list[tuple[float, dict]]:
+    def worker(chunk: list[str]) -> list[tuple[float, dict]]:
+        out = []
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
+            for text in chunk:
+                start = time.perf_counter()
+                r = api.post("/api/v1/recommendations", json={"prompt": text, "limit": 10})
+                elapsed = (time.perf_counter() - start) * 1000
+                assert r.status_code == 200 and r.json()["count"] == 10, r.text
+                out.append((elapsed, r.json()["timings_ms"]))
+        return out
+
+    chunks = [texts[i::clients] for i in range(clients)]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        return [item for part in pool.map(worker, chunks) for item in part]
+
+
+def percentiles(values: list[float]) -> str:
+    p = np.percentile(values, [50, 95, 99])
+    return " | ".join(f"{v:.1f}" for v in p)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=400)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    model = full_size_model()
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        home = Path(tmp)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
+            "HUB_HOME": str(home), "HUB_MODEL": str(model)}
+        subprocess.run([sys.executable, "-m", "hub", "migrate"], env=environ, cwd=home, check=True,
+                       capture_output=True)
+        shop = create_shop(environ, home)
+        seed_start = time.perf_counter()
+        asyncio.run(seed(home, model, shop["id"], args.images))
+        seed_s = time.perf_counter() - seed_start
+        with hub_server(home, model) as (base, _):
+            texts = prompts()[: args.queries]
+            run_clients(base, shop["publishable_key"], texts[:8], 1)  # warm-up
+            fresh = run_clients(base, shop["publishable_key"], texts, args.clients)
+            repeated = run_clients(base, shop["publishable_key"], texts, args.clients)
+
+    def rows(results: list[tuple[float, dict]], label: str) -> str:
+        total = [r[0] for r in results]
+        encode = [r[1]["encode"] for r in results]
+        search = [r[1]["search"] for r in results]
+        rest = [t - e - s for t, e, s in zip(total, encode, search, strict=True)]
+        return "\n".join([
+            f"| {label}: end to end (client) | {percentiles(total)} |",
+            f"| {label}: text encoding | {percentiles(encode)} |",
+            f"| {label}: vector search + image rows | {percentiles(search)} |",
+            f"| {label}: the rest (HTTP, auth, prompt log) | {percentiles(rest)} |",
+        ])
+
+    body = f"""
+`.venv/bin/python -m bench.query --images {args.images} --queries {args.queries} --clients {args.clients}` — {time.strftime('%Y-%m-%d')}
+
+Machine: {machine()}.
+
+One shop with {args.images:,} ready images (rows in SQLite, random unit vectors in the embedded Chroma; seeding
+took {seed_s:.0f} s), `hub serve` on the embedded default, {args.clients} concurrent HTTP clients, limit 10.
+"fresh" prompts are all different (every query runs the text tower); "repeated" sends the same prompts again
+(the text-embedding cache answers). Latencies in ms; the split comes from the `timings_ms` of each response.
+
+| part | p50 | p95 | p99 |
+| --- | ---: | ---: | ---: |
+{rows(fresh, "fresh")}
+{rows(repeated, "repeated")}
+
+Throughput: fresh {len(fresh) / (sum(r[0] for r in fresh) / 1000 / args.clients):.1f} queries/s,
+repeated {len(repeated) / (sum(r[0] for r in repeated) / 1000 / args.clients):.1f} queries/s (approximate).
+"""
+    write_section("Queries", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

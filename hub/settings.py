@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     signup_rate_limit: str = Field("10/hour", description="Per-client-address signup limit.")
     rate_limit_storage_url: str = Field("memory://", description="memory:// or redis://… shared by API nodes.")
     device: str | None = Field(None, description="cpu, cuda or cuda:N; default cuda when present.")
-    embed_batch_size: int = Field(16, ge=1, le=256, description="Images per forward pass.")
+    embed_batch_size: int = Field(32, ge=1, le=256, description="Images per forward pass.")
     embed_batch_wait_ms: int = Field(100, ge=0, le=5000, description="How long a batch waits to fill.")
     embed_max_attempts: int = Field(5, ge=1, le=100, description="Fetch attempts before an image fails.")
     embed_retry_seconds: float = Field(10.0, gt=0, description="First retry delay; doubles each attempt.")

@@ -24,28 +24,21 @@ log = logging.getLogger("hub.batcher")
 Prepare = Callable[[Any], tuple[np.ndarray, Any]]
 
 
-class Batcher:
-    """``await embed(item)`` from anywhere → ``(vector, info)``; one loop runs the model on up to ``size`` items.
+class _QueueLoop:
+    """A queue of items with a future each, drained by one background task (``_run``)."""
 
-    ``prepare(item)`` turns an item into ``(pixels, info)``; an exception it raises goes to that item's caller
-    only.
-    """
+    task_name = "hub-queue"
 
-    def __init__(self, encoder: Encoder, size: int, wait_ms: int, prepare: Prepare) -> None:
-        self.encoder = encoder
-        self.size = size
-        self.wait = wait_ms / 1000
-        self.prepare = prepare
-        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[tuple[np.ndarray, Any]]]] = asyncio.Queue()
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.images = 0
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="hub-batcher")
+            self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def stop(self) -> None:
+        """Stop the loop; callers still waiting get ``CancelledError``."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -56,13 +49,50 @@ class Batcher:
             if not fut.done():
                 fut.cancel()
 
-    async def embed(self, item: Any) -> tuple[np.ndarray, Any]:
+    async def submit(self, item: Any) -> Any:
         self.start()
-        fut: asyncio.Future[tuple[np.ndarray, Any]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, fut))
         return await fut
 
-    async def _collect(self) -> list[tuple[Any, asyncio.Future[tuple[np.ndarray, Any]]]]:
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _settle(batch: list[tuple[Any, asyncio.Future[Any]]], results: list[Any] | BaseException) -> None:
+        """Hand each caller its result (or exception); one exception for all when the whole batch failed."""
+        for i, (_, fut) in enumerate(batch):
+            if fut.done():
+                continue
+            result = results if isinstance(results, BaseException) else results[i]
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+
+class Batcher(_QueueLoop):
+    """``await embed(item)`` from anywhere → ``(vector, info)``; one loop runs the model on up to ``size`` items.
+
+    ``prepare(item)`` turns an item into ``(pixels, info)``; an exception it raises goes to that item's caller
+    only.
+    """
+
+    task_name = "hub-batcher"
+
+    def __init__(self, encoder: Encoder, size: int, wait_ms: int, prepare: Prepare) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.size = size
+        self.wait = wait_ms / 1000
+        self.prepare = prepare
+        self.batches = 0
+        self.images = 0
+
+    async def embed(self, item: Any) -> tuple[np.ndarray, Any]:
+        return await self.submit(item)
+
+    async def _collect(self) -> list[tuple[Any, asyncio.Future[Any]]]:
         batch = [await self._queue.get()]
         deadline = time.monotonic() + self.wait
         while len(batch) < self.size:
@@ -101,48 +131,27 @@ class Batcher:
             try:
                 results = await anyio.to_thread.run_sync(self._process, [item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 - the model failed: every waiting task gets it
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                self._settle(batch, exc)
                 continue
             self.batches += 1
             self.images += len(batch)
             log.debug("batch", extra={"size": len(batch), "ms": round((time.perf_counter() - started) * 1000),
                                       "queued": self._queue.qsize()})
-            for (_, fut), result in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+            self._settle(batch, results)
 
 
-class Coalescer:
+class Coalescer(_QueueLoop):
     """``await submit(item)`` from many tasks; whatever is waiting is handled by one ``process(items)`` call.
 
-    The results of one forward pass reach their tasks together: this turns their sixteen vector-store writes
-    and database commits into one of each.
+    The results of one forward pass reach their tasks together: this turns their vector-store writes and
+    database commits into one of each.
     """
 
+    task_name = "hub-coalescer"
+
     def __init__(self, process: Callable[[list[Any]], Any]) -> None:
+        super().__init__()
         self.process = process
-        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: Any) -> Any:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="hub-coalescer")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
-        return await fut
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:
@@ -153,10 +162,6 @@ class Coalescer:
             try:
                 results = await self.process([item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting task
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                self._settle(batch, exc)
                 continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+            self._settle(batch, results)

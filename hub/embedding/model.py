@@ -181,25 +181,22 @@ class Encoder:
             "(`hub model download` fetches it ahead of time)"
         )
 
-    def _load_text(self) -> tuple[Any, Any]:
-        CLIPTokenizer, CLIPTextModelWithProjection, _, _ = _clip_classes()  # noqa: N806
+    def _load_tower(self, which: str, preprocessor_cls: Any, model_cls: Any) -> tuple[Any, Any]:
         try:
-            tokenizer = _from_pretrained(CLIPTokenizer, self.name)
-            model = _from_pretrained(CLIPTextModelWithProjection, self.name).to(self.device).eval()
+            preprocessor = _from_pretrained(preprocessor_cls, self.name)
+            model = _from_pretrained(model_cls, self.name).to(self.device).eval()
         except Exception as exc:
             raise self._explain(exc) from None
-        log.info("text model loaded", extra={"model": self.name, "device": self.device})
-        return tokenizer, model
+        log.info(f"{which} model loaded", extra={"model": self.name, "device": self.device})
+        return preprocessor, model
+
+    def _load_text(self) -> tuple[Any, Any]:
+        tokenizer_cls, text_cls, _, _ = _clip_classes()
+        return self._load_tower("text", tokenizer_cls, text_cls)
 
     def _load_vision(self) -> tuple[Any, Any]:
-        _, _, CLIPImageProcessorPil, CLIPVisionModelWithProjection = _clip_classes()  # noqa: N806
-        try:
-            processor = _from_pretrained(CLIPImageProcessorPil, self.name)
-            model = _from_pretrained(CLIPVisionModelWithProjection, self.name).to(self.device).eval()
-        except Exception as exc:
-            raise self._explain(exc) from None
-        log.info("vision model loaded", extra={"model": self.name, "device": self.device})
-        return processor, model
+        _, _, processor_cls, vision_cls = _clip_classes()
+        return self._load_tower("vision", processor_cls, vision_cls)
 
     @staticmethod
     def normalise_prompt(prompt: str) -> str:

@@ -127,9 +127,10 @@ async def add_uploaded_image(
     )
     if existing is not None:
         raise ApiError(409, f"this image was already uploaded as image {existing}", extra={"image_id": existing})
-    await check_taxon_ids(session, shop_id, fields.model_dump(include=set(TAXON_FIELDS)))
+    taxa = await check_taxon_ids(session, shop_id, fields.model_dump(include=set(TAXON_FIELDS)))
     relative = await anyio.to_thread.run_sync(media.save, shop_id, checked)
     img = Image(
+        **taxa,
         shop_id=shop_id,
         next_attempt_at=next_attempt,
         photo=relative,
@@ -147,8 +148,7 @@ async def add_uploaded_image(
         await session.rollback()
         await anyio.to_thread.run_sync(media.delete, relative)
         raise
-    await session.refresh(img)
-    return img
+    return img  # every attribute is loaded already (the session does not expire on commit)
 
 
 async def add_url_image(session: AsyncSession, shop_id: int, data: ImageByUrl, next_attempt: datetime) -> Image:
@@ -158,11 +158,10 @@ async def add_url_image(session: AsyncSession, shop_id: int, data: ImageByUrl, n
     )
     if existing is not None:
         raise ApiError(409, f"this image URL was already added as image {existing}", extra={"image_id": existing})
-    await check_taxon_ids(session, shop_id, data.model_dump(include=set(TAXON_FIELDS)))
-    img = Image(shop_id=shop_id, next_attempt_at=next_attempt, **data.model_dump())
+    taxa = await check_taxon_ids(session, shop_id, data.model_dump(include=set(TAXON_FIELDS)))
+    img = Image(shop_id=shop_id, next_attempt_at=next_attempt, **data.model_dump(), **taxa)
     session.add(img)
     await session.commit()
-    await session.refresh(img)
     return img
 
 

@@ -45,14 +45,22 @@ async def find_taxon(
     )
 
 
-async def check_taxon_ids(session: AsyncSession, shop_id: int, ids: dict[str, int | None]) -> None:
-    """422 unless every given ``category_id``/``style_id``/``age_group_id`` is one of this shop's."""
+async def check_taxon_ids(session: AsyncSession, shop_id: int, ids: dict[str, int | None]) -> dict[str, Any]:
+    """422 unless every given ``category_id``/``style_id``/``age_group_id`` is one of this shop's.
+
+    Returns the rows by relationship name (``category``, …; None where the id is None), ready to assign.
+    """
+    found: dict[str, Any] = {}
     for field, value in ids.items():
+        name = field.removesuffix("_id")
         if value is None:
+            found[name] = None
             continue
-        model = TAXONOMIES[field.removesuffix("_id")]
-        if await find_taxon(session, model, shop_id, value) is None:
+        row = await find_taxon(session, TAXONOMIES[name], shop_id, value)
+        if row is None:
             raise ApiError(422, f"{field} {value} does not exist in this shop", extra={"field": field})
+        found[name] = row
+    return found
 
 
 def taxonomy_controller(model: TaxonModel, field: str, path: str, label: str) -> type[Controller]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -110,6 +111,9 @@ class MediaStore:
     def delete(self, relative: str | None) -> None:
         if relative:
             self.path(relative).unlink(missing_ok=True)
+
+    def delete_shop(self, shop_id: int) -> None:
+        shutil.rmtree(self.root / str(int(shop_id)), ignore_errors=True)
 
     def writable(self) -> bool:
         self.root.mkdir(parents=True, exist_ok=True)

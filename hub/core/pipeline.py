@@ -25,6 +25,9 @@ class Pipeline(Protocol):
     async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
         """Deleted images: drop their vectors."""
 
+    async def shop_removed(self, shop_id: int) -> None:
+        """A deleted shop: drop its whole vector collection."""
+
     async def rank(
         self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
     ) -> Any:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Request, get, post
+import anyio
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, EmailStr, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -83,7 +84,7 @@ class ShopController(Controller):
 
 
 class OperatorController(Controller):
-    """``POST /api/v1/shops``: the operator creates a shop (``HUB_ADMIN_TOKEN``)."""
+    """``POST /api/v1/shops``, ``DELETE /api/v1/shops/{id}``: the operator's shop management (``HUB_ADMIN_TOKEN``)."""
 
     path = "/api/v1/shops"
     tags = ["operator"]
@@ -97,6 +98,18 @@ class OperatorController(Controller):
             "secret_key": created.secret_key,
             "publishable_key": created.publishable_key,
         }
+
+    @delete("/{shop_id:int}", status_code=204)
+    async def remove(self, request: Request, db: Db, operator: NamedDependency[None], shop_id: FromPath[int]) -> None:
+        """Delete a shop and everything it has: rows, uploaded files and its vector collection."""
+        shop = await db.get(Shop, shop_id)
+        if shop is None:
+            raise ApiError(404, f"shop {shop_id} not found")
+        await db.delete(shop)  # keys, taxonomy, images, products and prompts go with it (ON DELETE CASCADE)
+        await db.commit()
+        state = request.app.state
+        await anyio.to_thread.run_sync(state.media.delete_shop, shop_id)
+        await state.pipeline.shop_removed(shop_id)
 
 
 SIGNUP_MAIL = """Welcome to Fashion Hub, {name}!

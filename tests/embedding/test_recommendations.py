@@ -223,3 +223,26 @@ async def test_unloadable_model_gives_503_and_keeps_images(client, shop):
         await __import__("asyncio").sleep(0.2)
     assert img["status"] == "pending" and "HUB_MODEL" in img["error"]
     del images
+
+
+async def test_deleting_a_shop_deletes_its_vectors_and_files(client, make_shop, settings):
+    from tests.conftest import ADMIN_TOKEN
+
+    doomed, kept = await make_shop("Doomed"), await make_shop("Kept")
+    doomed_ids = await upload_many(client, doomed, [50, 51])
+    kept_ids = await upload_many(client, kept, [50, 52])
+    store = client.app.state.pipeline.store
+    assert await store.ids(doomed["id"]) == sorted(doomed_ids)
+    operator = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert (await client.delete(f"/api/v1/shops/{doomed['id']}")).status_code == 401
+    assert (await client.delete(f"/api/v1/shops/{doomed['id']}", headers=kept.secret)).status_code == 401
+    assert (await client.delete("/api/v1/shops/999999", headers=operator)).status_code == 404
+    assert (await client.delete(f"/api/v1/shops/{doomed['id']}", headers=operator)).status_code == 204
+    assert (await client.get("/api/v1/shop", headers=doomed.secret)).status_code == 401
+    assert await store.ids(doomed["id"]) == []
+    assert doomed["id"] not in await store.shops()
+    assert not (settings.media_dir / str(doomed["id"])).exists()
+    # the other shop, with the same photo, is untouched
+    assert await store.ids(kept["id"]) == sorted(kept_ids)
+    found = await client.post("/api/v1/recommendations", json={"prompt": PROMPT}, headers=kept.publishable)
+    assert sorted(r["id"] for r in found.json()["results"]) == sorted(kept_ids)

@@ -127,6 +127,26 @@ def cmd_model_init_test(args: argparse.Namespace) -> None:
     print(f"use it with: HUB_MODEL={folder.resolve()}")
 
 
+def cmd_plugins(args: argparse.Namespace) -> None:
+    from hub.plugins import PluginError, load_plugins
+
+    settings = _settings()
+    try:
+        plugins = load_plugins(settings.disabled_plugin_names)
+    except PluginError as exc:
+        raise SystemExit(f"hub: {exc}") from None
+    if args.json:
+        print(json.dumps({"plugins": plugins.loaded, "disabled": plugins.disabled}))
+        return
+    if not plugins.loaded:
+        print("no plugins installed")
+    for p in plugins.loaded:
+        connectors = ", ".join(p["connectors"]) or "-"
+        print(f"{p['name']:<20} {p['package'] or '-'} {p['version'] or ''}  connectors: {connectors}")
+    for name in plugins.disabled:
+        print(f"{name:<20} disabled by HUB_DISABLED_PLUGINS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Fashion Hub: FashionCLIP product recommendations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run embedding workers (server mode)").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    plugins = sub.add_parser("plugins", help="list the installed plugins and their connectors")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
 
     model = sub.add_parser("model", help="the FashionCLIP model").add_subparsers(dest="model_command", required=True)
     download = model.add_parser("download", help="fetch the model into the local cache ahead of time")

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(64, ge=1, le=1000, description="Tasks a worker runs at once.")
     fetch_timeout: float = Field(15.0, gt=0, description="Seconds to fetch one image URL.")
     fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed per image URL.")
+    disabled_plugins: str = Field("", description="Comma-separated plugin names not to load.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("json", description="json or text.")
 
@@ -150,6 +151,10 @@ class Settings(BaseSettings):
     @property
     def is_embedded_db(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    @property
+    def disabled_plugin_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.disabled_plugins.split(",") if name.strip())
 
     @property
     def media_dir(self) -> Path:

@@ -178,6 +178,22 @@ def make_shop(client: httpx.AsyncClient) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def make_shop_for() -> Callable[..., Any]:
+    """Make a shop through the operator API of a given client (for tests that build their own app)."""
+
+    async def make(http: httpx.AsyncClient, name: str = "Plugin Shop") -> ShopKeys:
+        resp = await http.post(
+            "/api/v1/shops",
+            json={"name": name, "email": f"{uuid.uuid4().hex[:8]}@example.com"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert resp.status_code == 201, resp.text
+        return ShopKeys(resp.json())
+
+    return make
+
+
+@pytest.fixture
 async def shop(make_shop: Callable[..., Any]) -> ShopKeys:
     return await make_shop("Main Street Fashion")
 

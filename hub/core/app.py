@@ -35,6 +35,7 @@ from hub.core.recommendations import (
 )
 from hub.core.shops import OperatorController, ShopController, SignupController
 from hub.core.taxonomy import AgeGroupController, CategoryController, StyleController
+from hub.plugins import Plugins, load_plugins
 from hub.settings import Settings
 
 access_log = logging.getLogger("hub.access")
@@ -78,8 +79,15 @@ def access_log_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_migrate: bool = False) -> Litestar:
+def create_app(
+    settings: Settings,
+    *,
+    pipeline: Pipeline | None = None,
+    plugins: Plugins | None = None,
+    auto_migrate: bool = False,
+) -> Litestar:
     """Build the API. ``auto_migrate`` applies migrations at start-up (the embedded default does)."""
+    plugins = plugins or load_plugins(settings.disabled_plugin_names)
     engine = create_engine(settings.db_url)
     sessions = session_factory(engine)
     media = MediaStore(settings.media_dir)
@@ -87,7 +95,7 @@ def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_mig
         from hub.embedding.runtime import Runtime
 
         role = "embedded" if settings.broker_url.startswith("memory") else "api"
-        pipeline = Runtime(settings, sessions, media, role=role)
+        pipeline = Runtime(settings, sessions, media, role=role, plugins=plugins)
     state = State(
         {
             "settings": settings,
@@ -98,6 +106,7 @@ def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_mig
             "key_limits": parse_limits(settings.rate_limit),
             "signup_limits": parse_limits(settings.signup_rate_limit),
             "pipeline": pipeline,
+            "plugins": plugins,
         }
     )
 
@@ -148,6 +157,7 @@ def create_app(settings: Settings, *, pipeline: Pipeline | None = None, auto_mig
         ImageCollectionController,
         RecommendationController,
         LegacyRecommendationController,
+        *plugins.routes(),
     ]
     return Litestar(
         route_handlers=handlers,

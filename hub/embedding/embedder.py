@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -71,8 +72,10 @@ class Embedder:
         encoder: Encoder,
         store: VectorStore,
         media: MediaStore,
+        on_indexed: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_indexed = on_indexed
         self.sessions = sessions
         self.encoder = encoder
         self.store = store
@@ -225,6 +228,10 @@ class Embedder:
                     else:
                         outcomes[img.id] = Outcome(img.id, "ready")
                 await session.commit()
+            if self.on_indexed is not None:
+                for img, _, _ in items:
+                    if outcomes[img.id].status == "ready":
+                        self.on_indexed(shop_id, img.id, img.source)
             if gone:  # deleted (or re-claimed) while we worked: don't leave an orphan vector behind
                 async with self.sessions() as session:
                     still = set(await session.scalars(select(Image.id).where(Image.id.in_(gone))))

@@ -26,6 +26,7 @@ from hub.embedding.model import Encoder, ModelUnavailable
 from hub.embedding.search import Ranking, rank_prompt, rank_vector
 from hub.embedding.store import VectorStore
 from hub.embedding.tasks import Tasks, make_broker, register_tasks, safe_kiq
+from hub.plugins import Plugins
 from hub.settings import Settings
 
 log = logging.getLogger("hub.runtime")
@@ -39,8 +40,10 @@ class Runtime:
         sessions: async_sessionmaker[AsyncSession],
         media: MediaStore,
         role: Role,
+        plugins: Plugins | None = None,
     ) -> None:
         self.settings = settings
+        self.plugins = plugins
         self.sessions = sessions
         self.media = media
         self.role = role
@@ -115,8 +118,14 @@ class Runtime:
         if self.role == "api":
             raise RuntimeError("the API process does not embed images; run `hub worker`")
         if self._embedder is None:
-            self._embedder = Embedder(self.settings, self.sessions, self.encoder, self.store, self.media)
+            self._embedder = Embedder(
+                self.settings, self.sessions, self.encoder, self.store, self.media, on_indexed=self._indexed
+            )
         return self._embedder
+
+    def _indexed(self, shop_id: int, image_id: int, source: str) -> None:
+        if self.plugins is not None:
+            self.plugins.image_indexed(shop_id, image_id, source)
 
     # -- the Pipeline the API talks to -----------------------------------------------------------------------
 

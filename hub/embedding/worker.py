@@ -9,6 +9,7 @@ import signal
 from hub.core.db import create_engine, session_factory
 from hub.core.media import MediaStore
 from hub.embedding.runtime import Runtime
+from hub.plugins import load_plugins
 from hub.settings import Settings
 
 log = logging.getLogger("hub.worker")
@@ -16,7 +17,10 @@ log = logging.getLogger("hub.worker")
 
 async def run_worker(settings: Settings) -> None:
     engine = create_engine(settings.db_url)
-    runtime = Runtime(settings, session_factory(engine), MediaStore(settings.media_dir), role="worker")
+    plugins = load_plugins(settings.disabled_plugin_names)
+    runtime = Runtime(
+        settings, session_factory(engine), MediaStore(settings.media_dir), role="worker", plugins=plugins
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

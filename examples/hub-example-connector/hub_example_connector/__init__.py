@@ -1,0 +1,109 @@
+"""Example Fashion Hub plugin: registered through the ``hub`` entry-point group in pyproject.toml."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, Field
+
+from hub.connectors import (
+    CatalogEvent,
+    CatalogImage,
+    ConnectionContext,
+    ConnectorError,
+    Delivery,
+    DeliveryRejected,
+    ParsedDelivery,
+    ProductDeleted,
+    ProductUpserted,
+)
+from hub.hookspecs import hookimpl
+
+
+class FeedSettings(BaseModel):
+    feed_url: str = Field(pattern=r"^https?://", description="Base URL of the product feed")
+    webhook_secret: str = Field(min_length=8, json_schema_extra={"secret": True})
+
+
+def _product(data: dict[str, Any]) -> ProductUpserted:
+    return ProductUpserted(
+        external_id=str(data["id"]),
+        title=str(data.get("title", "")),
+        description=str(data.get("description", "")),
+        url=data.get("url"),
+        category_hint=data.get("category"),
+        tags=tuple(data.get("tags", ())),
+        price=Decimal(str(data["price"])) if data.get("price") is not None else None,
+        available=bool(data.get("available", True)),
+        images=tuple(
+            CatalogImage(external_id=str(i["id"]), url=str(i["url"]), alt=str(i.get("alt", "")), position=n)
+            for n, i in enumerate(data.get("images", []))
+        ),
+    )
+
+
+class FeedConnector:
+    name: ClassVar[str] = "example"
+    settings_model: ClassVar[type[BaseModel]] = FeedSettings
+
+    async def check(self, ctx: ConnectionContext) -> dict[str, Any]:
+        try:
+            resp = await ctx.http.get(ctx.settings.feed_url, params={"page": 1})
+        except httpx.HTTPError as exc:
+            raise ConnectorError(f"cannot reach the feed: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise ConnectorError(f"the feed answered HTTP {resp.status_code}")
+        return {"products_on_first_page": len(resp.json().get("products", []))}
+
+    async def register_webhooks(self, ctx: ConnectionContext) -> dict[str, Any]:
+        resp = await ctx.http.post(f"{ctx.settings.feed_url}/webhooks", json={"url": ctx.webhook_url})
+        resp.raise_for_status()
+        return {"webhook_id": resp.json()["id"]}
+
+    async def unregister_webhooks(self, ctx: ConnectionContext, state: dict[str, Any]) -> None:
+        if state.get("webhook_id") is not None:
+            await ctx.http.delete(f"{ctx.settings.feed_url}/webhooks/{state['webhook_id']}")
+
+    def verify(self, ctx: ConnectionContext, delivery: Delivery) -> bool:
+        given = delivery.headers.get("x-example-signature", "")
+        expected = hmac.new(ctx.settings.webhook_secret.encode(), delivery.body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    def parse(self, ctx: ConnectionContext, delivery: Delivery) -> ParsedDelivery:
+        try:
+            payload = json.loads(delivery.body)
+            kind = payload["event"]
+            if kind == "product.deleted":
+                events: tuple[CatalogEvent, ...] = (ProductDeleted(external_id=str(payload["product"]["id"])),)
+            elif kind in ("product.created", "product.updated"):
+                events = (_product(payload["product"]),)
+            else:
+                raise DeliveryRejected(f"unknown event {kind!r}")
+            return ParsedDelivery(delivery_id=str(payload["delivery_id"]), events=events, topic=kind)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeliveryRejected(f"malformed delivery: {exc}") from None
+
+    async def catalog(
+        self, ctx: ConnectionContext, cursor: str | None
+    ) -> AsyncIterator[tuple[CatalogEvent, str | None]]:
+        page = int(cursor or 1)
+        while page:
+            resp = await ctx.http.get(ctx.settings.feed_url, params={"page": page})
+            resp.raise_for_status()
+            body = resp.json()
+            next_page = body.get("next_page")
+            for item in body.get("products", []):
+                yield _product(item), str(next_page or "")
+            page = next_page
+
+
+@hookimpl
+def hub_connectors() -> list[FeedConnector]:
+    """The feed connector."""
+    return [FeedConnector()]

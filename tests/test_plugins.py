@@ -1,0 +1,119 @@
+"""Plugins: entry-point discovery of a real installed package, disabling, validation, and every hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from litestar import get
+
+from hub import hookspecs
+from hub.connectors import Connector, secret_fields
+from hub.hookspecs import hookimpl
+from hub.plugins import PluginError, load_plugins, register
+from tests.conftest import serve_app, wait_for_images
+from tests.images import photo
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "hub-example-connector"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def example_plugin_installed():
+    """Install the example connector as a third party would: a package with a ``hub`` entry point."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE)],
+        check=True, capture_output=True,
+    )
+
+
+def test_example_plugin_is_discovered_through_its_entry_point():
+    plugins = load_plugins()
+    info = next(p for p in plugins.loaded if p["name"] == "example")
+    assert info["package"] == "hub-example-connector" and info["connectors"] == ["example"]
+    connector = plugins.connectors()["example"]
+    assert isinstance(connector, Connector)
+    assert secret_fields(connector.settings_model) == {"webhook_secret"}
+
+
+def test_disabled_plugins_are_not_loaded():
+    plugins = load_plugins({"example"})
+    assert "example" not in [p["name"] for p in plugins.loaded]
+    assert plugins.disabled == ["example"] and "example" not in plugins.connectors()
+
+
+def test_hub_plugins_cli(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {"HUB_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "hub", "plugins", "--json"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert "example" in [p["name"] for p in json.loads(out.stdout)["plugins"]]
+    human = subprocess.run([sys.executable, "-m", "hub", "plugins"], env=env | {"HUB_DISABLED_PLUGINS": "example"},
+                           capture_output=True, text=True, check=True)
+    assert "example" in human.stdout and "disabled by HUB_DISABLED_PLUGINS" in human.stdout
+
+
+def test_a_hook_without_a_spec_is_rejected():
+    plugins = load_plugins()
+    typo = types.SimpleNamespace(hub_connector=hookimpl(lambda: []))  # hub_connectors, misspelt
+    typo.hub_connector.__name__ = "hub_connector"
+    with pytest.raises(PluginError, match="hub_connector"):
+        register(plugins, typo, "typo")
+    assert not plugins.manager.has_plugin("typo")
+
+
+def test_duplicate_connector_names_are_an_error():
+    plugins = load_plugins()
+    example = plugins.connectors()["example"]
+    clone = types.ModuleType("clone")
+    clone.hub_connectors = hookimpl(lambda: [example])
+    clone.hub_connectors.__name__ = "hub_connectors"
+    register(plugins, clone, "clone")
+    with pytest.raises(PluginError, match="two plugins provide a connector named 'example'"):
+        plugins.connectors()
+
+
+async def test_ready_lists_plugins(client):
+    body = (await client.get("/ready")).json()
+    assert {"name": "example", "version": "0.1.0", "connectors": ["example"]} in body["plugins"]
+
+
+async def test_hub_routes_and_hub_image_indexed(settings, make_shop_for):
+    indexed: list[tuple[int, int, str]] = []
+
+    @get("/plugins/test/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "from a plugin"}
+
+    plugin = types.ModuleType("test_plugin")
+    plugin.hub_routes = hookimpl(lambda: [hello])
+    plugin.hub_routes.__name__ = "hub_routes"
+
+    def hub_image_indexed(shop_id: int, image_id: int, source: str) -> None:
+        indexed.append((shop_id, image_id, source))
+
+    plugin.hub_image_indexed = hookimpl(hub_image_indexed)
+    plugins = load_plugins()
+    register(plugins, plugin, "test-plugin")
+    async with serve_app(settings, plugins=plugins) as client:
+        assert (await client.get("/plugins/test/hello")).json() == {"hello": "from a plugin"}
+        shop = await make_shop_for(client)
+        up = await client.post("/api/v1/images", files={"file": ("a.jpg", photo(3), "image/jpeg")},
+                               headers=shop.secret)
+        await wait_for_images(client, shop.secret, [up.json()["id"]], {"ready"})
+    assert indexed == [(shop["id"], up.json()["id"], "manual")]
+
+
+def test_every_hook_is_documented_and_tested():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    specs = [name for name in dir(hookspecs) if name.startswith("hub_")]
+    assert specs == ["hub_connectors", "hub_image_indexed", "hub_routes"]
+    for name in specs:
+        assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
+        assert f"`{name}" in docs, f"{name} is not documented in docs/plugins.md"
+        assert tests.count(name) >= 2, f"{name} has no test"

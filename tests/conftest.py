@@ -24,6 +24,20 @@ ADMIN_TOKEN = "test-operator-token-0123456789"
 BACKENDS = ["sqlite", "postgres"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def example_plugin_installed() -> None:
+    """Install the example connector as a third party would: a package with a ``hub`` entry point."""
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "hub-example-connector"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--force-reinstall", str(example)],
+        check=True, capture_output=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def test_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small random CLIP checkpoint from `hub model init-test`, loaded through the real code path."""

@@ -20,16 +20,6 @@ from tests.conftest import serve_app, wait_for_images
 from tests.images import photo
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "hub-example-connector"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def example_plugin_installed():
-    """Install the example connector as a third party would: a package with a ``hub`` entry point."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE)],
-        check=True, capture_output=True,
-    )
 
 
 def test_example_plugin_is_discovered_through_its_entry_point():

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import __version__
 from hub.core.auth import SECRET_KEY
 from hub.core.compat import ImageCollectionController
+from hub.core.connections import ConnectionController
 from hub.core.db import create_engine, migrate, session_factory
 from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.health import health, ready
@@ -33,6 +34,7 @@ from hub.core.recommendations import (
     PromptController,
     RecommendationController,
 )
+from hub.core.secrets import SecretBox
 from hub.core.shops import OperatorController, ShopController, SignupController
 from hub.core.taxonomy import AgeGroupController, CategoryController, StyleController
 from hub.plugins import Plugins, load_plugins
@@ -107,6 +109,7 @@ def create_app(
             "signup_limits": parse_limits(settings.signup_rate_limit),
             "pipeline": pipeline,
             "plugins": plugins,
+            "secret_box": SecretBox(settings.secret_key),
         }
     )
 
@@ -132,6 +135,7 @@ def create_app(
             AgeGroupController,
             ImageController,
             PromptController,
+            ConnectionController,
         ],
         dependencies={"principal": SECRET_KEY},
         security=[{"bearer": []}],

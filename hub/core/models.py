@@ -118,6 +118,24 @@ class AgeGroup(_Taxon, Base):
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
 
 
+class Connection(Base):
+    """A shop's link to a platform through a connector. Secret settings are stored encrypted (Fernet)."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    connector: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the non-secret settings
+    secrets: Mapped[str | None] = mapped_column(Text, default=None)  # Fernet token of the secret settings
+    webhook_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | disabled
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what the connector's check reported
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Product(Base):
     """An optional grouping of images: one product of the shop's catalog."""
 
@@ -127,6 +145,9 @@ class Product(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
     source: Mapped[str] = mapped_column(String(50), default="manual")
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True, default=None
+    )
     external_id: Mapped[str | None] = mapped_column(String(100), default=None)
     title: Mapped[str] = mapped_column(String(500), default="")
     description: Mapped[str] = mapped_column(Text, default="")
@@ -167,6 +188,9 @@ class Image(Base):
     )
     photo: Mapped[str | None] = mapped_column(String(500), default=None)  # path under the media folder
     source: Mapped[str] = mapped_column(String(50), default="manual")
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True, default=None
+    )
     external_id: Mapped[str | None] = mapped_column(String(100), default=None)
     image_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     product_url: Mapped[str | None] = mapped_column(String(2000), default=None)

@@ -56,7 +56,7 @@ class FeedConnector:
         try:
             resp = await ctx.http.get(ctx.settings.feed_url, params={"page": 1})
         except httpx.HTTPError as exc:
-            raise ConnectorError(f"cannot reach the feed: {type(exc).__name__}") from None
+            raise ConnectorError(f"cannot reach the feed: {exc}") from None
         if resp.status_code != 200:
             raise ConnectorError(f"the feed answered HTTP {resp.status_code}")
         return {"products_on_first_page": len(resp.json().get("products", []))}

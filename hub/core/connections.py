@@ -1,0 +1,160 @@
+"""Connections: a shop links a platform through a connector plugin (``/api/v1/connections``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import httpx
+from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath, JSONBody
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+
+from hub.connectors import ConnectionContext, Connector, ConnectorError, secret_fields
+from hub.core.auth import Caller
+from hub.core.deps import Db
+from hub.core.errors import ApiError, not_found
+from hub.core.models import Connection, Image
+from hub.embedding.fetch import FetchError, check_host
+
+log = logging.getLogger("hub.connections")
+PLATFORM_TIMEOUT = 30.0
+
+
+class ConnectionCreate(BaseModel):
+    connector: str = Field(min_length=1, max_length=50)
+    name: str = Field("", max_length=200)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def platform_client(allow_private: bool) -> httpx.AsyncClient:
+    """The HTTP client connectors get: timeouts, and no requests to private addresses unless allowed."""
+
+    async def refuse_private(request: httpx.Request) -> None:
+        try:
+            await check_host(str(request.url), allow_private)
+        except FetchError as exc:
+            raise httpx.RequestError(exc.reason, request=request) from None
+
+    return httpx.AsyncClient(timeout=PLATFORM_TIMEOUT, follow_redirects=True,
+                             event_hooks={"request": [refuse_private]})
+
+
+def connection_json(row: Connection, connector: Connector | None) -> dict[str, Any]:
+    secrets = sorted(secret_fields(connector.settings_model)) if connector else []
+    return {
+        "id": row.id,
+        "connector": row.connector,
+        "name": row.name,
+        "settings": row.settings,
+        "secret_settings": secrets,  # set, write-only: their values are never returned
+        "status": row.status,
+        "info": row.info,
+        "webhook_url": None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def connection_context(request: Request, row: Connection, connector: Connector, http: httpx.AsyncClient) -> Any:
+    state = request.app.state
+    values = dict(row.settings) | state.secret_box.open(row.secrets)
+    settings = connector.settings_model.model_validate(values)
+    webhook_url = f"{state.settings.public_url}/webhooks/{row.connector}/{row.id}"
+    return ConnectionContext(settings, http, webhook_url)
+
+
+class ConnectionController(Controller):
+    """Create (credentials checked, webhooks registered), list, get and delete connections (secret key)."""
+
+    path = "/api/v1/connections"
+    tags = ["connections"]
+
+    def _connector(self, request: Request, name: str) -> Connector:
+        connector = request.app.state.plugins.connectors().get(name)
+        if connector is None:
+            known = ", ".join(sorted(request.app.state.plugins.connectors())) or "none installed"
+            raise ApiError(422, f"unknown connector {name!r} (available: {known})")
+        return connector
+
+    def _with_url(self, request: Request, row: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        return body | {"webhook_url": f"{request.app.state.settings.public_url}/webhooks/{row.connector}/{row.id}"}
+
+    @post("/", status_code=201)
+    async def create(
+        self, request: Request, db: Db, principal: Caller, data: JSONBody[ConnectionCreate]
+    ) -> dict[str, Any]:
+        state = request.app.state
+        connector = self._connector(request, data.connector)
+        try:
+            validated = connector.settings_model.model_validate(data.settings)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ApiError(422, f"invalid settings for {data.connector}: {detail}") from None
+        values = validated.model_dump(mode="json")
+        secret = secret_fields(connector.settings_model)
+        row = Connection(
+            shop_id=principal.shop_id,
+            connector=connector.name,
+            name=data.name or connector.name,
+            settings={k: v for k, v in values.items() if k not in secret},
+            secrets=state.secret_box.seal({k: v for k, v in values.items() if k in secret}) if secret else None,
+        )
+        db.add(row)
+        await db.flush()  # the id goes into the webhook URL; nothing is committed until the platform agrees
+        async with platform_client(state.settings.allow_private_fetch) as http:
+            ctx = connection_context(request, row, connector, http)
+            try:
+                row.info = await connector.check(ctx) or {}
+                row.webhook_state = await connector.register_webhooks(ctx) or {}
+            except ConnectorError as exc:
+                await db.rollback()
+                raise ApiError(422, f"{connector.name}: {exc}") from None
+            except httpx.HTTPError as exc:
+                await db.rollback()
+                raise ApiError(422, f"{connector.name}: the platform could not be reached ({exc})") from None
+        await db.commit()
+        return self._with_url(request, row, connection_json(row, connector))
+
+    @get("/")
+    async def list_connections(self, request: Request, db: Db, principal: Caller) -> dict[str, Any]:
+        rows = await db.scalars(select(Connection).where(Connection.shop_id == principal.shop_id).order_by(Connection.id))
+        connectors = request.app.state.plugins.connectors()
+        return {"items": [self._with_url(request, r, connection_json(r, connectors.get(r.connector))) for r in rows]}
+
+    @get("/{connection_id:int}")
+    async def get_connection(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
+        row = await self._row(db, principal.shop_id, connection_id)
+        connector = request.app.state.plugins.connectors().get(row.connector)
+        return self._with_url(request, row, connection_json(row, connector))
+
+    async def _row(self, db: Any, shop_id: int, connection_id: int) -> Connection:
+        row = await db.scalar(select(Connection).where(Connection.id == connection_id, Connection.shop_id == shop_id))
+        if row is None:
+            raise not_found("connection", connection_id)
+        return row
+
+    @delete("/{connection_id:int}", status_code=204)
+    async def remove(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> None:
+        """Unregister the webhooks (best effort), then delete the connection with its products, images, vectors."""
+        state = request.app.state
+        row = await self._row(db, principal.shop_id, connection_id)
+        connector = state.plugins.connectors().get(row.connector)
+        if connector is not None and row.webhook_state:
+            async with platform_client(state.settings.allow_private_fetch) as http:
+                try:
+                    await connector.unregister_webhooks(connection_context(request, row, connector, http),
+                                                        row.webhook_state)
+                except (ConnectorError, httpx.HTTPError) as exc:
+                    log.warning("webhooks not removed", extra={"connection_id": row.id, "reason": str(exc)[:200]})
+        images = list((await db.execute(
+            select(Image.id, Image.photo).where(Image.connection_id == row.id)
+        )).all())
+        await db.delete(row)  # products and images go with it (ON DELETE CASCADE)
+        await db.commit()
+        for _, photo in images:
+            await anyio.to_thread.run_sync(state.media.delete, photo)
+        if images:
+            await state.pipeline.images_removed(principal.shop_id, [i for i, _ in images])

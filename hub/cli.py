@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-    if not settings.broker_url.startswith(("redis://", "rediss://")):
+    if not settings.broker_is_redis:
         raise SystemExit(
             "hub: `hub worker` needs a shared queue: set HUB_BROKER_URL=redis://host:6379/0 "
             "(with the embedded default, `hub serve` runs the workers itself)"

@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         return self.db_url.startswith("sqlite")
 
     @property
+    def broker_is_redis(self) -> bool:
+        """A shared Redis queue (server mode) rather than the in-process one."""
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+    @property
     def disabled_plugin_names(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.disabled_plugins.split(",") if name.strip())
 

@@ -96,7 +96,7 @@ def create_app(
     if pipeline is None:
         from hub.embedding.runtime import Runtime
 
-        role = "embedded" if settings.broker_url.startswith("memory") else "api"
+        role = "api" if settings.broker_is_redis else "embedded"
         pipeline = Runtime(settings, sessions, media, role=role, plugins=plugins)
     state = State(
         {

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from hub.connectors import ConnectionContext, Connector, ConnectorError, secret_fields
 from hub.core.auth import Caller
 from hub.core.deps import Db
-from hub.core.errors import ApiError, not_found
+from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.models import Connection, Image
 from hub.embedding.fetch import FetchError, check_host
 
@@ -42,7 +42,12 @@ def platform_client(allow_private: bool) -> httpx.AsyncClient:
                              event_hooks={"request": [refuse_private]})
 
 
-def connection_json(row: Connection, connector: Connector | None) -> dict[str, Any]:
+def webhook_url(public_url: str, row: Connection) -> str:
+    """Where the platform sends this connection's deliveries."""
+    return f"{public_url}/webhooks/{row.connector}/{row.id}"
+
+
+def connection_json(row: Connection, connector: Connector | None, public_url: str) -> dict[str, Any]:
     secrets = sorted(secret_fields(connector.settings_model)) if connector else []
     return {
         "id": row.id,
@@ -52,7 +57,7 @@ def connection_json(row: Connection, connector: Connector | None) -> dict[str, A
         "secret_settings": secrets,  # set, write-only: their values are never returned
         "status": row.status,
         "info": row.info,
-        "webhook_url": None,
+        "webhook_url": webhook_url(public_url, row),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -62,8 +67,7 @@ def connection_context(request: Request, row: Connection, connector: Connector, 
     state = request.app.state
     values = dict(row.settings) | state.secret_box.open(row.secrets)
     settings = connector.settings_model.model_validate(values)
-    webhook_url = f"{state.settings.public_url}/webhooks/{row.connector}/{row.id}"
-    return ConnectionContext(settings, http, webhook_url)
+    return ConnectionContext(settings, http, webhook_url(state.settings.public_url, row))
 
 
 class ConnectionController(Controller):
@@ -73,14 +77,11 @@ class ConnectionController(Controller):
     tags = ["connections"]
 
     def _connector(self, request: Request, name: str) -> Connector:
-        connector = request.app.state.plugins.connectors().get(name)
-        if connector is None:
-            known = ", ".join(sorted(request.app.state.plugins.connectors())) or "none installed"
+        connectors = request.app.state.plugins.connectors()
+        if name not in connectors:
+            known = ", ".join(sorted(connectors)) or "none installed"
             raise ApiError(422, f"unknown connector {name!r} (available: {known})")
-        return connector
-
-    def _with_url(self, request: Request, row: Connection, body: dict[str, Any]) -> dict[str, Any]:
-        return body | {"webhook_url": f"{request.app.state.settings.public_url}/webhooks/{row.connector}/{row.id}"}
+        return connectors[name]
 
     @post("/", status_code=201)
     async def create(
@@ -91,8 +92,7 @@ class ConnectionController(Controller):
         try:
             validated = connector.settings_model.model_validate(data.settings)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ApiError(422, f"invalid settings for {data.connector}: {detail}") from None
+            raise ApiError(422, f"invalid settings for {data.connector}: {validation_detail(exc)}") from None
         values = validated.model_dump(mode="json")
         secret = secret_fields(connector.settings_model)
         row = Connection(
@@ -116,19 +116,20 @@ class ConnectionController(Controller):
                 await db.rollback()
                 raise ApiError(422, f"{connector.name}: the platform could not be reached ({exc})") from None
         await db.commit()
-        return self._with_url(request, row, connection_json(row, connector))
+        return connection_json(row, connector, state.settings.public_url)
 
     @get("/")
     async def list_connections(self, request: Request, db: Db, principal: Caller) -> dict[str, Any]:
         rows = await db.scalars(select(Connection).where(Connection.shop_id == principal.shop_id).order_by(Connection.id))
         connectors = request.app.state.plugins.connectors()
-        return {"items": [self._with_url(request, r, connection_json(r, connectors.get(r.connector))) for r in rows]}
+        public_url = request.app.state.settings.public_url
+        return {"items": [connection_json(r, connectors.get(r.connector), public_url) for r in rows]}
 
     @get("/{connection_id:int}")
     async def get_connection(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
         row = await self._row(db, principal.shop_id, connection_id)
-        connector = request.app.state.plugins.connectors().get(row.connector)
-        return self._with_url(request, row, connection_json(row, connector))
+        state = request.app.state
+        return connection_json(row, state.plugins.connectors().get(row.connector), state.settings.public_url)
 
     async def _row(self, db: Any, shop_id: int, connection_id: int) -> Connection:
         row = await db.scalar(select(Connection).where(Connection.id == connection_id, Connection.shop_id == shop_id))

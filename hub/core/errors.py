@@ -51,6 +51,11 @@ class DependencyUnavailable(Exception):
         self.detail = detail
 
 
+def validation_detail(exc: Any) -> str:
+    """A pydantic ``ValidationError`` as one line: ``field: problem; other: problem``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
 def not_found(what: str, ident: object) -> ApiError:
     return ApiError(404, f"{what} {ident} not found")
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.auth import Caller, Principal, authenticate, require_any_key
 from hub.core.deps import Db
-from hub.core.errors import ApiError, not_found
+from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.media import CheckedImage, MediaStore, check_image
 from hub.core.models import Image, utcnow
 from hub.core.pagination import decode_cursor, page
@@ -185,8 +185,7 @@ def form_fields(form: Any, model: type[BaseModel], names: dict[str, str]) -> Any
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ApiError(400, f"invalid form field: {detail}") from None
+        raise ApiError(400, f"invalid form field: {validation_detail(exc)}") from None
 
 
 async def checked_upload(request: Request, upload: Any) -> CheckedImage:
@@ -230,8 +229,7 @@ class ImageController(Controller):
             try:
                 body = ImageByUrl.model_validate_json(await request.body())
             except ValidationError as exc:
-                detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-                raise ApiError(400, f"invalid request: {detail}") from None
+                raise ApiError(400, f"invalid request: {validation_detail(exc)}") from None
             img = await add_url_image(db, principal.shop_id, body, requeue_at(state))
         else:
             raise ApiError(415, "send multipart/form-data with a 'file', or application/json with 'image_url'")

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.auth import Caller, Principal, authenticate, require_any_key
+from hub.core.compat import image_collection_json
 from hub.core.deps import Db
 from hub.core.errors import ApiError
 from hub.core.images import get_shop_image, image_json
@@ -185,8 +186,6 @@ class LegacyRecommendationController(Controller):
     async def recommendations(
         self, request: Request, db: Db, data: JSONBody[LegacyRecommendationRequest]
     ) -> dict[str, Any]:
-        from hub.core.compat import image_collection_json
-
         principal = await authenticate(request, db, data.api_key, secret_only=False)
         prompt = _prompt_text(data.prompt)
         results, _ = await recommend(request, db, principal, prompt, data.number_of_images, {})

@@ -63,8 +63,9 @@ async def check_taxon_ids(session: AsyncSession, shop_id: int, ids: dict[str, in
     return found
 
 
-def taxonomy_controller(model: TaxonModel, field: str, path: str, label: str) -> type[Controller]:
+def taxonomy_controller(model: TaxonModel, path: str, label: str) -> type[Controller]:
     """One CRUD controller per taxonomy; all three behave the same."""
+    field = next(name for name, m in TAXONOMIES.items() if m is model)
 
     async def _get(session: AsyncSession, shop_id: int, ident: int) -> Any:
         row = await session.scalar(select(model).where(model.id == ident, model.shop_id == shop_id))
@@ -126,6 +127,6 @@ def taxonomy_controller(model: TaxonModel, field: str, path: str, label: str) ->
     return TaxonomyController
 
 
-CategoryController = taxonomy_controller(Category, "category", "/api/v1/categories", "category")
-StyleController = taxonomy_controller(Style, "style", "/api/v1/styles", "style")
-AgeGroupController = taxonomy_controller(AgeGroup, "age_group", "/api/v1/age-groups", "age group")
+CategoryController = taxonomy_controller(Category, "/api/v1/categories", "category")
+StyleController = taxonomy_controller(Style, "/api/v1/styles", "style")
+AgeGroupController = taxonomy_controller(AgeGroup, "/api/v1/age-groups", "age group")

@@ -34,10 +34,6 @@ MAX_BACKOFF = timedelta(minutes=10)
 SWEEP_BATCH = 2000
 
 
-class Retry(Exception):
-    """A dependency is down: try again later without counting it against the image."""
-
-
 class Fail(Exception):
     """This image can't be embedded (bad URL, not an image…): mark it failed with this reason."""
 
@@ -62,6 +58,16 @@ def image_metadata(img: Image, product: Product | None) -> dict[str, Any]:
     if product is not None and product.price is not None:
         meta["price"] = float(product.price)
     return meta
+
+
+async def metadata_for(session: AsyncSession, images: list[Image]) -> list[dict[str, Any]]:
+    """The vector-store metadata of each image, with its product's price and availability."""
+    product_ids = {img.product_id for img in images if img.product_id is not None}
+    products = (
+        {p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(product_ids)))}
+        if product_ids else {}
+    )
+    return [image_metadata(img, products.get(img.product_id or -1)) for img in images]
 
 
 class Embedder:
@@ -133,7 +139,7 @@ class Embedder:
         for img, result in zip(images, results, strict=True):
             if isinstance(result, Fail):
                 outcomes.append(await self._mark_failed(img, str(result)))
-            elif isinstance(result, (Retry, ModelUnavailable, DependencyUnavailable)):
+            elif isinstance(result, (ModelUnavailable, DependencyUnavailable)):  # a dependency is down: not counted
                 outcomes.append(await self._mark_retry(img, str(result), counts=False))
             elif isinstance(result, FetchError):
                 outcomes.append(await self._mark_retry(img, result.reason, counts=True))
@@ -193,10 +199,8 @@ class Embedder:
     async def _store_and_mark_ready(self, ready: list[tuple[Image, np.ndarray, dict[str, Any]]]) -> list[Outcome]:
         """Upsert the vectors (one call per shop) and mark the images ready (one commit); an outcome per image."""
         async with self.sessions() as session:
-            product_ids = {img.product_id for img, _, _ in ready if img.product_id is not None}
-            products = {
-                p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(product_ids)))
-            } if product_ids else {}
+            metadata = dict(zip((img.id for img, _, _ in ready), await metadata_for(session, [i for i, _, _ in ready]),
+                                strict=True))
         by_shop: dict[int, list[tuple[Image, np.ndarray, dict[str, Any]]]] = {}
         for item in ready:
             by_shop.setdefault(item[0].shop_id, []).append(item)
@@ -207,7 +211,7 @@ class Embedder:
                     shop_id,
                     [img.id for img, _, _ in items],
                     np.stack([v for _, v, _ in items]),
-                    [image_metadata(img, products.get(img.product_id or -1)) for img, _, _ in items],
+                    [metadata[img.id] for img, _, _ in items],
                 )
             except DependencyUnavailable as exc:
                 for img, _, _ in items:
@@ -270,14 +274,14 @@ class Embedder:
 
     # -- Reconcile ------------------------------------------------------------------------------------------
 
-    async def due_images(self) -> list[tuple[int, int]]:
-        """(shop, image) ids whose next attempt is due; their lease is renewed so they are queued once."""
+    async def due_images(self) -> list[int]:
+        """Ids of images whose next attempt is due; their lease is renewed so they are queued once."""
         now = utcnow()
         async with self.sessions() as session:
             rows = list(
                 (
                     await session.execute(
-                        select(Image.id, Image.shop_id)
+                        select(Image.id)
                         .where(
                             Image.status.in_(("pending", "embedding")),
                             or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now),
@@ -295,7 +299,7 @@ class Embedder:
                     .values(status="pending", next_attempt_at=now + self.lease)
                 )
                 await session.commit()
-        return [(r.shop_id, r.id) for r in rows]
+        return [r.id for r in rows]
 
     async def remove_orphan_vectors(self) -> int:
         """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone."""

@@ -151,6 +151,7 @@ class Encoder:
         self._key: str | None = None
         self.text = _Tower(self._load_text)
         self.vision = _Tower(self._load_vision)
+        self._params: tuple[int, int, int, np.ndarray, np.ndarray] | None = None
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.text_cache_hits = 0
@@ -196,7 +197,9 @@ class Encoder:
 
     def _load_vision(self) -> tuple[Any, Any]:
         _, _, processor_cls, vision_cls = _clip_classes()
-        return self._load_tower("vision", processor_cls, vision_cls)
+        processor, model = self._load_tower("vision", processor_cls, vision_cls)
+        self._params = _processor_params(processor)  # read once, not for every image
+        return processor, model
 
     @staticmethod
     def normalise_prompt(prompt: str) -> str:
@@ -242,8 +245,9 @@ class Encoder:
         decoded at a reduced scale (never below the target size). ``tests/embedding/test_model.py`` checks the
         result against the processor itself.
         """
-        processor, _ = self.vision.get()
-        side, crop_h, crop_w, mean, std = _processor_params(processor)
+        self.vision.get()
+        assert self._params is not None  # set by the vision load that get() just ensured
+        side, crop_h, crop_w, mean, std = self._params
         if image.format == "JPEG":
             image.draft("RGB", (side, side))  # no effect once the image is loaded
         rgb = image.convert("RGB")

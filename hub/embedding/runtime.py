@@ -15,13 +15,13 @@ from typing import Any, Literal
 
 import anyio
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.errors import DependencyUnavailable
 from hub.core.media import MediaStore
 from hub.core.models import Image
-from hub.embedding.embedder import Embedder, image_metadata
+from hub.embedding.embedder import Embedder, metadata_for
 from hub.embedding.model import Encoder, ModelUnavailable
 from hub.embedding.search import Ranking, rank_prompt, rank_vector
 from hub.embedding.store import VectorStore
@@ -129,30 +129,31 @@ class Runtime:
 
     # -- the Pipeline the API talks to -----------------------------------------------------------------------
 
+    async def _queue(self, image_ids: list[int]) -> int:
+        """Send ``CreateEmbedding`` tasks of a batch each; how many images went out (the rest: broker down)."""
+        size = self.settings.embed_batch_size
+        sent = 0
+        for i in range(0, len(image_ids), size):
+            chunk = image_ids[i : i + size]
+            if await safe_kiq(self.tasks.create_embedding, chunk):
+                sent += len(chunk)
+        return sent
+
     async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
         """Queue new images (their ``next_attempt_at`` was set at intake, so the sweep won't queue them twice)."""
-        size = self.settings.embed_batch_size
-        for i in range(0, len(image_ids), size):
-            await safe_kiq(self.tasks.create_embedding, image_ids[i : i + size])
+        await self._queue(image_ids)
 
     async def images_changed(self, shop_id: int, image_ids: list[int]) -> None:
         """Refresh filter metadata; if the store is down, re-embed later (which rewrites it)."""
-        from sqlalchemy import select
-
-        from hub.core.models import Product
-
         async with self.sessions() as session:
             images = list(await session.scalars(
                 select(Image).where(Image.id.in_(image_ids), Image.status == "ready")
             ))
-            product_ids = {i.product_id for i in images if i.product_id is not None}
-            products = {p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(product_ids)))}
+            metadata = await metadata_for(session, images)
         if not images:
             return
         try:
-            await self.store.update_metadata(
-                shop_id, [i.id for i in images], [image_metadata(i, products.get(i.product_id or -1)) for i in images]
-            )
+            await self.store.update_metadata(shop_id, [i.id for i in images], metadata)
         except DependencyUnavailable:
             async with self.sessions() as session:
                 await session.execute(
@@ -171,10 +172,9 @@ class Runtime:
             await self.store.drop_shop(shop_id)
 
     async def recommend(self, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]) -> Ranking:
+        """``rank`` with a session of its own (the ``FashionClipRecommender`` task)."""
         async with self.sessions() as session:
-            return await rank_prompt(
-                session, self.encoder, self.store, self.text_limiter, shop_id, prompt, limit, filters
-            )
+            return await self.rank(session, shop_id, prompt, limit, filters)
 
     async def rank(
         self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
@@ -201,7 +201,7 @@ class Runtime:
         return checks
 
     async def _broker_check(self) -> str:
-        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+        if not self.settings.broker_is_redis:
             return "ok"
         try:
             with anyio.fail_after(3):
@@ -221,20 +221,14 @@ class Runtime:
 
     async def sweep(self) -> dict[str, Any]:
         """One ``ReconcileImages`` run; with Redis, one worker at a time does it."""
-        if self.settings.broker_url.startswith(("redis://", "rediss://")):
+        if self.settings.broker_is_redis:
             lock = await self._redis_client().set(
                 f"{self.settings.queue_name}:sweep-lock", "1", nx=True, ex=max(1, self.settings.sweep_seconds - 1)
             )
             if not lock:
                 return {"skipped": "another worker is sweeping"}
         embedder = self.worker()
-        due = await embedder.due_images()
-        size = self.settings.embed_batch_size
-        ids = [image_id for _, image_id in due]
-        queued = 0
-        for i in range(0, len(ids), size):
-            if await safe_kiq(self.tasks.create_embedding, ids[i : i + size]):
-                queued += len(ids[i : i + size])
+        queued = await self._queue(await embedder.due_images())
         removed = 0
         with contextlib.suppress(DependencyUnavailable):
             removed = await embedder.remove_orphan_vectors()

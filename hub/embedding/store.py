@@ -30,6 +30,11 @@ def collection_name(shop_id: int, model_key: str) -> str:
     return f"shop{shop_id}--{model_key}"[:512]
 
 
+def _is_missing(exc: Exception) -> bool:
+    """Chroma's "no such collection" (a NotFoundError on a server, a ValueError embedded)."""
+    return "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError"
+
+
 def where_clause(filters: dict[str, Any]) -> dict[str, Any] | None:
     """Chroma ``where`` from recommendation filters (all must hold)."""
     clauses: list[dict[str, Any]] = []
@@ -80,10 +85,15 @@ class VectorStore:
         self.path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(self.path), settings=settings)
 
+    def _ensure_client(self) -> Any:
+        """The Chroma client, connected on first use (call with ``self._lock`` held)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
     def _collection(self, shop_id: int, create: bool = True) -> Any:
         with self._lock:
-            if self._client is None:
-                self._client = self._connect()
+            self._ensure_client()
             col = self._collections.get(shop_id)
             if col is None:
                 name = collection_name(shop_id, self.model_key)
@@ -95,7 +105,7 @@ class VectorStore:
                     try:
                         col = self._client.get_collection(name, embedding_function=None)
                     except Exception as exc:  # noqa: BLE001 - Chroma raises NotFoundError/ValueError
-                        if "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError":
+                        if _is_missing(exc):
                             return None
                         raise
                 self._collections[shop_id] = col
@@ -145,13 +155,11 @@ class VectorStore:
     async def drop_shop(self, shop_id: int) -> None:
         def run() -> None:
             with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
                 self._collections.pop(shop_id, None)
                 try:
-                    self._client.delete_collection(collection_name(shop_id, self.model_key))
-                except Exception as exc:  # noqa: BLE001
-                    if "does not exist" not in str(exc) and type(exc).__name__ != "NotFoundError":
+                    self._ensure_client().delete_collection(collection_name(shop_id, self.model_key))
+                except Exception as exc:  # noqa: BLE001 - see _is_missing
+                    if not _is_missing(exc):
                         raise
 
         await self._run(run)
@@ -161,9 +169,7 @@ class VectorStore:
 
         def run() -> list[int]:
             with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                listed = self._client.list_collections()
+                listed = self._ensure_client().list_collections()
             suffix = f"--{self.model_key}"
             names = [getattr(c, "name", c) for c in listed]
             return sorted(
@@ -220,9 +226,7 @@ class VectorStore:
     async def ping(self) -> str:
         def run() -> str:
             with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                self._client.heartbeat()
+                self._ensure_client().heartbeat()
             return "ok"
 
         try:

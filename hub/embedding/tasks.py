@@ -26,7 +26,7 @@ log = logging.getLogger("hub.tasks")
 
 def make_broker(settings: Settings) -> AsyncBroker:
     """In-process for the embedded default; Redis streams (acknowledged delivery) for ``redis://``."""
-    if settings.broker_url.startswith(("redis://", "rediss://")):
+    if settings.broker_is_redis:
         from taskiq_redis import RedisStreamBroker
 
         return RedisStreamBroker(

@@ -25,8 +25,15 @@ class Plugins:
     manager: pluggy.PluginManager
     loaded: list[dict[str, Any]] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    _connectors: dict[str, Connector] | None = None
 
     def connectors(self) -> dict[str, Connector]:
+        """Every connector by name; asked of the plugins once (until another plugin is registered)."""
+        if self._connectors is None:
+            self._connectors = self._collect_connectors()
+        return self._connectors
+
+    def _collect_connectors(self) -> dict[str, Connector]:
         found: dict[str, Connector] = {}
         for plugin_connectors in self.manager.hook.hub_connectors():
             for connector in plugin_connectors or []:
@@ -48,6 +55,7 @@ class Plugins:
 
 def register(plugins: Plugins, module: Any, name: str) -> None:
     """Register one plugin object; ``PluginError`` if it implements a hook no spec knows."""
+    plugins._connectors = None
     try:
         plugins.manager.register(module, name=name)
         plugins.manager.check_pending()

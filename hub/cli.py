@@ -1,4 +1,4 @@
-"""The ``hub`` command: serve, migrate, shops."""
+"""The ``hub`` command: serve, worker, migrate, plugins, model, import, shops."""
 
 from __future__ import annotations
 
@@ -127,6 +127,69 @@ def cmd_model_init_test(args: argparse.Namespace) -> None:
     print(f"use it with: HUB_MODEL={folder.resolve()}")
 
 
+async def _import(settings: Settings, path: str, shop_id: int, as_json: bool) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from hub.core.db import create_engine, migrate, session_factory
+    from hub.core.errors import ApiError
+    from hub.core.imports import import_local
+    from hub.core.jobs import job_json
+    from hub.core.media import MediaStore
+    from hub.core.secrets import SecretBox
+    from hub.core.services import Services
+    from hub.plugins import PluginError, load_plugins
+
+    source = Path(path)
+    if not source.exists():
+        raise SystemExit(f"hub: {path} does not exist")
+    if settings.is_embedded_db:
+        await migrate(settings.db_url)
+    try:
+        plugins = load_plugins(settings.disabled_plugin_names)
+    except PluginError as exc:
+        raise SystemExit(f"hub: {exc}") from None
+    engine = create_engine(settings.db_url)
+    services = Services(settings, session_factory(engine), MediaStore(settings.media_dir), plugins,
+                        SecretBox(settings.secret_key), pipeline=None)
+    bar = tqdm(desc=f"importing {source.name}", unit="row", disable=as_json, file=sys.stderr, mininterval=0.2)
+
+    def progress(job: Any) -> None:
+        bar.total = job.total
+        bar.n = job.done + job.failed
+        bar.set_postfix(failed=job.failed, refresh=False)
+        bar.refresh()
+
+    try:
+        job = await import_local(services, shop_id, source, progress)
+    except ApiError as exc:
+        raise SystemExit(f"hub: {exc.detail}") from None
+    finally:
+        bar.close()
+        await engine.dispose()
+    if as_json:
+        print(json.dumps(job_json(job), default=str))
+    else:
+        created = job.result.get("created", 0)
+        skipped = job.result.get("skipped: already imported", 0)
+        print(f"job {job.id} {job.status}: {created} images imported, {skipped} already there, {job.failed} rows failed")
+        for err in job.errors:
+            where = f"line {err['line']}" if err.get("line") else err.get("item") or "?"
+            print(f"  {where}: {err['error']}")
+        if job.failed > len(job.errors):
+            print(f"  … and {job.failed - len(job.errors)} more")
+        if job.error:
+            print(f"  the import stopped: {job.error}")
+        if created:
+            print("a running `hub serve` (or `hub worker`) embeds the new images within HUB_SWEEP_SECONDS")
+    return 0 if job.status == "succeeded" and job.failed == 0 else 1
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    raise SystemExit(asyncio.run(_import(_settings(), args.path, args.shop, args.json)))
+
+
 def cmd_plugins(args: argparse.Namespace) -> None:
     from hub.plugins import PluginError, load_plugins
 
@@ -141,8 +204,8 @@ def cmd_plugins(args: argparse.Namespace) -> None:
     if not plugins.loaded:
         print("no plugins installed")
     for p in plugins.loaded:
-        connectors = ", ".join(p["connectors"]) or "-"
-        print(f"{p['name']:<20} {p['package'] or '-'} {p['version'] or ''}  connectors: {connectors}")
+        provides = "  ".join(f"{kind}: {', '.join(p[kind]) or '-'}" for kind in ("connectors", "importers"))
+        print(f"{p['name']:<20} {p['package'] or '-'} {p['version'] or ''}  {provides}")
     for name in plugins.disabled:
         print(f"{name:<20} disabled by HUB_DISABLED_PLUGINS")
 
@@ -171,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     init_test.add_argument("--full-size", action="store_true", help="the real ViT-B/32 architecture (benchmarks)")
     init_test.add_argument("--seed", type=int, default=0)
     init_test.set_defaults(func=cmd_model_init_test)
+
+    bulk = sub.add_parser("import", help="bulk-import a ZIP, a folder, or a CSV/JSON manifest into a shop")
+    bulk.add_argument("path", help="a .zip, a folder of images (optional manifest.csv/json), or a .csv/.json list")
+    bulk.add_argument("--shop", type=int, required=True, help="the shop's id")
+    bulk.add_argument("--json", action="store_true", help="print the finished job as JSON (no progress bar)")
+    bulk.set_defaults(func=cmd_import)
 
     shops = sub.add_parser("shops", help="manage shops").add_subparsers(dest="shops_command", required=True)
     create = shops.add_parser("create", help="create a shop and print its keys once")

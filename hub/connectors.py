@@ -1,16 +1,18 @@
-"""What a connector is, and the catalog events it turns platform data into.
+"""What a connector and an importer are, and the catalog events they turn platform data and files into.
 
 Connectors never touch the database, the queue or the vector store: they check credentials, manage their
 webhooks on the platform, verify and parse deliveries, and iterate the catalog — all as catalog events that
-the core applies (``hub.core.catalog``).
+the core applies (``hub.core.catalog``). Importers read a file (ZIP, CSV, JSON…) into import rows the same way
+(``hub.core.imports``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
@@ -53,7 +55,30 @@ class ProductDeleted:
     updated_at: datetime | None = None
 
 
-CatalogEvent = ProductUpserted | ProductDeleted
+@dataclass(frozen=True)
+class ConnectionDisabled:
+    """The shop removed the hub on the platform (an app uninstalled): stop syncing, keep what is indexed."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionErased:
+    """The platform asks to erase everything stored for this connection (Shopify's ``shop/redact``)."""
+
+    reason: str = ""
+
+
+CatalogEvent = ProductUpserted | ProductDeleted | ConnectionDisabled | ConnectionErased
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    """One page of a full catalog read: its events, the cursor to resume after it, the total if known."""
+
+    events: tuple[CatalogEvent, ...]
+    cursor: str | None = None  # None: this was the last page
+    total: int | None = None  # number of products on the platform, for progress
 
 
 @dataclass(frozen=True)
@@ -75,9 +100,12 @@ class ParsedDelivery:
 
 
 class ConnectionContext:
-    """What a connector gets for one connection: its validated settings and an HTTP client from the core."""
+    """What a connector gets for one connection: its validated settings and an HTTP client from the core.
 
-    def __init__(self, settings: BaseModel, http: httpx.AsyncClient, webhook_url: str) -> None:
+    ``verify`` and ``parse`` run inside the webhook request and get no client (``http`` is None): no I/O there.
+    """
+
+    def __init__(self, settings: Any, http: httpx.AsyncClient | None, webhook_url: str) -> None:
         self.settings = settings
         self.http = http
         self.webhook_url = webhook_url
@@ -85,6 +113,10 @@ class ConnectionContext:
 
 class ConnectorError(Exception):
     """A problem the shop can fix (bad token, wrong domain, missing scope); the message says which."""
+
+
+class ImportFileError(Exception):
+    """A bulk-import file that cannot be read at all (a corrupt ZIP, a CSV without a header…)."""
 
 
 class DeliveryRejected(Exception):
@@ -113,8 +145,8 @@ class Connector(Protocol):
     def parse(self, ctx: ConnectionContext, delivery: Delivery) -> ParsedDelivery:
         """The events of an authentic delivery; raise ``DeliveryRejected`` for a malformed one."""
 
-    def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[tuple[CatalogEvent, str | None]]:
-        """Every product as events, each with the cursor to resume after it (a sync after a restart)."""
+    def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
+        """Every product, page by page from ``cursor`` (None: the start); each page says where to resume."""
 
 
 def secret_fields(model: type[BaseModel]) -> set[str]:
@@ -124,3 +156,53 @@ def secret_fields(model: type[BaseModel]) -> set[str]:
         for name, info in model.model_fields.items()
         if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret")
     }
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One image of a bulk import: a file's bytes (``data``) or an ``image_url``, and what the shop says of it."""
+
+    line: int | None  # where it is in the manifest (1-based), for error reports
+    item: str = ""  # a name for it when there is no line (a file in a ZIP without a manifest)
+    data: bytes | None = None
+    image_url: str | None = None
+    name: str = ""
+    description: str = ""
+    category: str | None = None
+    style: str | None = None
+    age_group: str | None = None
+    product_id: str | None = None
+    product_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row the importer could not read; the import goes on and reports it."""
+
+    line: int | None
+    error: str
+    item: str = ""
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What the core allows an import: files beside a local manifest (the CLI only), and the size of a file."""
+
+    local_files: bool = False
+    max_file_bytes: int = 20 * 1024 * 1024
+
+
+@runtime_checkable
+class Importer(Protocol):
+    """Reads one kind of bulk-import file (a ZIP, a CSV, a JSON list…) into import rows."""
+
+    name: ClassVar[str]
+
+    def accepts(self, path: Path) -> bool:
+        """True if this importer reads this file or folder."""
+
+    def count(self, path: Path) -> int | None:
+        """How many rows ``read`` will yield (for progress), if it can tell cheaply."""
+
+    def read(self, path: Path, options: ImportOptions) -> Iterator[ImportRow | RowError]:
+        """Every row in order; a bad row is a ``RowError`` and the rest still come."""

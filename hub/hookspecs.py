@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from hub.connectors import Connector
+    from hub.connectors import Connector, Importer
 
 hookspec = pluggy.HookspecMarker("hub")
 hookimpl = pluggy.HookimplMarker("hub")
@@ -20,6 +20,11 @@ hookimpl = pluggy.HookimplMarker("hub")
 @hookspec
 def hub_connectors() -> list[Connector]:
     """Connectors this plugin provides (each with a unique ``name``)."""
+
+
+@hookspec
+def hub_importers() -> list[Importer]:
+    """Bulk-import readers this plugin provides (``hub import`` and ``POST /api/v1/imports``)."""
 
 
 @hookspec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     allow_private_fetch: bool = Field(False, description="Allow image URLs on private/loopback addresses.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted image file.")
     max_image_pixels: int = Field(50_000_000, ge=1024, description="Largest accepted width x height.")
+    max_import_bytes: int = Field(2 * 1024**3, ge=1024, description="Largest bulk-import upload (ZIP, CSV, JSON).")
     rate_limit: str = Field("600/minute", description="Per-key request limit (limits notation).")
     signup_rate_limit: str = Field("10/hour", description="Per-client-address signup limit.")
     rate_limit_storage_url: str = Field("memory://", description="memory:// or redis://… shared by API nodes.")
@@ -142,6 +144,15 @@ class Settings(BaseSettings):
     def _resolve_home(self) -> "Settings":
         self.home = self.home.expanduser().resolve()
         return self
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Exponential backoff after the n-th failed attempt (images, deliveries, jobs), capped at 10 minutes."""
+        return min(timedelta(seconds=self.embed_retry_seconds * 2 ** max(0, attempts - 1)), timedelta(minutes=10))
+
+    @property
+    def lease(self) -> timedelta:
+        """How long claimed work (an image, a delivery, a job) is someone's before the sweep hands it out again."""
+        return timedelta(seconds=self.embed_lease_seconds)
 
     @property
     def db_url(self) -> str:

@@ -213,17 +213,19 @@ async def shop(make_shop: Callable[..., Any]) -> ShopKeys:
 
 
 async def _settle(engine: Any, timeout: float = 60) -> None:
-    """Wait until the background pipeline has no image in flight, so a snapshot is stable."""
+    """Wait until no image, webhook delivery or job is in flight, so a snapshot is stable."""
     from sqlalchemy import func
 
-    from hub.core.models import Image
+    from hub.core.models import Image, Job, WebhookDelivery
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         async with engine.connect() as conn:
-            busy = await conn.scalar(
-                select(func.count()).select_from(Image).where(Image.status.in_(("pending", "embedding")))
-            )
+            busy = 0
+            for column, states in ((Image.status, ("pending", "embedding")),
+                                   (WebhookDelivery.status, ("received", "processing")),
+                                   (Job.status, ("queued", "running"))):
+                busy += await conn.scalar(select(func.count()).where(column.in_(states)))
         if not busy or asyncio.get_running_loop().time() > deadline:
             return
         await asyncio.sleep(0.1)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -43,14 +44,24 @@ def wait_until(check, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_readme_flow(environment, tmp_path):
-    env = environment
+def start_service(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, IO[str]]:
+    """`hub serve` on a free port, its output in serve.log; returns once it listens."""
     port = free_port()
     log = (tmp_path / "serve.log").open("w+")
     server = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--port", str(port)], env=env, cwd=tmp_path,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
+    except BaseException:
+        server.kill()
+        raise
+    return server, port, log
+
+
+def test_readme_flow(environment, tmp_path):
+    env = environment
+    server, port, log = start_service(env, tmp_path)
+    try:
         created = hub("shops", "create", "--name", "Demo Boutique", "--email", "demo@example.com", "--json",
                       env=env, cwd=tmp_path)
         assert created.returncode == 0, created.stderr
@@ -91,6 +102,50 @@ def test_readme_flow(environment, tmp_path):
     for line in logs.splitlines():
         if line.startswith("{"):
             json.loads(line)
+
+
+def test_import_command_with_a_running_service(environment, tmp_path):
+    env = {**environment, "HUB_SWEEP_SECONDS": "1"}
+    folder = tmp_path / "catalog"
+    (folder / "dresses").mkdir(parents=True)
+    (folder / "dresses" / "red.jpg").write_bytes(photo(31))
+    (folder / "coat.jpg").write_bytes(photo(32))
+    (folder / "manifest.csv").write_text(
+        "file,name,category,product_id\n"
+        "dresses/red.jpg,Red dress,Dresses,SKU-9\n"
+        "../outside.jpg,Escape,,\n"
+        "coat.jpg,Wool coat,Jackets & Coats,\n"
+    )
+    server, port, _ = start_service(env, tmp_path)
+    try:
+        shop = json.loads(hub("shops", "create", "--name", "Importer", "--email", "imp@example.com", "--json",
+                              env=env, cwd=tmp_path).stdout)
+        done = hub("import", str(folder), "--shop", str(shop["id"]), env=env, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr  # one row failed
+        assert "2 images imported, 0 already there, 1 rows failed" in done.stdout
+        assert "line 3: file '../outside.jpg' is not in the import" in done.stdout
+        assert "importing catalog" in done.stderr and "3/3" in done.stderr  # the progress bar
+        again = hub("import", str(folder / "manifest.csv"), "--shop", str(shop["id"]), "--json", env=env, cwd=tmp_path)
+        job = json.loads(again.stdout)
+        assert job["result"] == {"skipped: already imported": 2} and job["failed"] == 1
+        missing = hub("import", str(folder), "--shop", "999", env=env, cwd=tmp_path)
+        assert missing.returncode != 0 and "shop 999 not found" in missing.stderr
+
+        headers = {"Authorization": f"Bearer {shop['secret_key']}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as api:
+            def all_ready() -> bool:
+                items = api.get("/api/v1/images").json()["items"]
+                return len(items) == 2 and all(i["status"] == "ready" for i in items)
+
+            wait_until(all_ready)  # the running service's sweep queued what the command imported
+            names = {i["name"]: i for i in api.get("/api/v1/images").json()["items"]}
+            assert names["Red dress"]["category"]["name"] == "Dresses"
+            assert names["Wool coat"]["category"]["name"] == "Jackets & Coats"
+            jobs = api.get("/api/v1/jobs").json()["items"]
+            assert [j["kind"] for j in jobs] == ["import", "import"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_worker_needs_a_shared_queue(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from litestar import get
 
 from hub import hookspecs
-from hub.connectors import Connector, secret_fields
+from hub.connectors import Connector, ImportOptions, ImportRow, RowError, secret_fields
 from hub.hookspecs import hookimpl
 from hub.plugins import PluginError, load_plugins, register
 from tests.conftest import serve_app, wait_for_images
@@ -63,13 +64,13 @@ def test_duplicate_connector_names_are_an_error():
     clone.hub_connectors = hookimpl(lambda: [example])
     clone.hub_connectors.__name__ = "hub_connectors"
     register(plugins, clone, "clone")
-    with pytest.raises(PluginError, match="two plugins provide a connector named 'example'"):
+    with pytest.raises(PluginError, match="two plugins provide the connector name 'example'"):
         plugins.connectors()
 
 
 async def test_ready_lists_plugins(client):
     body = (await client.get("/ready")).json()
-    assert {"name": "example", "version": "0.1.0", "connectors": ["example"]} in body["plugins"]
+    assert {"name": "example", "version": "0.1.0", "connectors": ["example"], "importers": []} in body["plugins"]
 
 
 async def test_hub_routes_and_hub_image_indexed(settings, make_shop_for):
@@ -102,8 +103,58 @@ def test_every_hook_is_documented_and_tested():
     docs = (ROOT / "docs" / "plugins.md").read_text()
     tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     specs = [name for name in dir(hookspecs) if name.startswith("hub_")]
-    assert specs == ["hub_connectors", "hub_image_indexed", "hub_routes"]
+    assert specs == ["hub_connectors", "hub_image_indexed", "hub_importers", "hub_routes"]
     for name in specs:
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
         assert f"`{name}" in docs, f"{name} is not documented in docs/plugins.md"
         assert tests.count(name) >= 2, f"{name} has no test"
+
+
+class LinesImporter:
+    """A third-party importer: a ``.lst`` file with one image URL per line."""
+
+    name = "lines"
+
+    def accepts(self, path: Path) -> bool:
+        return path.suffix == ".lst"
+
+    def count(self, path: Path) -> int:
+        return len(path.read_text().splitlines())
+
+    def read(self, path: Path, options: ImportOptions):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.startswith("http"):
+                yield ImportRow(line=number, image_url=line.strip(), name=f"line {number}")
+            else:
+                yield RowError(number, f"not a URL: {line[:50]}")
+
+
+async def test_hub_importers_adds_a_bulk_format(settings, make_shop_for):
+    plugin = types.ModuleType("lines_plugin")
+    plugin.hub_importers = hookimpl(lambda: [LinesImporter()])
+    plugin.hub_importers.__name__ = "hub_importers"
+    plugins = load_plugins()
+    assert list(plugins.importers()) == ["zip", "folder", "manifest"]  # the built-in manual plugin's
+    register(plugins, plugin, "lines-plugin")
+    assert "lines" in plugins.importers()
+    async with serve_app(settings, plugins=plugins) as client:
+        shop = await make_shop_for(client)
+        body = b"https://img.example/a.jpg\nnope\nhttps://img.example/b.jpg\n"
+        resp = await client.post("/api/v1/imports", params={"filename": "urls.lst"}, content=body,
+                                 headers={**shop.secret, "Content-Type": "text/plain"})
+        assert resp.status_code == 202, resp.text
+        for _ in range(200):
+            job = (await client.get(f"/api/v1/jobs/{resp.json()['id']}", headers=shop.secret)).json()
+            if job["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.05)
+        assert (job["total"], job["done"], job["failed"]) == (3, 2, 1)
+        assert job["errors"] == [{"line": 2, "item": None, "error": "not a URL: nope"}]
+        names = {i["name"] for i in (await client.get("/api/v1/images", headers=shop.secret)).json()["items"]}
+        assert names == {"line 1", "line 3"}
+
+
+def test_manual_plugin_is_registered_through_its_entry_point():
+    info = next(p for p in load_plugins().loaded if p["name"] == "manual")
+    assert info["module"] == "hub.plugins.manual" and info["package"] == "fashion-hub"
+    assert info["importers"] == ["folder", "manifest", "zip"]

@@ -25,6 +25,8 @@ from hub.core.db import create_engine, migrate, session_factory
 from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.health import health, ready
 from hub.core.images import ImageController
+from hub.core.imports import ImportController
+from hub.core.jobs import JobController
 from hub.core.keys import KeyController
 from hub.core.media import MediaStore
 from hub.core.pipeline import Pipeline
@@ -35,8 +37,10 @@ from hub.core.recommendations import (
     RecommendationController,
 )
 from hub.core.secrets import SecretBox
+from hub.core.services import Services
 from hub.core.shops import OperatorController, ShopController, SignupController
 from hub.core.taxonomy import AgeGroupController, CategoryController, StyleController
+from hub.core.webhooks import WebhookController
 from hub.plugins import Plugins, load_plugins
 from hub.settings import Settings
 
@@ -109,7 +113,7 @@ def create_app(
             "signup_limits": parse_limits(settings.signup_rate_limit),
             "pipeline": pipeline,
             "plugins": plugins,
-            "secret_box": SecretBox(settings.secret_key),
+            "services": Services(settings, sessions, media, plugins, SecretBox(settings.secret_key), pipeline),
         }
     )
 
@@ -136,6 +140,8 @@ def create_app(
             ImageController,
             PromptController,
             ConnectionController,
+            JobController,
+            ImportController,
         ],
         dependencies={"principal": SECRET_KEY},
         security=[{"bearer": []}],
@@ -161,6 +167,7 @@ def create_app(
         ImageCollectionController,
         RecommendationController,
         LegacyRecommendationController,
+        WebhookController,
         *plugins.routes(),
     ]
     return Litestar(

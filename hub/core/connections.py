@@ -12,11 +12,13 @@ from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
-from hub.connectors import ConnectionContext, Connector, ConnectorError, secret_fields
+from hub.connectors import Connector, ConnectorError, secret_fields
 from hub.core.auth import Caller
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found, validation_detail
+from hub.core.jobs import create_job, job_json
 from hub.core.models import Connection, Image
+from hub.core.services import Services
 from hub.embedding.fetch import FetchError, check_host
 
 log = logging.getLogger("hub.connections")
@@ -27,6 +29,7 @@ class ConnectionCreate(BaseModel):
     connector: str = Field(min_length=1, max_length=50)
     name: str = Field("", max_length=200)
     settings: dict[str, Any] = Field(default_factory=dict)
+    sync: bool = Field(True, description="Start a full import of the catalog right away")
 
 
 def platform_client(allow_private: bool) -> httpx.AsyncClient:
@@ -42,12 +45,7 @@ def platform_client(allow_private: bool) -> httpx.AsyncClient:
                              event_hooks={"request": [refuse_private]})
 
 
-def webhook_url(public_url: str, row: Connection) -> str:
-    """Where the platform sends this connection's deliveries."""
-    return f"{public_url}/webhooks/{row.connector}/{row.id}"
-
-
-def connection_json(row: Connection, connector: Connector | None, public_url: str) -> dict[str, Any]:
+def connection_json(row: Connection, connector: Connector | None, services: Services) -> dict[str, Any]:
     secrets = sorted(secret_fields(connector.settings_model)) if connector else []
     return {
         "id": row.id,
@@ -57,17 +55,10 @@ def connection_json(row: Connection, connector: Connector | None, public_url: st
         "secret_settings": secrets,  # set, write-only: their values are never returned
         "status": row.status,
         "info": row.info,
-        "webhook_url": webhook_url(public_url, row),
+        "webhook_url": services.webhook_url(row),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
-
-
-def connection_context(request: Request, row: Connection, connector: Connector, http: httpx.AsyncClient) -> Any:
-    state = request.app.state
-    values = dict(row.settings) | state.secret_box.open(row.secrets)
-    settings = connector.settings_model.model_validate(values)
-    return ConnectionContext(settings, http, webhook_url(state.settings.public_url, row))
 
 
 class ConnectionController(Controller):
@@ -87,7 +78,9 @@ class ConnectionController(Controller):
     async def create(
         self, request: Request, db: Db, principal: Caller, data: JSONBody[ConnectionCreate]
     ) -> dict[str, Any]:
+        """Check the credentials, register the webhooks, and (unless ``sync`` is false) start a full import."""
         state = request.app.state
+        services: Services = state.services
         connector = self._connector(request, data.connector)
         try:
             validated = connector.settings_model.model_validate(data.settings)
@@ -100,12 +93,12 @@ class ConnectionController(Controller):
             connector=connector.name,
             name=data.name or connector.name,
             settings={k: v for k, v in values.items() if k not in secret},
-            secrets=state.secret_box.seal({k: v for k, v in values.items() if k in secret}) if secret else None,
+            secrets=services.secrets.seal({k: v for k, v in values.items() if k in secret}) if secret else None,
         )
         db.add(row)
         await db.flush()  # the id goes into the webhook URL; nothing is committed until the platform agrees
         async with platform_client(state.settings.allow_private_fetch) as http:
-            ctx = connection_context(request, row, connector, http)
+            ctx = services.context(row, connector, http)
             try:
                 row.info = await connector.check(ctx) or {}
                 row.webhook_state = await connector.register_webhooks(ctx) or {}
@@ -116,20 +109,39 @@ class ConnectionController(Controller):
                 await db.rollback()
                 raise ApiError(422, f"{connector.name}: the platform could not be reached ({exc})") from None
         await db.commit()
-        return connection_json(row, connector, state.settings.public_url)
+        body = connection_json(row, connector, services)
+        if data.sync:
+            job = await self._start_sync(state.pipeline, db, row)
+            body["sync_job"] = job_json(job)
+        return body
+
+    async def _start_sync(self, pipeline: Any, db: Any, row: Connection) -> Any:
+        job = await create_job(db, row.shop_id, "sync", {}, connection_id=row.id)
+        await pipeline.job_queued(job.id)
+        return job
+
+    @post("/{connection_id:int}/sync", status_code=202)
+    async def sync(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
+        """Re-read the whole catalog (a job; 409 while one runs). Products gone from the platform are removed."""
+        row = await self._row(db, principal.shop_id, connection_id)
+        if row.status != "active":
+            raise ApiError(409, f"connection {connection_id} is {row.status}; reconnect it to sync")
+        if row.connector not in request.app.state.plugins.connectors():
+            raise ApiError(409, f"the {row.connector} connector is not installed")
+        return job_json(await self._start_sync(request.app.state.pipeline, db, row))
 
     @get("/")
     async def list_connections(self, request: Request, db: Db, principal: Caller) -> dict[str, Any]:
         rows = await db.scalars(select(Connection).where(Connection.shop_id == principal.shop_id).order_by(Connection.id))
         connectors = request.app.state.plugins.connectors()
-        public_url = request.app.state.settings.public_url
-        return {"items": [connection_json(r, connectors.get(r.connector), public_url) for r in rows]}
+        services = request.app.state.services
+        return {"items": [connection_json(r, connectors.get(r.connector), services) for r in rows]}
 
     @get("/{connection_id:int}")
     async def get_connection(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
         row = await self._row(db, principal.shop_id, connection_id)
         state = request.app.state
-        return connection_json(row, state.plugins.connectors().get(row.connector), state.settings.public_url)
+        return connection_json(row, state.plugins.connectors().get(row.connector), state.services)
 
     async def _row(self, db: Any, shop_id: int, connection_id: int) -> Connection:
         row = await db.scalar(select(Connection).where(Connection.id == connection_id, Connection.shop_id == shop_id))
@@ -146,7 +158,7 @@ class ConnectionController(Controller):
         if connector is not None and row.webhook_state:
             async with platform_client(state.settings.allow_private_fetch) as http:
                 try:
-                    await connector.unregister_webhooks(connection_context(request, row, connector, http),
+                    await connector.unregister_webhooks(state.services.context(row, connector, http),
                                                         row.webhook_state)
                 except (ConnectorError, httpx.HTTPError) as exc:
                     log.warning("webhooks not removed", extra={"connection_id": row.id, "reason": str(exc)[:200]})

@@ -36,8 +36,7 @@ async def ready(request: Request) -> Response[dict[str, Any]]:
     checks["media"] = "ok" if await anyio.to_thread.run_sync(state.media.writable) else "not writable"
     checks.update(await state.pipeline.readiness())
     ok = all(v == "ok" for v in checks.values())
-    plugins = [{"name": p["name"], "version": p["version"], "connectors": p["connectors"]}
-               for p in state.plugins.loaded]
+    plugins = [{k: p[k] for k in ("name", "version", "connectors", "importers")} for p in state.plugins.loaded]
     return Response(
         {"status": "ready" if ok else "not ready", "checks": checks, "plugins": plugins},
         status_code=200 if ok else 503,

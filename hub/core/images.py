@@ -27,7 +27,7 @@ ImageStatus = Literal["pending", "embedding", "ready", "failed"]
 TAXON_FIELDS = ("category_id", "style_id", "age_group_id")
 
 
-def _check_url(value: str | None) -> str | None:
+def check_url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
     parts = urlsplit(value)
@@ -47,13 +47,13 @@ class ImageFields(BaseModel):
     product_url: str | None = Field(None, max_length=2000)
     external_id: str | None = Field(None, max_length=100)
 
-    _urls = field_validator("product_url")(_check_url)
+    _urls = field_validator("product_url")(check_url)
 
 
 class ImageByUrl(ImageFields):
     image_url: str = Field(max_length=2000)
 
-    _image_url = field_validator("image_url")(_check_url)
+    _image_url = field_validator("image_url")(check_url)
 
 
 class ImagePatch(BaseModel):
@@ -64,7 +64,7 @@ class ImagePatch(BaseModel):
     age_group_id: int | None = None
     product_url: str | None = Field(None, max_length=2000)
 
-    _urls = field_validator("product_url")(_check_url)
+    _urls = field_validator("product_url")(check_url)
 
 
 def requeue_at(state: Any) -> datetime:

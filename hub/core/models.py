@@ -13,12 +13,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -140,7 +142,13 @@ class Product(Base):
     """An optional grouping of images: one product of the shop's catalog."""
 
     __tablename__ = "products"
-    __table_args__ = (UniqueConstraint("shop_id", "source", "external_id"),)
+    __table_args__ = (
+        # a connection's products are keyed by the platform's id; the shop's own (manual) ones by source + id
+        Index("uq_products_connection_id_external_id", "connection_id", "external_id", unique=True,
+              sqlite_where=text("connection_id IS NOT NULL"), postgresql_where=text("connection_id IS NOT NULL")),
+        Index("uq_products_shop_id_source_external_id", "shop_id", "source", "external_id", unique=True,
+              sqlite_where=text("connection_id IS NULL"), postgresql_where=text("connection_id IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
@@ -155,9 +163,11 @@ class Product(Base):
     price: Mapped[float | None] = mapped_column(Numeric(12, 2), default=None)
     currency: Mapped[str | None] = mapped_column(String(3), default=None)
     available: Mapped[bool] = mapped_column(Boolean, default=True)
-    status: Mapped[str] = mapped_column(String(20), default="active")
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | draft | archived | deleted
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    remote_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+    category_hint: Mapped[str | None] = mapped_column(String(200), default=None)
+    remote_updated_at: Mapped[datetime | None] = mapped_column(default=None)  # newest platform change applied
+    seen_job_id: Mapped[int | None] = mapped_column(Integer, default=None)  # the last full sync that saw it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -229,3 +239,63 @@ class Prompt(Base):
         ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One verified webhook delivery: deduplicated by the platform's id, processed by a queued task."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "delivery_id"),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    topic: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(20), default="received")  # received|processing|processed|rejected|failed
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)  # dropped once processed
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+ACTIVE_JOB = "status IN ('queued', 'running')"
+
+
+class Job(Base):
+    """A full sync or a bulk import, run by a worker with its progress here; resumable from ``cursor``."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_shop_id_id", "shop_id", "id"),
+        Index("ix_jobs_status_next_attempt_at", "status", "next_attempt_at"),
+        # one active sync per connection
+        Index("uq_jobs_active_connection_id", "connection_id", unique=True,
+              sqlite_where=text(ACTIVE_JOB), postgresql_where=text(ACTIVE_JOB)),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), default=None)
+    kind: Mapped[str] = mapped_column(String(20))  # sync | import
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|failed
+    total: Mapped[int | None] = mapped_column(Integer, default=None)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, default=None)  # why the whole job failed
+    cursor: Mapped[str | None] = mapped_column(Text, default=None)  # where a restarted job resumes
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -25,6 +25,12 @@ class Pipeline(Protocol):
     async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
         """Deleted images: drop their vectors."""
 
+    async def deliveries_received(self, delivery_ids: list[int]) -> None:
+        """Verified webhook deliveries: queue their processing (``ProcessDelivery``)."""
+
+    async def job_queued(self, job_id: int) -> None:
+        """A new sync or import: queue it (``RunJob``)."""
+
     async def shop_removed(self, shop_id: int) -> None:
         """A deleted shop: drop its whole vector collection."""
 

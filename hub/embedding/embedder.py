@@ -30,7 +30,6 @@ from hub.embedding.store import NONE_ID, VectorStore
 from hub.settings import Settings
 
 log = logging.getLogger("hub.embedder")
-MAX_BACKOFF = timedelta(minutes=10)
 SWEEP_BATCH = 2000
 
 
@@ -54,6 +53,7 @@ def image_metadata(img: Image, product: Product | None) -> dict[str, Any]:
         "product_id": img.product_id if img.product_id is not None else NONE_ID,
         "source": img.source,
         "available": True if product is None else bool(product.available and product.status == "active"),
+        "listed": product is None or product.status == "active",  # drafts and archived products are never shown
     }
     if product is not None and product.price is not None:
         meta["price"] = float(product.price)
@@ -99,11 +99,10 @@ class Embedder:
 
     @property
     def lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.embed_lease_seconds)
+        return self.settings.lease
 
     def backoff(self, attempts: int) -> timedelta:
-        delay = timedelta(seconds=self.settings.embed_retry_seconds * 2 ** max(0, attempts - 1))
-        return min(delay, MAX_BACKOFF)
+        return self.settings.retry_delay(attempts)
 
     # -- CreateEmbedding ------------------------------------------------------------------------------------
 

@@ -19,8 +19,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.errors import DependencyUnavailable
+from hub.core.jobs import due_jobs, run_job
 from hub.core.media import MediaStore
 from hub.core.models import Image
+from hub.core.secrets import SecretBox
+from hub.core.services import Services
+from hub.core.webhooks import due_deliveries, process_delivery
+from hub.core.work import RUNNERS
 from hub.embedding.embedder import Embedder, metadata_for
 from hub.embedding.model import Encoder, ModelUnavailable
 from hub.embedding.search import Ranking, rank_prompt, rank_vector
@@ -40,10 +45,11 @@ class Runtime:
         sessions: async_sessionmaker[AsyncSession],
         media: MediaStore,
         role: Role,
-        plugins: Plugins | None = None,
+        plugins: Plugins,
     ) -> None:
         self.settings = settings
         self.plugins = plugins
+        self.services = Services(settings, sessions, media, plugins, SecretBox(settings.secret_key), self)
         self.sessions = sessions
         self.media = media
         self.role = role
@@ -124,8 +130,14 @@ class Runtime:
         return self._embedder
 
     def _indexed(self, shop_id: int, image_id: int, source: str) -> None:
-        if self.plugins is not None:
-            self.plugins.image_indexed(shop_id, image_id, source)
+        self.plugins.image_indexed(shop_id, image_id, source)
+
+    async def process_delivery(self, delivery_id: int) -> str:
+        return await process_delivery(self.services, delivery_id)
+
+    async def run_job(self, job_id: int, on_progress: Any = None) -> str | None:
+        job = await run_job(self.services, job_id, RUNNERS, on_progress)
+        return job.status if job is not None else None
 
     # -- the Pipeline the API talks to -----------------------------------------------------------------------
 
@@ -166,6 +178,13 @@ class Runtime:
         """Drop vectors now; if the store is down, the sweep removes the orphans later."""
         with contextlib.suppress(DependencyUnavailable):
             await self.store.delete(shop_id, image_ids)
+
+    async def deliveries_received(self, delivery_ids: list[int]) -> None:
+        for delivery_id in delivery_ids:  # if the broker is down, the sweep sends them once their lease ends
+            await safe_kiq(self.tasks.process_delivery, delivery_id)
+
+    async def job_queued(self, job_id: int) -> None:
+        await safe_kiq(self.tasks.run_job, job_id)
 
     async def shop_removed(self, shop_id: int) -> None:
         with contextlib.suppress(DependencyUnavailable):
@@ -229,9 +248,15 @@ class Runtime:
                 return {"skipped": "another worker is sweeping"}
         embedder = self.worker()
         queued = await self._queue(await embedder.due_images())
+        deliveries = await due_deliveries(self.services)
+        await self.deliveries_received(deliveries)
+        jobs = await due_jobs(self.services)
+        for job_id in jobs:
+            await self.job_queued(job_id)
         removed = 0
         with contextlib.suppress(DependencyUnavailable):
             removed = await embedder.remove_orphan_vectors()
-        if queued or removed:
-            log.info("sweep", extra={"queued": queued, "orphan_vectors_removed": removed})
-        return {"queued": queued, "orphan_vectors_removed": removed}
+        report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed}
+        if any(report.values()):
+            log.info("sweep", extra=report)
+        return report

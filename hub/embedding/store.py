@@ -35,9 +35,9 @@ def _is_missing(exc: Exception) -> bool:
     return "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError"
 
 
-def where_clause(filters: dict[str, Any]) -> dict[str, Any] | None:
-    """Chroma ``where`` from recommendation filters (all must hold)."""
-    clauses: list[dict[str, Any]] = []
+def where_clause(filters: dict[str, Any]) -> dict[str, Any]:
+    """Chroma ``where`` from recommendation filters (all must hold); only listed products' images, always."""
+    clauses: list[dict[str, Any]] = [{"listed": True}]
     for field in ("category_id", "style_id", "age_group_id", "product_id"):
         if filters.get(field) is not None:
             clauses.append({field: int(filters[field])})
@@ -49,8 +49,6 @@ def where_clause(filters: dict[str, Any]) -> dict[str, Any] | None:
         clauses.append({"price": {"$gte": float(filters["price_min"])}})
     if filters.get("price_max") is not None:
         clauses.append({"price": {"$lte": float(filters["price_max"])}})
-    if not clauses:
-        return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 

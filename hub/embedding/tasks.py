@@ -4,7 +4,9 @@
 - ``DeleteEmbedding(shop_id, image_ids)``: drop vectors;
 - ``RetrieveImageIds(shop_id)``: ids in a shop's collection;
 - ``FashionClipRecommender(shop_id, prompt, number_of_images, filters)``: ranked ids and scores;
-- ``ReconcileImages()``: on a schedule, re-queue due images and remove orphan vectors.
+- ``ReconcileImages()``: on a schedule, re-queue due images, deliveries and jobs, and remove orphan vectors;
+- ``ProcessDelivery(delivery_id)``: apply a verified webhook delivery's catalog events;
+- ``RunJob(job_id)``: run (or resume) a full sync or a bulk import.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Tasks:
     retrieve_image_ids: AsyncTaskiqDecoratedTask[Any, Any]
     recommender: AsyncTaskiqDecoratedTask[Any, Any]
     reconcile: AsyncTaskiqDecoratedTask[Any, Any]
+    process_delivery: AsyncTaskiqDecoratedTask[Any, Any]
+    run_job: AsyncTaskiqDecoratedTask[Any, Any]
 
 
 def register_tasks(broker: AsyncBroker, runtime: "Runtime") -> Tasks:
@@ -80,7 +84,18 @@ def register_tasks(broker: AsyncBroker, runtime: "Runtime") -> Tasks:
         """Re-queue images whose next attempt is due; delete vectors whose image is gone."""
         return await runtime.sweep()
 
-    return Tasks(create_embedding, delete_embedding, retrieve_image_ids, recommender, reconcile)
+    @broker.task(task_name="ProcessDelivery")
+    async def process_delivery(delivery_id: int) -> str:
+        """Apply one verified webhook delivery (retried with backoff, then marked failed)."""
+        return await runtime.process_delivery(delivery_id)
+
+    @broker.task(task_name="RunJob")
+    async def run_job(job_id: int) -> str | None:
+        """Run or resume a sync or import job; its progress is in the jobs table."""
+        return await runtime.run_job(job_id)
+
+    return Tasks(create_embedding, delete_embedding, retrieve_image_ids, recommender, reconcile, process_delivery,
+                 run_job)
 
 
 async def safe_kiq(task: AsyncTaskiqDecoratedTask[Any, Any], *args: Any) -> bool:

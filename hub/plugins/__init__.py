@@ -10,7 +10,7 @@ from typing import Any
 import pluggy
 
 from hub import hookspecs
-from hub.connectors import Connector
+from hub.connectors import Connector, Importer
 
 log = logging.getLogger("hub.plugins")
 ENTRY_POINT_GROUP = "hub"
@@ -25,22 +25,26 @@ class Plugins:
     manager: pluggy.PluginManager
     loaded: list[dict[str, Any]] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
-    _connectors: dict[str, Connector] | None = None
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def connectors(self) -> dict[str, Connector]:
         """Every connector by name; asked of the plugins once (until another plugin is registered)."""
-        if self._connectors is None:
-            self._connectors = self._collect_connectors()
-        return self._connectors
+        return self._named("hub_connectors", "connector")
 
-    def _collect_connectors(self) -> dict[str, Connector]:
-        found: dict[str, Connector] = {}
-        for plugin_connectors in self.manager.hook.hub_connectors():
-            for connector in plugin_connectors or []:
-                if connector.name in found:
-                    raise PluginError(f"two plugins provide a connector named {connector.name!r}")
-                found[connector.name] = connector
-        return found
+    def importers(self) -> dict[str, Importer]:
+        """Every bulk-import reader by name, in the order plugins were registered."""
+        return self._named("hub_importers", "importer")
+
+    def _named(self, hook: str, kind: str) -> dict[str, Any]:
+        if hook not in self._cache:
+            found: dict[str, Any] = {}
+            for provided in reversed(getattr(self.manager.hook, hook)()):
+                for obj in provided or []:
+                    if obj.name in found:
+                        raise PluginError(f"two plugins provide the {kind} name {obj.name!r}")
+                    found[obj.name] = obj
+            self._cache[hook] = found
+        return self._cache[hook]
 
     def routes(self) -> list[Any]:
         return [route for routes in self.manager.hook.hub_routes() for route in routes or []]
@@ -55,7 +59,7 @@ class Plugins:
 
 def register(plugins: Plugins, module: Any, name: str) -> None:
     """Register one plugin object; ``PluginError`` if it implements a hook no spec knows."""
-    plugins._connectors = None
+    plugins._cache.clear()
     try:
         plugins.manager.register(module, name=name)
         plugins.manager.check_pending()
@@ -90,10 +94,10 @@ def load_plugins(disabled: set[str] | frozenset[str] = frozenset()) -> Plugins:
                 "version": dist.version if dist else None,
             }
         )
-    names = plugins.connectors()
     for info in plugins.loaded:
         module = manager.get_plugin(info["name"])
-        impl = getattr(module, "hub_connectors", None)
-        info["connectors"] = sorted(c.name for c in (impl() if impl else []) if c.name in names)
+        for hook, collected in (("hub_connectors", plugins.connectors()), ("hub_importers", plugins.importers())):
+            impl = getattr(module, hook, None)
+            info[hook.removeprefix("hub_")] = sorted(o.name for o in (impl() if impl else []) if o.name in collected)
     log.info("plugins loaded", extra={"plugins": [p["name"] for p in plugins.loaded], "disabled": plugins.disabled})
     return plugins

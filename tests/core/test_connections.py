@@ -3,71 +3,19 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select
 
 from hub.core.db import create_engine
 from hub.core.models import Connection
-
-SECRET = "feed-webhook-secret-123"
-
-
-class FeedServer:
-    """The platform side of the example connector: a paged product feed and a webhook registry."""
-
-    def __init__(self) -> None:
-        self.webhooks: dict[int, str] = {}
-        self.deleted: list[int] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _json(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):  # noqa: N802
-                if self.path.startswith("/feed"):
-                    self._json(200, {"products": [{"id": 1, "title": "Dress", "images": []}], "next_page": None})
-                else:
-                    self._json(404, {"error": "not found"})
-
-            def do_POST(self):  # noqa: N802
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path == "/feed/webhooks":
-                    hook_id = len(server.webhooks) + 1
-                    server.webhooks[hook_id] = body["url"]
-                    self._json(201, {"id": hook_id})
-                else:
-                    self._json(404, {})
-
-            def do_DELETE(self):  # noqa: N802
-                hook_id = int(self.path.rsplit("/", 1)[1])
-                server.deleted.append(hook_id)
-                self._json(200, {})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.feed_platform import SECRET, FeedPlatform
 
 
 @pytest.fixture
 def feed():
-    server = FeedServer()
+    server = FeedPlatform()
+    server.put(1, [])
     yield server
     server.close()
 

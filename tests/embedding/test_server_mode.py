@@ -19,6 +19,7 @@ import pytest
 from hub.settings import load_settings
 from tests import services
 from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, wait_for_images
+from tests.feed_platform import FeedPlatform, signed
 from tests.images import photo
 
 pytestmark = pytest.mark.slow
@@ -80,6 +81,8 @@ def server_settings(tmp_path, make_pg_database, redis_service, chroma, test_mode
         embed_retry_seconds=0.5,
         rate_limit="100000/minute",
         log_format="text",
+        secret_key="a-long-random-secret-key-for-tests",
+        allow_private_fetch=True,
     )
 
 
@@ -87,7 +90,7 @@ class Workers:
     def __init__(self, settings, log_dir: Path) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         for name in ("home", "database_url", "broker_url", "queue_name", "chroma_url", "model", "sweep_seconds",
-                     "embed_lease_seconds", "embed_retry_seconds"):
+                     "embed_lease_seconds", "embed_retry_seconds", "secret_key", "allow_private_fetch"):
             self.env[f"HUB_{name.upper()}"] = str(getattr(settings, name))
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -198,3 +201,38 @@ async def test_chroma_down_gives_503_and_images_wait(server_settings, workers, c
         found = await client.post("/api/v1/recommendations", json={"prompt": "red dress"}, headers=shop.publishable)
         assert found.status_code == 200
         assert sorted(r["id"] for r in found.json()["results"]) == sorted(first + later)
+
+
+async def test_connector_sync_and_webhooks_run_on_redis_workers(server_settings, workers):
+    feed = FeedPlatform(page_size=10)
+    for pid in range(1, 26):
+        feed.put(pid, [pid + 400])
+    workers.start()
+    try:
+        async with serve_app(server_settings) as client:
+            shop = await new_shop(client)
+            conn = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings()},
+                                     headers=shop.secret)
+            assert conn.status_code == 201, conn.text
+            job_id = conn.json()["sync_job"]["id"]
+            for _ in range(600):
+                job = (await client.get(f"/api/v1/jobs/{job_id}", headers=shop.secret)).json()
+                if job["status"] in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.1)
+            assert (job["status"], job["total"], job["done"]) == ("succeeded", 25, 25)
+            assert feed.page_requests == [1, 1, 2, 3]  # the check, then the worker's three pages
+
+            body, headers = signed({"event": "product.updated", "delivery_id": "w1",
+                                    "product": feed.put(1, [401, 999])})
+            hook = await client.post(f"/webhooks/example/{conn.json()['id']}", content=body, headers=headers)
+            assert hook.json()["status"] == "accepted"
+            for _ in range(600):
+                items = (await client.get("/api/v1/images", params={"limit": 100}, headers=shop.secret)).json()["items"]
+                if len(items) == 26 and all(i["status"] == "ready" for i in items):
+                    break
+                await asyncio.sleep(0.1)
+            assert len(items) == 26 and {i["status"] for i in items} == {"ready"}
+            assert sorted(await client.app.state.pipeline.store.ids(shop["id"])) == sorted(i["id"] for i in items)
+    finally:
+        feed.close()

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 from hub.connectors import (
     CatalogEvent,
     CatalogImage,
+    CatalogPage,
     ConnectionContext,
     ConnectorError,
     Delivery,
@@ -41,6 +43,8 @@ def _product(data: dict[str, Any]) -> ProductUpserted:
         tags=tuple(data.get("tags", ())),
         price=Decimal(str(data["price"])) if data.get("price") is not None else None,
         available=bool(data.get("available", True)),
+        status=str(data.get("status", "active")),
+        updated_at=datetime.fromisoformat(data["updated_at"]) if data.get("updated_at") else None,
         images=tuple(
             CatalogImage(external_id=str(i["id"]), url=str(i["url"]), alt=str(i.get("alt", "")), position=n)
             for n, i in enumerate(data.get("images", []))
@@ -79,8 +83,12 @@ class FeedConnector:
         try:
             payload = json.loads(delivery.body)
             kind = payload["event"]
-            if kind == "product.deleted":
-                events: tuple[CatalogEvent, ...] = (ProductDeleted(external_id=str(payload["product"]["id"])),)
+            if kind == "ping":
+                events: tuple[CatalogEvent, ...] = ()
+            elif kind == "product.deleted":
+                deleted_at = payload["product"].get("deleted_at")
+                events = (ProductDeleted(external_id=str(payload["product"]["id"]),
+                                         updated_at=datetime.fromisoformat(deleted_at) if deleted_at else None),)
             elif kind in ("product.created", "product.updated"):
                 events = (_product(payload["product"]),)
             else:
@@ -89,17 +97,20 @@ class FeedConnector:
         except (ValueError, KeyError, TypeError) as exc:
             raise DeliveryRejected(f"malformed delivery: {exc}") from None
 
-    async def catalog(
-        self, ctx: ConnectionContext, cursor: str | None
-    ) -> AsyncIterator[tuple[CatalogEvent, str | None]]:
+    async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
         page = int(cursor or 1)
-        while page:
+        while True:
             resp = await ctx.http.get(ctx.settings.feed_url, params={"page": page})
             resp.raise_for_status()
             body = resp.json()
             next_page = body.get("next_page")
-            for item in body.get("products", []):
-                yield _product(item), str(next_page or "")
+            yield CatalogPage(
+                events=tuple(_product(item) for item in body.get("products", [])),
+                cursor=str(next_page) if next_page else None,
+                total=body.get("total"),
+            )
+            if not next_page:
+                return
             page = next_page
 
 

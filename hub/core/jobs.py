@@ -1,0 +1,227 @@
+"""Jobs: a full sync or a bulk import, run by a worker, with progress in the database (``/api/v1/jobs``).
+
+A job is claimed with a lease that every progress commit renews; a worker that dies leaves the lease to run
+out, and the sweep hands the job to another worker, which resumes from the stored ``cursor``. A connection has
+at most one active job (a partial unique index); asking for a second sync answers 409 with the running one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import httpx
+from litestar import Controller, Request, get
+from litestar.params import FromPath, FromQuery, QueryParameter
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.connectors import ConnectorError
+from hub.core.auth import Caller
+from hub.core.deps import Db
+from hub.core.errors import ApiError, DependencyUnavailable, not_found
+from hub.core.models import Job, utcnow
+from hub.core.pagination import decode_cursor, page
+from hub.core.services import Services
+
+log = logging.getLogger("hub.jobs")
+MAX_ERRORS_KEPT = 1000
+END = "<end>"  # the cursor of a job whose whole input has been read
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+Progress = Callable[[Job], None]
+
+
+class JobFailed(Exception):
+    """The job cannot go on (its connection is gone, its file unreadable): fail it with this reason."""
+
+
+TRANSIENT = (httpx.TransportError, httpx.HTTPStatusError, DependencyUnavailable, OSError)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "connection_id": job.connection_id,
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "errors": job.errors,
+        "errors_truncated": job.failed > len(job.errors),
+        "error": job.error,
+        "result": job.result,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "updated_at": job.updated_at,
+    }
+
+
+async def create_job(
+    session: AsyncSession, shop_id: int, kind: str, params: dict[str, Any], connection_id: int | None = None,
+    total: int | None = None,
+) -> Job:
+    """A queued job, committed; 409 if the connection already has an active one."""
+    job = Job(shop_id=shop_id, kind=kind, params=params, connection_id=connection_id, total=total,
+              next_attempt_at=utcnow())
+    session.add(job)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        active = await session.scalar(select(Job.id).where(
+            Job.connection_id == connection_id, Job.status.in_(("queued", "running"))))
+        raise ApiError(409, f"connection {connection_id} already has a job running: job {active}",
+                       extra={"job_id": active}) from None
+    return job
+
+
+async def claim_job(services: Services, job_id: int) -> Job | None:
+    """Take a queued job (or one whose worker's lease ran out); None if another worker has it."""
+    now = utcnow()
+    async with services.sessions() as session:
+        result = await session.execute(
+            update(Job)
+            .where(Job.id == job_id, or_(Job.status == "queued",
+                                         (Job.status == "running") & (Job.next_attempt_at <= now)))
+            .values(status="running", attempts=Job.attempts + 1, next_attempt_at=now + services.settings.lease)
+        )
+        if result.rowcount != 1:
+            await session.rollback()
+            return None
+        job = await session.get(Job, job_id)
+        assert job is not None
+        if job.started_at is None:
+            job.started_at = now
+        await session.commit()
+        return job
+
+
+class JobProgress:
+    """Moves a job forward inside the caller's transaction (so progress and the work commit together)."""
+
+    def __init__(self, services: Services, job: Job, on_progress: Progress | None = None) -> None:
+        self.services = services
+        self.job = job
+        self.on_progress = on_progress
+
+    async def advance(
+        self, session: AsyncSession, *, done: int = 0, failed: int = 0, errors: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        cursor: str | None = None, total: int | None = None, result: dict[str, int] | None = None,
+    ) -> None:
+        job = await session.get(Job, self.job.id, populate_existing=True)
+        if job is None or job.status != "running":
+            raise JobFailed("the job was removed or taken over while it ran")
+        job.done += done
+        job.failed += failed
+        if errors and len(job.errors) < MAX_ERRORS_KEPT:
+            job.errors = [*job.errors, *errors][:MAX_ERRORS_KEPT]
+        if cursor is not None:
+            job.cursor = cursor
+        if total is not None:
+            job.total = total
+        if result:
+            job.result = {k: job.result.get(k, 0) + result.get(k, 0) for k in {*job.result, *result}}
+        job.next_attempt_at = utcnow() + self.services.settings.lease  # the heartbeat
+        self.job = job
+        if self.on_progress is not None:
+            self.on_progress(job)
+
+
+async def finish_job(services: Services, job_id: int, status: str, error: str | None = None,
+                     retry_in: Any = None) -> Job | None:
+    async with services.sessions() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            return None
+        if retry_in is not None:  # back to the queue: the sweep runs it again after the delay
+            job.status, job.error, job.next_attempt_at = "queued", error, utcnow() + retry_in
+        else:
+            job.status, job.error, job.finished_at, job.next_attempt_at = status, error, utcnow(), None
+            if status == "succeeded" and job.total is None:
+                job.total = job.done + job.failed
+        await session.commit()
+        return job
+
+
+Runner = Callable[[Services, JobProgress], Awaitable[None]]
+
+
+async def run_job(services: Services, job_id: int, runners: dict[str, Runner],
+                  on_progress: Progress | None = None) -> Job | None:
+    """The ``RunJob`` task: claim, run the kind's runner from the stored cursor, and record the outcome."""
+    job = await claim_job(services, job_id)
+    if job is None:
+        return None
+    runner = runners.get(job.kind)
+    progress = JobProgress(services, job, on_progress)
+    try:
+        if runner is None:
+            raise JobFailed(f"no runner for jobs of kind {job.kind!r}")
+        await runner(services, progress)
+    except JobFailed as exc:
+        return await finish_job(services, job_id, "failed", str(exc)[:2000])
+    except (*TRANSIENT, ConnectorError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        if job.attempts >= services.settings.embed_max_attempts or isinstance(exc, ConnectorError):
+            return await finish_job(services, job_id, "failed", reason)
+        log.warning("job interrupted; it will resume", extra={"job_id": job_id, "reason": reason})
+        return await finish_job(services, job_id, "queued", reason, retry_in=services.settings.retry_delay(job.attempts))
+    except Exception as exc:  # noqa: BLE001 - a bug fails the job with its reason instead of killing the worker
+        log.exception("job failed", extra={"job_id": job_id})
+        return await finish_job(services, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+    return await finish_job(services, job_id, "succeeded")
+
+
+async def due_jobs(services: Services, limit: int = 100) -> list[int]:
+    """Queued jobs whose time has come and running ones whose worker stopped renewing its lease."""
+    now = utcnow()
+    async with services.sessions() as session:
+        rows = await session.scalars(select(Job.id).where(
+            Job.status.in_(("queued", "running")), Job.next_attempt_at <= now).order_by(Job.id).limit(limit))
+        ids = list(rows)
+        if ids:  # queued once per sweep: the next sweep finds them again only if still not picked up
+            await session.execute(update(Job).where(Job.id.in_(ids), Job.status == "queued")
+                                  .values(next_attempt_at=now + services.settings.lease))
+            await session.commit()
+        return ids
+
+
+class JobController(Controller):
+    """``/api/v1/jobs``: progress of syncs and imports (secret key)."""
+
+    path = "/api/v1/jobs"
+    tags = ["jobs"]
+
+    @get("/")
+    async def list_jobs(
+        self, db: Db, principal: Caller,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[JobStatus | None] = None,
+        kind: FromQuery[Literal["sync", "import"] | None] = None,
+        connection_id: FromQuery[int | None] = None,
+    ) -> dict[str, Any]:
+        """The shop's jobs, newest first."""
+        stmt = select(Job).where(Job.shop_id == principal.shop_id)
+        before = decode_cursor(cursor)
+        if before is not None:
+            stmt = stmt.where(Job.id < before)
+        for column, value in ((Job.status, status), (Job.kind, kind), (Job.connection_id, connection_id)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        rows = list(await db.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)))
+        items, next_cursor = page(rows, limit)
+        return {"items": [job_json(j) for j in items], "next_cursor": next_cursor}
+
+    @get("/{job_id:int}")
+    async def get_job(self, request: Request, db: Db, principal: Caller, job_id: FromPath[int]) -> dict[str, Any]:
+        """Status, total, done, failed, the errors (first 1000) and start/end of one job."""
+        job = await db.scalar(select(Job).where(Job.id == job_id, Job.shop_id == principal.shop_id))
+        if job is None:
+            raise not_found("job", job_id)
+        return job_json(job)

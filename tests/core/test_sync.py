@@ -1,0 +1,136 @@
+"""Full syncs as jobs, through HTTP: progress, resume from the cursor, one per connection, removal of products
+the platform no longer lists; and a job a dead worker left behind is picked up by the sweep."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from hub.core.db import create_engine
+from hub.core.models import Job, utcnow
+from tests.feed_platform import FeedPlatform
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True}
+
+
+@pytest.fixture
+def feed():
+    platform = FeedPlatform(page_size=25)
+    for pid in range(1, 61):
+        platform.put(pid, [pid])
+    yield platform
+    platform.close()
+
+
+async def wait_job(client, shop, job_id: int, timeout: float = 60) -> dict[str, Any]:
+    for _ in range(int(timeout * 10)):
+        job = (await client.get(f"/api/v1/jobs/{job_id}", headers=shop.secret)).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+async def connect(client, shop, feed, sync: bool = True) -> dict[str, Any]:
+    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
+                                                          "sync": sync}, headers=shop.secret)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+async def all_images(client, shop) -> list[dict[str, Any]]:
+    images, cursor = [], None
+    while True:
+        page = (await client.get("/api/v1/images", params={"limit": 100, **({"cursor": cursor} if cursor else {})},
+                                 headers=shop.secret)).json()
+        images += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return images
+
+
+async def test_connecting_imports_the_catalog_then_recommends_it(client, shop, feed):
+    conn = await connect(client, shop, feed)
+    job = conn["sync_job"]
+    assert job["kind"] == "sync" and job["status"] in ("queued", "running") and job["connection_id"] == conn["id"]
+    done = await wait_job(client, shop, job["id"])
+    assert (done["status"], done["total"], done["done"], done["failed"], done["errors"]) == ("succeeded", 60, 60, 0, [])
+    assert done["started_at"] and done["finished_at"] >= done["started_at"]
+    assert done["result"]["products_created"] == 60 and done["result"]["images_added"] == 60
+    images = await all_images(client, shop)
+    assert len(images) == 60 and {i["source"] for i in images} == {"example"}
+    for _ in range(600):
+        images = await all_images(client, shop)
+        if all(i["status"] == "ready" for i in images):
+            break
+        await asyncio.sleep(0.1)
+    assert {i["status"] for i in images} == {"ready"}
+    resp = await client.post("/api/v1/recommendations", json={"prompt": "blue jacket", "limit": 100},
+                             headers=shop.publishable)
+    assert {r["id"] for r in resp.json()["results"]} == {i["id"] for i in images}
+    listed = (await client.get("/api/v1/jobs", params={"kind": "sync"}, headers=shop.secret)).json()["items"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+async def test_a_failing_page_is_retried_and_the_sync_resumes_from_its_cursor(client, shop, feed):
+    feed.failures[2] = 2  # page 2 answers 503 twice: the job goes back to the queue and resumes
+    conn = await connect(client, shop, feed)
+    done = await wait_job(client, shop, conn["sync_job"]["id"])
+    assert done["status"] == "succeeded" and done["done"] == 60 and done["attempts"] == 3
+    assert feed.page_requests == [1, 1, 2, 2, 2, 3]  # check, page 1 once, page 2 until it answers, page 3
+    assert len(await all_images(client, shop)) == 60
+
+
+async def test_one_sync_per_connection_and_removal_of_vanished_products(client, shop, feed, make_shop):
+    conn = await connect(client, shop, feed, sync=False)
+    feed.failures[1] = 1  # keeps the first sync busy for a retry
+    first = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
+    assert first.status_code == 202, first.text
+    second = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
+    assert second.status_code == 409 and second.json()["extra"]["job_id"] == first.json()["id"]
+    assert (await wait_job(client, shop, first.json()["id"]))["status"] == "succeeded"
+
+    for pid in range(50, 61):
+        del feed.products[str(pid)]  # gone from the platform, and no delete webhook came
+    again = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
+    done = await wait_job(client, shop, again.json()["id"])
+    assert done["status"] == "succeeded" and done["result"]["products_deleted"] == 11
+    assert done["result"].get("images_added", 0) == 0  # the rest was already there: nothing re-added
+    assert {i["external_id"] for i in await all_images(client, shop)} == {f"img{p}" for p in range(1, 50)}
+
+    other = await make_shop()
+    assert (await client.get(f"/api/v1/jobs/{done['id']}", headers=other.secret)).status_code == 404
+    assert (await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=other.secret)).status_code == 404
+
+
+async def test_the_sweep_resumes_a_job_whose_worker_died(client, shop, feed, settings):
+    conn = await connect(client, shop, feed, sync=False)
+    engine = create_engine(settings.db_url)
+    try:
+        async with engine.begin() as db:  # what a worker killed after committing page 1 leaves behind
+            result = await db.execute(Job.__table__.insert().values(
+                shop_id=shop["id"], connection_id=conn["id"], kind="sync", status="running", done=25, failed=0,
+                total=60, errors=[], cursor="2", params={}, result={}, attempts=1, created_at=utcnow(),
+                started_at=utcnow(), updated_at=utcnow(), next_attempt_at=utcnow() - timedelta(seconds=1)))
+            job_id = result.inserted_primary_key[0]
+    finally:
+        await engine.dispose()
+    done = await wait_job(client, shop, job_id)
+    assert done["status"] == "succeeded" and done["done"] == 60 and done["attempts"] == 2
+    assert feed.page_requests[-2:] == [2, 3]  # resumed at page 2, never re-read page 1
+    assert 1 not in feed.page_requests[1:]
+
+
+async def test_deleting_a_connection_mid_sync_removes_it_and_its_job(client, shop, feed):
+    conn = await connect(client, shop, feed, sync=False)
+    feed.failures[1] = 100  # the sync keeps retrying page 1
+    job_id = (await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)).json()["id"]
+    assert (await client.delete(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).status_code == 204
+    assert (await client.get(f"/api/v1/jobs/{job_id}", headers=shop.secret)).status_code == 404
+    assert await all_images(client, shop) == []

@@ -1,0 +1,111 @@
+"""The platform of the example connector, as a real HTTP server on loopback: a paged product feed, a webhook
+registry, and product photos served from the same server. Tests change its catalog and send signed webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.images import photo
+
+SECRET = "feed-webhook-secret-123"
+
+
+class FeedPlatform:
+    def __init__(self, page_size: int = 50) -> None:
+        self.products: dict[str, dict[str, Any]] = {}
+        self.page_size = page_size
+        self.webhooks: dict[int, str] = {}
+        self.deleted: list[int] = []
+        self.failures: dict[int, int] = {}  # page -> how many more times it answers 503
+        self.page_requests: list[int] = []
+        self.lock = threading.Lock()
+        platform = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self, status: int, body: object) -> None:
+                self._send(status, json.dumps(body).encode())
+
+            def do_GET(self) -> None:  # noqa: N802
+                path, _, query = self.path.partition("?")
+                if path == "/feed":
+                    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                    page = int(params.get("page", 1))
+                    with platform.lock:
+                        platform.page_requests.append(page)
+                        if platform.failures.get(page, 0) > 0:
+                            platform.failures[page] -= 1
+                            self._json(503, {"error": "try again"})
+                            return
+                        items = list(platform.products.values())
+                    size = platform.page_size
+                    chunk = items[(page - 1) * size : page * size]
+                    more = page * size < len(items)
+                    self._json(200, {"products": chunk, "next_page": page + 1 if more else None, "total": len(items)})
+                elif path.startswith("/img/"):
+                    seed = int(path.removeprefix("/img/").split(".")[0])
+                    self._send(200, photo(seed), "image/jpeg")
+                else:
+                    self._json(404, {"error": "not found"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path == "/feed/webhooks":
+                    with platform.lock:
+                        hook_id = len(platform.webhooks) + len(platform.deleted) + 1
+                        platform.webhooks[hook_id] = body["url"]
+                    self._json(201, {"id": hook_id})
+                else:
+                    self._json(404, {})
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                hook_id = int(self.path.rsplit("/", 1)[1])
+                with platform.lock:
+                    platform.deleted.append(hook_id)
+                    platform.webhooks.pop(hook_id, None)
+                self._json(200, {})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.feed_url = f"{self.base}/feed"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def settings(self) -> dict[str, str]:
+        return {"feed_url": self.feed_url, "webhook_secret": SECRET}
+
+    def image(self, seed: int) -> dict[str, Any]:
+        return {"id": f"img{seed}", "url": f"{self.base}/img/{seed}.jpg", "alt": f"photo {seed}"}
+
+    def put(self, pid: int | str, seeds: list[int], **fields: Any) -> dict[str, Any]:
+        """Create or replace a product whose images are the photos of ``seeds``."""
+        product = {"id": str(pid), "title": f"Product {pid}", "description": f"About product {pid}",
+                   "url": f"https://shop.example/p/{pid}", "images": [self.image(s) for s in seeds], **fields}
+        with self.lock:
+            self.products[str(pid)] = product
+        return product
+
+
+def signed(payload: dict[str, Any] | bytes, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+    """A delivery body and its headers, signed the way the example platform signs them."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-Example-Signature": signature}

@@ -1,0 +1,67 @@
+"""The plugin authors' contract suite (``hub.testing``), run for the example connector against its platform —
+and shown to catch a connector that breaks the contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.connectors import Delivery
+from hub.plugins import load_plugins
+from hub.testing import ConnectorContract
+from tests.feed_platform import FeedPlatform, signed
+
+
+@pytest.fixture
+def platform():
+    feed = FeedPlatform(page_size=3)
+    for pid in range(1, 9):
+        feed.put(pid, [pid, pid + 100])
+    yield feed
+    feed.close()
+
+
+class TestExampleConnector(ConnectorContract):
+    @pytest.fixture
+    def connector(self):
+        return load_plugins().connectors()["example"]  # as installed, through its entry point
+
+    @pytest.fixture
+    def connection_settings(self, platform):
+        return platform.settings()
+
+    @pytest.fixture
+    def genuine_delivery(self, platform):
+        body, headers = signed({"event": "product.updated", "delivery_id": "c-1", "product": platform.put(1, [5])})
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+
+class TrustingConnector:
+    """Breaks the contract: accepts anything as authentic, and its catalog never says it ended."""
+
+    def __init__(self, real):
+        self.real = real
+        self.name = real.name
+        self.settings_model = real.settings_model
+
+    def __getattr__(self, item):
+        return getattr(self.real, item)
+
+    def verify(self, ctx, delivery):
+        return True
+
+    async def catalog(self, ctx, cursor):
+        async for page in self.real.catalog(ctx, cursor):
+            yield type(page)(page.events, cursor=page.cursor or "again", total=page.total)
+
+
+async def test_the_contract_catches_a_broken_connector(platform):
+    contract = TestExampleConnector()
+    broken = TrustingConnector(load_plugins().connectors()["example"])
+    genuine = contract.genuine_delivery.__wrapped__(contract, platform)
+    async for ctx in contract.ctx.__wrapped__(contract, broken, platform.settings(), "http://127.0.0.1:9/w"):
+        with pytest.raises(AssertionError):
+            contract.test_verify_refuses_a_tampered_body(broken, ctx, genuine)
+        with pytest.raises(AssertionError):
+            contract.test_verify_refuses_a_delivery_without_signature(broken, ctx, genuine)
+        with pytest.raises(AssertionError, match="last page"):
+            await contract.test_catalog_pages_resume_from_their_cursor(broken, ctx)

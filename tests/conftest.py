@@ -280,3 +280,34 @@ async def wait_for_images(
             raise AssertionError(f"images not {statuses} after {timeout} s: "
                                  f"{ {i: (img['status'], img['error']) for i, img in images.items()} }")
         await asyncio.sleep(0.2)
+
+
+async def wait_job(client: httpx.AsyncClient, headers: dict[str, str], job_id: int, timeout: float = 120) -> dict[str, Any]:
+    """Poll ``GET /api/v1/jobs/{id}`` until the job succeeded or failed; returns it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = (await client.get(f"/api/v1/jobs/{job_id}", headers=headers)).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} did not finish: {job}")
+        await asyncio.sleep(0.05)
+
+
+async def settle_deliveries(settings: Settings, timeout: float = 30) -> list[Any]:
+    """Wait until no webhook delivery is in flight; returns every delivery row, oldest first."""
+    from hub.core.models import WebhookDelivery
+
+    engine = create_engine(settings.db_url)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            async with engine.connect() as db:
+                rows = list((await db.execute(select(WebhookDelivery).order_by(WebhookDelivery.id))).all())
+            if all(r.status not in ("received", "processing") for r in rows):
+                return rows
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("webhook deliveries still in flight")
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()

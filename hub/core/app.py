@@ -29,6 +29,7 @@ from hub.core.imports import ImportController
 from hub.core.jobs import JobController
 from hub.core.keys import KeyController
 from hub.core.media import MediaStore
+from hub.core.oauth import OAuthCallbackController, OAuthStartController
 from hub.core.pipeline import Pipeline
 from hub.core.ratelimit import RateLimiter, parse_limits
 from hub.core.recommendations import (
@@ -140,6 +141,7 @@ def create_app(
             ImageController,
             PromptController,
             ConnectionController,
+            OAuthStartController,
             JobController,
             ImportController,
         ],
@@ -168,6 +170,7 @@ def create_app(
         RecommendationController,
         LegacyRecommendationController,
         WebhookController,
+        OAuthCallbackController,
         *plugins.routes(),
     ]
     return Litestar(

@@ -28,7 +28,7 @@ from hub.connectors import (
     ProductUpserted,
 )
 from hub.core.media import MediaStore
-from hub.core.models import AgeGroup, Category, Connection, Image, Product, Style, WebhookDelivery, utcnow
+from hub.core.models import AgeGroup, Category, Connection, Image, Product, Style, WebhookDelivery
 from hub.core.pipeline import Pipeline
 
 MAX_EXTERNAL_ID = 100

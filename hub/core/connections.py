@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from hub.core.auth import Caller
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.jobs import create_job, job_json
-from hub.core.models import Connection, Image
+from hub.core.models import Connection, Image, Job
 from hub.core.services import Services
 from hub.embedding.fetch import FetchError, check_host
 
@@ -61,18 +62,69 @@ def connection_json(row: Connection, connector: Connector | None, services: Serv
     }
 
 
+def find_connector(plugins: Any, name: str) -> Connector:
+    connectors = plugins.connectors()
+    if name not in connectors:
+        known = ", ".join(sorted(connectors)) or "none installed"
+        raise ApiError(422, f"unknown connector {name!r} (available: {known})")
+    return connectors[name]
+
+
+async def start_sync(pipeline: Any, db: Any, row: Connection) -> Any:
+    job = await create_job(db, row.shop_id, "sync", {}, connection_id=row.id)
+    await pipeline.job_queued(job.id)
+    return job
+
+
+async def open_connection(
+    db: Any, state: Any, shop_id: int, connector: Connector, name: str, values: dict[str, Any], sync: bool,
+    existing: Connection | None = None,
+) -> dict[str, Any]:
+    """Validate the settings, check them and register webhooks with the platform, then commit (nothing is
+    stored if the platform disagrees) and start the first sync. ``existing`` is reconnected in place."""
+    services: Services = state.services
+    try:
+        validated = connector.settings_model.model_validate(values)
+    except ValidationError as exc:
+        raise ApiError(422, f"invalid settings for {connector.name}: {validation_detail(exc)}") from None
+    values = validated.model_dump(mode="json")
+    secret = secret_fields(connector.settings_model)
+    row = existing or Connection(shop_id=shop_id, connector=connector.name)
+    old_webhooks = dict(row.webhook_state or {}) if existing is not None else {}
+    row.name = name or row.name or connector.name
+    row.settings = {k: v for k, v in values.items() if k not in secret}
+    row.secrets = services.secrets.seal({k: v for k, v in values.items() if k in secret}) if secret else None
+    row.status = "active"
+    if existing is None:
+        db.add(row)
+    await db.flush()  # the id goes into the webhook URL; nothing is committed until the platform agrees
+    async with platform_client(state.settings.allow_private_fetch) as http:
+        ctx = services.context(row, connector, http)
+        try:
+            row.info = await connector.check(ctx) or {}
+            if old_webhooks:
+                with contextlib.suppress(ConnectorError, httpx.HTTPError):
+                    await connector.unregister_webhooks(ctx, old_webhooks)
+            row.webhook_state = await connector.register_webhooks(ctx) or {}
+        except ConnectorError as exc:
+            await db.rollback()
+            raise ApiError(422, f"{connector.name}: {exc}") from None
+        except httpx.HTTPError as exc:
+            await db.rollback()
+            raise ApiError(422, f"{connector.name}: the platform could not be reached ({exc})") from None
+    await db.commit()
+    body = connection_json(row, connector, services)
+    if sync:
+        running = await db.scalar(select(Job).where(Job.connection_id == row.id, Job.status.in_(("queued", "running"))))
+        body["sync_job"] = job_json(running or await start_sync(state.pipeline, db, row))
+    return body
+
+
 class ConnectionController(Controller):
     """Create (credentials checked, webhooks registered), list, get and delete connections (secret key)."""
 
     path = "/api/v1/connections"
     tags = ["connections"]
-
-    def _connector(self, request: Request, name: str) -> Connector:
-        connectors = request.app.state.plugins.connectors()
-        if name not in connectors:
-            known = ", ".join(sorted(connectors)) or "none installed"
-            raise ApiError(422, f"unknown connector {name!r} (available: {known})")
-        return connectors[name]
 
     @post("/", status_code=201)
     async def create(
@@ -80,45 +132,8 @@ class ConnectionController(Controller):
     ) -> dict[str, Any]:
         """Check the credentials, register the webhooks, and (unless ``sync`` is false) start a full import."""
         state = request.app.state
-        services: Services = state.services
-        connector = self._connector(request, data.connector)
-        try:
-            validated = connector.settings_model.model_validate(data.settings)
-        except ValidationError as exc:
-            raise ApiError(422, f"invalid settings for {data.connector}: {validation_detail(exc)}") from None
-        values = validated.model_dump(mode="json")
-        secret = secret_fields(connector.settings_model)
-        row = Connection(
-            shop_id=principal.shop_id,
-            connector=connector.name,
-            name=data.name or connector.name,
-            settings={k: v for k, v in values.items() if k not in secret},
-            secrets=services.secrets.seal({k: v for k, v in values.items() if k in secret}) if secret else None,
-        )
-        db.add(row)
-        await db.flush()  # the id goes into the webhook URL; nothing is committed until the platform agrees
-        async with platform_client(state.settings.allow_private_fetch) as http:
-            ctx = services.context(row, connector, http)
-            try:
-                row.info = await connector.check(ctx) or {}
-                row.webhook_state = await connector.register_webhooks(ctx) or {}
-            except ConnectorError as exc:
-                await db.rollback()
-                raise ApiError(422, f"{connector.name}: {exc}") from None
-            except httpx.HTTPError as exc:
-                await db.rollback()
-                raise ApiError(422, f"{connector.name}: the platform could not be reached ({exc})") from None
-        await db.commit()
-        body = connection_json(row, connector, services)
-        if data.sync:
-            job = await self._start_sync(state.pipeline, db, row)
-            body["sync_job"] = job_json(job)
-        return body
-
-    async def _start_sync(self, pipeline: Any, db: Any, row: Connection) -> Any:
-        job = await create_job(db, row.shop_id, "sync", {}, connection_id=row.id)
-        await pipeline.job_queued(job.id)
-        return job
+        connector = find_connector(state.plugins, data.connector)
+        return await open_connection(db, state, principal.shop_id, connector, data.name, data.settings, data.sync)
 
     @post("/{connection_id:int}/sync", status_code=202)
     async def sync(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
@@ -128,7 +143,7 @@ class ConnectionController(Controller):
             raise ApiError(409, f"connection {connection_id} is {row.status}; reconnect it to sync")
         if row.connector not in request.app.state.plugins.connectors():
             raise ApiError(409, f"the {row.connector} connector is not installed")
-        return job_json(await self._start_sync(request.app.state.pipeline, db, row))
+        return job_json(await start_sync(request.app.state.pipeline, db, row))
 
     @get("/")
     async def list_connections(self, request: Request, db: Db, principal: Caller) -> dict[str, Any]:

@@ -28,9 +28,12 @@ class SecretBox:
     def seal(self, values: dict[str, Any]) -> str:
         return self._box().encrypt(json.dumps(values).encode()).decode()
 
-    def open(self, token: str | None) -> dict[str, Any]:
+    def open(self, token: str | None, ttl: int | None = None) -> dict[str, Any]:
+        """The sealed values; with ``ttl``, ``InvalidToken`` if the token is older than that many seconds."""
         if not token:
             return {}
+        if ttl is not None:
+            return json.loads(self._box().decrypt(token.encode(), ttl=ttl))
         try:
             return json.loads(self._box().decrypt(token.encode()))
         except InvalidToken:

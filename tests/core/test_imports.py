@@ -7,11 +7,10 @@ import asyncio
 import io
 import json
 import zipfile
-from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for_images
+from tests.conftest import wait_for_images, wait_job
 from tests.feed_platform import FeedPlatform
 from tests.images import photo
 
@@ -24,13 +23,6 @@ def make_zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-async def wait_job(client, shop, job_id: int) -> dict[str, Any]:
-    for _ in range(1200):
-        job = (await client.get(f"/api/v1/jobs/{job_id}", headers=shop.secret)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(job)
 
 
 async def start(client, shop, body: bytes, content_type: str, **params: str):
@@ -55,7 +47,7 @@ async def test_zip_with_manifest_reports_bad_rows_and_imports_the_rest(client, s
     assert resp.status_code == 202, resp.text
     assert resp.headers["location"] == f"/api/v1/jobs/{resp.json()['id']}"
     assert resp.json()["kind"] == "import" and resp.json()["total"] == 6
-    job = await wait_job(client, shop, resp.json()["id"])
+    job = await wait_job(client, shop.secret, resp.json()["id"])
     assert (job["status"], job["total"], job["done"], job["failed"]) == ("succeeded", 6, 3, 3)
     errors = {e["line"]: e["error"] for e in job["errors"]}
     assert set(errors) == {4, 5, 8}
@@ -76,7 +68,7 @@ async def test_zip_with_manifest_reports_bad_rows_and_imports_the_rest(client, s
     assert {i["status"] for i in ready.values()} == {"ready"}
 
     # the same archive again: nothing doubles, every image is recognised
-    again = await wait_job(client, shop, (await start(client, shop, archive, "application/zip")).json()["id"])
+    again = await wait_job(client, shop.secret, (await start(client, shop, archive, "application/zip")).json()["id"])
     assert again["result"] == {"skipped: already imported": 3} and again["failed"] == 3
     assert len((await client.get("/api/v1/images", params={"limit": 100}, headers=shop.secret)).json()["items"]) == 3
 
@@ -86,7 +78,7 @@ async def test_zip_without_manifest_and_multipart_upload(client, shop):
     resp = await client.post("/api/v1/imports", files={"file": ("catalog.zip", archive, "application/zip")},
                              headers=shop.secret)
     assert resp.status_code == 202, resp.text
-    job = await wait_job(client, shop, resp.json()["id"])
+    job = await wait_job(client, shop.secret, resp.json()["id"])
     assert (job["status"], job["done"], job["failed"]) == ("succeeded", 2, 0)
     names = {i["name"] for i in (await client.get("/api/v1/images", headers=shop.secret)).json()["items"]}
     assert names == {"summer", "coat"}
@@ -115,7 +107,7 @@ async def test_json_list_of_urls(client, shop, photo_server):
     ]
     body = ("[\n" + ",\n".join(json.dumps(i) for i in items) + "\n]").encode()
     resp = await start(client, shop, body, "application/json")
-    job = await wait_job(client, shop, resp.json()["id"])
+    job = await wait_job(client, shop.secret, resp.json()["id"])
     assert (job["done"], job["failed"]) == (2, 4)
     errors = {e["line"]: e["error"] for e in job["errors"]}
     assert set(errors) == {3, 4, 5, 6}

@@ -11,6 +11,7 @@ import pytest
 
 from hub.core.db import create_engine
 from hub.core.models import Job, utcnow
+from tests.conftest import wait_job
 from tests.feed_platform import FeedPlatform
 
 
@@ -28,13 +29,6 @@ def feed():
     platform.close()
 
 
-async def wait_job(client, shop, job_id: int, timeout: float = 60) -> dict[str, Any]:
-    for _ in range(int(timeout * 10)):
-        job = (await client.get(f"/api/v1/jobs/{job_id}", headers=shop.secret)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 async def connect(client, shop, feed, sync: bool = True) -> dict[str, Any]:
@@ -59,7 +53,7 @@ async def test_connecting_imports_the_catalog_then_recommends_it(client, shop, f
     conn = await connect(client, shop, feed)
     job = conn["sync_job"]
     assert job["kind"] == "sync" and job["status"] in ("queued", "running") and job["connection_id"] == conn["id"]
-    done = await wait_job(client, shop, job["id"])
+    done = await wait_job(client, shop.secret, job["id"])
     assert (done["status"], done["total"], done["done"], done["failed"], done["errors"]) == ("succeeded", 60, 60, 0, [])
     assert done["started_at"] and done["finished_at"] >= done["started_at"]
     assert done["result"]["products_created"] == 60 and done["result"]["images_added"] == 60
@@ -81,7 +75,7 @@ async def test_connecting_imports_the_catalog_then_recommends_it(client, shop, f
 async def test_a_failing_page_is_retried_and_the_sync_resumes_from_its_cursor(client, shop, feed):
     feed.failures[2] = 2  # page 2 answers 503 twice: the job goes back to the queue and resumes
     conn = await connect(client, shop, feed)
-    done = await wait_job(client, shop, conn["sync_job"]["id"])
+    done = await wait_job(client, shop.secret, conn["sync_job"]["id"])
     assert done["status"] == "succeeded" and done["done"] == 60 and done["attempts"] == 3
     assert feed.page_requests == [1, 1, 2, 2, 2, 3]  # check, page 1 once, page 2 until it answers, page 3
     assert len(await all_images(client, shop)) == 60
@@ -94,12 +88,12 @@ async def test_one_sync_per_connection_and_removal_of_vanished_products(client, 
     assert first.status_code == 202, first.text
     second = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
     assert second.status_code == 409 and second.json()["extra"]["job_id"] == first.json()["id"]
-    assert (await wait_job(client, shop, first.json()["id"]))["status"] == "succeeded"
+    assert (await wait_job(client, shop.secret, first.json()["id"]))["status"] == "succeeded"
 
     for pid in range(50, 61):
         del feed.products[str(pid)]  # gone from the platform, and no delete webhook came
     again = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
-    done = await wait_job(client, shop, again.json()["id"])
+    done = await wait_job(client, shop.secret, again.json()["id"])
     assert done["status"] == "succeeded" and done["result"]["products_deleted"] == 11
     assert done["result"].get("images_added", 0) == 0  # the rest was already there: nothing re-added
     assert {i["external_id"] for i in await all_images(client, shop)} == {f"img{p}" for p in range(1, 50)}
@@ -121,7 +115,7 @@ async def test_the_sweep_resumes_a_job_whose_worker_died(client, shop, feed, set
             job_id = result.inserted_primary_key[0]
     finally:
         await engine.dispose()
-    done = await wait_job(client, shop, job_id)
+    done = await wait_job(client, shop.secret, job_id)
     assert done["status"] == "succeeded" and done["done"] == 60 and done["attempts"] == 2
     assert feed.page_requests[-2:] == [2, 3]  # resumed at page 2, never re-read page 1
     assert 1 not in feed.page_requests[1:]

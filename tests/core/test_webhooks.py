@@ -8,11 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from hub.core.db import create_engine
-from hub.core.models import WebhookDelivery
-from tests.conftest import wait_for_images
+from tests.conftest import settle_deliveries
 from tests.feed_platform import FeedPlatform, signed
 
 
@@ -66,18 +63,6 @@ async def wait_all_ready(client, shop) -> dict[str, dict[str, Any]]:
     raise AssertionError(f"not ready: {await images_of(client, shop)}")
 
 
-async def settle_deliveries(settings) -> list[WebhookDelivery]:
-    engine = create_engine(settings.db_url)
-    try:
-        for _ in range(300):
-            async with engine.connect() as db:
-                rows = list((await db.execute(select(WebhookDelivery).order_by(WebhookDelivery.id))).all())
-            if all(r.status not in ("received", "processing") for r in rows):
-                return rows
-            await asyncio.sleep(0.1)
-    finally:
-        await engine.dispose()
-    raise AssertionError("deliveries still in flight")
 
 
 async def recommended(client, shop, **filters: Any) -> set[int]:

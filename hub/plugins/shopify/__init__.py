@@ -1,0 +1,270 @@
+"""The Shopify connector: a custom app's Admin API token (or a public app's OAuth install), product webhooks,
+the mandatory compliance topics, and full imports through the GraphQL Admin API.
+
+Registered through the ``hub`` entry-point group like any third-party plugin; it never touches the database:
+everything it learns becomes catalog events.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.connectors import (
+    CatalogEvent,
+    CatalogPage,
+    ConnectionContext,
+    ConnectionDisabled,
+    ConnectionErased,
+    ConnectorError,
+    Delivery,
+    DeliveryRejected,
+    ParsedDelivery,
+    ProductDeleted,
+)
+from hub.hookspecs import hookimpl
+from hub.plugins.shopify.admin import AdminApi, user_errors
+from hub.plugins.shopify.payloads import from_graphql, from_webhook, numeric_id, timestamp
+
+DEFAULT_API_VERSION = "2025-10"
+PAGE_SIZE = 250  # products per page: Shopify's maximum
+MEDIA_BATCH = 35  # products per media query: 35 x (2 + 25) points stays under the 1,000-point query limit
+MEDIA_PER_PRODUCT = 25
+WEBHOOK_TOPICS = ("PRODUCTS_CREATE", "PRODUCTS_UPDATE", "PRODUCTS_DELETE", "APP_UNINSTALLED")
+PRIVACY_TOPICS = ("customers/data_request", "customers/redact")  # accepted, verified; no customer data is kept
+DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+
+SHOP_QUERY = """query Shop {
+  shop { name myshopifyDomain currencyCode }
+  currentAppInstallation { accessScopes { handle } }
+}"""
+PRODUCTS_QUERY = """query Products($first: Int!, $after: String) {
+  productsCount { count }
+  products(first: $first, after: $after, sortKey: ID) {
+    pageInfo { hasNextPage endCursor }
+    nodes {
+      id title descriptionHtml handle productType tags status updatedAt tracksInventory totalInventory
+      priceRangeV2 { minVariantPrice { amount currencyCode } }
+    }
+  }
+}"""
+MEDIA_QUERY = """query ProductMedia($ids: [ID!]!, $first: Int!) {
+  nodes(ids: $ids) {
+    ... on Product { id media(first: $first) { nodes { ... on MediaImage { id alt image { url altText } } } } }
+  }
+}"""
+CREATE_WEBHOOK = """mutation CreateWebhook($topic: WebhookSubscriptionTopic!, $uri: String!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: {uri: $uri, format: JSON}) {
+    webhookSubscription { id }
+    userErrors { field message }
+  }
+}"""
+DELETE_WEBHOOK = """mutation DeleteWebhook($id: ID!) {
+  webhookSubscriptionDelete(id: $id) { deletedWebhookSubscriptionId userErrors { field message } }
+}"""
+
+
+def store_domain(value: str) -> str:
+    """``https://My-Store.myshopify.com/`` → ``my-store.myshopify.com``; ValueError for anything else."""
+    value = value.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+    if not DOMAIN.fullmatch(value):
+        raise ValueError("must be the store's permanent domain, like my-store.myshopify.com "
+                         "(Shopify admin → Settings → Domains)")
+    return value
+
+
+class ShopifySettings(BaseModel):
+    shop_domain: str = Field(description="The store's permanent domain, e.g. my-store.myshopify.com")
+    access_token: str = Field(min_length=8, json_schema_extra={"secret": True},
+                              description="Admin API access token (shpat_…) of the custom app, or from OAuth")
+    client_secret: str = Field(min_length=8, json_schema_extra={"secret": True},
+                               description="The app's client secret (API secret key): signs the webhooks")
+    api_version: str = Field(DEFAULT_API_VERSION, pattern=r"^\d{4}-(01|04|07|10)$")
+    api_url: str | None = Field(None, pattern=r"^https?://",
+                                description="Advanced: reach the Admin API through this base URL (a proxy)")
+
+    _domain = field_validator("shop_domain")(lambda value: store_domain(value))
+
+
+class ShopifyApp(BaseSettings):
+    """The operator's public Shopify app, for OAuth installs (``HUB_SHOPIFY_*``); custom apps need none of it."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_SHOPIFY_", env_file=".env", extra="ignore")
+    client_id: str | None = None
+    client_secret: str | None = None
+    scopes: str = "read_products"
+    api_version: str = DEFAULT_API_VERSION
+
+
+def admin(ctx: ConnectionContext) -> AdminApi:
+    s: ShopifySettings = ctx.settings
+    return AdminApi(ctx.http, s.api_url or f"https://{s.shop_domain}", s.api_version, s.access_token, s.shop_domain)
+
+
+def signature(secret: str, body: bytes) -> str:
+    """``X-Shopify-Hmac-Sha256``: base64 HMAC-SHA256 of the raw body with the app's client secret."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+class ShopifyConnector:
+    name: ClassVar[str] = "shopify"
+    settings_model: ClassVar[type[BaseModel]] = ShopifySettings
+
+    async def check(self, ctx: ConnectionContext) -> dict[str, Any]:
+        data = await admin(ctx).query(SHOP_QUERY, cost=2)
+        shop = data.get("shop") or {}
+        scopes = {s["handle"] for s in ((data.get("currentAppInstallation") or {}).get("accessScopes") or [])}
+        if not scopes & {"read_products", "write_products"}:
+            raise ConnectorError("the access token lacks the read_products scope: in your custom app's Admin API "
+                                 "configuration, grant read_products and reinstall the app")
+        domain = (shop.get("myshopifyDomain") or "").lower()
+        if domain and domain != ctx.settings.shop_domain:
+            raise ConnectorError(f"this token belongs to {domain}, not {ctx.settings.shop_domain}")
+        return {"shop_name": shop.get("name"), "currency": shop.get("currencyCode"), "scopes": sorted(scopes)}
+
+    async def register_webhooks(self, ctx: ConnectionContext) -> dict[str, Any]:
+        api = admin(ctx)
+        created: dict[str, str] = {}
+        for topic in WEBHOOK_TOPICS:
+            data = await api.query(CREATE_WEBHOOK, {"topic": topic, "uri": ctx.webhook_url}, cost=10)
+            result = data.get("webhookSubscriptionCreate") or {}
+            problem = user_errors(result)
+            if problem or not result.get("webhookSubscription"):
+                await self.unregister_webhooks(ctx, {"subscriptions": created})
+                raise ConnectorError(f"Shopify refused the {topic} webhook: {problem or 'no subscription returned'}")
+            created[topic] = result["webhookSubscription"]["id"]
+        return {"subscriptions": created}
+
+    async def unregister_webhooks(self, ctx: ConnectionContext, state: dict[str, Any]) -> None:
+        api = admin(ctx)
+        for subscription in (state.get("subscriptions") or {}).values():
+            await api.query(DELETE_WEBHOOK, {"id": subscription}, cost=10)
+
+    def verify(self, ctx: ConnectionContext, delivery: Delivery) -> bool:
+        given = delivery.headers.get("x-shopify-hmac-sha256", "")
+        expected = signature(ctx.settings.client_secret, delivery.body)
+        authentic = hmac.compare_digest(given.encode(), expected.encode())
+        shop = delivery.headers.get("x-shopify-shop-domain", "").strip().lower()
+        return authentic and hmac.compare_digest(shop.encode(), ctx.settings.shop_domain.encode())
+
+    def parse(self, ctx: ConnectionContext, delivery: Delivery) -> ParsedDelivery:
+        topic = delivery.headers.get("x-shopify-topic", "")
+        webhook_id = delivery.headers.get("x-shopify-webhook-id")
+        if not webhook_id:
+            raise DeliveryRejected("no X-Shopify-Webhook-Id header")
+        try:
+            payload = json.loads(delivery.body)
+            if not isinstance(payload, dict):
+                raise DeliveryRejected("the body is not a JSON object")
+            triggered = timestamp(delivery.headers.get("x-shopify-triggered-at"))
+            events: tuple[CatalogEvent, ...]
+            if topic in ("products/create", "products/update"):
+                events = (from_webhook(payload, ctx.settings.shop_domain),)
+            elif topic == "products/delete":
+                events = (ProductDeleted(numeric_id(payload["id"]), updated_at=triggered),)
+            elif topic == "app/uninstalled":
+                events = (ConnectionDisabled("the app was uninstalled from the Shopify store"),)
+            elif topic == "shop/redact":
+                events = (ConnectionErased("Shopify shop/redact: the store asked for its data to be erased"),)
+            elif topic in PRIVACY_TOPICS:
+                events = ()  # the hub stores no customer data: nothing to report or erase
+            else:
+                raise DeliveryRejected(f"unexpected topic {topic!r}")
+        except DeliveryRejected:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeliveryRejected(f"malformed {topic or 'Shopify'} payload: {type(exc).__name__}: {exc}") from None
+        return ParsedDelivery(delivery_id=webhook_id, events=events, topic=topic)
+
+    # -- OAuth install of the operator's public app (hub.core.oauth) -----------------------------------------
+
+    def _app(self) -> ShopifyApp:
+        app = ShopifyApp()
+        if not app.client_id or not app.client_secret:
+            raise ConnectorError("OAuth installs need the hub's Shopify app: set HUB_SHOPIFY_CLIENT_ID and "
+                                 "HUB_SHOPIFY_CLIENT_SECRET (or connect a custom app with its access token)")
+        return app
+
+    def _store(self, params: dict[str, Any]) -> tuple[str, str]:
+        try:
+            shop = store_domain(str(params.get("shop_domain", "")))
+        except ValueError as exc:
+            raise ConnectorError(f"shop_domain {exc}") from None
+        return shop, str(params.get("api_url") or f"https://{shop}").rstrip("/")
+
+    def authorize_url(self, params: dict[str, Any], redirect_uri: str, state: str) -> str:
+        app = self._app()
+        shop, base = self._store(params)
+        return f"{base}/admin/oauth/authorize?" + urlencode(
+            {"client_id": app.client_id, "scope": app.scopes, "redirect_uri": redirect_uri, "state": state})
+
+    async def exchange(self, http: httpx.AsyncClient, params: dict[str, Any], query: dict[str, str],
+                       redirect_uri: str) -> dict[str, Any]:
+        app = self._app()
+        shop, base = self._store(params)
+        given = query.get("hmac", "")
+        message = "&".join(f"{k}={v}" for k, v in sorted(query.items()) if k not in ("hmac", "signature"))
+        expected = hmac.new(str(app.client_secret).encode(), message.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ConnectorError("the callback's hmac does not match: it did not come from Shopify")
+        if query.get("shop", "").lower() != shop:
+            raise ConnectorError(f"the callback is for {query.get('shop')!r}, not {shop}")
+        if abs(time.time() - float(query.get("timestamp") or 0)) > 24 * 3600:
+            raise ConnectorError("the callback is more than a day old")
+        resp = await http.post(f"{base}/admin/oauth/access_token", json={
+            "client_id": app.client_id, "client_secret": app.client_secret, "code": query.get("code", "")})
+        if resp.status_code != 200:
+            raise ConnectorError(f"Shopify refused the authorization code (HTTP {resp.status_code}); start again")
+        grant = resp.json()
+        if "read_products" not in str(grant.get("scope", "")).split(",") and \
+                "write_products" not in str(grant.get("scope", "")).split(","):
+            raise ConnectorError("the merchant did not grant read_products")
+        values = {"shop_domain": shop, "access_token": grant["access_token"], "client_secret": app.client_secret,
+                  "api_version": app.api_version}
+        return values | ({"api_url": params["api_url"]} if params.get("api_url") else {})
+
+    def connection_key(self, settings: dict[str, Any]) -> str:
+        return str(settings.get("shop_domain", "")).lower()
+
+    async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
+        api = admin(ctx)
+        after = cursor
+        while True:
+            data = await api.query(PRODUCTS_QUERY, {"first": PAGE_SIZE, "after": after}, cost=2 + 2 * PAGE_SIZE)
+            products = data["products"]
+            nodes = products["nodes"]
+            media: dict[str, list[dict[str, Any]]] = {}
+            for i in range(0, len(nodes), MEDIA_BATCH):
+                ids = [n["id"] for n in nodes[i : i + MEDIA_BATCH]]
+                found = await api.query(MEDIA_QUERY, {"ids": ids, "first": MEDIA_PER_PRODUCT},
+                                        cost=len(ids) * (2 + MEDIA_PER_PRODUCT))
+                for node in found.get("nodes") or []:
+                    if node:
+                        media[node["id"]] = (node.get("media") or {}).get("nodes") or []
+            info = products["pageInfo"]
+            more = bool(info.get("hasNextPage")) and bool(info.get("endCursor"))
+            yield CatalogPage(
+                events=tuple(from_graphql(n, media.get(n["id"], []), ctx.settings.shop_domain) for n in nodes),
+                cursor=info["endCursor"] if more else None,
+                total=(data.get("productsCount") or {}).get("count"),
+            )
+            if not more:
+                return
+            after = info["endCursor"]
+
+
+@hookimpl
+def hub_connectors() -> list[ShopifyConnector]:
+    """The Shopify connector."""
+    return [ShopifyConnector()]

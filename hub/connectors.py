@@ -9,9 +9,11 @@ the core applies (``hub.core.catalog``). Importers read a file (ZIP, CSV, JSONâ€
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+import html
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -56,6 +58,14 @@ class ProductDeleted:
 
 
 @dataclass(frozen=True)
+class ProductChanged:
+    """The platform says a product changed without sending all of it (a variable product's variations):
+    the core asks the connector for its current state (``Connector.product``) before applying it."""
+
+    external_id: str
+
+
+@dataclass(frozen=True)
 class ConnectionDisabled:
     """The shop removed the hub on the platform (an app uninstalled): stop syncing, keep what is indexed."""
 
@@ -69,7 +79,7 @@ class ConnectionErased:
     reason: str = ""
 
 
-CatalogEvent = ProductUpserted | ProductDeleted | ConnectionDisabled | ConnectionErased
+CatalogEvent = ProductUpserted | ProductDeleted | ProductChanged | ConnectionDisabled | ConnectionErased
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,14 @@ class Connector(Protocol):
         """Every product, page by page from ``cursor`` (None: the start); each page says where to resume."""
 
 
+@runtime_checkable
+class ProductReader(Protocol):
+    """Optional: a connector whose deliveries carry ``ProductChanged`` reads one product on demand."""
+
+    async def product(self, ctx: ConnectionContext, external_id: str) -> ProductUpserted | ProductDeleted:
+        """The product's current state on the platform (``ProductDeleted`` if it is gone)."""
+
+
 def secret_fields(model: type[BaseModel]) -> set[str]:
     """The settings a connector marks secret: stored encrypted, never returned by the API."""
     return {
@@ -206,3 +224,42 @@ class Importer(Protocol):
 
     def read(self, path: Path, options: ImportOptions) -> Iterator[ImportRow | RowError]:
         """Every row in order; a bad row is a ``RowError`` and the rest still come."""
+
+
+# -- helpers for connector authors -------------------------------------------------------------------------
+
+_BLOCK_TAGS = {"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section"}
+
+
+class _TextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self.skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self.skip:
+            self.skip -= 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+def html_to_text(value: str | None) -> str:
+    """Product HTML as the plain text a shopper reads: tags dropped, entities decoded, whitespace tidied."""
+    if not value:
+        return ""
+    parser = _TextParser()
+    parser.feed(value)
+    parser.close()
+    lines = (" ".join(line.split()) for line in html.unescape("".join(parser.parts)).splitlines())
+    return "\n".join(line for line in lines if line)

@@ -45,13 +45,14 @@ from hub.connectors import (
     Delivery,
     DeliveryRejected,
     ParsedDelivery,
+    ProductChanged,
     ProductDeleted,
     ProductUpserted,
     secret_fields,
 )
 from hub.core.catalog import check_event
 
-EVENT_TYPES = (ProductUpserted, ProductDeleted, ConnectionDisabled, ConnectionErased)
+EVENT_TYPES = (ProductUpserted, ProductDeleted, ProductChanged, ConnectionDisabled, ConnectionErased)
 MAX_PAGES = 10_000
 
 

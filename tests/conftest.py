@@ -311,3 +311,29 @@ async def settle_deliveries(settings: Settings, timeout: float = 30) -> list[Any
             await asyncio.sleep(0.05)
     finally:
         await engine.dispose()
+
+
+async def images_by_external_id(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every image of the shop, keyed by the platform's image id (connector tests)."""
+    found: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/api/v1/images", params=params, headers=headers)).json()
+        found |= {i["external_id"]: i for i in page["items"]}
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found
+
+
+async def wait_catalog(client: httpx.AsyncClient, headers: dict[str, str], count: int,
+                       timeout: float = 120) -> dict[str, dict[str, Any]]:
+    """Wait until the shop has ``count`` images, none of them still pending or embedding."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await images_by_external_id(client, headers)
+        if len(found) == count and all(i["status"] in ("ready", "failed") for i in found.values()):
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(found)} images, statuses {sorted({i['status'] for i in found.values()})}")
+        await asyncio.sleep(0.1)

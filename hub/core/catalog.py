@@ -24,6 +24,7 @@ from hub.connectors import (
     CatalogEvent,
     ConnectionDisabled,
     ConnectionErased,
+    ProductChanged,
     ProductDeleted,
     ProductUpserted,
 )
@@ -106,7 +107,7 @@ class TaxonomyHints:
 
 def check_event(event: CatalogEvent) -> str | None:
     """Why an event cannot be applied (reported per item, the rest go on), or None."""
-    if isinstance(event, ProductUpserted | ProductDeleted):
+    if isinstance(event, ProductUpserted | ProductDeleted | ProductChanged):
         if not event.external_id or len(event.external_id) > MAX_EXTERNAL_ID:
             return f"product id must be 1-{MAX_EXTERNAL_ID} characters"
     if isinstance(event, ProductUpserted):
@@ -159,6 +160,8 @@ class CatalogWriter:
                 changes.count("connection_disabled")
             elif isinstance(event, ConnectionErased):
                 await self.erase(changes)
+            elif isinstance(event, ProductChanged):
+                raise TypeError("ProductChanged must be resolved through the connector before it is applied")
         await self.session.flush()
         return changes
 

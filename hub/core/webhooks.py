@@ -23,8 +23,11 @@ from hub.connectors import (
     Delivery,
     DeliveryRejected,
     ParsedDelivery,
+    ProductChanged,
+    ProductReader,
 )
 from hub.core.catalog import CatalogWriter, Changes, check_event, notify
+from hub.core.connections import platform_client
 from hub.core.deps import Db
 from hub.core.errors import ApiError
 from hub.core.models import Connection, WebhookDelivery, utcnow
@@ -157,6 +160,22 @@ async def process_delivery(services: Services, delivery_pk: int) -> str:
     return "processed"
 
 
+async def _resolve(services: Services, connection: Connection, connector: Connector,
+                   events: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``ProductChanged`` events become the product's current state, read from the platform by the connector."""
+    if not any(isinstance(e, ProductChanged) for e in events):
+        return events
+    if not isinstance(connector, ProductReader):
+        raise TypeError(f"the {connector.name} connector sent ProductChanged but cannot read a product")
+    resolved = []
+    async with platform_client(services.settings.allow_private_fetch) as http:
+        ctx = services.context(connection, connector, http)
+        for event in events:
+            resolved.append(await connector.product(ctx, event.external_id)
+                            if isinstance(event, ProductChanged) else event)
+    return tuple(resolved)
+
+
 async def _apply(services: Services, record: WebhookDelivery) -> tuple[int, Changes]:
     async with services.sessions() as session:
         connection = await session.get(Connection, record.connection_id)
@@ -170,6 +189,10 @@ async def _apply(services: Services, record: WebhookDelivery) -> tuple[int, Chan
         events = parsed.events
         if connection.status != "active":  # only the platform's own lifecycle events still apply
             events = tuple(e for e in events if isinstance(e, ConnectionDisabled | ConnectionErased))
+        events = await _resolve(services, connection, connector, events)
+        bad = next((problem for e in events if (problem := check_event(e))), None)
+        if bad is not None:
+            raise ValueError(f"the platform's current product is unusable: {bad}")
         writer = await CatalogWriter.open(session, connection, utcnow() + services.settings.lease)
         changes = await writer.apply(events)
         if len(events) < len(parsed.events):

@@ -4,21 +4,19 @@ compliance topics). Plus the plugin-author contract suite."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
 
-from hub.connectors import Delivery
+from hub.connectors import Delivery, html_to_text
 from hub.core.db import create_engine
 from hub.core.models import WebhookDelivery
 from hub.plugins import load_plugins
 from hub.plugins.shopify import signature
-from hub.plugins.shopify.payloads import html_to_text
 from hub.testing import ConnectorContract
-from tests.conftest import settle_deliveries, wait_job
+from tests.conftest import images_by_external_id, settle_deliveries, wait_catalog, wait_job
 from tests.shopify_platform import (
     APP_CLIENT_ID,
     APP_CLIENT_SECRET,
@@ -62,24 +60,8 @@ def settings_overrides():
 
 
 
-async def images(client, shop) -> dict[str, dict[str, Any]]:
-    found, cursor = {}, None
-    while True:
-        page = (await client.get("/api/v1/images", params={"limit": 100, **({"cursor": cursor} if cursor else {})},
-                                 headers=shop.secret)).json()
-        found |= {i["external_id"]: i for i in page["items"]}
-        cursor = page["next_cursor"]
-        if not cursor:
-            return found
 
 
-async def wait_ready(client, shop, count: int) -> dict[str, dict[str, Any]]:
-    for _ in range(1200):
-        found = await images(client, shop)
-        if len(found) == count and all(i["status"] in ("ready", "failed") for i in found.values()):
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{len(found)} images, statuses {sorted({i['status'] for i in found.values()})}")
 
 
 
@@ -132,7 +114,7 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     assert emulator.throttled >= 1  # it was throttled, waited, and went on
     assert emulator.queries.count("query Products") == 3  # 250 per page: two pages, the first asked again once
 
-    found = await wait_ready(client, shop, 262)
+    found = await wait_catalog(client, shop.secret, 262)
     assert {i["status"] for i in found.values()} == {"ready"}
     big = found["30000000900"]
     assert big["name"] == "Floral maxi dress" and big["product_url"] == f"https://{DOMAIN}/products/product-{BIG_ID}"
@@ -146,13 +128,13 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     store = Store(client, settings, conn["id"])
     emulator.put(1, [1001], updated_at="2026-11-02T10:00:00-05:00")  # product 1's photo was replaced
     assert (await store.send("products/update", emulator.rest(1))).json()["status"] == "accepted"
-    after = await wait_ready(client, shop, 262)
+    after = await wait_catalog(client, shop.secret, 262)
     assert "30000000001" not in after and after["30000001001"]["status"] == "ready"
     assert after["30000001001"]["image_url"].endswith("/cdn/shop/files/1001.jpg?v=1")
 
     await store.send("products/delete", {"id": BIG_ID}, triggered_at="2026-11-03T00:00:00Z")
     assert await recommended(client, shop, product_id=big["product_id"]) == set()
-    assert {"30000000900", "30000000901"}.isdisjoint(await images(client, shop))
+    assert {"30000000900", "30000000901"}.isdisjoint(await images_by_external_id(client, shop.secret))
     similar = await client.get(f"/api/v1/images/{big['id']}/similar", headers=shop.secret)
     assert similar.status_code == 404
 
@@ -184,7 +166,7 @@ async def test_webhook_forgeries_replays_order_and_malformed(client, shop, emula
     emulator.put(7, [70])
     conn = (await connect(client, shop, emulator)).json()
     await wait_job(client, shop.secret, conn["sync_job"]["id"])
-    await wait_ready(client, shop, 1)
+    await wait_catalog(client, shop.secret, 1)
     store = Store(client, settings, conn["id"])
 
     emulator.put(7, [71], title="Renamed", updated_at="2026-11-05T10:00:00-05:00")
@@ -201,11 +183,11 @@ async def test_webhook_forgeries_replays_order_and_malformed(client, shop, emula
     first = await store.send("products/update", payload, webhook_id="wh-1")
     replay = await store.send("products/update", payload, webhook_id="wh-1")
     assert first.json()["status"] == "accepted" and replay.json()["status"] == "duplicate"
-    assert set(await wait_ready(client, shop, 1)) == {"30000000071"}
+    assert set(await wait_catalog(client, shop.secret, 1)) == {"30000000071"}
 
     older = dict(payload, title="Stale", updated_at="2026-11-04T10:00:00-05:00")  # arrives late
     assert (await store.send("products/update", older)).status_code == 200
-    assert (await images(client, shop))["30000000071"]["name"] == "Renamed"
+    assert (await images_by_external_id(client, shop.secret))["30000000071"]["name"] == "Renamed"
 
     truncated = b'{"id": 7, "title": '
     _, headers = delivery("products/update", {})
@@ -220,7 +202,7 @@ async def test_compliance_topics_and_uninstall(client, shop, emulator, settings)
     emulator.put(1, [11])
     conn = (await connect(client, shop, emulator)).json()
     await wait_job(client, shop.secret, conn["sync_job"]["id"])
-    await wait_ready(client, shop, 1)
+    await wait_catalog(client, shop.secret, 1)
     store = Store(client, settings, conn["id"])
 
     for topic, payload in (
@@ -241,14 +223,14 @@ async def test_compliance_topics_and_uninstall(client, shop, emulator, settings)
 
     await store.send("app/uninstalled", {"id": 1, "name": "Fashion Test", "domain": DOMAIN})
     assert (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["status"] == "disabled"
-    assert len(await images(client, shop)) == 1  # what was indexed stays until the shop asks otherwise
+    assert len(await images_by_external_id(client, shop.secret)) == 1  # what was indexed stays until the shop asks otherwise
     emulator.put(1, [12], updated_at="2026-11-09T00:00:00Z")
     await store.send("products/update", emulator.rest(1))
-    assert set(await images(client, shop)) == {"30000000011"}  # a disabled connection takes no catalog changes
+    assert set(await images_by_external_id(client, shop.secret)) == {"30000000011"}  # a disabled connection takes no catalog changes
     assert (await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)).status_code == 409
 
     await store.send("shop/redact", {"shop_id": 1, "shop_domain": DOMAIN})
-    assert await images(client, shop) == {}
+    assert await images_by_external_id(client, shop.secret) == {}
     assert await recommended(client, shop) == set()
     erased = (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()
     assert erased["status"] == "erased"
@@ -289,7 +271,7 @@ async def test_public_app_oauth_install(client, shop, emulator, settings, monkey
     assert conn["connector"] == "shopify" and conn["settings"]["shop_domain"] == DOMAIN
     assert len(emulator.subscriptions) == 4
     assert (await wait_job(client, shop.secret, conn["sync_job"]["id"]))["status"] == "succeeded"
-    assert set(await wait_ready(client, shop, 1)) == {"30000000033"}
+    assert set(await wait_catalog(client, shop.secret, 1)) == {"30000000033"}
     assert (await client.get(callback)).status_code == 400  # the code was used: a replay connects nothing
 
     # installing again (after an uninstall, say) reconnects the same connection instead of adding one

@@ -7,50 +7,11 @@ from the handle, the description is ``body_html`` as plain text.
 
 from __future__ import annotations
 
-import html
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from html.parser import HTMLParser
 from typing import Any
 
-from hub.connectors import CatalogImage, ProductUpserted
-
-BLOCK_TAGS = {"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section"}
-
-
-class _Text(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in ("script", "style"):
-            self.skip += 1
-        elif tag in BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self.skip:
-            self.skip -= 1
-        elif tag in BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.parts.append(data)
-
-
-def html_to_text(value: str | None) -> str:
-    """``body_html`` as the plain text a shopper reads: tags dropped, entities decoded, whitespace tidied."""
-    if not value:
-        return ""
-    parser = _Text()
-    parser.feed(value)
-    parser.close()
-    lines = (" ".join(line.split()) for line in html.unescape("".join(parser.parts)).splitlines())
-    return "\n".join(line for line in lines if line)
-
+from hub.connectors import CatalogImage, ProductUpserted, html_to_text
 
 def numeric_id(value: Any) -> str:
     """``gid://shopify/Product/123`` or ``123`` → ``"123"`` (exact: never through a float)."""

@@ -1,0 +1,217 @@
+"""The WooCommerce connector against the WooCommerce emulator on loopback, all through the hub's HTTP API:
+connect (OAuth 1.0a over HTTP; Basic or query-string keys over HTTPS), import with variations and retries,
+recommend, then webhooks (ping, update, variable products, delete-only payloads, forgeries, replays)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import pytest
+
+from hub.connectors import Delivery
+from hub.plugins import load_plugins
+from hub.testing import ConnectorContract
+from tests.conftest import images_by_external_id, settle_deliveries, wait_catalog, wait_job
+from tests.woo_platform import KEY, WooEmulator
+
+
+@pytest.fixture
+def woo():
+    emulator = WooEmulator()
+    yield emulator
+    emulator.close()
+
+
+class TestWooCommerceContract(ConnectorContract):
+    @pytest.fixture
+    def connector(self):
+        return load_plugins().connectors()["woocommerce"]
+
+    @pytest.fixture
+    def connection_settings(self, woo):
+        for pid in range(1, 230):
+            woo.put(pid, [pid], variation_seeds=[pid + 500] if pid % 50 == 0 else [])
+        return woo.settings()
+
+    @pytest.fixture
+    def genuine_delivery(self, woo, connector, connection_settings, webhook_url):
+        from hub.connectors import ConnectionContext
+        from hub.plugins.woocommerce import webhook_secret
+
+        ctx = ConnectionContext(connector.settings_model.model_validate(connection_settings), None, webhook_url)
+        body, headers = woo.delivery("product.updated", woo.put(3, [3, 4]), secret=webhook_secret(ctx))
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True}
+
+
+
+
+
+
+async def connect(client, shop, woo, **settings: Any):
+    return await client.post("/api/v1/connections", json={"connector": "woocommerce", "name": "My Woo",
+                                                          "settings": woo.settings(**settings)}, headers=shop.secret)
+
+
+class Store:
+    def __init__(self, client, settings, woo, connection_id: int) -> None:
+        self.client, self.settings, self.woo = client, settings, woo
+        self.path = f"/webhooks/woocommerce/{connection_id}"
+
+    async def send(self, topic: str, payload: dict[str, Any], **kw: Any):
+        body, headers = self.woo.delivery(topic, payload, **kw)
+        resp = await self.client.post(self.path, content=body, headers=headers)
+        await settle_deliveries(self.settings)
+        return resp
+
+
+async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, shop, woo, settings):
+    for pid in range(1, 231):
+        woo.put(pid, [pid], variation_seeds=[pid + 1000, pid + 2000] if pid % 25 == 0 else [])
+    woo.put(231, [231], status="draft")
+    resp = await connect(client, shop, woo)
+    assert resp.status_code == 201, resp.text
+    conn = resp.json()
+    assert conn["info"] == {"products": 231, "auth": "oauth1"}
+    assert conn["secret_settings"] == ["consumer_key", "consumer_secret"] and KEY not in resp.text
+    assert sorted(h["topic"] for h in woo.webhooks.values()) == sorted(
+        ["product.created", "product.updated", "product.deleted", "product.restored"])
+    assert {h["delivery_url"] for h in woo.webhooks.values()} == {conn["webhook_url"]}
+    assert all(h["secret"] and h["secret"] not in conn["webhook_url"] for h in woo.webhooks.values())
+
+    job = await wait_job(client, shop.secret, conn["sync_job"]["id"])
+    assert (job["status"], job["total"], job["done"], job["failed"]) == ("succeeded", 231, 231, 0)
+    assert woo.requests.count("GET /wp-json/wc/v3/products") == 1 + 3  # the check, then 3 pages of 100
+    assert woo.requests.count("GET /wp-json/wc/v3/products/25/variations") == 1
+    found = await wait_catalog(client, shop.secret, 231 + 2 * 9)  # 9 variable products with 2 variation photos each
+    assert {i["status"] for i in found.values()} == {"ready"}
+    assert found["5001"]["name"] == "Product 1" and found["5001"]["description"] == "About product 1"
+    assert found["5001"]["product_url"] == "https://shop.example/product/product-1/"
+    assert found["5001"]["category"]["name"] == "Dresses" and found["5001"]["style"]["name"] == "Casual"
+    assert {"5025", "8025", "9025"} <= set(found)  # product 25's gallery photo and its two variations' photos
+    draft = found["5231"]
+    resp = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "limit": 100,
+                                                              "filters": {"product_id": draft["product_id"]}},
+                             headers=shop.publishable)
+    assert resp.json()["results"] == []  # drafts are indexed, never recommended
+
+    store = Store(client, settings, woo, conn["id"])
+    ping = await client.post(store.path, content=b"webhook_id=3",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert ping.status_code == 200 and ping.json()["status"] == "processed"
+
+    woo.put(2, [9002], date_modified_gmt="2026-11-02T08:00:00")  # product 2's photo replaced
+    assert (await store.send("product.updated", woo.products[2])).json()["status"] == "accepted"
+    after = await wait_catalog(client, shop.secret, 249)
+    assert "5002" not in after and after["14002"]["status"] == "ready"
+
+    woo.put(50, [50], variation_seeds=[3050], date_modified_gmt="2026-11-02T08:00:00")  # a variation photo changed
+    await store.send("product.updated", woo.products[50])  # the payload lists variation ids, not their images
+    after = await wait_catalog(client, shop.secret, 248)
+    assert {"5050", "10050"} <= set(after) and not {"8050", "9050"} & set(after)
+
+    gone = after["5003"]["product_id"]
+    await store.send("product.deleted", {"id": 3})  # WooCommerce sends only the id
+    after = await images_by_external_id(client, shop.secret)
+    assert "5003" not in after
+    resp = await client.post("/api/v1/recommendations", json={"prompt": "x", "filters": {"product_id": gone}},
+                             headers=shop.publishable)
+    assert resp.json()["results"] == []
+
+    await store.send("product.restored", dict(woo.products[3], date_modified_gmt="2026-11-03T08:00:00"))
+    assert "5003" in await images_by_external_id(client, shop.secret)
+
+    assert (await client.delete(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).status_code == 204
+    assert woo.webhooks == {} and len(woo.deleted_webhooks) == 4
+
+
+async def test_forged_replayed_and_malformed_deliveries(client, shop, woo, settings, snapshot):
+    woo.put(1, [1])
+    conn = (await connect(client, shop, woo)).json()
+    await wait_job(client, shop.secret, conn["sync_job"]["id"])
+    await wait_catalog(client, shop.secret, 1)
+    store = Store(client, settings, woo, conn["id"])
+    payload = woo.put(1, [2], date_modified_gmt="2026-11-05T08:00:00")
+
+    before = await snapshot()
+    assert (await store.send("product.updated", payload, secret="not-the-secret")).status_code == 401
+    body, headers = woo.delivery("product.updated", payload)
+    del headers["X-WC-Webhook-Signature"]
+    assert (await client.post(store.path, content=body, headers=headers)).status_code == 401
+    assert await snapshot() == before
+
+    first = await store.send("product.updated", payload, delivery_id="dlv-1")
+    again = await store.send("product.updated", payload, delivery_id="dlv-1")
+    assert (first.json()["status"], again.json()["status"]) == ("accepted", "duplicate")
+    assert set(await images_by_external_id(client, shop.secret)) == {"5002"}
+
+    secret = next(h["secret"] for h in woo.webhooks.values() if h["topic"] == "product.updated")
+    for raw in (b"{broken", b"[1, 2]", b'{"name": "no id"}'):
+        _, headers = woo.delivery("product.updated", {})
+        headers["X-WC-Webhook-Signature"] = base64.b64encode(hmac.new(secret.encode(), raw, hashlib.sha256).digest()).decode()
+        resp = await client.post(store.path, content=raw, headers=headers)
+        assert resp.status_code == 400 and "malformed delivery" in resp.json()["detail"]
+    rows = await settle_deliveries(settings)
+    assert [r.status for r in rows].count("rejected") == 3
+
+
+@pytest.fixture(params=[(False, "basic"), (True, "query")], ids=["basic", "stripped-header"])
+def tls_woo(request, tmp_path, monkeypatch):
+    """An HTTPS store (trusted through SSL_CERT_FILE before the app and its HTTP clients start)."""
+    strip, expected = request.param
+    emulator = WooEmulator(tls_folder=tmp_path, strip_authorization=strip)
+    monkeypatch.setenv("SSL_CERT_FILE", str(emulator.cert))
+    emulator.expected_auth = expected
+    yield emulator
+    emulator.close()
+
+
+async def test_https_stores_use_basic_auth_or_query_keys(tls_woo, client, shop):
+    woo, expected = tls_woo, tls_woo.expected_auth
+    woo.put(1, [1])
+    resp = await connect(client, shop, woo)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["info"]["auth"] == expected
+    job = await wait_job(client, shop.secret, resp.json()["sync_job"]["id"])
+    assert job["status"] == "succeeded" and job["done"] == 1
+    assert set(woo.auth_seen) == {expected}
+    ready = await wait_catalog(client, shop.secret, 1)
+    assert ready["5001"]["status"] == "ready", ready["5001"]["error"]
+    plain = await connect(client, shop, woo, store_url=woo.base.replace("https", "http"), auth="basic")
+    assert plain.status_code == 422 and "in clear" in plain.json()["detail"]
+
+
+async def test_retries_on_429_and_5xx_during_import(client, shop, woo):
+    for pid in range(1, 4):
+        woo.put(pid, [pid])
+    conn = (await connect(client, shop, woo)).json()
+    await wait_job(client, shop.secret, conn["sync_job"]["id"])
+    woo.fail_next, woo.rate_limit_next = 2, 1
+    again = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
+    job = await wait_job(client, shop.secret, again.json()["id"])
+    assert (job["status"], job["done"], job["attempts"]) == ("succeeded", 3, 1)  # waited, never failed
+    assert woo.fail_next == woo.rate_limit_next == 0
+
+
+async def test_bad_connections_are_explained_and_store_nothing(client, shop, woo, snapshot):
+    before = await snapshot()
+    bad_keys = await connect(client, shop, woo, consumer_secret="cs_" + "0" * 40)
+    assert bad_keys.status_code == 422 and "refused the consumer key" in bad_keys.json()["detail"]
+    woo.pretty_permalinks = False
+    not_wp = await connect(client, shop, woo)
+    assert not_wp.status_code == 422 and "pretty permalinks" in not_wp.json()["detail"]
+    woo.pretty_permalinks = True
+    woo.permission = "read"
+    read_only = await connect(client, shop, woo)
+    assert read_only.status_code == 422 and "Read/Write" in read_only.json()["detail"]
+    not_keys = await connect(client, shop, woo, consumer_key="hello")
+    assert not_keys.status_code == 422 and "consumer_key" in not_keys.json()["detail"]
+    assert await snapshot() == before
+    assert woo.webhooks == {}

@@ -167,6 +167,21 @@ class ProductReader(Protocol):
         """The product's current state on the platform (``ProductDeleted`` if it is gone)."""
 
 
+@runtime_checkable
+class AppDeliveries(Protocol):
+    """Optional: a platform that sends some deliveries app-wide (Shopify's compliance topics for a public app)
+    to ``POST /webhooks/{connector}``; the core routes them to the store's connections."""
+
+    def delivery_account(self, delivery: Delivery) -> str | None:
+        """Which store the delivery is about, as ``connection_key`` would name it (from a header, say)."""
+
+    def connection_key(self, settings: dict[str, Any]) -> str:
+        """What identifies the store in a connection's (non-secret) settings."""
+
+    def verify_app(self, delivery: Delivery) -> bool:
+        """True if the delivery is authentic for the operator's app (when no connection knows the store)."""
+
+
 def secret_fields(model: type[BaseModel]) -> set[str]:
     """The settings a connector marks secret: stored encrypted, never returned by the API."""
     return {

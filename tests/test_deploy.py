@@ -54,9 +54,11 @@ def test_stack_is_wired():
     assert services["migrate"]["command"] == ["hub", "migrate"]
     assert services["worker"]["command"] == ["hub", "worker"]
     # every variable the stack or .env.example sets is one the hub knows
+    from hub.plugins.shopify import ShopifyApp
     from hub.settings import Settings
 
     known = {f"HUB_{name.upper()}" for name in Settings.model_fields}
+    known |= {f"HUB_SHOPIFY_{name.upper()}" for name in ShopifyApp.model_fields}  # the Shopify plugin's own
     example = (ROOT / ".env.example").read_text()
     used = set(re.findall(r"\bHUB_[A-Z_]+", example)) | set(services["api"]["environment"])
     assert used <= known, used - known

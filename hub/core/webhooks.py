@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.connectors import (
+    AppDeliveries,
     ConnectionDisabled,
     ConnectionErased,
     Connector,
@@ -53,6 +54,62 @@ def _accepted(status: str, row: WebhookDelivery | None, code: int = 200) -> Resp
     return Response({"status": status, "delivery": row.id if row else None}, status_code=code)
 
 
+async def accept(request: Request, db: Any, row: Connection, connector: Connector,
+                 delivery: Delivery) -> tuple[str, WebhookDelivery | None]:
+    """Verify, parse, deduplicate and record one delivery for one connection; (status, the recorded row)."""
+    services: Services = request.app.state.services
+    ctx = services.context(row, connector, None)
+    try:
+        authentic = bool(connector.verify(ctx, delivery))
+    except Exception:  # noqa: BLE001 - a verify that blows up did not verify anything
+        log.warning("connector verify raised", extra={"connector": connector.name}, exc_info=True)
+        authentic = False
+    if not authentic:
+        log.warning("webhook signature rejected", extra={"connection_id": row.id})
+        raise ApiError(401, "the webhook signature does not match this connection")
+
+    headers = {k: v for k, v in delivery.headers.items() if k not in UNSTORED_HEADERS}
+    try:
+        parsed = parse_delivery(connector, ctx, delivery)
+    except DeliveryRejected as exc:
+        db.add(WebhookDelivery(connection_id=row.id, status="rejected", error=str(exc)[:2000],
+                               headers=headers, body=delivery.body, processed_at=utcnow()))
+        await db.commit()
+        raise ApiError(400, f"malformed delivery: {exc}") from None
+
+    if parsed.delivery_id is not None:
+        seen = await db.scalar(select(WebhookDelivery).where(
+            WebhookDelivery.connection_id == row.id, WebhookDelivery.delivery_id == parsed.delivery_id[:200]))
+        if seen is not None:
+            return "duplicate", seen
+    bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
+    record = WebhookDelivery(connection_id=row.id, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
+                             topic=parsed.topic[:100], headers=headers)
+    if bad is not None:
+        record.status, record.error, record.body, record.processed_at = "rejected", bad, delivery.body, utcnow()
+    elif not parsed.events:  # a ping or a topic with nothing to apply: done
+        record.status, record.processed_at = "processed", utcnow()
+    else:
+        record.body = delivery.body
+        record.next_attempt_at = utcnow() + services.settings.lease
+    db.add(record)
+    try:
+        await db.commit()
+    except IntegrityError:  # the same delivery, concurrently: the other request has it
+        await db.rollback()
+        return "duplicate", None
+    if bad is not None:
+        raise ApiError(400, f"malformed delivery: {bad}")
+    if record.status == "received":
+        await request.app.state.pipeline.deliveries_received([record.id])
+    return ("accepted" if record.status == "received" else record.status), record
+
+
+async def read_delivery(request: Request) -> Delivery:
+    return Delivery(headers={k.lower(): v for k, v in request.headers.items()}, body=await request.body(),
+                    query=dict(request.query_params))
+
+
 class WebhookController(Controller):
     """Platform deliveries; authenticated by the connector's signature check, not by API keys."""
 
@@ -63,59 +120,33 @@ class WebhookController(Controller):
     async def receive(
         self, request: Request, db: Db, connector_name: FromPath[str], connection_id: FromPath[int]
     ) -> Response[dict[str, Any]]:
-        services: Services = request.app.state.services
+        """A delivery for one connection (the URL ``register_webhooks`` gives the platform)."""
         row = await db.get(Connection, connection_id)
-        connector = services.plugins.connectors().get(connector_name)
-        if row is None or row.connector != connector_name or connector is None:
+        connector = request.app.state.plugins.connectors().get(connector_name)
+        if row is None or row.connector != connector_name or connector is None or row.status == "erased":
             raise ApiError(404, f"no {connector_name} connection {connection_id}")
-        body = await request.body()
-        delivery = Delivery(headers={k.lower(): v for k, v in request.headers.items()}, body=body,
-                            query=dict(request.query_params))
-        ctx = services.context(row, connector, None)
-        try:
-            authentic = bool(connector.verify(ctx, delivery))
-        except Exception:  # noqa: BLE001 - a verify that blows up did not verify anything
-            log.warning("connector verify raised", extra={"connector": connector_name}, exc_info=True)
-            authentic = False
-        if not authentic:
-            log.warning("webhook signature rejected", extra={"connection_id": connection_id})
-            raise ApiError(401, "the webhook signature does not match this connection")
+        status, record = await accept(request, db, row, connector, await read_delivery(request))
+        return _accepted(status, record)
 
-        headers = {k: v for k, v in delivery.headers.items() if k not in UNSTORED_HEADERS}
-        try:
-            parsed = parse_delivery(connector, ctx, delivery)
-        except DeliveryRejected as exc:
-            db.add(WebhookDelivery(connection_id=row.id, status="rejected", error=str(exc)[:2000],
-                                   headers=headers, body=body, processed_at=utcnow()))
-            await db.commit()
-            raise ApiError(400, f"malformed delivery: {exc}") from None
-
-        if parsed.delivery_id is not None:
-            seen = await db.scalar(select(WebhookDelivery).where(
-                WebhookDelivery.connection_id == row.id, WebhookDelivery.delivery_id == parsed.delivery_id[:200]))
-            if seen is not None:
-                return _accepted("duplicate", seen)
-        bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
-        record = WebhookDelivery(connection_id=row.id, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
-                                 topic=parsed.topic[:100], headers=headers)
-        if bad is not None:
-            record.status, record.error, record.body, record.processed_at = "rejected", bad, body, utcnow()
-        elif not parsed.events:  # a ping or a topic with nothing to apply: done
-            record.status, record.processed_at = "processed", utcnow()
-        else:
-            record.body = body
-            record.next_attempt_at = utcnow() + services.settings.lease
-        db.add(record)
-        try:
-            await db.commit()
-        except IntegrityError:  # the same delivery, concurrently: the other request has it
-            await db.rollback()
-            return _accepted("duplicate", None)
-        if bad is not None:
-            raise ApiError(400, f"malformed delivery: {bad}")
-        if record.status == "received":
-            await request.app.state.pipeline.deliveries_received([record.id])
-        return _accepted("accepted" if record.status == "received" else record.status, record)
+    @post("/{connector_name:str}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
+    async def receive_for_app(self, request: Request, db: Db, connector_name: FromPath[str]) -> Response[dict[str, Any]]:
+        """An app-wide delivery (a public app's compliance topics): routed to the store's connections."""
+        connector = request.app.state.plugins.connectors().get(connector_name)
+        if not isinstance(connector, AppDeliveries):
+            raise ApiError(404, f"the {connector_name} connector takes deliveries only at /webhooks/{connector_name}/"
+                                "{connection_id}")
+        delivery = await read_delivery(request)
+        account = connector.delivery_account(delivery)
+        rows = [row for row in await db.scalars(select(Connection).where(
+                    Connection.connector == connector.name, Connection.status != "erased"))
+                if account and connector.connection_key(dict(row.settings)) == account]
+        if not rows:  # nothing stored for that store: fine, if the delivery is the app's own
+            if not connector.verify_app(delivery):
+                raise ApiError(401, "the webhook signature does not match the app")
+            return Response({"status": "processed", "connections": 0}, status_code=200)
+        statuses = [(await accept(request, db, row, connector, delivery))[0] for row in rows]
+        return Response({"status": statuses[0] if len(set(statuses)) == 1 else "accepted", "connections": len(rows)},
+                        status_code=200)
 
 
 async def claim_delivery(services: Services, delivery_pk: int) -> WebhookDelivery | None:

@@ -282,3 +282,38 @@ async def test_public_app_oauth_install(client, shop, emulator, settings, monkey
     assert len(emulator.subscriptions) == 4  # the old subscriptions were replaced, not doubled
     listed = (await client.get("/api/v1/connections", headers=shop.secret)).json()["items"]
     assert [c["id"] for c in listed] == [conn["id"]]
+
+
+async def test_app_wide_compliance_webhooks_reach_the_store_connection(client, shop, emulator, settings, monkeypatch):
+    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_ID", APP_CLIENT_ID)
+    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_SECRET", APP_CLIENT_SECRET)
+    emulator.put(4, [44])
+    start = {"connector": "shopify", "settings": {"shop_domain": DOMAIN, "api_url": emulator.base}}
+    url = (await client.post("/api/v1/connections/authorize", json=start, headers=shop.secret)).json()["authorize_url"]
+    conn = (await client.get(emulator.approve(url).removeprefix("http://testserver.local"))).json()
+    await wait_job(client, shop.secret, conn["sync_job"]["id"])
+    await wait_catalog(client, shop.secret, 1)
+
+    # a public app declares its compliance webhooks once, for every store: one address, routed by shop domain
+    other_store = {"shop_id": 2, "shop_domain": "someone-else.myshopify.com", "customer": {"id": 1}}
+    body, headers = delivery("customers/redact", other_store, secret=APP_CLIENT_SECRET,
+                             domain="someone-else.myshopify.com")
+    resp = await client.post("/webhooks/shopify", content=body, headers=headers)
+    assert resp.status_code == 200 and resp.json() == {"status": "processed", "connections": 0}
+    forged = delivery("customers/redact", other_store, secret="wrong", domain="someone-else.myshopify.com")
+    assert (await client.post("/webhooks/shopify", content=forged[0], headers=forged[1])).status_code == 401
+    forged_known = delivery("shop/redact", {"shop_domain": DOMAIN}, secret="wrong")
+    assert (await client.post("/webhooks/shopify", content=forged_known[0], headers=forged_known[1])).status_code == 401
+    assert len(await images_by_external_id(client, shop.secret)) == 1
+
+    body, headers = delivery("shop/redact", {"shop_id": 1, "shop_domain": DOMAIN}, secret=APP_CLIENT_SECRET)
+    resp = await client.post("/webhooks/shopify", content=body, headers=headers)
+    assert resp.status_code == 200 and resp.json() == {"status": "accepted", "connections": 1}
+    await settle_deliveries(settings)
+    assert await images_by_external_id(client, shop.secret) == {}
+    assert (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["status"] == "erased"
+    again = await client.post("/webhooks/shopify", content=body, headers=headers)  # Shopify retries: still fine
+    assert again.status_code == 200 and again.json() == {"status": "processed", "connections": 0}
+    direct = await client.post(f"/webhooks/shopify/{conn['id']}", content=body, headers=headers)
+    assert direct.status_code == 404  # an erased connection takes nothing more
+    assert (await client.post("/webhooks/example", content=b"{}")).status_code == 404

@@ -96,11 +96,16 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     assert found["5001"]["product_url"] == "https://shop.example/product/product-1/"
     assert found["5001"]["category"]["name"] == "Dresses" and found["5001"]["style"]["name"] == "Casual"
     assert {"5025", "8025", "9025"} <= set(found)  # product 25's gallery photo and its two variations' photos
-    draft = found["5231"]
-    resp = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "limit": 100,
-                                                              "filters": {"product_id": draft["product_id"]}},
-                             headers=shop.publishable)
-    assert resp.json()["results"] == []  # drafts are indexed, never recommended
+    top = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "limit": 100},
+                            headers=shop.publishable)
+    assert len(top.json()["results"]) == 100
+    assert {r["id"] for r in top.json()["results"]} <= {i["id"] for i in found.values()} - {found["5231"]["id"]}
+    variable = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "filters": {
+        "product_id": found["5025"]["product_id"]}}, headers=shop.publishable)
+    assert {r["id"] for r in variable.json()["results"]} == {found[k]["id"] for k in ("5025", "8025", "9025")}
+    draft = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "filters": {
+        "product_id": found["5231"]["product_id"]}}, headers=shop.publishable)
+    assert draft.json()["results"] == []  # drafts are indexed, never recommended
 
     store = Store(client, settings, woo, conn["id"])
     ping = await client.post(store.path, content=b"webhook_id=3",

@@ -237,6 +237,18 @@ class ShopifyConnector:
     def connection_key(self, settings: dict[str, Any]) -> str:
         return str(settings.get("shop_domain", "")).lower()
 
+    # -- app-wide deliveries (a public app's compliance topics) ------------------------------------------------
+
+    def delivery_account(self, delivery: Delivery) -> str | None:
+        return delivery.headers.get("x-shopify-shop-domain", "").strip().lower() or None
+
+    def verify_app(self, delivery: Delivery) -> bool:
+        secret = ShopifyApp().client_secret
+        if not secret:
+            return False
+        given = delivery.headers.get("x-shopify-hmac-sha256", "")
+        return hmac.compare_digest(given.encode(), signature(secret, delivery.body).encode())
+
     async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
         api = admin(ctx)
         after = cursor

@@ -20,7 +20,7 @@ from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.jobs import create_job, job_json
 from hub.core.models import Connection, Image, Job
 from hub.core.services import Services
-from hub.embedding.fetch import FetchError, check_host
+from hub.net import guarded_transport
 
 log = logging.getLogger("hub.connections")
 PLATFORM_TIMEOUT = 30.0
@@ -34,16 +34,10 @@ class ConnectionCreate(BaseModel):
 
 
 def platform_client(allow_private: bool) -> httpx.AsyncClient:
-    """The HTTP client connectors get: timeouts, and no requests to private addresses unless allowed."""
-
-    async def refuse_private(request: httpx.Request) -> None:
-        try:
-            await check_host(str(request.url), allow_private)
-        except FetchError as exc:
-            raise httpx.RequestError(exc.reason, request=request) from None
-
+    """The HTTP client connectors get: timeouts, and no connections to private addresses unless allowed
+    (checked when connecting, so redirects and changing DNS answers are covered too)."""
     return httpx.AsyncClient(timeout=PLATFORM_TIMEOUT, follow_redirects=True,
-                             event_hooks={"request": [refuse_private]})
+                             transport=guarded_transport(allow_private))
 
 
 def connection_json(row: Connection, connector: Connector | None, services: Services) -> dict[str, Any]:

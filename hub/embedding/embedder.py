@@ -90,7 +90,7 @@ class Embedder:
             encoder, settings.embed_batch_size, settings.embed_batch_wait_ms, self._decode_and_preprocess
         )
         self.writer = Coalescer(self._store_and_mark_ready)
-        self._http = make_client(settings.fetch_timeout)
+        self._http = make_client(settings.fetch_timeout, settings.allow_private_fetch)
 
     async def close(self) -> None:
         await self.batcher.stop()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import anyio
 import httpx
 
 from hub import __version__
+from hub.net import Refused, Unresolvable, check_url, guarded_transport, is_refusal
 
 USER_AGENT = f"FashionHub/{__version__} (+image indexer)"
 
@@ -23,32 +21,14 @@ class FetchError(Exception):
         self.permanent = permanent
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 async def check_host(url: str, allow_private: bool) -> None:
     """Refuse URLs that are not http(s) or whose host resolves to a private, loopback or link-local address."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise FetchError(f"not an http(s) URL: {url[:200]}", permanent=True)
-    if allow_private:
-        return
     try:
-        infos = await anyio.getaddrinfo(parts.hostname, parts.port or 0, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise FetchError(f"cannot resolve host {parts.hostname} ({exc.strerror or exc})", permanent=False) from None
-    for info in infos:
-        address = str(info[4][0])
-        if not _is_public(address):
-            raise FetchError(
-                f"refused: {parts.hostname} resolves to the non-public address {address} "
-                "(set HUB_ALLOW_PRIVATE_FETCH=true to allow it)",
-                permanent=True,
-            )
+        await check_url(url, allow_private)
+    except Refused as exc:
+        raise FetchError(str(exc), permanent=True) from None
+    except Unresolvable as exc:
+        raise FetchError(str(exc), permanent=False) from None
 
 
 async def fetch_image(
@@ -86,13 +66,15 @@ async def fetch_image(
         except httpx.TimeoutException:
             raise FetchError(f"timed out fetching {url[:200]}", permanent=False) from None
         except httpx.HTTPError as exc:
+            if is_refusal(exc):  # the address changed to a private one after the check (DNS rebinding)
+                raise FetchError(str(exc), permanent=True) from None
             raise FetchError(f"cannot fetch {url[:200]} ({type(exc).__name__})", permanent=False) from None
     raise FetchError(f"more than {max_redirects} redirects", permanent=True)
 
 
-def make_client(timeout: float) -> httpx.AsyncClient:
+def make_client(timeout: float, allow_private: bool) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        transport=guarded_transport(allow_private, httpx.Limits(max_connections=32, max_keepalive_connections=16)),
     )

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     embed_retry_seconds: float = Field(10.0, gt=0, description="First retry delay; doubles each attempt.")
     embed_lease_seconds: float = Field(300.0, gt=0, description="After this, a claimed image is re-queued.")
     sweep_seconds: int = Field(30, ge=1, description="How often stuck images are re-queued.")
+    delivery_retention_days: int = Field(30, ge=1, description="How long webhook delivery records are kept.")
     worker_concurrency: int = Field(64, ge=1, le=1000, description="Tasks a worker runs at once.")
     fetch_timeout: float = Field(15.0, gt=0, description="Seconds to fetch one image URL.")
     fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed per image URL.")

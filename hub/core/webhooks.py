@@ -9,11 +9,12 @@ task; if that task never runs (broker down, worker killed), the sweep hands it o
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.params import FromPath
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.connectors import (
@@ -248,3 +249,13 @@ async def due_deliveries(services: Services, limit: int = 500) -> list[int]:
             ).values(next_attempt_at=now + services.settings.lease))
             await session.commit()
         return ids
+
+
+async def prune_deliveries(services: Services) -> int:
+    """Forget finished deliveries older than HUB_DELIVERY_RETENTION_DAYS (platforms retry for hours, not weeks)."""
+    cutoff = utcnow() - timedelta(days=services.settings.delivery_retention_days)
+    async with services.sessions() as session:
+        result = await session.execute(delete(WebhookDelivery).where(
+            WebhookDelivery.status.in_(("processed", "rejected", "failed")), WebhookDelivery.received_at < cutoff))
+        await session.commit()
+        return int(result.rowcount or 0)

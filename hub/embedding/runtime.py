@@ -24,7 +24,7 @@ from hub.core.media import MediaStore
 from hub.core.models import Image
 from hub.core.secrets import SecretBox
 from hub.core.services import Services
-from hub.core.webhooks import due_deliveries, process_delivery
+from hub.core.webhooks import due_deliveries, process_delivery, prune_deliveries
 from hub.core.work import RUNNERS
 from hub.embedding.embedder import Embedder, metadata_for
 from hub.embedding.model import Encoder, ModelUnavailable
@@ -256,7 +256,9 @@ class Runtime:
         removed = 0
         with contextlib.suppress(DependencyUnavailable):
             removed = await embedder.remove_orphan_vectors()
-        report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed}
+        pruned = await prune_deliveries(self.services)
+        report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed,
+                  "deliveries_forgotten": pruned}
         if any(report.values()):
             log.info("sweep", extra=report)
         return report

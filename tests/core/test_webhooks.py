@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from hub.core.db import create_engine
+from hub.core.models import WebhookDelivery, utcnow
 from tests.conftest import settle_deliveries
 from tests.feed_platform import FeedPlatform, signed
 
@@ -224,3 +228,25 @@ async def test_drafts_are_not_recommended_and_deletes_remove_vectors(client, sho
     assert await recommended(client, shop) == {images["img2"]["id"]}
     similar = await client.get(f"/api/v1/images/{images['img1']['id']}/similar", headers=shop.secret)
     assert similar.status_code == 404
+
+
+async def test_finished_deliveries_are_forgotten_after_the_retention(client, shop, feed, settings):
+    conn = await connect(client, shop, feed)
+    hook = Hook(client, conn, settings)
+    await hook.send("product.created", feed.put(1, [1]), delivery_id="recent")
+    engine = create_engine(settings.db_url)
+    try:
+        async with engine.begin() as db:  # one delivery from long ago, one still in flight from long ago
+            await db.execute(WebhookDelivery.__table__.insert(), [
+                {"connection_id": conn["id"], "delivery_id": "old", "topic": "product.updated", "status": "processed",
+                 "headers": {}, "summary": {}, "attempts": 1, "received_at": utcnow() - timedelta(days=31)},
+            ])
+        for _ in range(100):  # the sweep runs every second in tests
+            async with engine.connect() as db:
+                ids = set((await db.execute(select(WebhookDelivery.delivery_id))).scalars())
+            if "old" not in ids:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
+    assert ids == {"recent"}

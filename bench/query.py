@@ -65,7 +65,7 @@ async def seed(home: Path, model: Path, shop_id: int, n: int) -> None:
     for i in range(0, n, 1000):
         await store.upsert(shop_id, ids[i:i + 1000], vectors[i:i + 1000],
                            [{"category_id": -1, "style_id": -1, "age_group_id": -1, "product_id": -1,
-                             "source": "manual", "available": True}] * len(ids[i:i + 1000]))
+                             "source": "manual", "available": True, "listed": True}] * len(ids[i:i + 1000]))
 
 
 def run_clients(base: str, key: str, texts: list[str], clients: int) -> list[tuple[float, dict]]:
@@ -83,6 +83,30 @@ def run_clients(base: str, key: str, texts: list[str], clients: int) -> list[tup
     chunks = [texts[i::clients] for i in range(clients)]
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         return [item for part in pool.map(worker, chunks) for item in part]
+
+
+def text_tower(model: Path, texts: list[str], rounds: int = 25) -> dict[str, float]:
+    """Prompts/s of the text tower alone, in this run: one at a time, two threads at a time (how queries ran
+    before prompt batching), and 4 prompts per forward pass (what the prompt batcher does under 4 clients)."""
+    from hub.embedding.model import Encoder
+
+    encoder = Encoder(str(model))
+    encoder.encode_text(["warm up"])
+    ways = {
+        "one at a time": lambda batch: [encoder.encode_text([p]) for p in batch],
+        "two threads": lambda batch: list(concurrent.futures.ThreadPoolExecutor(2).map(
+            lambda p: encoder.encode_text([p]), batch)),
+        "4 per pass": lambda batch: encoder.encode_text(batch),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in ways}
+    source = itertools.cycle(texts)
+    for _ in range(2):  # interleaved, twice: the machine's speed drifts
+        for name, run in ways.items():
+            start = time.perf_counter()
+            for _ in range(rounds):
+                run([next(source) for _ in range(4)])
+            rates[name].append(rounds * 4 / (time.perf_counter() - start))
+    return {name: sum(r) / len(r) for name, r in rates.items()}
 
 
 def percentiles(values: list[float]) -> str:
@@ -107,8 +131,9 @@ def main() -> None:
         seed_start = time.perf_counter()
         asyncio.run(seed(home, model, shop["id"], args.images))
         seed_s = time.perf_counter() - seed_start
+        texts = prompts()[: args.queries]
+        tower = text_tower(model, prompts()[args.queries:])
         with hub_server(home, model) as (base, _):
-            texts = prompts()[: args.queries]
             run_clients(base, shop["publishable_key"], texts[:8], 1)  # warm-up
             fresh = run_clients(base, shop["publishable_key"], texts, args.clients)
             repeated = run_clients(base, shop["publishable_key"], texts, args.clients)
@@ -142,7 +167,12 @@ took {seed_s:.0f} s), `hub serve` on the embedded default, {args.clients} concur
 
 Throughput: fresh {len(fresh) / (sum(r[0] for r in fresh) / 1000 / args.clients):.1f} queries/s,
 repeated {len(repeated) / (sum(r[0] for r in repeated) / 1000 / args.clients):.1f} queries/s (approximate).
-"""
+
+The text tower alone, in the same run (prompts/s; concurrent queries' prompts share one forward pass):
+
+| how | prompts/s | vs two threads |
+| --- | ---: | ---: |
+""" + "\n".join(f"| {name} | {rate:.1f} | {rate / tower['two threads']:.2f} |" for name, rate in tower.items()) + "\n"
     write_section("Queries", body)
     print(body)
 

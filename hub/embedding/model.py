@@ -220,21 +220,34 @@ class Encoder:
             out = model(**{k: v.to(self.device) for k, v in batch.items()})
         return _normalise(out.text_embeds)
 
-    def encode_prompt(self, prompt: str) -> np.ndarray:
-        """One prompt's embedding, from an LRU cache when it was asked before."""
+    def cached_prompt(self, prompt: str) -> np.ndarray | None:
+        """The embedding of a prompt asked before (LRU), or None."""
         key = self.normalise_prompt(prompt)
         with self._cache_lock:
             hit = self._text_cache.get(key)
             if hit is not None:
                 self._text_cache.move_to_end(key)
                 self.text_cache_hits += 1
-                return hit
-        vector = self.encode_text([key])[0]
-        with self._cache_lock:
-            self._text_cache[key] = vector
-            while len(self._text_cache) > TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
-        return vector
+            return hit
+
+    def encode_prompts(self, prompts: list[str]) -> list[np.ndarray]:
+        """Embeddings of many prompts: cached ones from the LRU cache, the rest in one forward pass."""
+        keys = [self.normalise_prompt(p) for p in prompts]
+        found = {key: hit for key in dict.fromkeys(keys) if (hit := self.cached_prompt(key)) is not None}
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        if missing:
+            vectors = self.encode_text(missing)
+            with self._cache_lock:
+                for key, vector in zip(missing, vectors, strict=True):
+                    self._text_cache[key] = vector
+                    found[key] = vector
+                while len(self._text_cache) > TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+        return [found[key] for key in keys]
+
+    def encode_prompt(self, prompt: str) -> np.ndarray:
+        """One prompt's embedding, from an LRU cache when it was asked before."""
+        return self.encode_prompts([prompt])[0]
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One image as the model's pixel array, exactly as the checkpoint's CLIP image processor specifies it.

@@ -26,6 +26,7 @@ from hub.core.secrets import SecretBox
 from hub.core.services import Services
 from hub.core.webhooks import due_deliveries, process_delivery, prune_deliveries
 from hub.core.work import RUNNERS
+from hub.embedding.batcher import PromptBatcher
 from hub.embedding.embedder import Embedder, metadata_for
 from hub.embedding.model import Encoder, ModelUnavailable
 from hub.embedding.search import Ranking, rank_prompt, rank_vector
@@ -58,7 +59,7 @@ class Runtime:
         self.broker = make_broker(settings)
         self.broker.is_worker_process = role == "worker"
         self.tasks: Tasks = register_tasks(self.broker, self)
-        self.text_limiter = anyio.CapacityLimiter(2)
+        self.prompts = PromptBatcher(self.encoder)
         self._embedder: Embedder | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None
@@ -92,6 +93,7 @@ class Runtime:
                 await self.broker.wait_all()
         with contextlib.suppress(Exception):
             await self.broker.shutdown()
+        await self.prompts.stop()
         if self._embedder is not None:
             await self._embedder.close()
         if self._redis is not None:
@@ -198,7 +200,7 @@ class Runtime:
     async def rank(
         self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
     ) -> Ranking:
-        return await rank_prompt(session, self.encoder, self.store, self.text_limiter, shop_id, prompt, limit, filters)
+        return await rank_prompt(session, self.prompts, self.store, shop_id, prompt, limit, filters)
 
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]

@@ -35,9 +35,10 @@ def _is_missing(exc: Exception) -> bool:
     return "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError"
 
 
-def where_clause(filters: dict[str, Any]) -> dict[str, Any]:
-    """Chroma ``where`` from recommendation filters (all must hold); only listed products' images, always."""
-    clauses: list[dict[str, Any]] = [{"listed": True}]
+def where_clause(filters: dict[str, Any], listed_only: bool = False) -> dict[str, Any] | None:
+    """Chroma ``where`` from recommendation filters (all must hold). Any ``where`` makes Chroma filter before it
+    searches (≈ 15 ms more per query at 10,000 vectors), so ``listed_only`` is asked for only when needed."""
+    clauses: list[dict[str, Any]] = [{"listed": {"$ne": False}}] if listed_only else []  # older vectors: listed
     for field in ("category_id", "style_id", "age_group_id", "product_id"):
         if filters.get(field) is not None:
             clauses.append({field: int(filters[field])})
@@ -49,6 +50,8 @@ def where_clause(filters: dict[str, Any]) -> dict[str, Any]:
         clauses.append({"price": {"$gte": float(filters["price_min"])}})
     if filters.get("price_max") is not None:
         clauses.append({"price": {"$lte": float(filters["price_max"])}})
+    if not clauses:
+        return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
@@ -199,7 +202,8 @@ class VectorStore:
         return await self._run(run)
 
     async def query(
-        self, shop_id: int, vector: np.ndarray, limit: int, filters: dict[str, Any] | None = None
+        self, shop_id: int, vector: np.ndarray, limit: int, filters: dict[str, Any] | None = None,
+        listed_only: bool = False,
     ) -> list[Hit]:
         def run() -> list[Hit]:
             col = self._collection(shop_id, create=False)
@@ -211,7 +215,7 @@ class VectorStore:
             result = col.query(
                 query_embeddings=[np.asarray(vector, dtype=np.float32)],
                 n_results=min(limit, count),
-                where=where_clause(filters or {}),
+                where=where_clause(filters or {}, listed_only),
                 include=["distances"],
             )
             return [

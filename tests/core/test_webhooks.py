@@ -250,3 +250,20 @@ async def test_finished_deliveries_are_forgotten_after_the_retention(client, sho
     finally:
         await engine.dispose()
     assert ids == {"recent"}
+
+
+async def test_drafts_never_crowd_listed_images_out_of_results(client, shop, feed, settings):
+    conn = await connect(client, shop, feed)
+    hook = Hook(client, conn, settings)
+    await hook.send("product.created", feed.put("a", [1]))
+    await hook.send("product.created", feed.put("b", [2]))
+    for n in range(15):  # drafts with the very photo of product a: all nearer to it than product b is
+        draft = feed.put(f"d{n}", [], status="draft")
+        draft["images"] = [{"id": f"draft{n}", "url": feed.image(1)["url"]}]
+        await hook.send("product.created", draft)
+    images = await wait_all_ready(client, shop)
+    assert len(images) == 17
+    similar = await client.get(f"/api/v1/images/{images['img1']['id']}/similar", params={"limit": 1},
+                               headers=shop.secret)
+    assert similar.status_code == 200, similar.text
+    assert [r["id"] for r in similar.json()["results"]] == [images["img2"]["id"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hub.embedding.batcher import PromptBatcher
 from hub.embedding.model import MAX_TEXT_TOKENS, Encoder, ModelUnavailable, model_key
 
 
@@ -60,6 +63,29 @@ def test_prompt_cache(test_model):
     again = encoder.encode_prompt("red dress")
     assert encoder.text_cache_hits == 1
     assert np.array_equal(first, again)
+
+
+async def test_concurrent_prompts_share_one_forward_pass(test_model):
+    encoder = Encoder(str(test_model))
+    batcher = PromptBatcher(encoder)
+    prompts = [f"{colour} {item}" for colour in ("red", "navy blue striped") for item in ("dress", "linen shirt",
+                                                                                         "coat", "jeans")]
+    try:
+        vectors = await asyncio.gather(*(batcher.encode(p) for p in prompts + ["RED  dress"]))
+        assert (batcher.passes, batcher.prompts) == (1, 9)  # everything waiting went through together
+        for prompt, vector in zip(prompts, vectors, strict=False):  # the same vector as alone, padding aside
+            assert np.allclose(vector, encoder.encode_text([prompt])[0], atol=1e-5)
+        assert np.array_equal(vectors[-1], vectors[0])  # normalised prompts are one prompt
+        await batcher.encode("red dress")
+        assert batcher.passes == 1  # cached: no pass at all
+    finally:
+        await batcher.stop()
+    broken = PromptBatcher(Encoder("/no/such/checkpoint"))
+    try:
+        results = await asyncio.gather(*(broken.encode(p) for p in prompts[:3]), return_exceptions=True)
+        assert all(isinstance(r, ModelUnavailable) for r in results)
+    finally:
+        await broken.stop()
 
 
 def test_unloadable_model_names_the_setting(tmp_path):

@@ -130,6 +130,10 @@ def test_import_command_with_a_running_service(environment, tmp_path):
         assert job["result"] == {"skipped: already imported": 2} and job["failed"] == 1
         missing = hub("import", str(folder), "--shop", "999", env=env, cwd=tmp_path)
         assert missing.returncode != 0 and "shop 999 not found" in missing.stderr
+        (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
+        broken = hub("import", str(tmp_path / "broken.zip"), "--shop", str(shop["id"]), env=env, cwd=tmp_path)
+        assert broken.returncode != 0 and "cannot import broken.zip" in broken.stderr
+        assert "Traceback" not in broken.stderr
 
         headers = {"Authorization": f"Bearer {shop['secret_key']}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as api:

@@ -29,7 +29,8 @@ from hub.connectors import (
     ProductUpserted,
 )
 from hub.core.media import MediaStore
-from hub.core.models import AgeGroup, Category, Connection, Image, Product, Style, WebhookDelivery
+from hub.core.models import Connection, Image, Product, WebhookDelivery
+from hub.core.taxonomy import taxon_names
 from hub.core.pipeline import Pipeline
 
 MAX_EXTERNAL_ID = 100
@@ -48,14 +49,6 @@ class Changes:
 
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n
-
-    def merge(self, other: Changes) -> None:
-        self.added += other.added
-        self.changed += other.changed
-        self.removed += other.removed
-        self.removed_photos += other.removed_photos
-        for key, value in other.counts.items():
-            self.count(key, value)
 
 
 def _stem(word: str) -> str:
@@ -80,11 +73,7 @@ class TaxonomyHints:
 
     @classmethod
     async def load(cls, session: AsyncSession, shop_id: int) -> TaxonomyHints:
-        tables = {}
-        for kind, model in (("category", Category), ("style", Style), ("age_group", AgeGroup)):
-            rows = await session.execute(select(model.id, model.name).where(model.shop_id == shop_id))
-            tables[kind] = [(r.id, r.name) for r in rows]
-        return cls(tables)
+        return cls(await taxon_names(session, shop_id))
 
     def find(self, kind: str, words: Iterable[str | None]) -> int | None:
         for word in words:

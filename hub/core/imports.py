@@ -31,7 +31,8 @@ from hub.core.errors import ApiError, validation_detail
 from hub.core.images import ImageFields, check_url
 from hub.core.jobs import END, JobFailed, JobProgress, create_job, job_json, run_job
 from hub.core.media import CheckedImage, check_image
-from hub.core.models import AgeGroup, Category, Image, Job, Product, Shop, Style, utcnow
+from hub.core.models import Image, Job, Product, Shop, utcnow
+from hub.core.taxonomy import taxon_names
 from hub.core.services import Services
 
 log = logging.getLogger("hub.imports")
@@ -58,20 +59,14 @@ def import_path(services: Services, params: dict[str, Any]) -> Path:
 class RowWriter:
     """Turns import rows into images of one shop, inside the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, services: Services, shop_id: int, next_attempt: Any) -> None:
+    def __init__(self, session: AsyncSession, services: Services, shop_id: int, next_attempt: Any,
+                 taxa: dict[str, dict[str, int]]) -> None:
         self.session = session
         self.services = services
         self.shop_id = shop_id
         self.next_attempt = next_attempt
+        self.taxa = taxa  # kind -> name (lower case) or id -> id: what a row may call a taxon
         self.saved: list[str] = []  # files written in this transaction (removed again if it rolls back)
-        self._taxa: dict[str, dict[str, int]] = {}
-
-    async def _taxonomy(self) -> dict[str, dict[str, int]]:
-        if not self._taxa:
-            for kind, model in (("category", Category), ("style", Style), ("age_group", AgeGroup)):
-                rows = await self.session.execute(select(model.id, model.name).where(model.shop_id == self.shop_id))
-                self._taxa[kind] = {r.name.strip().lower(): r.id for r in rows} | {str(r.id): r.id for r in rows}
-        return self._taxa
 
     async def apply(self, rows: list[ImportRow | RowError]) -> tuple[Changes, list[dict[str, Any]]]:
         changes, errors = Changes(), []
@@ -106,7 +101,7 @@ class RowWriter:
         if urls:
             known |= dict((await self.session.execute(select(Image.image_url, func.min(Image.id)).where(
                 Image.shop_id == self.shop_id, Image.image_url.in_(urls)).group_by(Image.image_url))).all())
-        taxa = await self._taxonomy()
+        taxa = self.taxa
         for row, checked in good:
             key = checked.content_hash if checked is not None else row.image_url
             if key in known:
@@ -194,6 +189,9 @@ async def run_import(services: Services, progress: JobProgress) -> None:
     consumed = int(job.cursor or 0)
     # without a pipeline here (``hub import``), the images are due at once for the running service's sweep
     next_attempt = utcnow() if services.pipeline is None else utcnow() + services.settings.lease
+    async with services.sessions() as session:  # the shop's taxonomy, once for the whole import
+        taxa = {kind: {name.strip().lower(): ident for ident, name in pairs} | {str(ident): ident for ident, _ in pairs}
+                for kind, pairs in (await taxon_names(session, job.shop_id)).items()}
     try:
         rows = await anyio.to_thread.run_sync(lambda: importer.read(path, options))
         await anyio.to_thread.run_sync(_take, rows, consumed)  # resume: skip what a previous run committed
@@ -203,7 +201,7 @@ async def run_import(services: Services, progress: JobProgress) -> None:
                 break
             consumed += len(chunk)
             async with services.sessions() as session:
-                writer = RowWriter(session, services, job.shop_id, next_attempt)
+                writer = RowWriter(session, services, job.shop_id, next_attempt, taxa)
                 try:
                     changes, errors = await writer.apply(chunk)
                     ok = len(chunk) - len(errors)
@@ -256,6 +254,18 @@ async def _save_upload(request: Request, dest: Path, limit: int, filename: str |
     return filename or dest.name
 
 
+async def new_import_job(session: AsyncSession, services: Services, shop_id: int, path: Path, filename: str,
+                         params: dict[str, Any]) -> Job:
+    """A queued import of ``path``: 415 if no importer reads it, 400 if it cannot be read at all."""
+    importer = pick_importer(services, path)
+    try:
+        total = await anyio.to_thread.run_sync(importer.count, path)
+    except ImportFileError as exc:
+        raise ApiError(400, f"cannot import {filename}: {exc}") from None
+    return await create_job(session, shop_id, "import",
+                            {**params, "filename": filename, "importer": importer.name}, total=total)
+
+
 class ImportController(Controller):
     """``/api/v1/imports``: start a bulk import; follow it at ``/api/v1/jobs/{id}`` (secret key)."""
 
@@ -277,15 +287,8 @@ class ImportController(Controller):
             original = await _save_upload(request, dest, services.settings.max_import_bytes, filename)
             if suffix == "" and Path(original).suffix:
                 dest = dest.rename(dest.with_suffix(Path(original).suffix.lower()))
-            importer = pick_importer(services, dest)
-            try:
-                total = await anyio.to_thread.run_sync(importer.count, dest)
-            except ImportFileError as exc:
-                raise ApiError(400, f"cannot import {original}: {exc}") from None
-            job = await create_job(db, principal.shop_id, "import", {
-                "path": dest.relative_to(services.settings.media_dir).as_posix(), "filename": original,
-                "importer": importer.name, "uploaded": True,
-            }, total=total)
+            job = await new_import_job(db, services, principal.shop_id, dest, original, {
+                "path": dest.relative_to(services.settings.media_dir).as_posix(), "uploaded": True})
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -295,14 +298,11 @@ class ImportController(Controller):
 
 async def import_local(services: Services, shop_id: int, path: Path, on_progress: Any = None) -> Job:
     """``hub import``: run an import of a local file or folder in this process, files beside a manifest allowed."""
-    importer = pick_importer(services, path)
-    total = await anyio.to_thread.run_sync(importer.count, path)
     async with services.sessions() as session:
         if await session.get(Shop, shop_id) is None:
             raise ApiError(404, f"shop {shop_id} not found")
-        job = await create_job(session, shop_id, "import", {
-            "path": str(path.resolve()), "filename": path.name, "importer": importer.name, "local_files": True,
-        }, total=total)
+        job = await new_import_job(session, services, shop_id, path, path.name,
+                                   {"path": str(path.resolve()), "local_files": True})
     finished = await run_job(services, job.id, {"import": run_import}, on_progress)
     assert finished is not None
     return finished

@@ -8,6 +8,7 @@ at most one active job (a partial unique index); asking for a second sync answer
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -132,19 +133,25 @@ class JobProgress:
             self.on_progress(job)
 
 
-async def finish_job(services: Services, job_id: int, status: str, error: str | None = None,
-                     retry_in: Any = None) -> Job | None:
+async def finish_job(services: Services, job_id: int, status: str, error: str | None = None) -> Job | None:
     async with services.sessions() as session:
         job = await session.get(Job, job_id)
         if job is None:
             return None
-        if retry_in is not None:  # back to the queue: the sweep runs it again after the delay
-            job.status, job.error, job.next_attempt_at = "queued", error, utcnow() + retry_in
-        else:
-            job.status, job.error, job.finished_at, job.next_attempt_at = status, error, utcnow(), None
-            if status == "succeeded" and job.total is None:
-                job.total = job.done + job.failed
+        job.status, job.error, job.finished_at, job.next_attempt_at = status, error, utcnow(), None
+        if status == "succeeded" and job.total is None:
+            job.total = job.done + job.failed
         await session.commit()
+        return job
+
+
+async def requeue_job(services: Services, job_id: int, error: str, delay: timedelta) -> Job | None:
+    """Back to the queue: the sweep runs it again after ``delay``, from its cursor."""
+    async with services.sessions() as session:
+        job = await session.get(Job, job_id)
+        if job is not None:
+            job.status, job.error, job.next_attempt_at = "queued", error, utcnow() + delay
+            await session.commit()
         return job
 
 
@@ -170,7 +177,7 @@ async def run_job(services: Services, job_id: int, runners: dict[str, Runner],
         if job.attempts >= services.settings.embed_max_attempts or isinstance(exc, ConnectorError):
             return await finish_job(services, job_id, "failed", reason)
         log.warning("job interrupted; it will resume", extra={"job_id": job_id, "reason": reason})
-        return await finish_job(services, job_id, "queued", reason, retry_in=services.settings.retry_delay(job.attempts))
+        return await requeue_job(services, job_id, reason, services.settings.retry_delay(job.attempts))
     except Exception as exc:  # noqa: BLE001 - a bug fails the job with its reason instead of killing the worker
         log.exception("job failed", extra={"job_id": job_id})
         return await finish_job(services, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])

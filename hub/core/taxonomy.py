@@ -45,6 +45,14 @@ async def find_taxon(
     )
 
 
+async def taxon_names(session: AsyncSession, shop_id: int) -> dict[str, list[tuple[int, str]]]:
+    """The shop's categories, styles and age groups as ``(id, name)`` pairs, by kind."""
+    return {
+        kind: [(r.id, r.name) for r in await session.execute(select(model.id, model.name).where(model.shop_id == shop_id))]
+        for kind, model in TAXONOMIES.items()
+    }
+
+
 async def check_taxon_ids(session: AsyncSession, shop_id: int, ids: dict[str, int | None]) -> dict[str, Any]:
     """422 unless every given ``category_id``/``style_id``/``age_group_id`` is one of this shop's.
 

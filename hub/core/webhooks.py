@@ -51,10 +51,6 @@ def parse_delivery(connector: Connector, ctx: Any, delivery: Delivery) -> Parsed
         raise DeliveryRejected(f"the {connector.name} connector could not read this delivery ({type(exc).__name__})") from None
 
 
-def _accepted(status: str, row: WebhookDelivery | None, code: int = 200) -> Response[dict[str, Any]]:
-    return Response({"status": status, "delivery": row.id if row else None}, status_code=code)
-
-
 async def accept(request: Request, db: Any, row: Connection, connector: Connector,
                  delivery: Delivery) -> tuple[str, WebhookDelivery | None]:
     """Verify, parse, deduplicate and record one delivery for one connection; (status, the recorded row)."""
@@ -127,7 +123,7 @@ class WebhookController(Controller):
         if row is None or row.connector != connector_name or connector is None or row.status == "erased":
             raise ApiError(404, f"no {connector_name} connection {connection_id}")
         status, record = await accept(request, db, row, connector, await read_delivery(request))
-        return _accepted(status, record)
+        return Response({"status": status, "delivery": record.id if record else None}, status_code=200)
 
     @post("/{connector_name:str}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
     async def receive_for_app(self, request: Request, db: Db, connector_name: FromPath[str]) -> Response[dict[str, Any]]:
@@ -157,9 +153,8 @@ async def claim_delivery(services: Services, delivery_pk: int) -> WebhookDeliver
         claimed = await session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_pk,
-                   WebhookDelivery.status.in_(("received", "processing")),
-                   (WebhookDelivery.next_attempt_at.is_(None)) | (WebhookDelivery.next_attempt_at <= now)
-                   | (WebhookDelivery.status == "received"))
+                   (WebhookDelivery.status == "received")
+                   | ((WebhookDelivery.status == "processing") & (WebhookDelivery.next_attempt_at <= now)))
             .values(status="processing", attempts=WebhookDelivery.attempts + 1,
                     next_attempt_at=now + services.settings.lease)
         )

@@ -11,7 +11,6 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -97,13 +96,6 @@ class Embedder:
         await self.writer.stop()
         await self._http.aclose()
 
-    @property
-    def lease(self) -> timedelta:
-        return self.settings.lease
-
-    def backoff(self, attempts: int) -> timedelta:
-        return self.settings.retry_delay(attempts)
-
     # -- CreateEmbedding ------------------------------------------------------------------------------------
 
     async def claim(self, image_ids: list[int]) -> list[Image]:
@@ -120,7 +112,7 @@ class Embedder:
             claimed = await session.scalars(
                 update(Image)
                 .where(claimable)
-                .values(status="embedding", attempts=Image.attempts + 1, next_attempt_at=now + self.lease)
+                .values(status="embedding", attempts=Image.attempts + 1, next_attempt_at=now + self.settings.lease)
                 .returning(Image),
                 execution_options={"synchronize_session": False},
             )
@@ -260,7 +252,7 @@ class Embedder:
         values: dict[str, Any] = {
             "status": "pending",
             "error": f"will retry: {reason}"[:2000],
-            "next_attempt_at": utcnow() + self.backoff(attempts),
+            "next_attempt_at": utcnow() + self.settings.retry_delay(attempts),
         }
         if not counts:
             values["attempts"] = Image.attempts - 1
@@ -295,7 +287,7 @@ class Embedder:
                 await session.execute(
                     update(Image)
                     .where(Image.id.in_([r.id for r in rows]), Image.status.in_(("pending", "embedding")))
-                    .values(status="pending", next_attempt_at=now + self.lease)
+                    .values(status="pending", next_attempt_at=now + self.settings.lease)
                 )
                 await session.commit()
         return [r.id for r in rows]

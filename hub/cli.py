@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("worker", help="run embedding workers (server mode)").set_defaults(func=cmd_worker)
+    sub.add_parser("worker", help="run the workers: embedding, webhooks, syncs, imports (server mode)").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     plugins = sub.add_parser("plugins", help="list the installed plugins and their connectors")
     plugins.add_argument("--json", action="store_true")

@@ -1,4 +1,5 @@
-"""``hub worker``: consume embedding tasks from Redis until SIGTERM/SIGINT, then finish in-flight work."""
+"""``hub worker``: consume tasks from Redis (embedding, webhook deliveries, sync and import jobs) until
+SIGTERM/SIGINT, then finish in-flight work."""
 
 from __future__ import annotations
 

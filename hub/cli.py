@@ -151,7 +151,7 @@ async def _import(settings: Settings, path: str, shop_id: int, as_json: bool) ->
     except PluginError as exc:
         raise SystemExit(f"hub: {exc}") from None
     engine = create_engine(settings.db_url)
-    services = Services(settings, session_factory(engine), MediaStore(settings.media_dir), plugins,
+    services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
                         SecretBox(settings.secret_key), pipeline=None)
     bar = tqdm(desc=f"importing {source.name}", unit="row", disable=as_json, file=sys.stderr, mininterval=0.2)
 

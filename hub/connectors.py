@@ -8,8 +8,8 @@ the core applies (``hub.core.catalog``). Importers read a file (ZIP, CSV, JSON�
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
 import html
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -93,32 +93,52 @@ class CatalogPage:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One webhook request as the platform sent it: the raw body is what signatures are computed over."""
+    """One webhook request as the platform sent it: the raw body is what signatures are computed over.
+
+    A signature covers the body only: headers (topic, delivery id, timestamps) are whatever the sender chose, so
+    ``parse`` must check that the body has the shape its topic's header claims. ``received_at`` is when the hub
+    received it (the same when the worker parses the stored delivery again); ``app_wide`` is true for a delivery
+    that came to ``POST /webhooks/{connector}`` and was verified with the operator's app secret
+    (``AppDeliveries.verify_app``) rather than with one connection's secret.
+    """
 
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
+    received_at: datetime | None = None
+    app_wide: bool = False
 
 
 @dataclass(frozen=True)
 class ParsedDelivery:
-    """What a verified delivery means: an id to deduplicate on, and the events (none for a ping)."""
+    """What a verified delivery means: the platform's delivery id (recorded), the events (none for a ping).
+
+    The core recognises replays by content — the same body twice is a duplicate whatever its delivery id — except
+    when every event is ``ProductChanged`` (re-read from the platform, so a replay cannot do anything the
+    platform does not confirm): then a body may legitimately come again under another delivery id. ``ignored``
+    is a reason to acknowledge the delivery (2xx) without applying anything.
+    """
 
     delivery_id: str | None
     events: tuple[CatalogEvent, ...] = ()
     topic: str = ""
+    ignored: str = ""
 
 
 class ConnectionContext:
     """What a connector gets for one connection: its validated settings and an HTTP client from the core.
 
     ``verify`` and ``parse`` run inside the webhook request and get no client (``http`` is None): no I/O there.
+    ``webhook_secret`` is a random secret the core made for this connection and keeps encrypted: give it to a
+    platform that signs its deliveries with a secret of our choosing (None for connections made before it existed).
     """
 
-    def __init__(self, settings: Any, http: httpx.AsyncClient | None, webhook_url: str) -> None:
+    def __init__(self, settings: Any, http: httpx.AsyncClient | None, webhook_url: str,
+                 webhook_secret: str | None = None) -> None:
         self.settings = settings
         self.http = http
         self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
 
 
 class ConnectorError(Exception):
@@ -170,7 +190,9 @@ class ProductReader(Protocol):
 @runtime_checkable
 class AppDeliveries(Protocol):
     """Optional: a platform that sends some deliveries app-wide (Shopify's compliance topics for a public app)
-    to ``POST /webhooks/{connector}``; the core routes them to the store's connections."""
+    to ``POST /webhooks/{connector}``. The core verifies them once with ``verify_app`` and routes them only to the
+    connections of that store that were installed through the operator's app (OAuth); each is parsed with
+    ``Delivery.app_wide`` set."""
 
     def delivery_account(self, delivery: Delivery) -> str | None:
         """Which store the delivery is about, as ``connection_key`` would name it (from a header, say)."""
@@ -179,7 +201,10 @@ class AppDeliveries(Protocol):
         """What identifies the store in a connection's (non-secret) settings."""
 
     def verify_app(self, delivery: Delivery) -> bool:
-        """True if the delivery is authentic for the operator's app (when no connection knows the store)."""
+        """True if the delivery is authentic for the operator's app: checked once, before any routing."""
+
+    def compliance_topic(self, delivery: Delivery) -> bool:
+        """True for a privacy/compliance topic: answered 2xx even for a connection that was erased already."""
 
 
 def secret_fields(model: type[BaseModel]) -> set[str]:

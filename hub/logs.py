@@ -8,12 +8,29 @@ import re
 import sys
 from datetime import UTC, datetime
 
-SECRET_PATTERN = re.compile(r"(hub_(?:sk|pk)_)[A-Za-z0-9_\-]{6,}|(Bearer\s+)\S+", re.IGNORECASE)
+# what gets masked wherever it appears (logs, stored error messages, error answers): the hub's own keys, bearer
+# tokens, platform credentials (WooCommerce ck_/cs_ keys, Shopify shpat_/shpss_/shpca_/shppa_ tokens), credential
+# query parameters, and user:password@ in URLs
+SECRET_PATTERN = re.compile(
+    r"(?P<prefix>hub_(?:sk|pk)_|\b(?:ck|cs)_|\bshp(?:at|ss|ca|pa)_)[A-Za-z0-9_\-]{6,}"
+    r"|(?P<bearer>(?:Bearer|Basic)\s+)[^\s\"',]+"
+    r"|(?P<param>\b(?:consumer_key|consumer_secret|oauth_signature|oauth_consumer_key|oauth_token|access_token|"
+    r"client_secret|api_?key|token|password|secret|signature|x-amz-signature|sig)=)[^&\s\"'#]+"
+    r"|(?P<scheme>\b[a-z][a-z0-9+.\-]*://)[^/\s:@\"']+:[^/\s@\"']+@",
+    re.IGNORECASE,
+)
 STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+def _mask(match: re.Match[str]) -> str:
+    if match.group("scheme"):
+        return match.group("scheme") + "***@"
+    return (match.group("prefix") or match.group("bearer") or match.group("param")) + "***"
+
+
 def redact(text: str) -> str:
-    return SECRET_PATTERN.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    """``text`` with every secret it contains masked (see ``SECRET_PATTERN``)."""
+    return SECRET_PATTERN.sub(_mask, text)
 
 
 class JsonFormatter(logging.Formatter):

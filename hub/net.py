@@ -1,15 +1,21 @@
-"""Outbound HTTP to addresses the hub does not control (image URLs, shop platforms): only public addresses.
+"""Outbound HTTP to addresses the hub does not control (image URLs, shop platforms): only public addresses,
+and never more than a byte limit or longer than a deadline.
 
 ``check_url`` answers early with a clear reason. ``guarded_transport`` closes the gap a DNS answer that changes
 between that check and the connection (DNS rebinding) would leave: it resolves the host itself at connect time,
 refuses a non-public answer, and connects to the address it checked (TLS still verifies the host name).
+``LimitedTransport`` bounds every response: its bytes as they arrive (decompressed ones too), the total time of
+the exchange from request to last byte, and optionally a minimum rate — so a host that streams forever or
+trickles a byte at a time costs a bounded amount of memory and time.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,9 +41,9 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _refusal(host: str, address: str) -> str:
-    return (f"{REFUSED} {host} resolves to the non-public address {address} "
-            "(set HUB_ALLOW_PRIVATE_FETCH=true to allow it)")
+def _refusal(host: str) -> str:
+    # the address itself is not echoed: a tenant must not learn what internal names resolve to
+    return f"{REFUSED} {host} resolves to a private, loopback or link-local address, which the hub does not fetch"
 
 
 async def public_addresses(host: str, port: int) -> list[str]:
@@ -49,7 +55,7 @@ async def public_addresses(host: str, port: int) -> list[str]:
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     for address in addresses:
         if not is_public(address):
-            raise Refused(_refusal(host, address))
+            raise Refused(_refusal(host))
     return addresses
 
 
@@ -101,3 +107,147 @@ def guarded_transport(allow_private: bool, limits: httpx.Limits | None = None) -
 
 def is_refusal(exc: BaseException) -> bool:
     return str(exc).startswith(REFUSED)
+
+
+# -- limits on every response --------------------------------------------------------------------------------
+
+
+class ResponseTooLarge(httpx.RequestError):
+    """The answer exceeded the byte limit (not retried: it would be as large again)."""
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The exchange took longer than its total deadline, or the answer came slower than the minimum rate."""
+
+
+class _BoundedDecoder:
+    """gzip/deflate decompression that never produces more than ``limit`` bytes in all."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        wbits = zlib.MAX_WBITS | 32 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self.encoding = encoding
+        self.obj = zlib.decompressobj(wbits)
+        self.limit = limit
+        self.produced = 0
+        self.raw_fallback = encoding == "deflate"  # some servers send raw deflate under "deflate"
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        data = chunk
+        while data:
+            try:
+                piece = self.obj.decompress(data, self.limit - self.produced + 1)
+            except zlib.error:
+                if self.raw_fallback and self.produced == 0:
+                    self.obj, self.raw_fallback = zlib.decompressobj(-zlib.MAX_WBITS), False
+                    continue
+                raise httpx.DecodingError(f"the {self.encoding} answer is corrupt") from None
+            self.raw_fallback = False
+            self.produced += len(piece)
+            out += piece
+            if self.produced > self.limit:
+                return bytes(out)
+            data = self.obj.unconsumed_tail
+        return bytes(out)
+
+
+class _LimitedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, request: httpx.Request, max_bytes: int, deadline_at: float, started: float,
+                 min_rate: float, grace: float, encoding: str | None) -> None:
+        self.inner = inner
+        self.request = request
+        self.max_bytes = max_bytes
+        self.deadline_at = deadline_at
+        self.started = started
+        self.min_rate = min_rate
+        self.grace = grace
+        self.decoder = _BoundedDecoder(encoding, max_bytes) if encoding else None
+
+    def _too_large(self) -> ResponseTooLarge:
+        return ResponseTooLarge(f"the answer is larger than the limit of {self.max_bytes} bytes", request=self.request)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        chunks = self.inner.__aiter__()
+        while True:
+            remaining = self.deadline_at - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded("the answer did not finish within its deadline", request=self.request)
+            try:
+                with anyio.fail_after(remaining):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise DeadlineExceeded("the answer did not finish within its deadline", request=self.request) from None
+            received += len(chunk)
+            if self.decoder is not None:
+                chunk = self.decoder.feed(chunk)
+                if self.decoder.produced > self.max_bytes:
+                    raise self._too_large()
+            elif received > self.max_bytes:
+                raise self._too_large()
+            elapsed = time.monotonic() - self.started
+            if self.min_rate and elapsed > self.grace and received < self.min_rate * elapsed:
+                raise DeadlineExceeded(f"the answer arrives slower than {int(self.min_rate)} bytes/s",
+                                       request=self.request)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class LimitedTransport(httpx.AsyncBaseTransport):
+    """Wraps a transport: each exchange ends within ``deadline`` seconds and reads at most ``max_bytes``.
+
+    Requests ask for an uncompressed answer; a gzip/deflate one is decompressed here, within the same limit (so
+    httpx gets it plain and a compression bomb stops at the limit). ``min_rate`` (bytes/s, after ``grace``
+    seconds) ends answers that trickle.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, max_bytes: int, deadline: float, min_rate: float = 0.0,
+                 grace: float = 5.0) -> None:
+        self.inner = inner
+        self.max_bytes = max_bytes
+        self.deadline = deadline
+        self.min_rate = min_rate
+        self.grace = grace
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        request.headers["Accept-Encoding"] = "gzip, deflate"
+        try:
+            with anyio.fail_after(self.deadline):
+                response = await self.inner.handle_async_request(request)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer within {self.deadline:g} s", request=request) from None
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+            await response.aclose()
+            raise httpx.DecodingError(f"unsupported content encoding {encoding[:40]!r}", request=request)
+        declared = response.headers.get("content-length", "")
+        if encoding in ("identity", "") and declared.isdigit() and int(declared) > self.max_bytes:
+            await response.aclose()
+            raise ResponseTooLarge(f"the answer is {declared} bytes; the limit is {self.max_bytes}", request=request)
+        headers = [(k, v) for k, v in response.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length")] if encoding not in ("identity", "") \
+            else response.headers.multi_items()
+        return httpx.Response(
+            status_code=response.status_code, headers=headers, request=request, extensions=response.extensions,
+            stream=_LimitedStream(response.stream, request, self.max_bytes, started + self.deadline, started,
+                                  self.min_rate, self.grace, encoding if encoding not in ("identity", "") else None),
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def limited_client(*, allow_private: bool, max_bytes: int, deadline: float, read_timeout: float = 30.0,
+                   follow_redirects: bool = True, min_rate: float = 0.0, limits: httpx.Limits | None = None,
+                   headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """An httpx client for hosts the hub does not control: public addresses only (unless allowed), every answer
+    bounded in bytes and time. Redirects are followed through the same checks (each hop connects anew)."""
+    transport = LimitedTransport(guarded_transport(allow_private, limits), max_bytes, deadline, min_rate)
+    return httpx.AsyncClient(timeout=httpx.Timeout(read_timeout, connect=min(read_timeout, 10.0)),
+                             follow_redirects=follow_redirects, max_redirects=5, transport=transport,
+                             headers=headers)

@@ -24,29 +24,43 @@ class Settings(BaseSettings):
     queue_name: str = Field("hub:tasks", min_length=1, max_length=100, description="Redis stream of tasks.")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; default embedded.")
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id or local folder of a CLIP checkpoint.")
-    admin_token: str | None = Field(None, description="Bearer token for the operator API.")
+    admin_token: str | None = Field(None, description="Bearer token for the operator API (32+ characters).")
     secret_key: str | None = Field(None, description="Encrypts connector credentials at rest.")
     smtp_url: str | None = Field(None, description="smtp://user:pass@host:port, smtps:// or smtp+starttls://.")
     mail_from: str = Field("Fashion Hub <no-reply@fashion-hub.local>", description="Sender of key mails.")
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL the hub is reachable at.")
     allow_private_fetch: bool = Field(False, description="Allow image URLs on private/loopback addresses.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted image file.")
-    max_image_pixels: int = Field(50_000_000, ge=1024, description="Largest accepted width x height.")
+    max_image_pixels: int = Field(25_000_000, ge=1024, description="Largest accepted width x height.")
     max_import_bytes: int = Field(2 * 1024**3, ge=1024, description="Largest bulk-import upload (ZIP, CSV, JSON).")
     rate_limit: str = Field("600/minute", description="Per-key request limit (limits notation).")
     signup_rate_limit: str = Field("10/hour", description="Per-client-address signup limit.")
+    auth_failure_limit: str = Field("30/minute", description="Failed authentications (bad keys, bad operator "
+                                    "tokens) per client address before it gets 429.")
+    max_keys_per_shop: int = Field(50, ge=2, le=10_000, description="Active API keys one shop may have.")
     rate_limit_storage_url: str = Field("memory://", description="memory:// or redis://… shared by API nodes.")
     device: str | None = Field(None, description="cpu, cuda or cuda:N; default cuda when present.")
     embed_batch_size: int = Field(32, ge=1, le=256, description="Images per forward pass.")
     embed_batch_wait_ms: int = Field(100, ge=0, le=5000, description="How long a batch waits to fill.")
-    embed_max_attempts: int = Field(5, ge=1, le=100, description="Fetch attempts before an image fails.")
+    embed_max_attempts: int = Field(13, ge=1, le=100, description="Attempts before an image (or a delivery, a job) "
+                                    "fails: with the default delays, about 4.4 hours of retrying.")
     embed_retry_seconds: float = Field(10.0, gt=0, description="First retry delay; doubles each attempt.")
+    retry_max_seconds: float = Field(3600.0, gt=0, description="Longest delay between two attempts.")
     embed_lease_seconds: float = Field(300.0, gt=0, description="After this, a claimed image is re-queued.")
     sweep_seconds: int = Field(30, ge=1, description="How often stuck images are re-queued.")
     delivery_retention_days: int = Field(30, ge=1, description="How long webhook delivery records are kept.")
     worker_concurrency: int = Field(64, ge=1, le=1000, description="Tasks a worker runs at once.")
-    fetch_timeout: float = Field(15.0, gt=0, description="Seconds to fetch one image URL.")
+    fetch_timeout: float = Field(15.0, gt=0, description="Seconds an image host may stay silent (connect, each read).")
+    fetch_deadline: float = Field(60.0, gt=0, description="Seconds one image fetch may take in all.")
+    fetch_min_rate: int = Field(8192, ge=0, description="Bytes/s an image must arrive at after 5 s (0: no minimum).")
+    fetch_per_shop: int = Field(8, ge=1, le=256, description="Image fetches one shop may have running at once.")
     fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed per image URL.")
+    platform_max_response_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024,
+                                             description="Largest answer read from a shop platform's API.")
+    platform_deadline: float = Field(60.0, gt=0, description="Seconds one call to a shop platform may take in all.")
+    connect_deadline: float = Field(180.0, gt=0,
+                                    description="Seconds connecting a store (check, webhooks) may take in all.")
+    max_decodes: int = Field(2, ge=1, le=64, description="Images decoded at once in one process (memory bound).")
     disabled_plugins: str = Field("", description="Comma-separated plugin names not to load.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("json", description="json or text.")
@@ -101,7 +115,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
 
-    @field_validator("rate_limit", "signup_rate_limit")
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: str | None) -> str | None:
+        if value is not None and value != "" and len(value) < 32:
+            raise ValueError("must be at least 32 characters (use a long random string: openssl rand -hex 32)")
+        return value or None
+
+    @field_validator("rate_limit", "signup_rate_limit", "auth_failure_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse_many
@@ -142,13 +163,15 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
-    def _resolve_home(self) -> "Settings":
+    def _resolve_home(self) -> Settings:
         self.home = self.home.expanduser().resolve()
         return self
 
     def retry_delay(self, attempts: int) -> timedelta:
-        """Exponential backoff after the n-th failed attempt (images, deliveries, jobs), capped at 10 minutes."""
-        return min(timedelta(seconds=self.embed_retry_seconds * 2 ** max(0, attempts - 1)), timedelta(minutes=10))
+        """Exponential backoff after the n-th failed attempt (images, deliveries, jobs), capped at
+        HUB_RETRY_MAX_SECONDS: 10 s, 20 s, 40 s … 1 h, so a host that is down for hours is still waited for."""
+        seconds = self.embed_retry_seconds * 2 ** min(max(0, attempts - 1), 40)
+        return timedelta(seconds=min(seconds, self.retry_max_seconds))
 
     @property
     def lease(self) -> timedelta:

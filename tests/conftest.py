@@ -20,7 +20,7 @@ from hub.core.models import Base
 from hub.settings import Settings, load_settings
 from tests import services
 
-ADMIN_TOKEN = "test-operator-token-0123456789"
+ADMIN_TOKEN = "test-operator-token-0123456789-abcdef"
 BACKENDS = ["sqlite", "postgres"]
 
 
@@ -337,3 +337,16 @@ async def wait_catalog(client: httpx.AsyncClient, headers: dict[str, str], count
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{len(found)} images, statuses {sorted({i['status'] for i in found.values()})}")
         await asyncio.sleep(0.1)
+
+
+def app_sender(client: httpx.AsyncClient, public_url: str = "http://testserver.local") -> Callable[..., int]:
+    """How a platform emulator (in its own thread) reaches the in-process app: (url, body, headers) -> status.
+    Used for deliveries a platform makes while the hub is still waiting for it (WooCommerce's webhook ping)."""
+    loop = asyncio.get_running_loop()
+
+    def send(url: str, body: bytes, headers: dict[str, str]) -> int:
+        future = asyncio.run_coroutine_threadsafe(
+            client.post(url.removeprefix(public_url), content=body, headers=headers), loop)
+        return future.result(timeout=60).status_code
+
+    return send

@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -116,8 +117,9 @@ class ShopifyEmulator:
         return f"{asked['redirect_uri']}?{urlencode(params)}"
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
-        return {"shop_domain": DOMAIN, "access_token": TOKEN, "client_secret": CLIENT_SECRET,
-                "api_url": self.base, **overrides}
+        """A custom app's connection settings. The Admin API is the operator's HUB_SHOPIFY_API_URL (the tests
+        point it at this emulator), never a tenant field."""
+        return {"shop_domain": DOMAIN, "access_token": TOKEN, "client_secret": CLIENT_SECRET, **overrides}
 
     # -- the catalog ----------------------------------------------------------------------------------------
 
@@ -241,10 +243,28 @@ class ShopifyEmulator:
                 "currentAppInstallation": {"accessScopes": [{"handle": s} for s in self.scopes]}}
 
 
+def now_iso(delta_seconds: float = 0) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=delta_seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def shop_payload(domain: str = DOMAIN) -> dict[str, Any]:
+    """The shop object app/uninstalled carries (abridged, with the fields Shopify documents)."""
+    return {"id": 548380009, "name": "Fashion Test", "email": "owner@fashion-test.example", "domain": None,
+            "province": "Tennessee", "country": "US", "address1": "1 Main St", "zip": "37011", "city": "Nashville",
+            "source": None, "phone": "555-555-5555", "latitude": 45.45, "longitude": -75.43,
+            "primary_locale": "en", "created_at": "2026-01-02T09:00:00-05:00", "updated_at": None,
+            "country_code": "US", "country_name": "United States", "currency": "USD", "customer_email": None,
+            "timezone": "(GMT-05:00) Eastern Time (US & Canada)", "iana_timezone": "America/New_York",
+            "shop_owner": "John Smith", "money_format": "${{amount}}", "weight_unit": "kg",
+            "plan_display_name": "Shopify Plus", "plan_name": "enterprise", "myshopify_domain": domain}
+
+
 def delivery(topic: str, payload: dict[str, Any], *, webhook_id: str | None = None,
-             triggered_at: str = "2026-11-01T15:00:00.000Z", secret: str = CLIENT_SECRET,
+             triggered_at: str | None = None, secret: str = CLIENT_SECRET,
              domain: str = DOMAIN) -> tuple[bytes, dict[str, str]]:
-    """A webhook request as Shopify sends it: raw JSON body and its headers."""
+    """A webhook request as Shopify sends it: raw JSON body and its headers (triggered just now by default)."""
+    triggered_at = triggered_at or now_iso()
     body = json.dumps(payload).encode()
     mac = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
     return body, {

@@ -26,4 +26,4 @@ def test_migrated_schema_matches_models(database_url):
             await engine.dispose()
 
     assert asyncio.run(check()) == []
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"

@@ -12,7 +12,8 @@ import ipaddress
 import json
 import ssl
 import threading
-import uuid
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,6 +67,9 @@ class WooEmulator:
         self.requests: list[str] = []
         self.lock = threading.Lock()
         self.cert: Path | None = None
+        # how the "store" reaches the hub (the tests' in-process app): (url, body, headers) -> HTTP status
+        self.sender: Callable[[str, bytes, dict[str, str]], int] | None = None
+        self.pings: list[tuple[int, int]] = []  # (webhook id, the status the delivery URL answered)
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -213,7 +217,11 @@ class WooEmulator:
                                                                               "resources."}, {}
         if method == "POST" and path == "/webhooks":
             hook_id = len(self.webhooks) + len(self.deleted_webhooks) + 1
-            self.webhooks[hook_id] = dict(body, id=hook_id)
+            self.webhooks[hook_id] = dict(body, id=hook_id, failure_count=0)
+            # WC_REST_Webhooks_Controller::create_item pings the delivery URL before it answers the request
+            status = self.ping(hook_id) if self.sender is not None else None
+            if status is not None and not 200 <= status < 300:
+                self.webhooks[hook_id]["failure_count"] += 1
             return 201, self.webhooks[hook_id], {}
         if method == "DELETE" and path.startswith("/webhooks/"):
             hook_id = int(path.rsplit("/", 1)[1])
@@ -221,7 +229,42 @@ class WooEmulator:
             return 200, self.webhooks.pop(hook_id, {"id": hook_id}), {}
         return 404, {"code": "rest_no_route", "message": "No route was found matching the URL and request method."}, {}
 
+    def trash(self, pid: int) -> None:
+        """The merchant moves a product to the trash (WooCommerce then sends product.deleted with its id)."""
+        with self.lock:
+            self.products[pid] = dict(self.products[pid], status="trash")
+
+    def erase(self, pid: int) -> None:
+        """Deleted for good: the API answers 404 for it."""
+        with self.lock:
+            self.products.pop(pid, None)
+            self.variations.pop(pid, None)
+
+    def variation_payload(self, pid: int, n: int = 0) -> dict[str, Any]:
+        """What product.updated carries when a variation is saved: the variation itself, not its parent."""
+        parent = self.products[pid]
+        variation = self.variations[pid][n]
+        return {"id": variation["id"], "name": f"{parent['name']} - XL", "slug": f"{parent['slug']}-xl",
+                "permalink": variation["permalink"], "type": "variation", "status": "publish", "parent_id": pid,
+                "date_modified_gmt": variation["date_modified_gmt"], "price": variation["price"],
+                "stock_status": variation["stock_status"], "images": [variation["image"]], "categories": [],
+                "tags": [], "description": "", "short_description": "", "variations": []}
+
     # -- deliveries, as WooCommerce's webhook sender makes them ---------------------------------------------
+
+    def delivery_id(self, hook_id: int, when: float | None = None) -> str:
+        """X-WC-Webhook-Delivery-ID: wp_hash($webhook_id . strtotime('now')) — one value per webhook per second."""
+        second = int(when if when is not None else time.time())
+        return hashlib.md5(f"{hook_id}{second}".encode()).hexdigest()  # noqa: S324 - as WordPress's wp_hash
+
+    def ping(self, hook_id: int) -> int:
+        """WC_Webhook::deliver_ping: an unsigned form body naming the webhook."""
+        assert self.sender is not None
+        hook = self.webhooks[hook_id]
+        status = self.sender(hook["delivery_url"], f"webhook_id={hook_id}".encode(), {
+            "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "WooCommerce/9.4.0 Hookshot"})
+        self.pings.append((hook_id, status))
+        return status
 
     def delivery(self, topic: str, payload: dict[str, Any], delivery_id: str | None = None,
                  secret: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -235,5 +278,6 @@ class WooEmulator:
             "Content-Type": "application/json", "User-Agent": "WooCommerce/9.4.0 Hookshot (WordPress/6.7)",
             "X-WC-Webhook-Source": f"{self.base}/", "X-WC-Webhook-Topic": topic, "X-WC-Webhook-Resource": resource,
             "X-WC-Webhook-Event": event, "X-WC-Webhook-Signature": signature,
-            "X-WC-Webhook-ID": str(hook["id"] if hook else 0), "X-WC-Webhook-Delivery-ID": delivery_id or uuid.uuid4().hex,
+            "X-WC-Webhook-ID": str(hook["id"] if hook else 0),
+            "X-WC-Webhook-Delivery-ID": delivery_id or self.delivery_id(hook["id"] if hook else 0),
         }

@@ -21,7 +21,7 @@ from hub import __version__
 from hub.core.auth import SECRET_KEY
 from hub.core.compat import ImageCollectionController
 from hub.core.connections import ConnectionController
-from hub.core.db import create_engine, migrate, session_factory
+from hub.core.db import create_engine, dispose, migrate, session_factory
 from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.health import health, ready
 from hub.core.images import ImageController
@@ -97,7 +97,7 @@ def create_app(
     plugins = plugins or load_plugins(settings.disabled_plugin_names)
     engine = create_engine(settings.db_url)
     sessions = session_factory(engine)
-    media = MediaStore(settings.media_dir)
+    media = MediaStore.for_settings(settings)
     if pipeline is None:
         from hub.embedding.runtime import Runtime
 
@@ -112,6 +112,7 @@ def create_app(
             "limiter": RateLimiter(settings.rate_limit_storage_url),
             "key_limits": parse_limits(settings.rate_limit),
             "signup_limits": parse_limits(settings.signup_rate_limit),
+            "auth_failure_limits": parse_limits(settings.auth_failure_limit),
             "pipeline": pipeline,
             "plugins": plugins,
             "services": Services(settings, sessions, media, plugins, SecretBox(settings.secret_key), pipeline),
@@ -128,7 +129,7 @@ def create_app(
             yield
         finally:
             await app.state.pipeline.stop()
-            await engine.dispose()
+            await dispose(engine)
 
     secret_routes = Router(
         path="/",

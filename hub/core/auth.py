@@ -11,7 +11,6 @@ from typing import Literal
 
 from litestar import Request
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +22,7 @@ KeyKind = Literal["secret", "publishable"]
 KEY_PREFIXES: dict[str, str] = {"secret": "hub_sk_", "publishable": "hub_pk_"}
 SHOWN_PREFIX_LEN = 12
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+MAX_KEY_LENGTH = 200  # a real key is ~40 characters: anything much longer is not worth hashing
 
 
 def hash_key(raw: str) -> str:
@@ -51,7 +51,7 @@ class Principal:
     """The caller: a shop, through one of its keys."""
 
     shop_id: int
-    key_id: FromPath[int]
+    key_id: int
     kind: str
 
 
@@ -65,22 +65,40 @@ def key_from_headers(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _failed(request: Request, status: int, detail: str) -> ApiError:
+    """Count a failed authentication against the caller's address; the error to raise."""
+    state = request.app.state
+    await state.limiter.hit(state.auth_failure_limits, "auth-failure", client_address(request))
+    return ApiError(status, detail)
+
+
 async def authenticate(
     request: Request, session: AsyncSession, raw: str | None, *, secret_only: bool
 ) -> Principal:
-    """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute."""
+    """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute.
+
+    Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): an address that keeps guessing
+    gets 429 before its keys are even looked at.
+    """
     if not raw:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    state = request.app.state
+    await state.limiter.check(state.auth_failure_limits, "auth-failure", client_address(request))
+    if len(raw) > MAX_KEY_LENGTH:
+        raise await _failed(request, 401, "invalid API key")
     row = await session.scalar(
         select(ApiKey).join(Shop).where(ApiKey.key_hash == hash_key(raw), Shop.active.is_(True))
     )
     if row is None:
-        raise ApiError(401, "invalid API key")
+        raise await _failed(request, 401, "invalid API key")
     if row.revoked_at is not None:
-        raise ApiError(401, "this API key has been revoked")
+        raise await _failed(request, 401, "this API key has been revoked")
     if secret_only and row.kind != "secret":
         raise ApiError(403, "this endpoint needs a secret key (hub_sk_…); publishable keys only get recommendations")
-    state = request.app.state
     await state.limiter.hit(state.key_limits, "key", str(row.id))
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
@@ -97,15 +115,17 @@ async def require_any_key(request: Request, db: Db) -> Principal:
     return await authenticate(request, db, key_from_headers(request), secret_only=False)
 
 
-def require_operator(request: Request) -> None:
+async def require_operator(request: Request) -> None:
     """The operator API takes ``Authorization: Bearer $HUB_ADMIN_TOKEN``; it is off while that is unset."""
     token = request.app.state.settings.admin_token
     if not token:
         raise ApiError(403, "the operator API is disabled: set HUB_ADMIN_TOKEN")
+    state = request.app.state
+    await state.limiter.check(state.auth_failure_limits, "auth-failure", client_address(request))
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-        raise ApiError(401, "missing or wrong operator token")
+        raise await _failed(request, 401, "missing or wrong operator token")
 
 
 SECRET_KEY = Provide(require_secret_key)

@@ -29,9 +29,9 @@ from hub.connectors import (
     ProductUpserted,
 )
 from hub.core.media import MediaStore
-from hub.core.models import Connection, Image, Product, WebhookDelivery
-from hub.core.taxonomy import taxon_names
+from hub.core.models import Connection, Image, Product, WebhookDelivery, utcnow
 from hub.core.pipeline import Pipeline
+from hub.core.taxonomy import taxon_names
 
 MAX_EXTERNAL_ID = 100
 MAX_URL = 2000
@@ -136,13 +136,15 @@ class CatalogWriter:
     async def open(cls, session: AsyncSession, connection: Connection, next_attempt: datetime) -> CatalogWriter:
         return cls(session, connection, await TaxonomyHints.load(session, connection.shop_id), next_attempt)
 
-    async def apply(self, events: Iterable[CatalogEvent], seen_job_id: int | None = None) -> Changes:
+    async def apply(self, events: Iterable[CatalogEvent], seen_job_id: int | None = None,
+                    received_at: datetime | None = None) -> Changes:
+        """``received_at``: when the platform told us (a delete without a time of its own is dated then)."""
         changes = Changes()
         for event in events:
             if isinstance(event, ProductUpserted):
                 await self._upsert(event, changes, seen_job_id)
             elif isinstance(event, ProductDeleted):
-                await self._delete(event, changes)
+                await self._delete(event, changes, received_at or utcnow())
             elif isinstance(event, ConnectionDisabled):
                 self.connection.status = "disabled"
                 self.connection.info = {**self.connection.info, "disabled_reason": event.reason}
@@ -221,6 +223,11 @@ class CatalogWriter:
                 changes.removed.append(img.id)  # the old picture's vector goes now; the new one follows
                 changes.added.append(img.id)
                 changes.count("images_replaced")
+            elif img.status == "failed":  # the platform names it again: its host may be back, try once more
+                _assign(img, wanted)
+                _assign(img, {"status": "pending", "error": None, "attempts": 0, "next_attempt_at": self.next_attempt})
+                changes.added.append(img.id)
+                changes.count("images_retried")
             elif _assign(img, wanted) or listing_changed:
                 changes.changed.append(img.id)
                 changes.count("images_updated")
@@ -235,22 +242,28 @@ class CatalogWriter:
         if images:
             changes.count("images_removed", len(images))
 
-    async def _delete(self, event: ProductDeleted, changes: Changes) -> None:
+    async def _delete(self, event: ProductDeleted, changes: Changes, received_at: datetime) -> None:
+        """A delete with the platform's time is ordered by it; one without (WooCommerce's ``{"id": n}``, a sync
+        that no longer lists the product, a platform read that says it is gone) always applies, and its tombstone
+        is dated when it was received, so an update that was made earlier but arrives later cannot revive it."""
+        stamp = event.updated_at
+        if stamp is None:
+            stamp = received_at
         product = await self._product(event.external_id)
         if product is None:  # a tombstone: an older create arriving late must not resurrect it
             product = Product(shop_id=self.connection.shop_id, source=self.connection.connector,
                               connection_id=self.connection.id, external_id=event.external_id, status="deleted",
-                              remote_updated_at=event.updated_at)
+                              remote_updated_at=stamp)
             self.session.add(product)
             return
-        if _is_stale(product, event.updated_at):
+        if event.updated_at is not None and _is_stale(product, event.updated_at):
             changes.count("stale")
             return
         if product.status != "deleted":
             changes.count("products_deleted")
         product.status = "deleted"
-        if event.updated_at is not None:
-            product.remote_updated_at = event.updated_at
+        if product.remote_updated_at is None or stamp > product.remote_updated_at:
+            product.remote_updated_at = stamp
         await self._remove_images(list(await self.session.scalars(select(Image).where(Image.product_id == product.id))),
                                   changes)
 
@@ -264,7 +277,7 @@ class CatalogWriter:
             Product.updated_at < since,
         )))
         for product in unseen:
-            await self._delete(ProductDeleted(external_id=product.external_id or ""), changes)
+            await self._delete(ProductDeleted(external_id=product.external_id or ""), changes, utcnow())
         await self.session.flush()
         return changes
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import FromPath
 
 from hub.core.auth import authenticate, key_from_headers
 from hub.core.deps import Db
@@ -20,11 +19,12 @@ from hub.core.images import (
     add_uploaded_image,
     checked_upload,
     form_fields,
-    get_shop_image,
+    get_visible_image,
     requeue_at,
 )
 from hub.core.models import Image
 from hub.core.taxonomy import TAXONOMIES, find_taxon
+from hub.core.validation import PathId
 
 ORIGINAL_TAXON_FIELDS = {"Category": "category", "Styles": "style", "AgeGroup": "age_group"}
 
@@ -70,8 +70,8 @@ class ImageCollectionController(Controller):
         return Response(image_collection_json(img, state.settings.public_url), status_code=201)
 
     @get("/{image_id:int}")
-    async def retrieve(self, request: Request, db: Db, image_id: FromPath[int]) -> dict[str, Any]:
+    async def retrieve(self, request: Request, db: Db, image_id: PathId) -> dict[str, Any]:
         raw_key = request.query_params.get("APIKey") or request.headers.get("apikey") or key_from_headers(request)
         principal = await authenticate(request, db, raw_key, secret_only=False)
-        img = await get_shop_image(db, principal.shop_id, image_id)
+        img = await get_visible_image(db, principal, image_id)
         return image_collection_json(img, request.app.state.settings.public_url)

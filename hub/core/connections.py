@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets as random
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import httpx
 from litestar import Controller, Request, delete, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 
-from hub.connectors import Connector, ConnectorError, secret_fields
+from hub.connectors import ConnectionContext, Connector, ConnectorError, secret_fields
 from hub.core.auth import Caller
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.jobs import create_job, job_json
-from hub.core.models import Connection, Image, Job
-from hub.core.services import Services
-from hub.net import guarded_transport
+from hub.core.models import Connection, Image, Job, utcnow
+from hub.core.services import WEBHOOK_SECRET, Services
+from hub.core.validation import PathId
+from hub.logs import redact
+from hub.net import DeadlineExceeded, ResponseTooLarge, limited_client
+from hub.settings import Settings
 
 log = logging.getLogger("hub.connections")
 PLATFORM_TIMEOUT = 30.0
@@ -33,11 +39,12 @@ class ConnectionCreate(BaseModel):
     sync: bool = Field(True, description="Start a full import of the catalog right away")
 
 
-def platform_client(allow_private: bool) -> httpx.AsyncClient:
-    """The HTTP client connectors get: timeouts, and no connections to private addresses unless allowed
-    (checked when connecting, so redirects and changing DNS answers are covered too)."""
-    return httpx.AsyncClient(timeout=PLATFORM_TIMEOUT, follow_redirects=True,
-                             transport=guarded_transport(allow_private))
+def platform_client(settings: Settings) -> httpx.AsyncClient:
+    """The HTTP client connectors get: no connections to private addresses unless allowed (checked when
+    connecting, so redirects and changing DNS answers are covered too), every answer bounded in bytes
+    (HUB_PLATFORM_MAX_RESPONSE_BYTES) and time (HUB_PLATFORM_DEADLINE)."""
+    return limited_client(allow_private=settings.allow_private_fetch, max_bytes=settings.platform_max_response_bytes,
+                          deadline=settings.platform_deadline, read_timeout=PLATFORM_TIMEOUT)
 
 
 def connection_json(row: Connection, connector: Connector | None, services: Services) -> dict[str, Any]:
@@ -49,8 +56,9 @@ def connection_json(row: Connection, connector: Connector | None, services: Serv
         "settings": row.settings,
         "secret_settings": secrets,  # set, write-only: their values are never returned
         "status": row.status,
+        "installed_via": "app" if row.via_app else "credentials",
         "info": row.info,
-        "webhook_url": services.webhook_url(row),
+        "webhook_url": row.webhook_url or services.webhook_url(row),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -70,12 +78,45 @@ async def start_sync(pipeline: Any, db: Any, row: Connection) -> Any:
     return job
 
 
+def platform_problem(connector: Connector, exc: BaseException) -> ApiError:
+    """What the shop is told when the platform (or the connector reading it) fails during a request."""
+    if isinstance(exc, ConnectorError):
+        return ApiError(422, f"{connector.name}: {redact(str(exc))}")
+    if isinstance(exc, ResponseTooLarge | DeadlineExceeded | TimeoutError):
+        reason = "took too long" if not isinstance(exc, ResponseTooLarge) else "answered with too much data"
+        return ApiError(502, f"{connector.name}: the platform {reason} ({redact(str(exc)) or type(exc).__name__})")
+    if isinstance(exc, httpx.HTTPError):
+        return ApiError(422, f"{connector.name}: the platform could not be reached ({redact(str(exc))})")
+    log.warning("connector failed on an unexpected answer", extra={"connector": connector.name,
+                                                                   "reason": redact(f"{type(exc).__name__}: {exc}")})
+    return ApiError(502, f"{connector.name}: the platform's answer was not understood ({type(exc).__name__})")
+
+
+async def talk_to_platform(settings: Settings, connector: Connector, call: Any) -> Any:
+    """Run ``call(http)`` against the platform within HUB_CONNECT_DEADLINE; failures become the shop's 4xx/502.
+    Never called with a database write transaction open."""
+    async with platform_client(settings) as http:
+        try:
+            with anyio.fail_after(settings.connect_deadline):
+                return await call(http)
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a platform's or connector's failure is the shop's to see
+            raise platform_problem(connector, exc) from None
+
+
 async def open_connection(
     db: Any, state: Any, shop_id: int, connector: Connector, name: str, values: dict[str, Any], sync: bool,
-    existing: Connection | None = None,
+    existing: Connection | None = None, via_app: bool = False,
 ) -> dict[str, Any]:
-    """Validate the settings, check them and register webhooks with the platform, then commit (nothing is
-    stored if the platform disagrees) and start the first sync. ``existing`` is reconnected in place."""
+    """Validate the settings, check them and register webhooks with the platform, then activate the connection
+    and start the first sync. ``existing`` is reconnected in place.
+
+    No network call happens inside a write transaction: a new connection is first committed as ``connecting``
+    (its id goes into the webhook URL, and a platform that pings that URL while the webhook is being created —
+    WooCommerce does — gets an answer), the platform is called with no transaction open, and the outcome is a
+    second short write: ``active``, or the row removed again if the platform disagrees.
+    """
     services: Services = state.services
     try:
         validated = connector.settings_model.model_validate(values)
@@ -83,35 +124,72 @@ async def open_connection(
         raise ApiError(422, f"invalid settings for {connector.name}: {validation_detail(exc)}") from None
     values = validated.model_dump(mode="json")
     secret = secret_fields(connector.settings_model)
-    row = existing or Connection(shop_id=shop_id, connector=connector.name)
-    old_webhooks = dict(row.webhook_state or {}) if existing is not None else {}
-    row.name = name or row.name or connector.name
-    row.settings = {k: v for k, v in values.items() if k not in secret}
-    row.secrets = services.secrets.seal({k: v for k, v in values.items() if k in secret}) if secret else None
-    row.status = "active"
-    if existing is None:
+    public = {k: v for k, v in values.items() if k not in secret}
+    old_webhooks: dict[str, Any] = {}
+    old_context = None
+    if existing is not None:
+        row = existing
+        old_webhooks = dict(row.webhook_state or {})
+        with contextlib.suppress(Exception):  # the old credentials may not even decrypt: best effort only
+            old_context = services.context(row, connector, None)
+        webhook_secret = (old_context.webhook_secret if old_context else None) or random.token_urlsafe(32)
+        await db.commit()  # end the read: no transaction stays open while the platform is called
+    else:
+        webhook_secret = random.token_urlsafe(32)
+        row = Connection(shop_id=shop_id, connector=connector.name, name=name or connector.name, settings=public,
+                         status="connecting", via_app=via_app,
+                         secrets=services.secrets.seal({k: v for k, v in values.items() if k in secret}
+                                                       | {WEBHOOK_SECRET: webhook_secret}))
         db.add(row)
-    await db.flush()  # the id goes into the webhook URL; nothing is committed until the platform agrees
-    async with platform_client(state.settings.allow_private_fetch) as http:
-        ctx = services.context(row, connector, http)
-        try:
-            row.info = await connector.check(ctx) or {}
-            if old_webhooks:
-                with contextlib.suppress(ConnectorError, httpx.HTTPError):
-                    await connector.unregister_webhooks(ctx, old_webhooks)
-            row.webhook_state = await connector.register_webhooks(ctx) or {}
-        except ConnectorError as exc:
-            await db.rollback()
-            raise ApiError(422, f"{connector.name}: {exc}") from None
-        except httpx.HTTPError as exc:
-            await db.rollback()
-            raise ApiError(422, f"{connector.name}: the platform could not be reached ({exc})") from None
+        await db.commit()
+    url = services.webhook_url(row)
+
+    async def connect(http: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        ctx = ConnectionContext(validated, http, url, webhook_secret)
+        info = await connector.check(ctx) or {}
+        if old_webhooks and old_context is not None:
+            with contextlib.suppress(ConnectorError, httpx.HTTPError):
+                await connector.unregister_webhooks(
+                    ConnectionContext(old_context.settings, http, old_context.webhook_url, webhook_secret), old_webhooks)
+        return info, await connector.register_webhooks(ctx) or {}
+
+    try:
+        info, webhook_state = await talk_to_platform(state.settings, connector, connect)
+    except ApiError:
+        if existing is None:
+            await db.execute(sql_delete(Connection).where(Connection.id == row.id, Connection.status == "connecting"))
+            await db.commit()
+        raise
+    fresh = await db.get(Connection, row.id, populate_existing=True)
+    if fresh is None:  # deleted while we talked to the platform: take our webhooks back
+        with contextlib.suppress(ApiError):
+            await talk_to_platform(state.settings, connector, lambda http: connector.unregister_webhooks(
+                ConnectionContext(validated, http, url, webhook_secret), webhook_state))
+        raise ApiError(409, "the connection was deleted while it was being connected")
+    fresh.name = name or fresh.name or connector.name
+    fresh.settings = public
+    fresh.secrets = services.secrets.seal({k: v for k, v in values.items() if k in secret}
+                                          | {WEBHOOK_SECRET: webhook_secret})
+    fresh.info, fresh.webhook_state, fresh.webhook_url = info, webhook_state, url
+    fresh.status, fresh.via_app = "active", via_app or (existing is not None and fresh.via_app and via_app)
     await db.commit()
-    body = connection_json(row, connector, services)
+    body = connection_json(fresh, connector, services)
     if sync:
-        running = await db.scalar(select(Job).where(Job.connection_id == row.id, Job.status.in_(("queued", "running"))))
-        body["sync_job"] = job_json(running or await start_sync(state.pipeline, db, row))
+        running = await db.scalar(select(Job).where(Job.connection_id == fresh.id,
+                                                    Job.status.in_(("queued", "running"))))
+        body["sync_job"] = job_json(running or await start_sync(state.pipeline, db, fresh))
     return body
+
+
+async def drop_abandoned_connections(services: Services) -> int:
+    """Connections left ``connecting`` by a process that died mid-connect (for the sweep): they never became
+    active and hold nothing but their settings."""
+    cutoff = utcnow() - timedelta(seconds=2 * services.settings.connect_deadline)
+    async with services.sessions() as session:
+        result = await session.execute(sql_delete(Connection).where(Connection.status == "connecting",
+                                                                    Connection.created_at < cutoff))
+        await session.commit()
+        return int(result.rowcount or 0)
 
 
 class ConnectionController(Controller):
@@ -130,7 +208,7 @@ class ConnectionController(Controller):
         return await open_connection(db, state, principal.shop_id, connector, data.name, data.settings, data.sync)
 
     @post("/{connection_id:int}/sync", status_code=202)
-    async def sync(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
+    async def sync(self, request: Request, db: Db, principal: Caller, connection_id: PathId) -> dict[str, Any]:
         """Re-read the whole catalog (a job; 409 while one runs). Products gone from the platform are removed."""
         row = await self._row(db, principal.shop_id, connection_id)
         if row.status != "active":
@@ -147,7 +225,7 @@ class ConnectionController(Controller):
         return {"items": [connection_json(r, connectors.get(r.connector), services) for r in rows]}
 
     @get("/{connection_id:int}")
-    async def get_connection(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> dict[str, Any]:
+    async def get_connection(self, request: Request, db: Db, principal: Caller, connection_id: PathId) -> dict[str, Any]:
         row = await self._row(db, principal.shop_id, connection_id)
         state = request.app.state
         return connection_json(row, state.plugins.connectors().get(row.connector), state.services)
@@ -159,22 +237,24 @@ class ConnectionController(Controller):
         return row
 
     @delete("/{connection_id:int}", status_code=204)
-    async def remove(self, request: Request, db: Db, principal: Caller, connection_id: FromPath[int]) -> None:
+    async def remove(self, request: Request, db: Db, principal: Caller, connection_id: PathId) -> None:
         """Unregister the webhooks (best effort), then delete the connection with its products, images, vectors."""
         state = request.app.state
         row = await self._row(db, principal.shop_id, connection_id)
         connector = state.plugins.connectors().get(row.connector)
         if connector is not None and row.webhook_state:
-            async with platform_client(state.settings.allow_private_fetch) as http:
-                try:
-                    await connector.unregister_webhooks(state.services.context(row, connector, http),
-                                                        row.webhook_state)
-                except (ConnectorError, httpx.HTTPError) as exc:
-                    log.warning("webhooks not removed", extra={"connection_id": row.id, "reason": str(exc)[:200]})
+            try:
+                ctx = state.services.context(row, connector, None)
+                await db.commit()  # end the read: no transaction stays open while the platform is called
+                await talk_to_platform(state.settings, connector, lambda http: connector.unregister_webhooks(
+                    ConnectionContext(ctx.settings, http, ctx.webhook_url, ctx.webhook_secret), row.webhook_state))
+            except Exception as exc:  # noqa: BLE001 - the shop asked to delete: do it, and say why webhooks stay
+                log.warning("webhooks not removed", extra={"connection_id": row.id,
+                                                           "reason": redact(str(getattr(exc, "detail", exc)))[:200]})
         images = list((await db.execute(
             select(Image.id, Image.photo).where(Image.connection_id == row.id)
         )).all())
-        await db.delete(row)  # products and images go with it (ON DELETE CASCADE)
+        await db.execute(sql_delete(Connection).where(Connection.id == row.id))  # products and images cascade
         await db.commit()
         for _, photo in images:
             await anyio.to_thread.run_sync(state.media.delete, photo)

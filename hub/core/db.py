@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +33,17 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+async def dispose(engine: AsyncEngine, timeout: float = 5.0) -> None:
+    """Close the engine's connections, and wait for the ones being closed in tasks of their own: SQLAlchemy's
+    aiosqlite adapter closes a connection whose user was cancelled mid-query in a separate task, and a loop
+    that is closed with those still pending cancels them — which hangs the shutdown of the process."""
+    await engine.dispose()
+    closing = [task for task in asyncio.all_tasks() if not task.done()
+               and getattr(task.get_coro(), "__qualname__", "").endswith("_terminate_graceful_close")]
+    if closing:
+        await asyncio.wait(closing, timeout=timeout)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
@@ -59,11 +71,24 @@ def _upgrade(connection: Connection, url: str) -> None:
 
 
 async def migrate(url: str) -> None:
-    """Apply every migration up to head (the same migrations on SQLite and PostgreSQL)."""
+    """Apply every migration up to head (the same migrations on SQLite and PostgreSQL).
+
+    On SQLite, foreign keys are off while migrations run: a migration may rebuild a table (the only way to
+    change some of its properties there), and dropping the old one must not cascade into its children. The
+    foreign keys are checked once the migrations are done.
+    """
     engine = create_engine(url)
     try:
-        async with engine.begin() as conn:
+        async with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # outside a transaction, so it applies
             await conn.run_sync(_upgrade, url)
+            if sqlite:
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                if broken:
+                    raise RuntimeError(f"foreign keys broken after migrating: {broken[:5]}")
+            await conn.commit()
     finally:
         await engine.dispose()
 

@@ -10,7 +10,7 @@ import anyio
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,9 +19,10 @@ from hub.core.auth import Caller, Principal, authenticate, require_any_key
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.media import CheckedImage, MediaStore, check_image
-from hub.core.models import Image, utcnow
+from hub.core.models import Image, Product, utcnow
 from hub.core.pagination import decode_cursor, page
 from hub.core.taxonomy import check_taxon_ids
+from hub.core.validation import BodyId, PathId, QueryId
 
 ImageStatus = Literal["pending", "embedding", "ready", "failed"]
 TAXON_FIELDS = ("category_id", "style_id", "age_group_id")
@@ -41,9 +42,9 @@ class ImageFields(BaseModel):
 
     name: str = Field("", max_length=500)
     description: str = Field("", max_length=10_000)
-    category_id: int | None = None
-    style_id: int | None = None
-    age_group_id: int | None = None
+    category_id: BodyId | None = None
+    style_id: BodyId | None = None
+    age_group_id: BodyId | None = None
     product_url: str | None = Field(None, max_length=2000)
     external_id: str | None = Field(None, max_length=100)
 
@@ -59,9 +60,9 @@ class ImageByUrl(ImageFields):
 class ImagePatch(BaseModel):
     name: str | None = Field(None, max_length=500)
     description: str | None = Field(None, max_length=10_000)
-    category_id: int | None = None
-    style_id: int | None = None
-    age_group_id: int | None = None
+    category_id: BodyId | None = None
+    style_id: BodyId | None = None
+    age_group_id: BodyId | None = None
     product_url: str | None = Field(None, max_length=2000)
 
     _urls = field_validator("product_url")(check_url)
@@ -95,6 +96,8 @@ def image_json(img: Image, public_url: str) -> dict[str, Any]:
         "status": img.status,
         "error": img.error,
         "embedded": img.processor_embedded,
+        "attempts": img.attempts,
+        "next_attempt_at": img.next_attempt_at if img.status == "pending" and img.attempts else None,  # a retry
         "content_hash": img.content_hash,
         "mime_type": img.mime_type,
         "width": img.width,
@@ -106,9 +109,22 @@ def image_json(img: Image, public_url: str) -> dict[str, Any]:
     }
 
 
-async def get_shop_image(session: AsyncSession, shop_id: int, image_id: FromPath[int]) -> Image:
+async def get_shop_image(session: AsyncSession, shop_id: int, image_id: PathId) -> Image:
     img = await session.scalar(select(Image).where(Image.id == image_id, Image.shop_id == shop_id))
     if img is None:
+        raise not_found("image", image_id)
+    return img
+
+
+async def get_visible_image(session: AsyncSession, principal: Principal, image_id: int) -> Image:
+    """The shop's image as this key may see it: a publishable key (public, in a browser) sees only what
+    recommendations may show — ready images of listed products — and gets 404 for anything else."""
+    img = await get_shop_image(session, principal.shop_id, image_id)
+    if principal.kind == "secret":
+        return img
+    listed = img.product_id is None or await session.scalar(
+        select(Product.status).where(Product.id == img.product_id)) in (None, "active")
+    if img.status != "ready" or not listed:
         raise not_found("image", image_id)
     return img
 
@@ -250,10 +266,10 @@ class ImageController(Controller):
         cursor: FromQuery[str | None] = None,
         status: FromQuery[ImageStatus | None] = None,
         source: FromQuery[str | None] = None,
-        category_id: FromQuery[int | None] = None,
-        style_id: FromQuery[int | None] = None,
-        age_group_id: FromQuery[int | None] = None,
-        product_id: FromQuery[int | None] = None,
+        category_id: QueryId = None,
+        style_id: QueryId = None,
+        age_group_id: QueryId = None,
+        product_id: QueryId = None,
         embedded: FromQuery[bool | None] = None,
         q: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> dict[str, Any]:
@@ -282,14 +298,14 @@ class ImageController(Controller):
 
     @get("/{image_id:int}")
     async def get_image(
-        self, request: Request, db: Db, principal: Caller, image_id: FromPath[int]
+        self, request: Request, db: Db, principal: Caller, image_id: PathId
     ) -> dict[str, Any]:
         img = await get_shop_image(db, principal.shop_id, image_id)
         return image_json(img, request.app.state.settings.public_url)
 
     @patch("/{image_id:int}")
     async def update(
-        self, request: Request, db: Db, principal: Caller, image_id: FromPath[int], data: JSONBody[ImagePatch]
+        self, request: Request, db: Db, principal: Caller, image_id: PathId, data: JSONBody[ImagePatch]
     ) -> dict[str, Any]:
         img = await get_shop_image(db, principal.shop_id, image_id)
         changes = data.model_dump(include=data.model_fields_set)
@@ -304,7 +320,7 @@ class ImageController(Controller):
         return image_json(img, request.app.state.settings.public_url)
 
     @delete("/{image_id:int}", status_code=204)
-    async def remove(self, request: Request, db: Db, principal: Caller, image_id: FromPath[int]) -> None:
+    async def remove(self, request: Request, db: Db, principal: Caller, image_id: PathId) -> None:
         """Delete the image, its file and its vector."""
         state = request.app.state
         img = await get_shop_image(db, principal.shop_id, image_id)
@@ -319,9 +335,9 @@ class ImageController(Controller):
         dependencies={"principal": Provide(file_principal)},
         media_type="application/octet-stream",
     )
-    async def file(self, request: Request, db: Db, principal: Caller, image_id: FromPath[int]) -> Response[bytes]:
+    async def file(self, request: Request, db: Db, principal: Caller, image_id: PathId) -> Response[bytes]:
         """The uploaded file. Publishable keys may fetch it too (also as ``?key=hub_pk_…`` for ``<img>`` tags)."""
-        img = await get_shop_image(db, principal.shop_id, image_id)
+        img = await get_visible_image(db, principal, image_id)
         if not img.photo:
             raise ApiError(404, f"image {image_id} has no stored file; it lives at its image_url")
         etag = f'"{img.content_hash}"'
@@ -334,6 +350,9 @@ class ImageController(Controller):
         return Response(
             data,
             media_type=img.mime_type or "application/octet-stream",
-            headers={"ETag": etag, "Cache-Control": "private, max-age=86400"},
+            headers={"ETag": etag, "Cache-Control": "private, max-age=86400",
+                     # served as exactly what Pillow decoded it as, never sniffed into something else
+                     "X-Content-Type-Options": "nosniff",
+                     "Content-Disposition": f'inline; filename="image-{img.id}.{(img.photo or "").rsplit(".", 1)[-1]}"'},
         )
 

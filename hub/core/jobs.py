@@ -8,13 +8,13 @@ at most one active job (a partial unique index); asking for a second sync answer
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import httpx
 from litestar import Controller, Request, get
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,8 @@ from hub.core.errors import ApiError, DependencyUnavailable, not_found
 from hub.core.models import Job, utcnow
 from hub.core.pagination import decode_cursor, page
 from hub.core.services import Services
+from hub.logs import redact
+from hub.core.validation import PathId, QueryId
 
 log = logging.getLogger("hub.jobs")
 MAX_ERRORS_KEPT = 1000
@@ -171,16 +173,16 @@ async def run_job(services: Services, job_id: int, runners: dict[str, Runner],
             raise JobFailed(f"no runner for jobs of kind {job.kind!r}")
         await runner(services, progress)
     except JobFailed as exc:
-        return await finish_job(services, job_id, "failed", str(exc)[:2000])
+        return await finish_job(services, job_id, "failed", redact(str(exc))[:2000])
     except (*TRANSIENT, ConnectorError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        reason = redact(f"{type(exc).__name__}: {exc}")[:2000]  # (an error's URL may carry the store's keys)
         if job.attempts >= services.settings.embed_max_attempts or isinstance(exc, ConnectorError):
             return await finish_job(services, job_id, "failed", reason)
         log.warning("job interrupted; it will resume", extra={"job_id": job_id, "reason": reason})
         return await requeue_job(services, job_id, reason, services.settings.retry_delay(job.attempts))
     except Exception as exc:  # noqa: BLE001 - a bug fails the job with its reason instead of killing the worker
         log.exception("job failed", extra={"job_id": job_id})
-        return await finish_job(services, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        return await finish_job(services, job_id, "failed", redact(f"{type(exc).__name__}: {exc}")[:2000])
     return await finish_job(services, job_id, "succeeded")
 
 
@@ -211,7 +213,7 @@ class JobController(Controller):
         cursor: FromQuery[str | None] = None,
         status: FromQuery[JobStatus | None] = None,
         kind: FromQuery[Literal["sync", "import"] | None] = None,
-        connection_id: FromQuery[int | None] = None,
+        connection_id: QueryId = None,
     ) -> dict[str, Any]:
         """The shop's jobs, newest first."""
         stmt = select(Job).where(Job.shop_id == principal.shop_id)
@@ -226,7 +228,7 @@ class JobController(Controller):
         return {"items": [job_json(j) for j in items], "next_cursor": next_cursor}
 
     @get("/{job_id:int}")
-    async def get_job(self, request: Request, db: Db, principal: Caller, job_id: FromPath[int]) -> dict[str, Any]:
+    async def get_job(self, request: Request, db: Db, principal: Caller, job_id: PathId) -> dict[str, Any]:
         """Status, total, done, failed, the errors (first 1000) and start/end of one job."""
         job = await db.scalar(select(Job).where(Job.id == job_id, Job.shop_id == principal.shop_id))
         if job is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, delete, get, post
-from litestar.params import FromPath, JSONBody
+from litestar import Controller, Request, delete, get, post
+from litestar.params import JSONBody
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -13,6 +13,7 @@ from hub.core.auth import Caller, KeyKind, create_key
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found
 from hub.core.models import ApiKey, utcnow
+from hub.core.validation import PathId
 
 
 def key_json(row: ApiKey, raw: str | None = None) -> dict[str, Any]:
@@ -48,13 +49,19 @@ class KeyController(Controller):
         return {"items": [key_json(r) for r in rows]}
 
     @post("/", status_code=201)
-    async def create(self, db: Db, principal: Caller, data: JSONBody[KeyCreate]) -> dict[str, Any]:
+    async def create(self, request: Request, db: Db, principal: Caller, data: JSONBody[KeyCreate]) -> dict[str, Any]:
+        """A new key, shown once. A shop has at most HUB_MAX_KEYS_PER_SHOP active keys (409 beyond)."""
+        limit = request.app.state.settings.max_keys_per_shop
+        active = await db.scalar(select(func.count()).where(ApiKey.shop_id == principal.shop_id,
+                                                            ApiKey.revoked_at.is_(None)))
+        if active >= limit:
+            raise ApiError(409, f"this shop has {active} active keys, the most it may have; revoke one first")
         new = await create_key(db, principal.shop_id, data.kind, data.name)
         await db.commit()
         return key_json(new.row, new.raw)
 
     @delete("/{key_id:int}", status_code=204)
-    async def revoke(self, db: Db, principal: Caller, key_id: FromPath[int]) -> None:
+    async def revoke(self, db: Db, principal: Caller, key_id: PathId) -> None:
         row = await db.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.shop_id == principal.shop_id))
         if row is None:
             raise not_found("key", key_id)

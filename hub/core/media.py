@@ -7,13 +7,17 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from hub.core.errors import ApiError
+from hub.settings import Settings
 
 FORMATS: dict[str, tuple[str, str]] = {  # Pillow format -> (mime type, file extension)
     "JPEG": ("image/jpeg", "jpg"),
@@ -24,6 +28,28 @@ FORMATS: dict[str, tuple[str, str]] = {  # Pillow format -> (mime type, file ext
     "TIFF": ("image/tiff", "tiff"),
     "MPO": ("image/jpeg", "jpg"),
 }
+
+
+class DecodeSlots:
+    """At most N image decodes at once in this process, whoever asks (uploads, imports, fetched images):
+    a decoded photo near the pixel limit takes ~100 MB, so concurrency, not file size, decides peak memory."""
+
+    def __init__(self, n: int = 2) -> None:
+        self._semaphore = threading.BoundedSemaphore(n)
+        self.size = n
+
+    def resize(self, n: int) -> None:
+        if n != self.size:
+            self._semaphore, self.size = threading.BoundedSemaphore(n), n
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        semaphore = self._semaphore
+        with semaphore:
+            yield
+
+
+DECODES = DecodeSlots()  # sized from HUB_MAX_DECODES when the app or a worker starts
 
 
 @dataclass(frozen=True)
@@ -44,7 +70,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
         raise ApiError(413, f"file is {len(data)} bytes; the limit is {max_bytes} bytes")
     if not data:
         raise ApiError(415, "the file is empty, not an image")
-    with warnings.catch_warnings():
+    with DECODES.slot(), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data)) as img:
@@ -81,6 +107,12 @@ class MediaStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> MediaStore:
+        """The media folder of HUB_HOME, with this process's decodes bounded by HUB_MAX_DECODES."""
+        DECODES.resize(settings.max_decodes)
+        return cls(settings.media_dir)
 
     def relative_path(self, shop_id: int, image: CheckedImage) -> str:
         return f"{shop_id}/{image.content_hash[:2]}/{image.content_hash}.{image.extension}"

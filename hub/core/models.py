@@ -19,7 +19,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    UniqueConstraint,
+    func,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -59,10 +60,16 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
 
 
+# SQLite reuses the id of a deleted last row unless the table is AUTOINCREMENT; ids appear in URLs (a webhook
+# URL routes a platform's deliveries to a connection), so they are never reused on any backend.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Shop(Base):
     """A tenant: one clothing shop."""
 
     __tablename__ = "shops"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -75,6 +82,7 @@ class ApiKey(Base):
     """A shop's API key, stored as a SHA-256 hash; only its prefix is ever shown again."""
 
     __tablename__ = "api_keys"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
@@ -100,7 +108,8 @@ class Category(_Taxon, Base):
     """A product category (dresses, jackets…), per shop. The original ``Category``."""
 
     __tablename__ = "categories"
-    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+    __table_args__ = (Index("uq_categories_shop_id_name", "shop_id", func.lower(literal_column("name")), unique=True),
+                      NEVER_REUSE_IDS)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
 
 
@@ -108,7 +117,8 @@ class Style(_Taxon, Base):
     """A style (casual, formal…), per shop. The original ``Styles``."""
 
     __tablename__ = "styles"
-    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+    __table_args__ = (Index("uq_styles_shop_id_name", "shop_id", func.lower(literal_column("name")), unique=True),
+                      NEVER_REUSE_IDS)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
 
 
@@ -116,7 +126,8 @@ class AgeGroup(_Taxon, Base):
     """An age group (kids, adults…), per shop. The original ``AgeGroup``."""
 
     __tablename__ = "age_groups"
-    __table_args__ = (UniqueConstraint("shop_id", "name"),)
+    __table_args__ = (Index("uq_age_groups_shop_id_name", "shop_id", func.lower(literal_column("name")), unique=True),
+                      NEVER_REUSE_IDS)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
 
 
@@ -124,6 +135,7 @@ class Connection(Base):
     """A shop's link to a platform through a connector. Secret settings are stored encrypted (Fernet)."""
 
     __tablename__ = "connections"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
@@ -132,7 +144,9 @@ class Connection(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the non-secret settings
     secrets: Mapped[str | None] = mapped_column(Text, default=None)  # Fernet token of the secret settings
     webhook_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | disabled
+    status: Mapped[str] = mapped_column(String(20), default="active")  # connecting | active | disabled | erased
+    via_app: Mapped[bool] = mapped_column(Boolean, default=False)  # installed through the operator's app (OAuth)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), default=None)  # where its webhooks point
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what the connector's check reported
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -148,6 +162,7 @@ class Product(Base):
               sqlite_where=text("connection_id IS NOT NULL"), postgresql_where=text("connection_id IS NOT NULL")),
         Index("uq_products_shop_id_source_external_id", "shop_id", "source", "external_id", unique=True,
               sqlite_where=text("connection_id IS NULL"), postgresql_where=text("connection_id IS NULL")),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -180,6 +195,7 @@ class Image(Base):
         Index("ix_images_shop_id_id", "shop_id", "id"),
         Index("ix_images_shop_id_content_hash", "shop_id", "content_hash"),
         Index("ix_images_status_next_attempt_at", "status", "next_attempt_at"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -227,7 +243,7 @@ class Prompt(Base):
     """A shopper's query. The original ``Prompt_API`` (prompt, num_recommended) plus time and result count."""
 
     __tablename__ = "prompts"
-    __table_args__ = (Index("ix_prompts_shop_id_id", "shop_id", "id"),)
+    __table_args__ = (Index("ix_prompts_shop_id_id", "shop_id", "id"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
@@ -242,19 +258,23 @@ class Prompt(Base):
 
 
 class WebhookDelivery(Base):
-    """One verified webhook delivery: deduplicated by the platform's id, processed by a queued task."""
+    """One verified webhook delivery: deduplicated by its content, processed by a queued task."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        UniqueConstraint("connection_id", "delivery_id"),
+        Index("uq_webhook_deliveries_connection_id_content_key", "connection_id", "content_key", unique=True),
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
-    delivery_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    delivery_id: Mapped[str | None] = mapped_column(String(200), default=None)  # the platform's id, as sent
+    content_key: Mapped[str | None] = mapped_column(String(64), default=None)  # what replays are recognised by
+    app_wide: Mapped[bool] = mapped_column(Boolean, default=False)  # came to /webhooks/{connector}, app-verified
     topic: Mapped[str] = mapped_column(String(100), default="")
-    status: Mapped[str] = mapped_column(String(20), default="received")  # received|processing|processed|rejected|failed
+    # received | processing | processed | ignored | rejected | failed
+    status: Mapped[str] = mapped_column(String(20), default="received")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)  # dropped once processed
@@ -278,6 +298,7 @@ class Job(Base):
         # one active sync per connection
         Index("uq_jobs_active_connection_id", "connection_id", unique=True,
               sqlite_where=text(ACTIVE_JOB), postgresql_where=text(ACTIVE_JOB)),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from hub.connectors import ConnectorError
 from hub.core.auth import Caller
-from hub.core.connections import find_connector, open_connection, platform_client
+from hub.core.connections import find_connector, open_connection, talk_to_platform
 from hub.core.deps import Db
 from hub.core.errors import ApiError
 from hub.core.models import Connection
@@ -98,16 +98,17 @@ class OAuthCallbackController(Controller):
             raise ApiError(400, "the install link expired or was not made by this hub; start again") from None
         if sealed.get("connector") != connector.name:
             raise ApiError(400, "this state belongs to another connector")
-        async with platform_client(state.settings.allow_private_fetch) as http:
+
+        async def exchange(http: httpx.AsyncClient) -> dict[str, Any]:
             try:
-                values = await connector.exchange(http, sealed["params"], query, callback_url(state, connector.name))
+                return await connector.exchange(http, sealed["params"], query, callback_url(state, connector.name))
             except ConnectorError as exc:
                 raise ApiError(400, f"{connector.name}: {exc}") from None
-            except httpx.HTTPError as exc:
-                raise ApiError(502, f"{connector.name}: the platform could not be reached ({exc})") from None
+
+        values = await talk_to_platform(state.settings, connector, exchange)
         key = connector.connection_key(values)
         existing = next((row for row in await db.scalars(select(Connection).where(
             Connection.shop_id == sealed["shop_id"], Connection.connector == connector.name))
             if connector.connection_key(dict(row.settings)) == key), None)
         return await open_connection(db, state, sealed["shop_id"], connector, sealed.get("name", ""), values,
-                                     bool(sealed.get("sync", True)), existing=existing)
+                                     bool(sealed.get("sync", True)), existing=existing, via_app=True)

@@ -6,6 +6,7 @@ import base64
 import json
 
 from hub.core.errors import ApiError
+from hub.core.validation import MAX_ID
 
 
 def encode_cursor(last_id: int) -> str:
@@ -19,10 +20,10 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)["before"]
-        if not isinstance(value, int):
+        if type(value) is not int or not 1 <= value <= MAX_ID + 1:  # (a bool is an int to Python: not here)
             raise ValueError
         return value
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ApiError(400, "invalid cursor: pass back the next_cursor of a previous page") from None
 
 

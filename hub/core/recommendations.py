@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,7 @@ from hub.core.errors import ApiError
 from hub.core.images import get_shop_image, image_json
 from hub.core.models import Prompt
 from hub.core.pagination import decode_cursor, page
+from hub.core.validation import BodyId, PathId, QueryId
 
 
 class Filters(BaseModel):
@@ -26,14 +27,14 @@ class Filters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category_id: int | None = None
-    style_id: int | None = None
-    age_group_id: int | None = None
-    product_id: int | None = None
+    category_id: BodyId | None = None
+    style_id: BodyId | None = None
+    age_group_id: BodyId | None = None
+    product_id: BodyId | None = None
     source: str | None = Field(None, max_length=50)
     available: bool | None = None
-    price_min: float | None = Field(None, ge=0)
-    price_max: float | None = Field(None, ge=0)
+    price_min: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
+    price_max: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
 
 
 class RecommendationRequest(BaseModel):
@@ -110,11 +111,11 @@ class RecommendationController(Controller):
         request: Request,
         db: Db,
         principal: Caller,
-        image_id: FromPath[int],
+        image_id: PathId,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
-        category_id: FromQuery[int | None] = None,
-        style_id: FromQuery[int | None] = None,
-        age_group_id: FromQuery[int | None] = None,
+        category_id: QueryId = None,
+        style_id: QueryId = None,
+        age_group_id: QueryId = None,
         available: FromQuery[bool | None] = None,
     ) -> dict[str, Any]:
         """Images that look like this one (the image itself excluded)."""

@@ -15,6 +15,8 @@ from hub.core.secrets import SecretBox
 from hub.plugins import Plugins
 from hub.settings import Settings
 
+WEBHOOK_SECRET = "__webhook_secret"  # kept with a connection's sealed credentials
+
 
 @dataclass
 class Services:
@@ -26,10 +28,15 @@ class Services:
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
 
     def webhook_url(self, row: Connection) -> str:
-        """Where the platform sends this connection's deliveries."""
+        """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""
         return f"{self.settings.public_url}/webhooks/{row.connector}/{row.id}"
 
-    def context(self, row: Connection, connector: Connector, http: Any) -> ConnectionContext:
-        """The connector's view of a connection: settings with the secrets decrypted, and an HTTP client."""
-        values = dict(row.settings) | self.secrets.open(row.secrets)
-        return ConnectionContext(connector.settings_model.model_validate(values), http, self.webhook_url(row))
+    def context(self, row: Connection, connector: Connector, http: Any,
+                webhook_url: str | None = None) -> ConnectionContext:
+        """The connector's view of a connection: settings with the secrets decrypted, the connection's webhook
+        secret, an HTTP client, and the webhook URL (by default the one its webhooks were registered at)."""
+        opened = self.secrets.open(row.secrets)
+        webhook_secret = opened.pop(WEBHOOK_SECRET, None)
+        values = dict(row.settings) | opened
+        return ConnectionContext(connector.settings_model.model_validate(values), http,
+                                 webhook_url or row.webhook_url or self.webhook_url(row), webhook_secret)

@@ -8,8 +8,9 @@ from typing import Any
 import anyio
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from pydantic import BaseModel, EmailStr, Field
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,7 @@ from hub.core.errors import ApiError
 from hub.core.mail import send_mail
 from hub.core.models import AgeGroup, Category, Image, Shop, Style
 from hub.core.taxonomy_defaults import AGE_GROUPS, CATEGORIES, STYLES
+from hub.core.validation import PathId
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class OperatorController(Controller):
 
     path = "/api/v1/shops"
     tags = ["operator"]
-    dependencies = {"operator": Provide(require_operator, sync_to_thread=False)}
+    dependencies = {"operator": Provide(require_operator)}
 
     @post("/", status_code=201)
     async def create(self, db: Db, operator: NamedDependency[None], data: JSONBody[ShopCreate]) -> dict[str, Any]:
@@ -100,7 +102,7 @@ class OperatorController(Controller):
         }
 
     @delete("/{shop_id:int}", status_code=204)
-    async def remove(self, request: Request, db: Db, operator: NamedDependency[None], shop_id: FromPath[int]) -> None:
+    async def remove(self, request: Request, db: Db, operator: NamedDependency[None], shop_id: PathId) -> None:
         """Delete a shop and everything it has: rows, uploaded files and its vector collection."""
         shop = await db.get(Shop, shop_id)
         if shop is None:
@@ -139,6 +141,7 @@ class SignupController(Controller):
         client = request.client.host if request.client else "unknown"
         await state.limiter.hit(state.signup_limits, "signup", client)
         created = await create_shop(db, data.name, str(data.email))
+        await _commit_new_shop(db)  # committed before the mail goes out: no network call inside a write
         settings = state.settings
         try:
             await send_mail(
@@ -155,7 +158,7 @@ class SignupController(Controller):
                 ),
             )
         except BaseException:
-            await db.rollback()  # no mail, no shop: the user can simply try again
+            await db.execute(sql_delete(Shop).where(Shop.id == created.shop.id))  # no mail, no shop: try again
+            await db.commit()
             raise
-        await _commit_new_shop(db)
         return {"shop_id": created.shop.id, "detail": f"API keys sent to {created.shop.email}"}

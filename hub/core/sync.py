@@ -39,7 +39,7 @@ async def run_sync(services: Services, progress: JobProgress) -> None:
         raise JobFailed(f"the {connection.connector} connector is not installed")
 
     if job.cursor != END:
-        async with platform_client(services.settings.allow_private_fetch) as http:
+        async with platform_client(services.settings) as http:
             ctx = services.context(connection, connector, http)
             async for page in connector.catalog(ctx, job.cursor):
                 problems = [(event, check_event(event)) for event in page.events]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import FromPath, JSONBody
-from pydantic import BaseModel, Field
+from litestar.params import JSONBody
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,18 +16,23 @@ from hub.core.auth import Caller
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found
 from hub.core.models import AgeGroup, Category, Image, Style
+from hub.core.validation import MAX_ID
+from hub.core.validation import PathId
 
 TaxonModel = type[Category] | type[Style] | type[AgeGroup]
 TAXONOMIES: dict[str, TaxonModel] = {"category": Category, "style": Style, "age_group": AgeGroup}
 
 
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
 class TaxonCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Name  # trimmed first, so "   " is too short rather than stored as ""
     description: str = Field("", max_length=2000)
 
 
 class TaxonUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=100)
+    name: Name | None = None
     description: str | None = Field(None, max_length=2000)
 
 
@@ -38,10 +44,14 @@ async def find_taxon(
     session: AsyncSession, model: TaxonModel, shop_id: int, ident: int | str
 ) -> Category | Style | AgeGroup | None:
     """Look a taxon up by id, or by name (case-insensitive) when ``ident`` is not a number."""
-    if isinstance(ident, int) or str(ident).strip().isdigit():
-        return await session.scalar(select(model).where(model.id == int(ident), model.shop_id == shop_id))
+    text = str(ident).strip()
+    if isinstance(ident, int) or re.fullmatch(r"[0-9]{1,12}", text):  # ASCII digits only ("²" is not a number)
+        number = int(ident) if isinstance(ident, int) else int(text)
+        if not 1 <= number <= MAX_ID:
+            return None
+        return await session.scalar(select(model).where(model.id == number, model.shop_id == shop_id))
     return await session.scalar(
-        select(model).where(func.lower(model.name) == str(ident).strip().lower(), model.shop_id == shop_id)
+        select(model).where(func.lower(model.name) == text.lower(), model.shop_id == shop_id)
     )
 
 
@@ -84,9 +94,9 @@ def taxonomy_controller(model: TaxonModel, path: str, label: str) -> type[Contro
     async def _commit(session: AsyncSession, name: str) -> None:
         try:
             await session.commit()
-        except IntegrityError:
+        except IntegrityError:  # names are unique per shop whatever their case ("Dresses" and "dresses")
             await session.rollback()
-            raise ApiError(409, f"a {label} named {name!r} already exists") from None
+            raise ApiError(409, f"a {label} named {name!r} already exists (names are compared ignoring case)") from None
 
     class TaxonomyController(Controller):
         tags = ["taxonomy"]
@@ -104,12 +114,12 @@ def taxonomy_controller(model: TaxonModel, path: str, label: str) -> type[Contro
             return taxon_json(row)
 
         @get("/{item_id:int}")
-        async def get_item(self, db: Db, principal: Caller, item_id: FromPath[int]) -> dict[str, Any]:
+        async def get_item(self, db: Db, principal: Caller, item_id: PathId) -> dict[str, Any]:
             return taxon_json(await _get(db, principal.shop_id, item_id))
 
         @patch("/{item_id:int}")
         async def update(
-            self, db: Db, principal: Caller, item_id: FromPath[int], data: JSONBody[TaxonUpdate]
+            self, db: Db, principal: Caller, item_id: PathId, data: JSONBody[TaxonUpdate]
         ) -> dict[str, Any]:
             row = await _get(db, principal.shop_id, item_id)
             if data.name is not None:
@@ -120,7 +130,7 @@ def taxonomy_controller(model: TaxonModel, path: str, label: str) -> type[Contro
             return taxon_json(row)
 
         @delete("/{item_id:int}", status_code=204)
-        async def remove(self, request: Request, db: Db, principal: Caller, item_id: FromPath[int]) -> None:
+        async def remove(self, request: Request, db: Db, principal: Caller, item_id: PathId) -> None:
             """Images in this group keep existing; their reference is cleared (in the vector store too)."""
             row = await _get(db, principal.shop_id, item_id)
             column = getattr(Image, f"{field}_id")

@@ -1,13 +1,20 @@
 """``POST /webhooks/{connector}/{connection_id}``: verify, record, deduplicate, answer fast; a task applies it.
 
 The connector checks the signature over the raw body (401 and nothing stored if it fails) and parses the
-delivery (400, recorded as ``rejected``, if malformed). A delivery id seen before is answered 200 and not
-processed again. Everything else is stored as ``received`` with a lease and handed to the ``ProcessDelivery``
-task; if that task never runs (broker down, worker killed), the sweep hands it out again.
+delivery (400, recorded as ``rejected``, if malformed — including a body whose shape does not match the topic
+its unsigned headers claim). A body seen before is answered 200 as a ``duplicate`` and not processed again,
+whatever delivery id it came with (see ``content_key``). Everything else is stored as ``received`` with a lease
+and handed to the ``ProcessDelivery`` task; if that task never runs (broker down, worker killed), the sweep
+hands it out again. The task parses the stored delivery again, reads ``ProductChanged`` products from the
+platform with no transaction open, and applies the events in one short transaction.
+
+``POST /webhooks/{connector}`` takes a platform's app-wide deliveries (Shopify's compliance topics): verified
+once with the operator's app secret, routed to that store's app-installed connections only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -34,6 +41,8 @@ from hub.core.deps import Db
 from hub.core.errors import ApiError
 from hub.core.models import Connection, WebhookDelivery, utcnow
 from hub.core.services import Services
+from hub.core.validation import PathId
+from hub.logs import redact
 
 log = logging.getLogger("hub.webhooks")
 MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
@@ -51,39 +60,58 @@ def parse_delivery(connector: Connector, ctx: Any, delivery: Delivery) -> Parsed
         raise DeliveryRejected(f"the {connector.name} connector could not read this delivery ({type(exc).__name__})") from None
 
 
-async def accept(request: Request, db: Any, row: Connection, connector: Connector,
-                 delivery: Delivery) -> tuple[str, WebhookDelivery | None]:
-    """Verify, parse, deduplicate and record one delivery for one connection; (status, the recorded row)."""
+def content_key(parsed: ParsedDelivery, body: bytes) -> str:
+    """What a replay is recognised by: the body, whatever delivery id the (unsigned) headers claim. A delivery
+    whose every event is re-read from the platform (``ProductChanged``) cannot do anything the platform does not
+    confirm, so the same body may come again legitimately (WooCommerce's delete is ``{"id": n}`` every time):
+    there the platform's delivery id is part of the key."""
+    digest = hashlib.sha256()
+    if parsed.events and all(isinstance(e, ProductChanged) for e in parsed.events):
+        digest.update(b"re-read\0" + (parsed.delivery_id or "").encode() + b"\0")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+async def accept(request: Request, db: Any, row: Connection, connector: Connector, delivery: Delivery,
+                 *, verified: bool = False) -> tuple[str, WebhookDelivery | None]:
+    """Verify (unless the caller did, with the app's secret), parse, deduplicate and record one delivery for one
+    connection; (status, the recorded row)."""
     services: Services = request.app.state.services
     ctx = services.context(row, connector, None)
-    try:
-        authentic = bool(connector.verify(ctx, delivery))
-    except Exception:  # noqa: BLE001 - a verify that blows up did not verify anything
-        log.warning("connector verify raised", extra={"connector": connector.name}, exc_info=True)
-        authentic = False
-    if not authentic:
-        log.warning("webhook signature rejected", extra={"connection_id": row.id})
-        raise ApiError(401, "the webhook signature does not match this connection")
+    if not verified:
+        try:
+            authentic = bool(connector.verify(ctx, delivery))
+        except Exception:  # noqa: BLE001 - a verify that blows up did not verify anything
+            log.warning("connector verify raised", extra={"connector": connector.name}, exc_info=True)
+            authentic = False
+        if not authentic:
+            log.warning("webhook signature rejected", extra={"connection_id": row.id})
+            raise ApiError(401, "the webhook signature does not match this connection")
 
     headers = {k: v for k, v in delivery.headers.items() if k not in UNSTORED_HEADERS}
+    common = {"connection_id": row.id, "headers": headers, "app_wide": delivery.app_wide,
+              "received_at": delivery.received_at or utcnow()}
     try:
         parsed = parse_delivery(connector, ctx, delivery)
     except DeliveryRejected as exc:
-        db.add(WebhookDelivery(connection_id=row.id, status="rejected", error=str(exc)[:2000],
-                               headers=headers, body=delivery.body, processed_at=utcnow()))
+        db.add(WebhookDelivery(**common, status="rejected", error=str(exc)[:2000], body=delivery.body,
+                               processed_at=utcnow()))
         await db.commit()
         raise ApiError(400, f"malformed delivery: {exc}") from None
 
-    if parsed.delivery_id is not None:
-        seen = await db.scalar(select(WebhookDelivery).where(
-            WebhookDelivery.connection_id == row.id, WebhookDelivery.delivery_id == parsed.delivery_id[:200]))
-        if seen is not None:
-            return "duplicate", seen
+    key = content_key(parsed, delivery.body)
+    seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row.id,
+                                                         WebhookDelivery.content_key == key))
+    if seen is not None:
+        return "duplicate", seen
     bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
-    record = WebhookDelivery(connection_id=row.id, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
-                             topic=parsed.topic[:100], headers=headers)
+    record = WebhookDelivery(**common, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
+                             content_key=key, topic=parsed.topic[:100])
     if bad is not None:
         record.status, record.error, record.body, record.processed_at = "rejected", bad, delivery.body, utcnow()
+        record.content_key = None
+    elif parsed.ignored:  # acknowledged, applied nowhere (and its body, maybe customer data, is not kept)
+        record.status, record.error, record.processed_at = "ignored", parsed.ignored[:2000], utcnow()
     elif not parsed.events:  # a ping or a topic with nothing to apply: done
         record.status, record.processed_at = "processed", utcnow()
     else:
@@ -102,9 +130,9 @@ async def accept(request: Request, db: Any, row: Connection, connector: Connecto
     return ("accepted" if record.status == "received" else record.status), record
 
 
-async def read_delivery(request: Request) -> Delivery:
+async def read_delivery(request: Request, app_wide: bool = False) -> Delivery:
     return Delivery(headers={k.lower(): v for k, v in request.headers.items()}, body=await request.body(),
-                    query=dict(request.query_params))
+                    query=dict(request.query_params), received_at=utcnow(), app_wide=app_wide)
 
 
 class WebhookController(Controller):
@@ -115,35 +143,69 @@ class WebhookController(Controller):
 
     @post("/{connector_name:str}/{connection_id:int}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
     async def receive(
-        self, request: Request, db: Db, connector_name: FromPath[str], connection_id: FromPath[int]
+        self, request: Request, db: Db, connector_name: FromPath[str], connection_id: PathId
     ) -> Response[dict[str, Any]]:
         """A delivery for one connection (the URL ``register_webhooks`` gives the platform)."""
         row = await db.get(Connection, connection_id)
         connector = request.app.state.plugins.connectors().get(connector_name)
-        if row is None or row.connector != connector_name or connector is None or row.status == "erased":
+        if row is None or row.connector != connector_name or connector is None:
             raise ApiError(404, f"no {connector_name} connection {connection_id}")
-        status, record = await accept(request, db, row, connector, await read_delivery(request))
+        delivery = await read_delivery(request)
+        if row.status == "erased":
+            # nothing is stored any more, so nothing can be verified; a platform re-sending a privacy topic
+            # expects 2xx (and retries anything else): acknowledge those, refuse the rest
+            if isinstance(connector, AppDeliveries) and connector.compliance_topic(delivery):
+                return Response({"status": "ignored", "delivery": None}, status_code=200)
+            raise ApiError(404, f"no {connector_name} connection {connection_id}")
+        status, record = await accept(request, db, row, connector, delivery)
         return Response({"status": status, "delivery": record.id if record else None}, status_code=200)
 
     @post("/{connector_name:str}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
     async def receive_for_app(self, request: Request, db: Db, connector_name: FromPath[str]) -> Response[dict[str, Any]]:
-        """An app-wide delivery (a public app's compliance topics): routed to the store's connections."""
+        """An app-wide delivery (a public app's compliance topics): verified once with the operator's app secret,
+        then routed to the connections of that store installed through the app — each on its own, so one
+        connection's trouble never changes another's outcome."""
         connector = request.app.state.plugins.connectors().get(connector_name)
         if not isinstance(connector, AppDeliveries):
             raise ApiError(404, f"the {connector_name} connector takes deliveries only at /webhooks/{connector_name}/"
                                 "{connection_id}")
-        delivery = await read_delivery(request)
+        delivery = await read_delivery(request, app_wide=True)
+        try:
+            authentic = bool(connector.verify_app(delivery))
+        except Exception:  # noqa: BLE001 - a verify that blows up did not verify anything
+            log.warning("connector verify_app raised", extra={"connector": connector.name}, exc_info=True)
+            authentic = False
+        if not authentic:
+            raise ApiError(401, "the webhook signature does not match the app")
         account = connector.delivery_account(delivery)
-        rows = [row for row in await db.scalars(select(Connection).where(
-                    Connection.connector == connector.name, Connection.status != "erased"))
-                if account and connector.connection_key(dict(row.settings)) == account]
-        if not rows:  # nothing stored for that store: fine, if the delivery is the app's own
-            if not connector.verify_app(delivery):
-                raise ApiError(401, "the webhook signature does not match the app")
+        ids = [row.id for row in await db.scalars(select(Connection).where(
+                   Connection.connector == connector.name, Connection.via_app.is_(True),
+                   Connection.status.notin_(("erased", "connecting"))))
+               if account and connector.connection_key(dict(row.settings)) == account]
+        await db.commit()
+        statuses: list[str] = []
+        problems: list[str] = []
+        for connection_id in ids:
+            try:
+                row = await db.get(Connection, connection_id)
+                if row is None:
+                    continue
+                statuses.append((await accept(request, db, row, connector, delivery, verified=True))[0])
+            except ApiError as exc:
+                await db.rollback()
+                statuses.append("rejected")
+                problems.append(str(exc.detail))
+            except Exception as exc:  # noqa: BLE001 - one connection's trouble is its own
+                await db.rollback()
+                log.warning("app-wide delivery not recorded", extra={"connection_id": connection_id,
+                                                                     "reason": f"{type(exc).__name__}: {exc}"[:300]})
+                statuses.append("failed")
+        if statuses and all(s == "rejected" for s in statuses):
+            raise ApiError(400, f"malformed delivery: {problems[0]}")
+        if not statuses:  # nothing stored for that store: fine, the delivery is the app's own
             return Response({"status": "processed", "connections": 0}, status_code=200)
-        statuses = [(await accept(request, db, row, connector, delivery))[0] for row in rows]
-        return Response({"status": statuses[0] if len(set(statuses)) == 1 else "accepted", "connections": len(rows)},
-                        status_code=200)
+        summary = statuses[0] if len(set(statuses)) == 1 else "accepted"
+        return Response({"status": summary, "connections": len(statuses)}, status_code=200)
 
 
 async def claim_delivery(services: Services, delivery_pk: int) -> WebhookDelivery | None:
@@ -172,7 +234,7 @@ async def process_delivery(services: Services, delivery_pk: int) -> str:
     try:
         shop_id, changes = await _apply(services, record)
     except Exception as exc:  # noqa: BLE001 - every failure is retried, then recorded
-        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        reason = redact(f"{type(exc).__name__}: {exc}")[:2000]
         failed = record.attempts >= services.settings.embed_max_attempts
         async with services.sessions() as session:
             await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_pk).values(
@@ -189,18 +251,27 @@ async def process_delivery(services: Services, delivery_pk: int) -> str:
 
 async def _resolve(services: Services, connection: Connection, connector: Connector,
                    events: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``ProductChanged`` events become the product's current state, read from the platform by the connector."""
+    """``ProductChanged`` events become the product's current state, read from the platform by the connector
+    (with no database transaction open)."""
     if not any(isinstance(e, ProductChanged) for e in events):
         return events
     if not isinstance(connector, ProductReader):
         raise TypeError(f"the {connector.name} connector sent ProductChanged but cannot read a product")
     resolved = []
-    async with platform_client(services.settings.allow_private_fetch) as http:
+    async with platform_client(services.settings) as http:
         ctx = services.context(connection, connector, http)
         for event in events:
-            resolved.append(await connector.product(ctx, event.external_id)
-                            if isinstance(event, ProductChanged) else event)
+            if isinstance(event, ProductChanged):
+                # the platform's current state: an upsert with its time, or a delete (with the platform's time
+                # if it has one — a trashed product — else dated on arrival by the catalog writer)
+                resolved.append(await connector.product(ctx, event.external_id))
+            else:
+                resolved.append(event)
     return tuple(resolved)
+
+
+class ConnectionBusy(Exception):
+    """The connection is still being connected: its deliveries wait (retried, not failed early)."""
 
 
 async def _apply(services: Services, record: WebhookDelivery) -> tuple[int, Changes]:
@@ -211,17 +282,25 @@ async def _apply(services: Services, record: WebhookDelivery) -> tuple[int, Chan
         connector = services.plugins.connectors().get(connection.connector)
         if connector is None:
             raise LookupError(f"the {connection.connector} connector is not installed")
+        if connection.status == "connecting":
+            raise ConnectionBusy("the connection is still being connected")
         ctx = services.context(connection, connector, None)
-        parsed = parse_delivery(connector, ctx, Delivery(headers=record.headers, body=record.body or b""))
-        events = parsed.events
-        if connection.status != "active":  # only the platform's own lifecycle events still apply
-            events = tuple(e for e in events if isinstance(e, ConnectionDisabled | ConnectionErased))
-        events = await _resolve(services, connection, connector, events)
-        bad = next((problem for e in events if (problem := check_event(e))), None)
-        if bad is not None:
-            raise ValueError(f"the platform's current product is unusable: {bad}")
+        delivery = Delivery(headers=record.headers, body=record.body or b"", received_at=record.received_at,
+                            app_wide=record.app_wide)
+        parsed = parse_delivery(connector, ctx, delivery)
+    events = parsed.events
+    if connection.status != "active":  # only the platform's own lifecycle events still apply
+        events = tuple(e for e in events if isinstance(e, ConnectionDisabled | ConnectionErased))
+    events = await _resolve(services, connection, connector, events)  # network: no transaction open
+    bad = next((problem for e in events if (problem := check_event(e))), None)
+    if bad is not None:
+        raise ValueError(f"the platform's current product is unusable: {bad}")
+    async with services.sessions() as session:
+        connection = await session.get(Connection, record.connection_id)
+        if connection is None:
+            raise LookupError("the connection is gone")
         writer = await CatalogWriter.open(session, connection, utcnow() + services.settings.lease)
-        changes = await writer.apply(events)
+        changes = await writer.apply(events, received_at=record.received_at)
         if len(events) < len(parsed.events):
             changes.count(f"ignored: the connection is {connection.status}", len(parsed.events) - len(events))
         await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == record.id).values(

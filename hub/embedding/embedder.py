@@ -20,7 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.errors import ApiError, DependencyUnavailable
-from hub.core.media import MediaStore, check_image
+from hub.core.media import DECODES, MediaStore, check_image
 from hub.core.models import Image, Product, utcnow
 from hub.embedding.batcher import Batcher, Coalescer
 from hub.embedding.fetch import FetchError, fetch_image, make_client
@@ -89,7 +89,13 @@ class Embedder:
             encoder, settings.embed_batch_size, settings.embed_batch_wait_ms, self._decode_and_preprocess
         )
         self.writer = Coalescer(self._store_and_mark_ready)
-        self._http = make_client(settings.fetch_timeout, settings.allow_private_fetch)
+        self._http = make_client(settings.fetch_timeout, settings.allow_private_fetch,
+                                 max_bytes=settings.max_upload_bytes, deadline=settings.fetch_deadline,
+                                 min_rate=settings.fetch_min_rate,
+                                 max_connections=max(64, settings.fetch_per_shop * 4))
+        # each shop fetches at most HUB_FETCH_PER_SHOP images at once: slow hosts of one shop cannot hold the
+        # connections every other shop's images need
+        self._fetch_slots: dict[int, asyncio.Semaphore] = {}
 
     async def close(self) -> None:
         await self.batcher.stop()
@@ -150,14 +156,16 @@ class Embedder:
                 raise Fail("the uploaded file is missing from the media folder") from None
         if not img.image_url:
             raise Fail("the image has neither a file nor an image_url")
+        slots = self._fetch_slots.setdefault(img.shop_id, asyncio.Semaphore(self.settings.fetch_per_shop))
         try:
-            return await fetch_image(
-                self._http,
-                img.image_url,
-                max_bytes=self.settings.max_upload_bytes,
-                allow_private=self.settings.allow_private_fetch,
-                max_redirects=self.settings.fetch_max_redirects,
-            )
+            async with slots:
+                return await fetch_image(
+                    self._http,
+                    img.image_url,
+                    max_bytes=self.settings.max_upload_bytes,
+                    allow_private=self.settings.allow_private_fetch,
+                    max_redirects=self.settings.fetch_max_redirects,
+                )
         except FetchError as exc:
             if exc.permanent:
                 raise Fail(exc.reason) from None
@@ -177,7 +185,7 @@ class Embedder:
             details = {"content_hash": checked.content_hash, "mime_type": checked.mime_type,
                        "width": checked.width, "height": checked.height, "size_bytes": len(data)}
         try:
-            with PILImage.open(io.BytesIO(data)) as pil:
+            with DECODES.slot(), PILImage.open(io.BytesIO(data)) as pil:
                 return self.encoder.preprocess(pil), details
         except (OSError, SyntaxError, ValueError) as exc:
             raise Fail(f"the image cannot be decoded ({exc})") from None
@@ -246,7 +254,7 @@ class Embedder:
         return Outcome(img.id, "failed", reason)
 
     async def _mark_retry(self, img: Image, reason: str, *, counts: bool) -> Outcome:
-        attempts = img.attempts + 1  # the claim incremented it in the database
+        attempts = img.attempts  # as the claim left it: this attempt included
         if counts and attempts >= self.settings.embed_max_attempts:
             return await self._mark_failed(img, f"gave up after {attempts} attempts: {reason}")
         values: dict[str, Any] = {

@@ -1,15 +1,26 @@
-"""Fetching product images by URL: timeouts, a size cap, checked redirects, no private addresses."""
+"""Fetching product images by URL: checked addresses and redirects, a size cap, a total deadline and a minimum
+rate, and failure reasons that say what went wrong (DNS, TLS, connection, timeout, HTTP status, size)."""
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urljoin
 
 import httpx
 
 from hub import __version__
-from hub.net import Refused, Unresolvable, check_url, guarded_transport, is_refusal
+from hub.net import (
+    DeadlineExceeded,
+    Refused,
+    ResponseTooLarge,
+    Unresolvable,
+    check_url,
+    is_refusal,
+    limited_client,
+)
 
 USER_AGENT = f"FashionHub/{__version__} (+image indexer)"
+PERMANENT_STATUSES = (400, 401, 403, 404, 410, 451)
 
 
 class FetchError(Exception):
@@ -28,7 +39,43 @@ async def check_host(url: str, allow_private: bool) -> None:
     except Refused as exc:
         raise FetchError(str(exc), permanent=True) from None
     except Unresolvable as exc:
-        raise FetchError(str(exc), permanent=False) from None
+        raise FetchError(f"DNS: {exc}", permanent=False) from None
+
+
+def _cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def describe(exc: httpx.HTTPError, url: str) -> FetchError:
+    """An httpx failure as a reason a merchant can act on, and whether trying again may help."""
+    where = url[:200]
+    if is_refusal(exc):  # the address changed to a private one after the check (DNS rebinding)
+        return FetchError(str(exc), permanent=True)
+    if isinstance(exc, ResponseTooLarge):
+        return FetchError(f"size: {exc} ({where})", permanent=True)
+    if isinstance(exc, DeadlineExceeded):
+        return FetchError(f"timeout: {exc} ({where})", permanent=False)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return FetchError(f"timeout: no connection to the host within the time limit ({where})", permanent=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return FetchError(f"timeout: the host stopped answering ({where})", permanent=False)
+    root = _cause(exc)
+    if isinstance(root, ssl.SSLError) or "CERTIFICATE" in str(exc).upper() or "SSL" in type(root).__name__:
+        detail = getattr(root, "verify_message", None) or getattr(root, "reason", None) or type(root).__name__
+        return FetchError(f"TLS: the secure connection failed ({detail}) ({where})", permanent=False)
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text \
+                or "Temporary failure in name resolution" in text or "cannot resolve" in text:
+            return FetchError(f"DNS: the host name does not resolve ({where})", permanent=False)
+        return FetchError(f"connection: the host refused or dropped the connection ({where})", permanent=False)
+    if isinstance(exc, httpx.DecodingError):
+        return FetchError(f"the answer could not be decoded ({exc}) ({where})", permanent=True)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return FetchError(f"connection: the host broke off the answer ({where})", permanent=False)
+    return FetchError(f"cannot fetch {where} ({type(exc).__name__})", permanent=False)
 
 
 async def fetch_image(
@@ -50,31 +97,26 @@ async def fetch_image(
                         raise FetchError(f"redirect without a Location from {url[:200]}", permanent=True)
                     url = urljoin(url, location)
                     continue
-                if resp.status_code in (404, 410, 401, 403, 400, 451):
+                if resp.status_code in PERMANENT_STATUSES:
                     raise FetchError(f"HTTP {resp.status_code} from {url[:200]}", permanent=True)
                 if resp.status_code >= 400:
                     raise FetchError(f"HTTP {resp.status_code} from {url[:200]}", permanent=False)
-                declared = resp.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchError(f"image is {declared} bytes; the limit is {max_bytes}", permanent=True)
                 body = bytearray()
                 async for chunk in resp.aiter_bytes():
                     body += chunk
                     if len(body) > max_bytes:
-                        raise FetchError(f"image is larger than the limit of {max_bytes} bytes", permanent=True)
+                        raise FetchError(f"size: the image is larger than the limit of {max_bytes} bytes",
+                                         permanent=True)
                 return bytes(body)
-        except httpx.TimeoutException:
-            raise FetchError(f"timed out fetching {url[:200]}", permanent=False) from None
         except httpx.HTTPError as exc:
-            if is_refusal(exc):  # the address changed to a private one after the check (DNS rebinding)
-                raise FetchError(str(exc), permanent=True) from None
-            raise FetchError(f"cannot fetch {url[:200]} ({type(exc).__name__})", permanent=False) from None
+            raise describe(exc, url) from None
     raise FetchError(f"more than {max_redirects} redirects", permanent=True)
 
 
-def make_client(timeout: float, allow_private: bool) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        follow_redirects=False,
-        transport=guarded_transport(allow_private, httpx.Limits(max_connections=32, max_keepalive_connections=16)),
-    )
+def make_client(timeout: float, allow_private: bool, *, max_bytes: int = 64 * 1024 * 1024,
+                deadline: float = 60.0, min_rate: float = 0.0, max_connections: int = 64) -> httpx.AsyncClient:
+    """The image fetcher's client: every fetch bounded by ``deadline`` seconds in all (``timeout`` for connecting
+    and for each read), ``max_bytes`` and, after 5 s, ``min_rate`` bytes/s."""
+    return limited_client(allow_private=allow_private, max_bytes=max_bytes, deadline=deadline, read_timeout=timeout,
+                          follow_redirects=False, min_rate=min_rate,
+                          limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16))

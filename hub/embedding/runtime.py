@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.core.connections import drop_abandoned_connections
 from hub.core.errors import DependencyUnavailable
 from hub.core.jobs import due_jobs, run_job
 from hub.core.media import MediaStore
@@ -91,6 +92,14 @@ class Runtime:
         if hasattr(self.broker, "wait_all"):
             with contextlib.suppress(Exception), anyio.move_on_after(10):
                 await self.broker.wait_all()
+            # what is still running after the grace period (a fetch from a slow host, say) is cancelled and
+            # awaited here, while the database is still open; its images stay claimed and the sweep of the next
+            # start re-queues them once their lease ends
+            running = [t for t in getattr(self.broker, "_running_tasks", ()) if not t.done()]
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=10)
         with contextlib.suppress(Exception):
             await self.broker.shutdown()
         await self.prompts.stop()
@@ -259,8 +268,9 @@ class Runtime:
         with contextlib.suppress(DependencyUnavailable):
             removed = await embedder.remove_orphan_vectors()
         pruned = await prune_deliveries(self.services)
+        abandoned = await drop_abandoned_connections(self.services)
         report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed,
-                  "deliveries_forgotten": pruned}
+                  "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned}
         if any(report.values()):
             log.info("sweep", extra=report)
         return report

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 
-from hub.core.db import create_engine, session_factory
+from hub.core.db import create_engine, dispose, session_factory
 from hub.core.media import MediaStore
 from hub.embedding.runtime import Runtime
 from hub.plugins import load_plugins
@@ -20,7 +20,7 @@ async def run_worker(settings: Settings) -> None:
     engine = create_engine(settings.db_url)
     plugins = load_plugins(settings.disabled_plugin_names)
     runtime = Runtime(
-        settings, session_factory(engine), MediaStore(settings.media_dir), role="worker", plugins=plugins
+        settings, session_factory(engine), MediaStore.for_settings(settings), role="worker", plugins=plugins
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -33,4 +33,4 @@ async def run_worker(settings: Settings) -> None:
     finally:
         log.info("worker stopping")
         await runtime.stop()
-        await engine.dispose()
+        await dispose(engine)

@@ -86,7 +86,8 @@ async def add_url(client, shop, url):
     return resp.json()["id"]
 
 
-@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "max_upload_bytes": 1024 * 1024}])
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "max_upload_bytes": 1024 * 1024,
+                                                 "embed_max_attempts": 5}])
 async def test_url_images_end_ready_or_failed_with_reason(client, shop, image_server):
     base = image_server.base
     cases = {
@@ -98,7 +99,8 @@ async def test_url_images_end_ready_or_failed_with_reason(client, shop, image_se
         f"{base}/huge.jpg": ("failed", "limit"),
         f"{base}/redirect/9": ("failed", "redirects"),
         f"{base}/always-500.jpg": ("failed", "gave up after 5 attempts: HTTP 500"),
-        f"http://127.0.0.1:{free_port()}/closed.jpg": ("failed", "gave up after 5 attempts"),
+        f"http://127.0.0.1:{free_port()}/closed.jpg": ("failed", "gave up after 5 attempts: connection: "),
+        "http://no-such-host.invalid/a.jpg": ("failed", "gave up after 5 attempts: DNS: "),
     }
     ids = {url: await add_url(client, shop, url) for url in cases}
     images = await wait_for_images(client, shop.secret, list(ids.values()), timeout=90)
@@ -107,6 +109,8 @@ async def test_url_images_end_ready_or_failed_with_reason(client, shop, image_se
         assert img["status"] == status, (url, img["status"], img["error"])
         if reason:
             assert reason in img["error"], (url, img["error"])
+        if "gave up after 5 attempts" in (reason or ""):
+            assert img["attempts"] == 5, (url, img["attempts"])  # the count and the message agree
         else:
             assert img["embedded"] and img["width"] and img["content_hash"] and img["error"] is None
     assert image_server.hits["/flaky.jpg"] == 3
@@ -124,5 +128,7 @@ async def test_private_addresses_are_refused_by_default(client, shop, image_serv
     images = await wait_for_images(client, shop.secret, ids)
     for img in images.values():
         assert img["status"] == "failed"
-        assert "non-public address" in img["error"] and "HUB_ALLOW_PRIVATE_FETCH" in img["error"]
+        assert "private, loopback or link-local" in img["error"]
+    # the refusal names the host, never what it resolved to (internal DNS answers stay internal)
+    assert "127.0.0.1" not in images[ids[1]]["error"] and "::1" not in images[ids[1]]["error"]
     assert image_server.hits == {}  # nothing was ever requested

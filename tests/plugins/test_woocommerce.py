@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from hub.connectors import Delivery
 from hub.plugins import load_plugins
 from hub.testing import ConnectorContract
-from tests.conftest import images_by_external_id, settle_deliveries, wait_catalog, wait_job
+from tests.conftest import app_sender, images_by_external_id, settle_deliveries, wait_catalog, wait_job
 from tests.woo_platform import KEY, WooEmulator
 
 
@@ -55,7 +56,13 @@ def settings_overrides():
 
 
 
+def utc_now_naive(delta_seconds: float = 0) -> str:
+    """A date_modified_gmt as WooCommerce writes it (UTC, no offset)."""
+    return (datetime.now(UTC) + timedelta(seconds=delta_seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 async def connect(client, shop, woo, **settings: Any):
+    woo.sender = app_sender(client)  # the store pings the delivery URL while the hub creates the webhook
     return await client.post("/api/v1/connections", json={"connector": "woocommerce", "name": "My Woo",
                                                           "settings": woo.settings(**settings)}, headers=shop.secret)
 
@@ -108,9 +115,12 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     assert draft.json()["results"] == []  # drafts are indexed, never recommended
 
     store = Store(client, settings, woo, conn["id"])
+    # WooCommerce pinged each webhook's URL while the hub was creating it: each ping got 2xx, none failing
+    assert sorted(woo.pings) == [(1, 200), (2, 200), (3, 200), (4, 200)]
+    assert all(h["failure_count"] == 0 for h in woo.webhooks.values())
     ping = await client.post(store.path, content=b"webhook_id=3",
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert ping.status_code == 200 and ping.json()["status"] == "processed"
+    assert ping.status_code == 200 and ping.json()["status"] == "duplicate"  # (the same ping again)
 
     woo.put(2, [9002], date_modified_gmt="2026-11-02T08:00:00")  # product 2's photo replaced
     assert (await store.send("product.updated", woo.products[2])).json()["status"] == "accepted"
@@ -123,6 +133,7 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     assert {"5050", "10050"} <= set(after) and not {"8050", "9050"} & set(after)
 
     gone = after["5003"]["product_id"]
+    woo.trash(3)
     await store.send("product.deleted", {"id": 3})  # WooCommerce sends only the id
     after = await images_by_external_id(client, shop.secret)
     assert "5003" not in after
@@ -130,7 +141,8 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
                              headers=shop.publishable)
     assert resp.json()["results"] == []
 
-    await store.send("product.restored", dict(woo.products[3], date_modified_gmt="2026-11-03T08:00:00"))
+    woo.put(3, [3], date_modified_gmt=utc_now_naive())  # restored from the trash, after the delete arrived
+    await store.send("product.restored", woo.products[3])
     assert "5003" in await images_by_external_id(client, shop.secret)
 
     assert (await client.delete(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).status_code == 204

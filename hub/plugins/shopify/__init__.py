@@ -14,11 +14,12 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.connectors import (
@@ -43,7 +44,12 @@ MEDIA_BATCH = 35  # products per media query: 35 x (2 + 25) points stays under t
 MEDIA_PER_PRODUCT = 25
 WEBHOOK_TOPICS = ("PRODUCTS_CREATE", "PRODUCTS_UPDATE", "PRODUCTS_DELETE", "APP_UNINSTALLED")
 PRIVACY_TOPICS = ("customers/data_request", "customers/redact")  # accepted, verified; no customer data is kept
+COMPLIANCE_TOPICS = (*PRIVACY_TOPICS, "shop/redact")  # a public app's mandatory topics, sent app-wide
 DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+FUTURE_SKEW = timedelta(minutes=15)  # X-Shopify-Triggered-At a little ahead of our clock is fine
+# fields of a product body: a delivery that carries any of them is a product, never a delete or a shop event
+PRODUCT_FIELDS = frozenset({"title", "body_html", "handle", "variants", "images", "media", "product_type", "vendor",
+                            "options", "tags", "status"})
 
 SHOP_QUERY = """query Shop {
   shop { name myshopifyDomain currencyCode }
@@ -85,31 +91,87 @@ def store_domain(value: str) -> str:
 
 
 class ShopifySettings(BaseModel):
+    """A connection's settings. There is deliberately no API URL here: the Admin API of a store is always
+    ``https://{shop_domain}`` (an operator may point every store at an emulator with HUB_SHOPIFY_API_URL)."""
+
+    model_config = ConfigDict(extra="forbid")
     shop_domain: str = Field(description="The store's permanent domain, e.g. my-store.myshopify.com")
     access_token: str = Field(min_length=8, json_schema_extra={"secret": True},
                               description="Admin API access token (shpat_…) of the custom app, or from OAuth")
     client_secret: str = Field(min_length=8, json_schema_extra={"secret": True},
                                description="The app's client secret (API secret key): signs the webhooks")
     api_version: str = Field(DEFAULT_API_VERSION, pattern=r"^\d{4}-(01|04|07|10)$")
-    api_url: str | None = Field(None, pattern=r"^https?://",
-                                description="Advanced: reach the Admin API through this base URL (a proxy)")
 
     _domain = field_validator("shop_domain")(lambda value: store_domain(value))
 
 
 class ShopifyApp(BaseSettings):
-    """The operator's public Shopify app, for OAuth installs (``HUB_SHOPIFY_*``); custom apps need none of it."""
+    """Operator settings (``HUB_SHOPIFY_*``): the public Shopify app for OAuth installs (custom apps need none of
+    it), where the Admin API is, and how old a delivery may be."""
 
     model_config = SettingsConfigDict(env_prefix="HUB_SHOPIFY_", env_file=".env", extra="ignore")
     client_id: str | None = None
     client_secret: str | None = None
     scopes: str = "read_products"
     api_version: str = DEFAULT_API_VERSION
+    # tests and emulators only: every store's Admin API (and OAuth token exchange) at this base URL instead of
+    # https://{shop}.myshopify.com. An operator setting by design: no tenant field decides where secrets go.
+    api_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")
+    # deliveries triggered longer ago are refused (Shopify retries a failed delivery for 4 hours)
+    max_delivery_age_hours: float = Field(12.0, gt=0)
+
+
+def base_url(shop_domain: str) -> str:
+    """Where a store's Admin API is: always its own myshopify.com domain (or the operator's emulator)."""
+    override = ShopifyApp().api_url
+    return override.rstrip("/") if override else f"https://{store_domain(shop_domain)}"
 
 
 def admin(ctx: ConnectionContext) -> AdminApi:
     s: ShopifySettings = ctx.settings
-    return AdminApi(ctx.http, s.api_url or f"https://{s.shop_domain}", s.api_version, s.access_token, s.shop_domain)
+    return AdminApi(ctx.http, base_url(s.shop_domain), s.api_version, s.access_token, s.shop_domain)
+
+
+def _reject(topic: str, why: str) -> DeliveryRejected:
+    return DeliveryRejected(f"a {topic} delivery {why}")
+
+
+def check_shape(topic: str, payload: dict[str, Any], shop_domain: str) -> None:
+    """The body must be what the topic header says: a signature covers the body, never the headers."""
+    keys = set(payload)
+    if topic in ("products/create", "products/update"):
+        if "id" not in payload or "title" not in payload or not keys & {"variants", "handle"}:
+            raise _reject(topic, "must carry a product (id, title, handle, variants)")
+    elif topic == "products/delete":
+        if keys != {"id"}:
+            raise _reject(topic, 'must be {"id": …} and nothing else')
+    elif topic == "app/uninstalled":
+        if str(payload.get("myshopify_domain", "")).lower() != shop_domain or keys & PRODUCT_FIELDS:
+            raise _reject(topic, "must carry this store's shop object (myshopify_domain)")
+    elif topic in COMPLIANCE_TOPICS:
+        if str(payload.get("shop_domain", "")).lower() != shop_domain or "shop_id" not in payload:
+            raise _reject(topic, "must name this store (shop_id, shop_domain)")
+        if topic == "shop/redact" and keys - {"shop_id", "shop_domain"}:
+            raise _reject(topic, "carries only shop_id and shop_domain")
+        if topic != "shop/redact" and "customer" not in payload:
+            raise _reject(topic, "must name a customer")
+    else:
+        raise DeliveryRejected(f"unexpected topic {topic!r}")
+
+
+def check_fresh(triggered: datetime | None, received_at: datetime | None) -> None:
+    """Refuse deliveries triggered too long before they were received (or claiming to come from the future)."""
+    if triggered is None:
+        raise DeliveryRejected("no X-Shopify-Triggered-At header")
+    now = received_at or datetime.now(UTC)
+    if triggered.tzinfo is None:
+        triggered = triggered.replace(tzinfo=UTC)
+    max_age = timedelta(hours=ShopifyApp().max_delivery_age_hours)
+    if triggered < now - max_age:
+        raise DeliveryRejected(f"the delivery was triggered at {triggered.isoformat()}, more than {max_age} "
+                               "before it arrived: refused as stale (a full sync catches up)")
+    if triggered > now + FUTURE_SKEW:
+        raise DeliveryRejected(f"the delivery claims to be triggered at {triggered.isoformat()}, in the future")
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -163,29 +225,33 @@ class ShopifyConnector:
         webhook_id = delivery.headers.get("x-shopify-webhook-id")
         if not webhook_id:
             raise DeliveryRejected("no X-Shopify-Webhook-Id header")
+        domain = ctx.settings.shop_domain
         try:
             payload = json.loads(delivery.body)
             if not isinstance(payload, dict):
                 raise DeliveryRejected("the body is not a JSON object")
+            check_shape(topic, payload, domain)
             triggered = timestamp(delivery.headers.get("x-shopify-triggered-at"))
-            events: tuple[CatalogEvent, ...]
-            if topic in ("products/create", "products/update"):
-                events = (from_webhook(payload, ctx.settings.shop_domain),)
+            check_fresh(triggered, delivery.received_at)
+            events: tuple[CatalogEvent, ...] = ()
+            ignored = ""
+            if topic in COMPLIANCE_TOPICS and not delivery.app_wide:
+                ignored = (f"{topic} is applied only when Shopify sends it app-wide to /webhooks/shopify, signed "
+                           "with the app's secret: a connection's own webhook URL never erases anything")
+            elif topic in ("products/create", "products/update"):
+                events = (from_webhook(payload, domain),)
             elif topic == "products/delete":
                 events = (ProductDeleted(numeric_id(payload["id"]), updated_at=triggered),)
             elif topic == "app/uninstalled":
                 events = (ConnectionDisabled("the app was uninstalled from the Shopify store"),)
             elif topic == "shop/redact":
                 events = (ConnectionErased("Shopify shop/redact: the store asked for its data to be erased"),)
-            elif topic in PRIVACY_TOPICS:
-                events = ()  # the hub stores no customer data: nothing to report or erase
-            else:
-                raise DeliveryRejected(f"unexpected topic {topic!r}")
+            # customers/*: the hub stores no customer data: nothing to report or erase
         except DeliveryRejected:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise DeliveryRejected(f"malformed {topic or 'Shopify'} payload: {type(exc).__name__}: {exc}") from None
-        return ParsedDelivery(delivery_id=webhook_id, events=events, topic=topic)
+        return ParsedDelivery(delivery_id=webhook_id, events=events, topic=topic, ignored=ignored)
 
     # -- OAuth install of the operator's public app (hub.core.oauth) -----------------------------------------
 
@@ -197,16 +263,21 @@ class ShopifyConnector:
         return app
 
     def _store(self, params: dict[str, Any]) -> tuple[str, str]:
+        """The store the merchant named, and where its OAuth endpoints are: never a URL the tenant gave."""
+        unknown = sorted(set(params) - {"shop_domain"})
+        if unknown:
+            raise ConnectorError(f"unknown setting(s) {', '.join(unknown)}: an OAuth install takes only shop_domain")
         try:
             shop = store_domain(str(params.get("shop_domain", "")))
         except ValueError as exc:
             raise ConnectorError(f"shop_domain {exc}") from None
-        return shop, str(params.get("api_url") or f"https://{shop}").rstrip("/")
+        return shop, base_url(shop)
 
     def authorize_url(self, params: dict[str, Any], redirect_uri: str, state: str) -> str:
         app = self._app()
-        shop, base = self._store(params)
-        return f"{base}/admin/oauth/authorize?" + urlencode(
+        shop, _ = self._store(params)
+        # the merchant's browser goes to the store's own admin (Shopify's OAuth screen); nothing secret in it
+        return f"{base_url(shop)}/admin/oauth/authorize?" + urlencode(
             {"client_id": app.client_id, "scope": app.scopes, "redirect_uri": redirect_uri, "state": state})
 
     async def exchange(self, http: httpx.AsyncClient, params: dict[str, Any], query: dict[str, str],
@@ -220,19 +291,27 @@ class ShopifyConnector:
             raise ConnectorError("the callback's hmac does not match: it did not come from Shopify")
         if query.get("shop", "").lower() != shop:
             raise ConnectorError(f"the callback is for {query.get('shop')!r}, not {shop}")
-        if abs(time.time() - float(query.get("timestamp") or 0)) > 24 * 3600:
+        try:
+            age = abs(time.time() - float(query.get("timestamp") or 0))
+        except ValueError:
+            age = float("inf")
+        if not age <= 24 * 3600:  # (NaN included)
             raise ConnectorError("the callback is more than a day old")
         resp = await http.post(f"{base}/admin/oauth/access_token", json={
             "client_id": app.client_id, "client_secret": app.client_secret, "code": query.get("code", "")})
         if resp.status_code != 200:
             raise ConnectorError(f"Shopify refused the authorization code (HTTP {resp.status_code}); start again")
-        grant = resp.json()
-        if "read_products" not in str(grant.get("scope", "")).split(",") and \
-                "write_products" not in str(grant.get("scope", "")).split(","):
+        try:
+            grant = resp.json()
+        except ValueError:
+            grant = None
+        if not isinstance(grant, dict) or not isinstance(grant.get("access_token"), str):
+            raise ConnectorError("Shopify's answer to the code exchange has no access token; start again")
+        scopes = str(grant.get("scope", "")).split(",")
+        if "read_products" not in scopes and "write_products" not in scopes:
             raise ConnectorError("the merchant did not grant read_products")
-        values = {"shop_domain": shop, "access_token": grant["access_token"], "client_secret": app.client_secret,
-                  "api_version": app.api_version}
-        return values | ({"api_url": params["api_url"]} if params.get("api_url") else {})
+        return {"shop_domain": shop, "access_token": grant["access_token"], "client_secret": app.client_secret,
+                "api_version": app.api_version}
 
     def connection_key(self, settings: dict[str, Any]) -> str:
         return str(settings.get("shop_domain", "")).lower()
@@ -248,6 +327,9 @@ class ShopifyConnector:
             return False
         given = delivery.headers.get("x-shopify-hmac-sha256", "")
         return hmac.compare_digest(given.encode(), signature(secret, delivery.body).encode())
+
+    def compliance_topic(self, delivery: Delivery) -> bool:
+        return delivery.headers.get("x-shopify-topic", "") in COMPLIANCE_TOPICS
 
     async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
         api = admin(ctx)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.connectors import (
     CatalogEvent,
@@ -37,10 +37,12 @@ from hub.plugins.woocommerce.api import StoreApi
 
 PER_PAGE = 100
 TOPICS = ("product.created", "product.updated", "product.deleted", "product.restored")
+UPSERT_TOPICS = ("product.created", "product.updated", "product.restored")
 PING = re.compile(rb"^webhook_id=\d+$")
 
 
 class WooSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     store_url: str = Field(description="The store's address, e.g. https://shop.example.com")
     consumer_key: str = Field(pattern=r"^ck_[0-9a-f]{10,64}$", json_schema_extra={"secret": True})
     consumer_secret: str = Field(pattern=r"^cs_[0-9a-f]{10,64}$", json_schema_extra={"secret": True})
@@ -70,11 +72,42 @@ def api(ctx: ConnectionContext) -> StoreApi:
 
 
 def webhook_secret(ctx: ConnectionContext) -> str:
-    """The secret the hub gives WooCommerce for its webhooks: derived from the consumer secret and this
-    connection's webhook URL, so it is never stored anywhere in clear."""
+    """The secret WooCommerce signs this connection's deliveries with: the random one the core keeps encrypted
+    for the connection. (Connections made before it existed used one derived from the consumer secret and the
+    webhook URL — which broke when HUB_PUBLIC_URL changed; re-registering their webhooks moves them over.)"""
+    if ctx.webhook_secret:
+        return ctx.webhook_secret
     mac = hmac.new(ctx.settings.consumer_secret.encode(), f"fashion-hub webhook {ctx.webhook_url}".encode(),
                    hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def _positive_id(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdecimal() or int(value) < 1:
+        raise DeliveryRejected(f"{what} must be a positive integer id")
+    return str(int(value))
+
+
+def delivery_events(topic: str, product: dict[str, Any]) -> tuple[CatalogEvent, ...]:
+    """What a (verified) delivery means, once its body is known to have the shape its topic header claims."""
+    if topic == "product.deleted":
+        # WooCommerce's delete payload is {"id": n}, with no time; a product body is never a delete
+        if set(product) != {"id"}:
+            raise DeliveryRejected('a product.deleted delivery must be {"id": …} and nothing else')
+        # the store is asked for the product's current state: a replayed or late delete of a product that came
+        # back (trash, then restore) cannot remove it; a gone product becomes a tombstone dated on arrival
+        return (ProductChanged(_positive_id(product["id"], "id")),)
+    if topic not in UPSERT_TOPICS:
+        raise DeliveryRejected(f"unexpected topic {topic!r}")
+    if not {"id", "name", "type"} <= set(product):
+        raise DeliveryRejected(f"a {topic} delivery must carry a product (id, name, type)")
+    ident = _positive_id(product["id"], "id")
+    if product["type"] == "variation":
+        # a variation is part of its parent: re-read the parent and all its variations, as the import does
+        return (ProductChanged(_positive_id(product.get("parent_id"), "a variation's parent_id")),)
+    if product["type"] == "variable" and product.get("variations"):
+        return (ProductChanged(ident),)  # its variation images are not in here
+    return (to_event(product),)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -163,6 +196,7 @@ class WooCommerceConnector:
         if "x-wc-webhook-signature" not in delivery.headers and PING.fullmatch(delivery.body.strip()):
             return ParsedDelivery(delivery_id=None, events=(), topic="ping")
         topic = delivery.headers.get("x-wc-webhook-topic", "")
+        # not unique: WooCommerce makes it from the webhook id and the current second (recorded, not trusted)
         delivery_id = delivery.headers.get("x-wc-webhook-delivery-id")
         if not delivery_id:
             raise DeliveryRejected("no X-WC-Webhook-Delivery-ID header")
@@ -170,19 +204,10 @@ class WooCommerceConnector:
             product = json.loads(delivery.body)
             if not isinstance(product, dict) or "id" not in product:
                 raise DeliveryRejected("the body is not a product")
-            events: tuple[CatalogEvent, ...]
-            if topic == "product.deleted":
-                events = (ProductDeleted(str(int(product["id"]))),)
-            elif topic in ("product.created", "product.updated", "product.restored"):
-                if product.get("type") == "variable" and product.get("variations"):
-                    events = (ProductChanged(str(int(product["id"]))),)  # its variation images are not in here
-                else:
-                    events = (to_event(product),)
-            else:
-                raise DeliveryRejected(f"unexpected topic {topic!r}")
+            events = delivery_events(topic, product)
         except DeliveryRejected:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise DeliveryRejected(f"malformed {topic or 'WooCommerce'} payload: {type(exc).__name__}: {exc}") from None
         return ParsedDelivery(delivery_id=delivery_id, events=events, topic=topic)
 

@@ -149,6 +149,11 @@ class ImportFileError(Exception):
     """A bulk-import file that cannot be read at all (a corrupt ZIP, a CSV without a header…)."""
 
 
+class ImportTooLarge(ImportFileError):
+    """A bulk-import file over one of the limits in ``ImportOptions`` (manifest bytes, rows): 413 in the request,
+    a failed job with this reason if only found while the job reads it."""
+
+
 class DeliveryRejected(Exception):
     """A webhook delivery that is malformed (400) — as opposed to unauthentic (verify returns False)."""
 
@@ -244,10 +249,14 @@ class RowError:
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """What the core allows an import: files beside a local manifest (the CLI only), and the size of a file."""
+    """What the core allows an import: files beside a local manifest (the CLI only), the size of a file, the size
+    of a manifest (read as a stream, never whole) and the number of rows (``HUB_MAX_MANIFEST_BYTES``,
+    ``HUB_MAX_IMPORT_ROWS``). Past a limit an importer raises ``ImportTooLarge``."""
 
     local_files: bool = False
     max_file_bytes: int = 20 * 1024 * 1024
+    max_manifest_bytes: int = 64 * 1024 * 1024
+    max_rows: int = 1_000_000
 
 
 @runtime_checkable
@@ -259,8 +268,10 @@ class Importer(Protocol):
     def accepts(self, path: Path) -> bool:
         """True if this importer reads this file or folder."""
 
-    def count(self, path: Path) -> int | None:
-        """How many rows ``read`` will yield (for progress), if it can tell cheaply."""
+    def count(self, path: Path, options: ImportOptions) -> int | None:
+        """How many rows ``read`` will yield (for progress), or None. It runs inside the upload request: stream,
+        stay within ``options`` (raise ``ImportTooLarge`` past them) and refuse an unreadable file with
+        ``ImportFileError``. An older ``count(path)`` without options still works."""
 
     def read(self, path: Path, options: ImportOptions) -> Iterator[ImportRow | RowError]:
         """Every row in order; a bad row is a ``RowError`` and the rest still come."""

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted image file.")
     max_image_pixels: int = Field(25_000_000, ge=1024, description="Largest accepted width x height.")
     max_import_bytes: int = Field(2 * 1024**3, ge=1024, description="Largest bulk-import upload (ZIP, CSV, JSON).")
+    max_manifest_bytes: int = Field(64 * 1024**2, ge=1024,
+                                    description="Largest bulk-import manifest (CSV/JSON), read as a stream.")
+    max_import_rows: int = Field(1_000_000, ge=1, description="Most rows (images) one bulk import may have.")
     rate_limit: str = Field("600/minute", description="Per-key request limit (limits notation).")
     signup_rate_limit: str = Field("10/hour", description="Per-client-address signup limit.")
     auth_failure_limit: str = Field("30/minute", description="Failed authentications (bad keys, bad operator "

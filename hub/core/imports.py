@@ -3,13 +3,19 @@
 Rows are applied in chunks; each chunk's images, the job's progress and its cursor (rows consumed) commit
 together, so a restarted job resumes after the last committed chunk. A bad row is reported with its line
 and the rest still go in; an image the shop already has (same bytes, or same URL) is skipped, not doubled.
+
+Limits hold while the bytes arrive and while they are read: the upload stops at HUB_MAX_IMPORT_BYTES (multipart
+is parsed as a stream, never through ``request.form()``); the importer counts rows inside the request within
+HUB_MAX_MANIFEST_BYTES and HUB_MAX_IMPORT_ROWS (413 past them), and the job stops at the row limit whatever
+the importer yields.
 """
 
 from __future__ import annotations
 
+import collections
+import inspect
 import itertools
 import logging
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +23,14 @@ from typing import Any
 
 import anyio
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import UploadFile
 from litestar.params import FromQuery
 from pydantic import ValidationError
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.connectors import Importer, ImportFileError, ImportOptions, ImportRow, RowError
+from hub.connectors import Importer, ImportFileError, ImportOptions, ImportRow, ImportTooLarge, RowError
 from hub.core.auth import Caller
 from hub.core.catalog import Changes, notify
 from hub.core.deps import Db
@@ -32,12 +39,14 @@ from hub.core.images import ImageFields, check_url
 from hub.core.jobs import END, JobFailed, JobProgress, create_job, job_json, run_job
 from hub.core.media import CheckedImage, check_image
 from hub.core.models import Image, Job, Product, Shop, utcnow
-from hub.core.taxonomy import taxon_names
 from hub.core.services import Services
+from hub.core.taxonomy import taxon_names
+from hub.settings import Settings
 
 log = logging.getLogger("hub.imports")
 CHUNK = 200
 MAX_IMPORT_UPLOAD = 64 * 1024**3  # the route's ceiling; HUB_MAX_IMPORT_BYTES is the real limit
+MULTIPART_OVERHEAD = 64 * 1024  # what a multipart body may add to its file: boundaries, part headers, small fields
 CONTENT_SUFFIX = {"application/zip": ".zip", "application/x-zip-compressed": ".zip", "text/csv": ".csv",
                   "application/json": ".json", "application/x-ndjson": ".jsonl"}
 
@@ -49,6 +58,30 @@ def pick_importer(services: Services, path: Path) -> Importer:
             return importer
     known = ", ".join(importers) or "none installed"
     raise ApiError(415, f"no importer reads {path.name!r} (importers: {known}); send a ZIP, a CSV or a JSON list")
+
+
+def import_options(settings: Settings, local_files: bool = False) -> ImportOptions:
+    """The limits an importer reads a file within."""
+    return ImportOptions(local_files=local_files, max_file_bytes=settings.max_upload_bytes,
+                         max_manifest_bytes=settings.max_manifest_bytes, max_rows=settings.max_import_rows)
+
+
+def _takes_options(importer: Importer) -> bool:
+    """Whether the importer's ``count`` takes the options (older importers have ``count(path)``)."""
+    try:
+        params = list(inspect.signature(importer.count).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def count_rows(importer: Importer, path: Path, options: ImportOptions) -> int | None:
+    """The importer's row count (None if it cannot tell); in a worker thread, inside the upload request."""
+    total = importer.count(path, options) if _takes_options(importer) else importer.count(path)  # type: ignore[call-arg]
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        return None
+    return total
 
 
 def import_path(services: Services, params: dict[str, Any]) -> Path:
@@ -173,6 +206,16 @@ def _take(rows: Iterator[ImportRow | RowError], n: int) -> list[ImportRow | RowE
     return list(itertools.islice(rows, n))
 
 
+def _skip(rows: Iterator[ImportRow | RowError], n: int) -> None:
+    """Drop ``n`` rows without keeping them (a resumed job: what a previous run committed)."""
+    collections.deque(itertools.islice(rows, n), maxlen=0)
+
+
+def _too_many_rows(options: ImportOptions) -> str:
+    return (f"the import has more than {options.max_rows} rows (HUB_MAX_IMPORT_ROWS); "
+            f"the first {options.max_rows} were read")
+
+
 async def run_import(services: Services, progress: JobProgress) -> None:
     """The ``import`` job: read the file's rows from the cursor on, a chunk per transaction."""
     job = progress.job
@@ -185,7 +228,7 @@ async def run_import(services: Services, progress: JobProgress) -> None:
     path = import_path(services, params)
     if not path.exists():
         raise JobFailed(f"the import file {params.get('filename') or path.name} is gone")
-    options = ImportOptions(local_files=bool(params.get("local_files")), max_file_bytes=services.settings.max_upload_bytes)
+    options = import_options(services.settings, bool(params.get("local_files")))
     consumed = int(job.cursor or 0)
     # without a pipeline here (``hub import``), the images are due at once for the running service's sweep
     next_attempt = utcnow() if services.pipeline is None else utcnow() + services.settings.lease
@@ -194,10 +237,17 @@ async def run_import(services: Services, progress: JobProgress) -> None:
                 for kind, pairs in (await taxon_names(session, job.shop_id)).items()}
     try:
         rows = await anyio.to_thread.run_sync(lambda: importer.read(path, options))
-        await anyio.to_thread.run_sync(_take, rows, consumed)  # resume: skip what a previous run committed
+        await anyio.to_thread.run_sync(_skip, rows, consumed)  # resume: skip what a previous run committed
         while True:
-            chunk = await anyio.to_thread.run_sync(_take, rows, CHUNK)
+            # one row past the limit tells a file over it (an importer that does not count, or one that counted
+            # wrong) from one exactly at it; the rows within the limit are imported, the job then fails
+            chunk = await anyio.to_thread.run_sync(_take, rows, max(0, min(CHUNK, options.max_rows + 1 - consumed)))
+            over = consumed + len(chunk) > options.max_rows
+            if over:
+                chunk = chunk[:max(0, options.max_rows - consumed)]
             if not chunk:
+                if over:
+                    raise JobFailed(_too_many_rows(options))
                 break
             consumed += len(chunk)
             async with services.sessions() as session:
@@ -213,6 +263,8 @@ async def run_import(services: Services, progress: JobProgress) -> None:
                     await anyio.to_thread.run_sync(writer.discard)
                     raise
             await notify(services.pipeline, services.media, job.shop_id, changes)
+            if over:
+                raise JobFailed(_too_many_rows(options))
     except ImportFileError as exc:
         raise JobFailed(str(exc)) from None
     async with services.sessions() as session:
@@ -222,46 +274,140 @@ async def run_import(services: Services, progress: JobProgress) -> None:
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
 
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the import is larger than HUB_MAX_IMPORT_BYTES ({limit} bytes)")
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+class _FilePart:
+    """Callbacks for ``MultipartParser``: the first part named ``file`` is collected, chunk by chunk, for the
+    caller to write; every other part is skipped (its bytes still count against the body's ceiling)."""
+
+    def __init__(self) -> None:
+        self.header_field = self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.found = self.writing = self.finished = False
+        self.filename: str | None = None
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self.part_begin, "on_header_field": self.field, "on_header_value": self.value,
+                "on_header_end": self.header_end, "on_headers_finished": self.headers_finished,
+                "on_part_data": self.data, "on_part_end": self.part_end}
+
+    def part_begin(self) -> None:
+        self.headers = {}
+
+    def field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def header_end(self) -> None:
+        self.headers[self.header_field.strip().lower()] = self.header_value.strip()
+        self.header_field = self.header_value = b""
+
+    def headers_finished(self) -> None:
+        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        if params.get(b"name") == b"file" and not self.found:
+            self.found = self.writing = True
+            name = params.get(b"filename")
+            self.filename = name.decode("utf-8", "replace") if name else None
+
+    def data(self, data: bytes, start: int, end: int) -> None:
+        if self.writing:
+            self.pending.append(data[start:end])
+            self.size += end - start
+
+    def part_end(self) -> None:
+        if self.writing:
+            self.writing, self.finished = False, True
+
+
+async def _save_multipart(request: Request, dest: Path, limit: int) -> str | None:
+    """Parse a multipart body as it arrives, its ``file`` part straight into ``dest``; the part's file name.
+
+    Litestar's ``request.form()`` reads the whole body (into memory) before anything can be checked.
+    """
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "a multipart body needs a boundary in its Content-Type")
+    part = _FilePart()
+    try:
+        parser = MultipartParser(boundary, part.callbacks())
+    except FormParserError as exc:
+        raise ApiError(400, f"malformed multipart body: {exc}") from None
+    ceiling, received = limit + MULTIPART_OVERHEAD, 0
+    with dest.open("wb") as out:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > ceiling:
+                raise _too_large(limit)
+            try:
+                parser.write(chunk)
+            except FormParserError as exc:
+                raise ApiError(400, f"malformed multipart body: {exc}") from None
+            if part.size > limit:
+                raise _too_large(limit)
+            if part.pending:
+                data = b"".join(part.pending)
+                part.pending.clear()
+                await anyio.to_thread.run_sync(out.write, data)
+    if not part.found:
+        raise ApiError(400, "multipart import needs a 'file' field")
+    if not part.finished:
+        raise ApiError(400, "the multipart body ends inside its 'file' part")
+    return part.filename
+
+
 async def _save_upload(request: Request, dest: Path, limit: int, filename: str | None) -> str:
-    """Stream the body (raw, or a multipart ``file`` field) to ``dest``; the original file name."""
-    content_type = request.headers.get("content-type", "")
+    """Stream the body (raw, or a multipart ``file`` field) to ``dest``; the original file name.
+
+    ``limit`` holds as the bytes arrive: a Content-Length over it is refused before reading, and reading stops
+    with 413 at the first byte past it.
+    """
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+    length = _content_length(request)
+    if length is not None and length > limit + (MULTIPART_OVERHEAD if multipart else 0):
+        raise _too_large(limit)
+    if multipart:
+        return await _save_multipart(request, dest, limit) or filename or dest.name
     written = 0
-
-    def too_large() -> ApiError:
-        return ApiError(413, f"the import is larger than HUB_MAX_IMPORT_BYTES ({limit} bytes)")
-
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "multipart import needs a 'file' field")
-
-        def copy() -> int:
-            upload.file.seek(0)
-            with dest.open("wb") as out:
-                shutil.copyfileobj(upload.file, out, 1024 * 1024)
-            return dest.stat().st_size
-
-        if await anyio.to_thread.run_sync(copy) > limit:
-            raise too_large()
-        return upload.filename or filename or dest.name
     with dest.open("wb") as out:
         async for chunk in request.stream():
             written += len(chunk)
             if written > limit:
-                raise too_large()
+                raise _too_large(limit)
             await anyio.to_thread.run_sync(out.write, chunk)
     return filename or dest.name
 
 
 async def new_import_job(session: AsyncSession, services: Services, shop_id: int, path: Path, filename: str,
                          params: dict[str, Any]) -> Job:
-    """A queued import of ``path``: 415 if no importer reads it, 400 if it cannot be read at all."""
+    """A queued import of ``path``: 415 if no importer reads it, 400 if it cannot be read at all, 413 if it is
+    over a limit (manifest bytes, rows). Counting runs here, in the request, within the same limits."""
     importer = pick_importer(services, path)
+    options = import_options(services.settings, bool(params.get("local_files")))
     try:
-        total = await anyio.to_thread.run_sync(importer.count, path)
+        total = await anyio.to_thread.run_sync(count_rows, importer, path, options)
+    except ImportTooLarge as exc:
+        raise ApiError(413, f"cannot import {filename}: {exc}") from None
     except ImportFileError as exc:
         raise ApiError(400, f"cannot import {filename}: {exc}") from None
+    except Exception as exc:  # whatever an importer trips on is the file's problem: never a 500
+        log.warning("importer failed on a file", exc_info=True, extra={"importer": importer.name, "shop_id": shop_id})
+        raise ApiError(400, f"cannot import {filename}: the {importer.name} importer cannot read it "
+                            f"({type(exc).__name__})") from None
+    if total is not None and total > options.max_rows:
+        raise ApiError(413, f"cannot import {filename}: {total} rows, more than HUB_MAX_IMPORT_ROWS "
+                            f"({options.max_rows})")
     return await create_job(session, shop_id, "import",
                             {**params, "filename": filename, "importer": importer.name}, total=total)
 
@@ -270,7 +416,7 @@ class ImportController(Controller):
     """``/api/v1/imports``: start a bulk import; follow it at ``/api/v1/jobs/{id}`` (secret key)."""
 
     path = "/api/v1/imports"
-    tags = ["imports"]
+    tags = ["imports"]  # noqa: RUF012 - read by Litestar like every controller's
 
     @post("/", status_code=202, request_max_body_size=MAX_IMPORT_UPLOAD)
     async def create(self, request: Request, db: Db, principal: Caller,

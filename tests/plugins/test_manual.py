@@ -3,6 +3,9 @@ and files that must stay inside their ZIP or folder."""
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
 import zipfile
 
 import pytest
@@ -63,3 +66,57 @@ def test_zip_limits_and_several_manifests(tmp_path):
         zf.writestr("two.json", "[]")
     with pytest.raises(ImportFileError, match="several manifests"):
         ZipImporter().count(path)
+
+
+def test_manifests_are_streamed_within_their_limits(tmp_path):
+    from hub.connectors import ImportTooLarge
+    from hub.plugins.manual.manifest import MAX_ROW_CHARS, manifest_rows
+
+    def rows_of(name, data, size=None, **options):
+        return list(manifest_rows(name, size, lambda: io.BytesIO(data), ImportOptions(**options)))
+
+    body = b"image_url\n" + b"https://cdn.example/a.jpg\n" * 100
+    assert len(rows_of("m.csv", body)) == 100
+    # the bytes are counted as they are read, whatever size the file claimed
+    with pytest.raises(ImportTooLarge, match="manifest limit of 2000"):
+        rows_of("m.csv", body, size=10, max_manifest_bytes=2000)
+    with pytest.raises(ImportTooLarge, match="manifest limit"):
+        rows_of("m.csv", body, size=len(body), max_manifest_bytes=2000)  # refused before reading
+    with pytest.raises(ImportTooLarge, match="more than 99 rows"):
+        rows_of("m.csv", body, max_rows=99)
+    assert len(rows_of("m.csv", body, max_rows=100)) == 100
+
+    # a row over MAX_ROW_CHARS is a row error; the next row starts on its own line
+    long = b"image_url,name\nhttps://cdn.example/a.jpg,A\nhttps://cdn.example/b.jpg," + b"x" * (MAX_ROW_CHARS + 10) + \
+        b"\nhttps://cdn.example/c.jpg,C\n"
+    got = rows_of("m.csv", long)
+    assert [line for line, _ in got] == [2, 3, 4]
+    assert "longer than" in got[1][1] and got[2][1] == {"image_url": "https://cdn.example/c.jpg", "name": "C"}
+
+    # a JSON array is decoded item by item across the reads of the stream, line numbers kept
+    items = [{"url": f"https://cdn.example/{n}.jpg", "name": "n" * (n * 997 % 70_000)} for n in range(40)]
+    text = "[\n" + ",\n".join(json.dumps(i) for i in items[:20]) + ", 12345678,\n\n" + \
+        ",\n".join(json.dumps(i) for i in items[20:]) + "\n]"
+    got = rows_of("m.json", text.encode())
+    assert len(got) == 41 and got[20] == (21, "each item must be a JSON object")  # beside item 19
+    assert [line for line, _ in got] == [*range(2, 22), 21, *range(23, 43)]
+    assert all(fields["image_url"] == f"https://cdn.example/{n}.jpg"
+               for n, (_, fields) in enumerate(got[:20] + got[21:]))
+
+
+def test_read_keeps_to_the_row_limit_and_count_takes_the_options(tmp_path):
+    from hub.connectors import ImportTooLarge
+
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.csv", "file,name\n" + "".join(f"{n}.jpg,N{n}\n" for n in range(3)))
+        for n in range(3):
+            zf.writestr(f"{n}.jpg", photo(n))
+    assert ZipImporter().count(path) == 3  # an older caller without options: the defaults
+    assert ZipImporter().count(path, ImportOptions(max_rows=3)) == 3
+    with pytest.raises(ImportTooLarge, match="more than 2 rows"):
+        ZipImporter().count(path, ImportOptions(max_rows=2))
+    reader = ZipImporter().read(path, ImportOptions(max_rows=2))
+    assert [r.name for r in itertools.islice(reader, 2)] == ["N0", "N1"]
+    with pytest.raises(ImportTooLarge):
+        next(reader)

@@ -12,9 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from hub.connectors import ImportOptions, ImportRow, RowError
+from hub.connectors import ImportOptions, ImportRow, ImportTooLarge, RowError
 from hub.hookspecs import hookimpl
-from hub.plugins.manual.files import MANIFEST_SUFFIXES, DirFiles, Files, FileTooLarge, ZipFiles
+from hub.plugins.manual.files import (
+    MANIFEST_SUFFIXES,
+    DirFiles,
+    Files,
+    FileTooLarge,
+    FileUnreadable,
+    ZipFiles,
+)
 from hub.plugins.manual.manifest import manifest_rows, to_row, url_only
 
 
@@ -28,7 +35,23 @@ def _file_row(files: Files, line: int | None, fields: dict[str, str], options: I
         return RowError(line, f"file {name!r} is not in the import", item=name)
     except FileTooLarge:
         return RowError(line, f"file {name!r} is larger than {options.max_file_bytes} bytes", item=name)
+    except FileUnreadable as exc:
+        return RowError(line, f"file {name!r} cannot be read: {exc}"[:500], item=name)
     return to_row(line, {"name": PurePosixPath(name).stem, **fields}, data=data, item=name)
+
+
+def _rows_of(files: Files, manifest: str, options: ImportOptions) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """The manifest's rows, streamed from the file within the options' limits."""
+    return manifest_rows(manifest, files.size(manifest), lambda: files.open(manifest), options)
+
+
+def _images(files: Files, options: ImportOptions) -> list[str]:
+    """The image files of an import without a manifest (one row each)."""
+    names = files.images()
+    if len(names) > options.max_rows:
+        raise ImportTooLarge(f"the import has {len(names)} images, more than the {options.max_rows} "
+                             "one import may have")
+    return names
 
 
 class _ArchiveImporter:
@@ -37,13 +60,14 @@ class _ArchiveImporter:
     def _files(self, path: Path) -> Files:
         raise NotImplementedError
 
-    def count(self, path: Path) -> int | None:
+    def count(self, path: Path, options: ImportOptions | None = None) -> int | None:
+        options = options or ImportOptions()
         files = self._files(path)
         try:
             manifest = files.manifest()
             if manifest is None:
-                return len(files.images())
-            return sum(1 for _ in manifest_rows(manifest, files.read(manifest, 2**31)))
+                return len(_images(files, options))
+            return sum(1 for _ in _rows_of(files, manifest, options))
         finally:
             files.close()
 
@@ -52,10 +76,10 @@ class _ArchiveImporter:
         try:
             manifest = files.manifest()
             if manifest is None:
-                for name in files.images():
+                for name in _images(files, options):
                     yield _file_row(files, None, {"file": name}, options)
                 return
-            for line, fields in manifest_rows(manifest, files.read(manifest, 2**31)):
+            for line, fields in _rows_of(files, manifest, options):
                 yield RowError(line, fields) if isinstance(fields, str) else _file_row(files, line, fields, options)
         finally:
             files.close()
@@ -89,12 +113,15 @@ class ManifestImporter:
     def accepts(self, path: Path) -> bool:
         return path.is_file() and path.name.lower().endswith(MANIFEST_SUFFIXES)
 
-    def count(self, path: Path) -> int | None:
-        return sum(1 for _ in manifest_rows(path.name, path.read_bytes()))
+    def _rows(self, path: Path, options: ImportOptions) -> Iterator[tuple[int, dict[str, str] | str]]:
+        return manifest_rows(path.name, path.stat().st_size, lambda: path.open("rb"), options)
+
+    def count(self, path: Path, options: ImportOptions | None = None) -> int | None:
+        return sum(1 for _ in self._rows(path, options or ImportOptions()))
 
     def read(self, path: Path, options: ImportOptions) -> Iterator[ImportRow | RowError]:
         files = DirFiles(path.parent) if options.local_files else None
-        for line, fields in manifest_rows(path.name, path.read_bytes()):
+        for line, fields in self._rows(path, options):
             if isinstance(fields, str):
                 yield RowError(line, fields)
             elif files is not None and fields.get("file"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from hub.connectors import ImportFileError
 
@@ -13,6 +15,14 @@ MANIFEST_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
 
 class FileTooLarge(Exception):
     pass
+
+
+class FileUnreadable(Exception):
+    """A file of the import that is there but cannot be read (encrypted or damaged in the ZIP, no permission)."""
+
+
+# what zipfile raises for a member it cannot give: damaged data, a bad CRC, encryption, an unknown compression
+ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, ValueError, OSError)
 
 
 def _visible(name: str) -> bool:
@@ -29,6 +39,14 @@ class Files:
     def read(self, name: str, max_bytes: int) -> bytes:
         raise NotImplementedError
 
+    def size(self, name: str) -> int:
+        """How many bytes the file says it holds (a ZIP member's declared size)."""
+        raise NotImplementedError
+
+    def open(self, name: str) -> IO[bytes]:
+        """The file as a binary stream, for reading a manifest bit by bit."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -40,7 +58,7 @@ class Files:
         top = [n for n in self.names() if "/" not in n.strip("/") and _visible(n) and n.lower().endswith(MANIFEST_SUFFIXES)]
         named = [n for n in top if PurePosixPath(n).stem.lower() == "manifest"]
         if named:
-            return sorted(named)[0]
+            return min(named)
         if len(top) > 1:
             raise ImportFileError(f"several manifests at the top ({', '.join(sorted(top))}); name one manifest.csv")
         return top[0] if top else None
@@ -50,24 +68,40 @@ class ZipFiles(Files):
     def __init__(self, path: Path) -> None:
         try:
             self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except ZIP_MEMBER_ERRORS as exc:
             raise ImportFileError(f"not a readable ZIP archive: {exc}") from None
         self._infos = {i.filename: i for i in self.zip.infolist() if not i.is_dir()}
 
     def names(self) -> list[str]:
         return list(self._infos)
 
-    def read(self, name: str, max_bytes: int) -> bytes:
+    def _info(self, name: str) -> zipfile.ZipInfo:
         info = self._infos.get(name) or self._infos.get(name.lstrip("./"))
         if info is None:
             raise FileNotFoundError(name)
-        if info.file_size > max_bytes:
+        return info
+
+    def read(self, name: str, max_bytes: int) -> bytes:
+        info = self._info(name)
+        if info.file_size > max_bytes:  # zipfile never gives more than the declared size
             raise FileTooLarge(name)
-        with self.zip.open(info) as handle:
-            data = handle.read(max_bytes + 1)
+        try:
+            with self.zip.open(info) as handle:
+                data = handle.read(max_bytes + 1)
+        except ZIP_MEMBER_ERRORS as exc:
+            raise FileUnreadable(f"{type(exc).__name__}: {exc}") from None
         if len(data) > max_bytes:
             raise FileTooLarge(name)
         return data
+
+    def size(self, name: str) -> int:
+        return self._info(name).file_size
+
+    def open(self, name: str) -> IO[bytes]:
+        try:
+            return self.zip.open(self._info(name))
+        except ZIP_MEMBER_ERRORS as exc:
+            raise ImportFileError(f"cannot read {name} in the ZIP: {exc}") from None
 
     def close(self) -> None:
         self.zip.close()
@@ -80,10 +114,29 @@ class DirFiles(Files):
     def names(self) -> list[str]:
         return [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
 
-    def read(self, name: str, max_bytes: int) -> bytes:
+    def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
         if self.root not in path.parents:
             raise FileNotFoundError(f"{name} is outside {self.root}")
-        if path.stat().st_size > max_bytes:
+        return path
+
+    def read(self, name: str, max_bytes: int) -> bytes:
+        path = self._path(name)
+        try:
+            if path.stat().st_size > max_bytes:
+                raise FileTooLarge(name)
+            with path.open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise FileUnreadable(exc.strerror or str(exc)) from None
+        if len(data) > max_bytes:  # it grew since
             raise FileTooLarge(name)
-        return path.read_bytes()
+        return data
+
+    def size(self, name: str) -> int:
+        return self._path(name).stat().st_size
+
+    def open(self, name: str) -> IO[bytes]:
+        return self._path(name).open("rb")

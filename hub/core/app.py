@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import __version__
 from hub.core.auth import SECRET_KEY
 from hub.core.compat import ImageCollectionController
-from hub.core.connections import ConnectionController
+from hub.core.connections import ConnectionController, stale_webhook_connections
 from hub.core.db import create_engine, dispose, migrate, session_factory
 from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.health import health, ready
@@ -46,6 +46,7 @@ from hub.plugins import Plugins, load_plugins
 from hub.settings import Settings
 
 access_log = logging.getLogger("hub.access")
+log = logging.getLogger("hub.app")
 BODY_OVERHEAD = 1024 * 1024  # multipart framing and form fields around the file
 
 
@@ -86,6 +87,18 @@ def access_log_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+async def _warn_about_moved_webhooks(services: Services) -> None:
+    """Loudly, at start-up: connections whose platform still delivers to an old HUB_PUBLIC_URL."""
+    try:
+        stale = await stale_webhook_connections(services)
+    except Exception:  # noqa: BLE001 - the database may not be there yet; /ready says so
+        return
+    if stale:
+        log.warning("HUB_PUBLIC_URL changed: these connections' webhooks point at the old URL; the workers "
+                    "re-register them (see /ready and each connection's webhooks field)",
+                    extra={"connections": stale, "public_url": services.settings.public_url})
+
+
 def create_app(
     settings: Settings,
     *,
@@ -124,6 +137,7 @@ def create_app(
         if auto_migrate:
             await migrate(settings.db_url)
         settings.media_dir.mkdir(parents=True, exist_ok=True)
+        await _warn_about_moved_webhooks(app.state.services)
         await app.state.pipeline.start()
         try:
             yield

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets as random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -59,6 +59,7 @@ def connection_json(row: Connection, connector: Connector | None, services: Serv
         "installed_via": "app" if row.via_app else "credentials",
         "info": row.info,
         "webhook_url": row.webhook_url or services.webhook_url(row),
+        "webhooks": webhook_status(row, services),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -179,6 +180,85 @@ async def open_connection(
                                                     Job.status.in_(("queued", "running"))))
         body["sync_job"] = job_json(running or await start_sync(state.pipeline, db, fresh))
     return body
+
+
+def webhook_status(row: Connection, services: Services) -> dict[str, Any]:
+    """Where the connection's webhooks point, whether that is where they should (the current HUB_PUBLIC_URL),
+    and why moving them failed, if it did."""
+    expected = services.webhook_url(row)
+    return {"url": row.webhook_url or expected, "current": (row.webhook_url or expected) == expected,
+            "problem": (row.info or {}).get("webhook_problem")}
+
+
+async def stale_webhook_connections(services: Services) -> list[int]:
+    """Active connections whose webhooks point at a URL that is not the current one (HUB_PUBLIC_URL changed)."""
+    async with services.sessions() as session:
+        rows = list(await session.scalars(select(Connection).where(Connection.status == "active",
+                                                                   Connection.webhook_url.is_not(None))))
+    return [row.id for row in rows if row.webhook_url != services.webhook_url(row)]
+
+
+async def move_webhooks(services: Services) -> dict[str, int]:
+    """For the sweep: re-register the webhooks of connections whose URL changed (HUB_PUBLIC_URL moved), one at a
+    time, with no transaction open while the platform is called. A failure is kept on the connection (its
+    ``webhooks.problem``) and tried again after a while; connections made before URLs were recorded adopt the
+    current one."""
+    now = utcnow()
+    moved = failed = 0
+    async with services.sessions() as session:
+        legacy = list(await session.scalars(select(Connection).where(Connection.webhook_url.is_(None),
+                                                                     Connection.status == "active")))
+        for row in legacy:
+            row.webhook_url = services.webhook_url(row)
+        await session.commit()
+    for connection_id in await stale_webhook_connections(services):
+        async with services.sessions() as session:
+            row = await session.get(Connection, connection_id)
+            connector = services.plugins.connectors().get(row.connector) if row is not None else None
+            if row is None or connector is None:
+                continue
+            retry_at = (row.info or {}).get("webhook_retry_at")
+            if retry_at and datetime.fromisoformat(retry_at) > now:
+                continue
+            old_ctx = services.context(row, connector, None)
+            new_url = services.webhook_url(row)
+            opened = services.secrets.open(row.secrets)
+            opened.setdefault(WEBHOOK_SECRET, random.token_urlsafe(32))  # (legacy connections get one now)
+            old_state = dict(row.webhook_state or {})
+            await session.commit()
+
+        async def move(http: httpx.AsyncClient) -> dict[str, Any]:
+            with contextlib.suppress(ConnectorError, httpx.HTTPError):
+                await connector.unregister_webhooks(  # noqa: B023 - called right away, in this iteration
+                    ConnectionContext(old_ctx.settings, http, old_ctx.webhook_url, old_ctx.webhook_secret), old_state)
+            ctx = ConnectionContext(old_ctx.settings, http, new_url, opened[WEBHOOK_SECRET])  # noqa: B023
+            return await connector.register_webhooks(ctx) or {}  # noqa: B023
+
+        try:
+            state = await talk_to_platform(services.settings, connector, move)
+        except ApiError as exc:
+            failed += 1
+            async with services.sessions() as session:
+                row = await session.get(Connection, connection_id)
+                if row is not None:
+                    row.info = {**(row.info or {}), "webhook_problem": f"moving the webhooks to {new_url} failed: "
+                                                                      f"{exc.detail}",
+                                "webhook_retry_at": (utcnow() + services.settings.lease).isoformat()}
+                    await session.commit()
+            log.warning("webhooks not moved to the new public URL", extra={"connection_id": connection_id,
+                                                                           "reason": str(exc.detail)[:300]})
+            continue
+        async with services.sessions() as session:
+            row = await session.get(Connection, connection_id)
+            if row is None:
+                continue
+            row.webhook_state, row.webhook_url = state, new_url
+            row.secrets = services.secrets.seal(opened)
+            row.info = {k: v for k, v in (row.info or {}).items() if k not in ("webhook_problem", "webhook_retry_at")}
+            await session.commit()
+        moved += 1
+        log.info("webhooks moved to the new public URL", extra={"connection_id": connection_id})
+    return {"webhooks_moved": moved, "webhooks_not_moved": failed}
 
 
 async def drop_abandoned_connections(services: Services) -> int:

@@ -101,6 +101,11 @@ def dependency_handler(request: Request, exc: Exception) -> Response[dict[str, A
 def unexpected_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)):
         return dependency_handler(request, exc)
+    if isinstance(exc, UnicodeDecodeError | RecursionError):
+        # what the framework's body decoding lets through for bytes that are not UTF-8, or JSON nested too deep
+        log.info("undecodable request body", extra={"path": request.url.path, "reason": type(exc).__name__})
+        return Response(_body(400, "the request body is not valid JSON text (UTF-8, nested at most a few hundred "
+                                   "levels deep)"), status_code=400, media_type=MediaType.JSON)
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return Response(
         _body(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; it has been logged"),

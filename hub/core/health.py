@@ -9,6 +9,7 @@ from litestar import Request, Response, get
 from sqlalchemy import text
 
 from hub import __version__
+from hub.core.connections import stale_webhook_connections
 from hub.core.db import current_revision, head_revision
 
 
@@ -38,6 +39,19 @@ async def ready(request: Request) -> Response[dict[str, Any]]:
     ok = all(v == "ok" for v in checks.values())
     plugins = [{k: p[k] for k in ("name", "version", "connectors", "importers")} for p in state.plugins.loaded]
     return Response(
-        {"status": "ready" if ok else "not ready", "checks": checks, "plugins": plugins},
+        {"status": "ready" if ok else "not ready", "checks": checks, "warnings": await _warnings(request) if ok else [],
+         "plugins": plugins},
         status_code=200 if ok else 503,
     )
+
+
+async def _warnings(request: Request) -> list[str]:
+    """What an operator should act on though the service can serve (it does not make /ready fail)."""
+    try:
+        stale = await stale_webhook_connections(request.app.state.services)
+    except Exception:  # noqa: BLE001 - readiness reports, never raises
+        return []
+    if not stale:
+        return []
+    return [f"{len(stale)} connection(s) have webhooks at an old HUB_PUBLIC_URL; the workers are moving them to "
+            f"{request.app.state.settings.public_url} (connections {', '.join(map(str, stale[:50]))})"]

@@ -11,8 +11,8 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.auth import Caller, Principal, authenticate, require_any_key
@@ -66,6 +66,21 @@ class ImagePatch(BaseModel):
     product_url: str | None = Field(None, max_length=2000)
 
     _urls = field_validator("product_url")(check_url)
+
+
+class RetryFailed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connection_id: BodyId | None = Field(None, description="Only this connection's failed images")
+    source: str | None = Field(None, max_length=50, description="Only failed images from this source")
+
+
+async def retry_images(session: AsyncSession, image_ids: list[int], next_attempt: datetime) -> None:
+    """Failed images back to ``pending`` with a fresh set of attempts (the caller queues them)."""
+    for i in range(0, len(image_ids), 500):
+        await session.execute(update(Image).where(Image.id.in_(image_ids[i:i + 500]), Image.status == "failed")
+                              .values(status="pending", error=None, attempts=0, next_attempt_at=next_attempt))
+    await session.commit()
 
 
 def requeue_at(state: Any) -> datetime:
@@ -329,6 +344,34 @@ class ImageController(Controller):
         await db.commit()
         await anyio.to_thread.run_sync(state.media.delete, photo)
         await state.pipeline.images_removed(principal.shop_id, [image_id])
+
+    @post("/{image_id:int}/retry", status_code=202)
+    async def retry(self, request: Request, db: Db, principal: Caller, image_id: PathId) -> Response[dict[str, Any]]:
+        """Try a failed image again now (its host may be back): ``pending`` with a fresh set of attempts."""
+        state = request.app.state
+        img = await get_shop_image(db, principal.shop_id, image_id)
+        if img.status != "failed":
+            raise ApiError(409, f"image {image_id} is {img.status}; only failed images are retried")
+        await retry_images(db, [img.id], requeue_at(state))
+        await state.pipeline.images_added(principal.shop_id, [img.id])
+        await db.refresh(img)
+        return Response(image_json(img, state.settings.public_url), status_code=202)
+
+    @post("/retry", status_code=202)
+    async def retry_failed(self, request: Request, db: Db, principal: Caller,
+                           data: JSONBody[RetryFailed]) -> Response[dict[str, Any]]:
+        """Try every failed image of the shop again — or of one connection, or one source."""
+        state = request.app.state
+        stmt = select(Image.id).where(Image.shop_id == principal.shop_id, Image.status == "failed")
+        if data.connection_id is not None:
+            stmt = stmt.where(Image.connection_id == data.connection_id)
+        if data.source is not None:
+            stmt = stmt.where(Image.source == data.source)
+        ids = list(await db.scalars(stmt.order_by(Image.id)))
+        await retry_images(db, ids, requeue_at(state))
+        if ids:
+            await state.pipeline.images_added(principal.shop_id, ids)
+        return Response({"retried": len(ids), "image_ids": ids[:1000]}, status_code=202)
 
     @get(
         "/{image_id:int}/file",

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.connections import drop_abandoned_connections
+from hub.core.connections import drop_abandoned_connections, move_webhooks
 from hub.core.errors import DependencyUnavailable
 from hub.core.jobs import due_jobs, run_job
 from hub.core.media import MediaStore
@@ -270,7 +270,8 @@ class Runtime:
         pruned = await prune_deliveries(self.services)
         abandoned = await drop_abandoned_connections(self.services)
         report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed,
-                  "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned}
+                  "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned,
+                  **await move_webhooks(self.services)}
         if any(report.values()):
             log.info("sweep", extra=report)
         return report

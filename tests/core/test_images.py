@@ -56,6 +56,9 @@ async def test_upload_list_get_file_delete(client, shop):
 
 async def test_file_with_publishable_key_in_header_or_query(client, shop):
     img = (await upload(client, shop.secret, photo(2))).json()
+    # a publishable key sees only what recommendations may show: not a pending image
+    assert (await client.get(f"/api/v1/images/{img['id']}/file", headers=shop.publishable)).status_code == 404
+    await wait_for_images(client, shop.secret, [img["id"]])
     assert (await client.get(f"/api/v1/images/{img['id']}/file", headers=shop.publishable)).status_code == 200
     by_query = await client.get(f"/api/v1/images/{img['id']}/file?key={shop['publishable_key']}")
     assert by_query.status_code == 200

@@ -16,6 +16,7 @@ class HostileServer:
 
     - ``/endless``: a JSON array that never ends (chunked), up to ``endless_cap`` bytes, then the connection drops;
     - ``/trickle``: an image-like answer sent one byte every ``trickle_seconds``;
+    - ``/weird``: valid JSON of an unexpected shape (``[]`` to reads, ``[1]`` to writes);
     - ``/hold``: nothing until ``release`` is set (``held`` is set when the request arrived), then ``[]``;
     - anything else: ``{}`` with 200.
     """
@@ -51,6 +52,8 @@ class HostileServer:
                         self._endless()
                     elif self.path.startswith("/trickle"):
                         self._trickle()
+                    elif self.path.startswith("/weird"):  # well-formed JSON of the wrong shape
+                        self._plain(200, b"[]" if method == "GET" else b"[1]")
                     elif self.path.startswith("/hold"):
                         server.held.set()
                         server.release.wait(120)

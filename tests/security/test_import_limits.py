@@ -334,3 +334,14 @@ async def test_multipart_needs_a_whole_file_part(client, shop, snapshot):
                              headers={**shop.secret, "Content-Type": "multipart/form-data"})
     assert resp.status_code == 400 and "boundary" in resp.json()["detail"], resp.text
     assert await snapshot() == before
+
+
+async def test_a_zip_with_too_many_entries_is_refused_before_its_directory_is_read(client, shop, snapshot, monkeypatch):
+    from hub.plugins.manual import files
+
+    monkeypatch.setattr(files, "MAX_ZIP_ENTRIES", 50)  # (the real bound, 200,000, costs a 19 MB test archive)
+    before = await snapshot()
+    archive = make_zip({f"{n}.jpg": b"" for n in range(60)})
+    resp = await start(client, shop, archive, "application/zip")
+    assert resp.status_code == 413 and "60 entries" in resp.json()["detail"], resp.text
+    assert await snapshot() == before

@@ -7,7 +7,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from hub.connectors import ImportFileError
+from hub.connectors import ImportFileError, ImportTooLarge
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
@@ -64,8 +64,26 @@ class Files:
         return top[0] if top else None
 
 
+# zipfile keeps ~760 bytes of Python objects per entry of the central directory it reads when it opens an
+# archive: the entry count is checked (from the end record, before anything is parsed) to bound that
+MAX_ZIP_ENTRIES = 200_000
+
+
+def zip_entry_count(path: Path) -> int | None:
+    """The total entry count an archive's end record declares (ZIP64 included), or None if it has none."""
+    with path.open("rb") as handle:
+        end = zipfile._EndRecData(handle)  # noqa: SLF001 - the stdlib's own end-record reader
+    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
+
+
 class ZipFiles(Files):
     def __init__(self, path: Path) -> None:
+        try:
+            entries = zip_entry_count(path)
+        except OSError as exc:
+            raise ImportFileError(f"not a readable ZIP archive: {exc}") from None
+        if entries is not None and entries > MAX_ZIP_ENTRIES:
+            raise ImportTooLarge(f"the ZIP holds {entries} entries; an import takes at most {MAX_ZIP_ENTRIES}")
         try:
             self.zip = zipfile.ZipFile(path)
         except ZIP_MEMBER_ERRORS as exc:

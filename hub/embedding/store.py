@@ -18,6 +18,8 @@ log = logging.getLogger("hub.store")
 
 NONE_ID = -1  # Chroma metadata has no null: "no category" is stored as -1
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
+GET_BATCH = 2000  # ids per Chroma get
+QUERY_BATCH = 500  # query vectors per Chroma query
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,59 @@ class VectorStore:
             return np.asarray(got["embeddings"][0], dtype=np.float32)
 
         return await self._run(run)
+
+    async def vectors(self, shop_id: int, ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of these images (those the store has), by image id."""
+
+        def run() -> dict[int, np.ndarray]:
+            col = self._collection(shop_id, create=False)
+            found: dict[int, np.ndarray] = {}
+            if col is None:
+                return found
+            for i in range(0, len(ids), GET_BATCH):
+                got = col.get(ids=[str(n) for n in ids[i : i + GET_BATCH]], include=["embeddings"])
+                for ident, vector in zip(got["ids"], got["embeddings"], strict=True):
+                    found[int(ident)] = np.asarray(vector, dtype=np.float32)
+            return found
+
+        return await self._run(run)
+
+    async def unreachable(self, shop_id: int, ids: list[int], probe: int = 10) -> list[int]:
+        """Vectors the index cannot find with their own vector as the query (an HNSW graph can lose a node's
+        every incoming link when a batch is inserted into a small built graph in parallel): these are stored but
+        no query would ever return them."""
+
+        def run() -> list[int]:
+            col = self._collection(shop_id, create=False)
+            if col is None or not ids:
+                return []
+            count = col.count()
+            lost: list[int] = []
+            for i in range(0, len(ids), QUERY_BATCH):
+                got = col.get(ids=[str(n) for n in ids[i : i + QUERY_BATCH]], include=["embeddings"])
+                if not got["ids"]:
+                    continue
+                found = col.query(query_embeddings=np.asarray(got["embeddings"], dtype=np.float32),
+                                  n_results=min(probe, count), include=[])
+                lost += [int(ident) for ident, hits in zip(got["ids"], found["ids"], strict=True) if ident not in hits]
+            return lost
+
+        return await self._run(run)
+
+    async def reinsert(self, shop_id: int, ids: list[int]) -> None:
+        """Delete and add these vectors again (same vectors, same metadata): fresh links into the graph."""
+
+        def run() -> None:
+            col = self._collection(shop_id, create=False)
+            if col is None or not ids:
+                return
+            got = col.get(ids=[str(n) for n in ids], include=["embeddings", "metadatas"])
+            if got["ids"]:
+                col.delete(ids=got["ids"])
+                col.add(ids=got["ids"], embeddings=np.asarray(got["embeddings"], dtype=np.float32),
+                        metadatas=got["metadatas"])
+
+        await self._run(run)
 
     async def query(
         self, shop_id: int, vector: np.ndarray, limit: int, filters: dict[str, Any] | None = None,

@@ -1,0 +1,75 @@
+"""The HNSW graph can lose a vector: stored, its image ready, and no query returns it. Chroma 1.5's local
+writer inserts a batch in parallel; a batch going into an already built small graph (a read between batches is
+enough) can prune every incoming link to a node. These tests build collections exactly that way, many times,
+with real Chroma, and hold the product's promise whether or not a given collection lost a vector: a query never
+returns fewer than the shop has, and the sweep finds and repairs what the index cannot reach."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hub.embedding.store import VectorStore
+from tests.conftest import wait_for_images
+from tests.images import photo
+
+TRIALS = 120
+
+
+def clustered_vectors(seed: int, n: int = 60, dim: int = 512) -> np.ndarray:
+    """Near-duplicate product photos: a few looks, many shots of each."""
+    rng = np.random.default_rng(seed)
+    looks = rng.normal(size=(6, dim))
+    vectors = looks[rng.integers(0, 6, size=n)] + 0.05 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def self_misses(store: VectorStore, shop_id: int, vectors: np.ndarray) -> set[int]:
+    col = store._collection(shop_id, create=False)
+    found = col.query(query_embeddings=vectors, n_results=10, include=[])
+    return {n for n, hits in enumerate(found["ids"]) if str(n) not in hits}
+
+
+async def test_the_sweep_check_finds_exactly_the_unreachable_vectors_and_repairs_them(tmp_path):
+    store = VectorStore(None, tmp_path, "test-model")
+    lost_somewhere = 0
+    for trial in range(TRIALS):
+        shop_id = trial + 1
+        vectors = clustered_vectors(trial)
+        for start, end in ((0, 25), (25, 50), (50, 60)):  # three batches, a read between each
+            await store.upsert(shop_id, list(range(start, end)), vectors[start:end], [{"x": 1}] * (end - start))
+            await store.ids(shop_id)
+        missed = self_misses(store, shop_id, vectors)
+        found = set(await store.unreachable(shop_id, list(range(60))))
+        assert found == missed, (trial, found, missed)
+        if found:
+            lost_somewhere += 1
+            await store.reinsert(shop_id, sorted(found))
+            assert self_misses(store, shop_id, vectors) == set(), trial
+            assert await store.unreachable(shop_id, list(range(60))) == []
+            assert len(await store.ids(shop_id)) == 60
+    print(f"{lost_somewhere} of {TRIALS} collections had lost a vector")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"exact_max_vectors": 0, "embed_batch_size": 25}])
+async def test_queries_answered_by_the_index_never_miss_a_ready_image(client, make_shop, settings):
+    """Every query here goes through the index (no exact ranking for small shops); the answer must still hold
+    every ready image — through the exact fallback when the index falls short."""
+    for n in range(6):
+        shop = await make_shop(f"Batches {n}")
+        ids: list[int] = []
+        for start, end in ((0, 25), (25, 50), (50, 60)):
+            for i in range(start, end):
+                resp = await client.post("/api/v1/images", files={"file": (f"{i}.jpg", photo(n * 1000 + i // 3),
+                                                                           "image/jpeg")}, headers=shop.secret)
+                assert resp.status_code in (202, 409), resp.text
+                if resp.status_code == 202:
+                    ids.append(resp.json()["id"])
+            await wait_for_images(client, shop.secret, ids)  # a read between batches
+        found = await client.post("/api/v1/recommendations", json={"prompt": "a dress", "limit": 100},
+                                  headers=shop.publishable)
+        assert sorted(r["id"] for r in found.json()["results"]) == sorted(ids)
+        for image_id in ids[:5]:
+            similar = await client.get(f"/api/v1/images/{image_id}/similar", params={"limit": 100},
+                                       headers=shop.secret)
+            assert sorted(r["id"] for r in similar.json()["results"]) == sorted(set(ids) - {image_id})

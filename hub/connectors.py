@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -131,14 +130,24 @@ class ConnectionContext:
     ``verify`` and ``parse`` run inside the webhook request and get no client (``http`` is None): no I/O there.
     ``webhook_secret`` is a random secret the core made for this connection and keeps encrypted: give it to a
     platform that signs its deliveries with a secret of our choosing (None for connections made before it existed).
+    ``installed_by_app`` says the connection was installed through the operator's app (OAuth).
     """
 
     def __init__(self, settings: Any, http: httpx.AsyncClient | None, webhook_url: str,
-                 webhook_secret: str | None = None) -> None:
+                 webhook_secret: str | None = None, installed_by_app: bool = False) -> None:
         self.settings = settings
         self.http = http
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
+        # installed through the operator's app (an OAuth install): its deliveries are signed with the app's
+        # secret, which every store installed that way shares — a signed body proves the app, not the store
+        self.installed_by_app = installed_by_app
+
+    def using(self, http: httpx.AsyncClient | None, *, webhook_url: str | None = None,
+              webhook_secret: str | None = None) -> ConnectionContext:
+        """The same connection with another HTTP client (and, when moving webhooks, another URL or secret)."""
+        return ConnectionContext(self.settings, http, webhook_url or self.webhook_url,
+                                 webhook_secret or self.webhook_secret, self.installed_by_app)
 
 
 class ConnectorError(Exception):
@@ -211,6 +220,20 @@ class AppDeliveries(Protocol):
     def compliance_topic(self, delivery: Delivery) -> bool:
         """True for a privacy/compliance topic: answered 2xx even for a connection that was erased already."""
 
+    def installed_through_app(self, settings: Any) -> bool:
+        """For connections made before the hub recorded how: True if these (validated, decrypted) settings are
+        an install of the operator's app."""
+
+
+@runtime_checkable
+class AccessCheck(Protocol):
+    """Optional: the connector can ask the platform whether the hub's access to a store was revoked. The core
+    asks before it applies ``ConnectionDisabled`` or ``ConnectionErased`` from a delivery to an active connection
+    (a replayed uninstall or erase must not take a store that has the app installed)."""
+
+    async def access_revoked(self, ctx: ConnectionContext) -> bool:
+        """True if the platform no longer lets the hub in (the app was uninstalled, the token revoked)."""
+
 
 def secret_fields(model: type[BaseModel]) -> set[str]:
     """The settings a connector marks secret: stored encrypted, never returned by the API."""
@@ -280,37 +303,69 @@ class Importer(Protocol):
 # -- helpers for connector authors -------------------------------------------------------------------------
 
 _BLOCK_TAGS = {"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section"}
+_SKIPPED_TAGS = {"script", "style"}
+MAX_HTML = 256 * 1024  # characters of product HTML read; a description is never this long
 
 
-class _TextParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
+def _tag_name(inside: str) -> tuple[str, bool]:
+    """``/p class="x"`` → ("p", True): a tag's name (lower case) and whether it closes."""
+    closing = inside.startswith("/")
+    name = inside.lstrip("/").split(None, 1)[0] if inside.strip("/ \t\n") else ""
+    return name.rstrip("/").lower(), closing
 
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in ("script", "style"):
-            self.skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self.skip:
-            self.skip -= 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.parts.append(data)
+def _end_of_tag(value: str, start: int) -> int:
+    """Where the tag opened at ``start`` ends (its ``>``), quotes respected; -1 if it never does. One pass."""
+    quote = ""
+    for n in range(start + 1, len(value)):
+        ch = value[n]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ">":
+            return n
+    return -1
 
 
 def html_to_text(value: str | None) -> str:
-    """Product HTML as the plain text a shopper reads: tags dropped, entities decoded, whitespace tidied."""
+    """Product HTML as the plain text a shopper reads: tags dropped, entities decoded, whitespace tidied.
+
+    A single linear pass over at most ``MAX_HTML`` characters: deliveries are parsed inside the webhook request,
+    and the standard library's parser takes quadratic time on crafted input (unclosed tags and attributes).
+    """
     if not value:
         return ""
-    parser = _TextParser()
-    parser.feed(value)
-    parser.close()
-    lines = (" ".join(line.split()) for line in html.unescape("".join(parser.parts)).splitlines())
+    value = value[:MAX_HTML]
+    parts: list[str] = []
+    position, skipping = 0, ""
+    while position < len(value):
+        opening = value.find("<", position)
+        if opening == -1:
+            if not skipping:
+                parts.append(value[position:])
+            break
+        if not skipping:
+            parts.append(value[position:opening])
+        after = value[opening + 1 : opening + 2]
+        if not (after.isascii() and after.isalpha()) and after not in ("/", "!"):  # "size < 10": text, not a tag
+            if not skipping:
+                parts.append("<")
+            position = opening + 1
+            continue
+        if value.startswith("<!--", opening):
+            end = value.find("-->", opening + 4)
+            position = len(value) if end == -1 else end + 3
+            continue
+        end = _end_of_tag(value, opening)
+        if end == -1:
+            break  # an unclosed tag: the rest is not text
+        name, closing = _tag_name(value[opening + 1 : end])
+        if name in _SKIPPED_TAGS:
+            skipping = "" if closing else name
+        elif not skipping and name in _BLOCK_TAGS:
+            parts.append("\n")
+        position = end + 1
+    lines = (" ".join(line.split()) for line in html.unescape("".join(parts)).splitlines())
     return "\n".join(line for line in lines if line)

@@ -34,10 +34,19 @@ class Unresolvable(Exception):
     """The host name does not resolve (maybe for now)."""
 
 
+# IPv6 ranges that carry an IPv4 address a gateway may forward to (NAT64, 6to4, Teredo, the deprecated
+# IPv4-compatible form): counted public by the registries, yet 64:ff9b::a00:5 reaches 10.0.0.5 behind NAT64
+EMBEDDING_IPV4 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+                                                           "2001::/32", "::/96"))
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif any(ip in network for network in EMBEDDING_IPV4):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -135,6 +144,8 @@ class _BoundedDecoder:
         out = bytearray()
         data = chunk
         while data:
+            if self.obj.eof:  # bytes after the end of the compressed stream: never buffered, never read
+                raise httpx.DecodingError(f"the {self.encoding} answer goes on after its end")
             try:
                 piece = self.obj.decompress(data, self.limit - self.produced + 1)
             except zlib.error:
@@ -148,6 +159,8 @@ class _BoundedDecoder:
             if self.produced > self.limit:
                 return bytes(out)
             data = self.obj.unconsumed_tail
+        if self.obj.eof and self.obj.unused_data:
+            raise httpx.DecodingError(f"the {self.encoding} answer goes on after its end")
         return bytes(out)
 
 
@@ -181,12 +194,12 @@ class _LimitedStream(httpx.AsyncByteStream):
             except TimeoutError:
                 raise DeadlineExceeded("the answer did not finish within its deadline", request=self.request) from None
             received += len(chunk)
+            if received > self.max_bytes:  # the bytes on the wire, compressed or not
+                raise self._too_large()
             if self.decoder is not None:
                 chunk = self.decoder.feed(chunk)
-                if self.decoder.produced > self.max_bytes:
+                if self.decoder.produced > self.max_bytes:  # and what they decompress to
                     raise self._too_large()
-            elif received > self.max_bytes:
-                raise self._too_large()
             elapsed = time.monotonic() - self.started
             if self.min_rate and elapsed > self.grace and received < self.min_rate * elapsed:
                 raise DeadlineExceeded(f"the answer arrives slower than {int(self.min_rate)} bytes/s",

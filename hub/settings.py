@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     platform_deadline: float = Field(60.0, gt=0, description="Seconds one call to a shop platform may take in all.")
     connect_deadline: float = Field(180.0, gt=0,
                                     description="Seconds connecting a store (check, webhooks) may take in all.")
+    exact_max_vectors: int = Field(5_000, ge=0, le=1_000_000, description="Queries matching at most this many "
+                                   "images are ranked exactly (cosine against each) instead of through the index.")
+    exact_cache_mb: int = Field(256, ge=1, description="Memory for the vectors kept for exact ranking.")
     max_decodes: int = Field(2, ge=1, le=64, description="Images decoded at once in one process (memory bound).")
     disabled_plugins: str = Field("", description="Comma-separated plugin names not to load.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")

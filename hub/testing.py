@@ -21,6 +21,12 @@ Subclass ``ConnectorContract`` in your tests and provide four fixtures::
         def webhook_url(self):                          # optional: where your platform's webhooks should point
             return "http://127.0.0.1:9/webhooks/mine/1"
 
+Three more optional fixtures cover what platforms really send (each test is skipped, with the reason, until
+you provide it): ``delete_delivery`` (a genuine delivery deleting a product), ``child_delivery`` (a genuine
+delivery about a child record — a variation — and its parent's external id, as a tuple), and
+``same_id_delivery`` (a second genuine delivery with the same delivery id as ``genuine_delivery`` but another
+body, as platforms that make ids per second send).
+
 Every test here is something the hub relies on: the webhook endpoint, the sync job and the catalog ingest
 assume it. Async tests are marked for pytest-asyncio.
 """
@@ -63,6 +69,18 @@ class ConnectorContract:
     @pytest.fixture
     def webhook_url(self) -> str:
         return "http://127.0.0.1:9/webhooks/contract/1"
+
+    @pytest.fixture
+    def delete_delivery(self) -> Delivery | None:
+        return None
+
+    @pytest.fixture
+    def child_delivery(self) -> tuple[Delivery, str] | None:
+        return None
+
+    @pytest.fixture
+    def same_id_delivery(self) -> Delivery | None:
+        return None
 
     @pytest.fixture
     async def ctx(self, connector: Connector, connection_settings: dict[str, Any],
@@ -140,6 +158,47 @@ class ConnectorContract:
         for body in (b"{not json", b"", b"[]", b'{"unexpected": true}'):
             with pytest.raises(DeliveryRejected):
                 connector.parse(_no_http(ctx), Delivery(genuine_delivery.headers, body, genuine_delivery.query))
+
+    def test_a_delete_is_a_delete_and_a_product_body_never_is(self, connector: Connector, ctx: ConnectionContext,
+                                                              genuine_delivery: Delivery,
+                                                              delete_delivery: Delivery | None) -> None:
+        if delete_delivery is None:
+            pytest.skip("provide a delete_delivery fixture to check deletes")
+        events = connector.parse(_no_http(ctx), delete_delivery).events
+        assert events and all(isinstance(e, ProductDeleted | ProductChanged) for e in events), \
+            "a delete delivery must give ProductDeleted (or ProductChanged: the core asks the platform)"
+        # a signature covers the body only: the same signed product body under the delete's headers (its
+        # topic, say) must not delete anything
+        swapped = Delivery(delete_delivery.headers, genuine_delivery.body, genuine_delivery.query)
+        try:
+            meant = connector.parse(_no_http(ctx), swapped).events
+        except DeliveryRejected:
+            return
+        assert not any(isinstance(e, ProductDeleted | ConnectionErased) for e in meant), \
+            "a product body under a delete topic header was taken as a delete: check the body's shape"
+
+    def test_a_child_record_is_a_change_of_its_parent(self, connector: Connector, ctx: ConnectionContext,
+                                                      child_delivery: tuple[Delivery, str] | None) -> None:
+        if child_delivery is None:
+            pytest.skip("provide a child_delivery fixture (a variation's delivery, its parent's id) to check it")
+        delivery, parent = child_delivery
+        events = connector.parse(_no_http(ctx), delivery).events
+        assert events, "a child record's delivery must change its parent"
+        for event in events:
+            assert isinstance(event, ProductUpserted | ProductChanged), type(event).__name__
+            assert event.external_id == parent, \
+                f"a child record became product {event.external_id!r}; it belongs to {parent!r}"
+
+    def test_deliveries_sharing_an_id_are_each_parsed(self, connector: Connector, ctx: ConnectionContext,
+                                                      genuine_delivery: Delivery,
+                                                      same_id_delivery: Delivery | None) -> None:
+        if same_id_delivery is None:
+            pytest.skip("provide a same_id_delivery fixture to check deliveries sharing a delivery id")
+        first = connector.parse(_no_http(ctx), genuine_delivery)
+        second = connector.parse(_no_http(ctx), same_id_delivery)
+        assert first.delivery_id == second.delivery_id, "the fixture's deliveries should share their delivery id"
+        assert second.events and second.events != first.events, \
+            "two different bodies under one delivery id are two changes: the core applies both"
 
     # -- the catalog -----------------------------------------------------------------------------------------
 

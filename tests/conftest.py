@@ -226,8 +226,10 @@ async def _settle(engine: Any, timeout: float = 60) -> None:
                                    (WebhookDelivery.status, ("received", "processing")),
                                    (Job.status, ("queued", "running"))):
                 busy += await conn.scalar(select(func.count()).where(column.in_(states)))
-        if not busy or asyncio.get_running_loop().time() > deadline:
+        if not busy:
             return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{busy} images, deliveries or jobs still in flight after {timeout} s")
         await asyncio.sleep(0.1)
 
 

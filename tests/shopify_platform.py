@@ -14,6 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 from tests.images import photo
@@ -32,6 +33,7 @@ class ShopifyEmulator:
         self.subscriptions: dict[str, tuple[str, str]] = {}
         self.deleted_subscriptions: list[str] = []
         self.scopes = ["read_products", "write_products"]
+        self.uninstalled = False  # the app was uninstalled: the access token answers 401
         self.maximum, self.available, self.restore_rate = bucket, bucket, restore_rate
         self.last_refill = time.monotonic()
         self.throttled = 0  # THROTTLED answers given
@@ -82,7 +84,7 @@ class ShopifyEmulator:
                 if not re.fullmatch(r"/admin/api/\d{4}-\d{2}/graphql\.json", self.path):
                     self._send(404, b'{"errors":"Not Found"}')
                     return
-                if self.headers.get("X-Shopify-Access-Token") != TOKEN:
+                if self.headers.get("X-Shopify-Access-Token") != TOKEN or emulator.uninstalled:
                     self._send(401, b'{"errors":"[API] Invalid API key or access token '
                                     b'(unrecognized login or wrong password)"}')
                     return
@@ -221,6 +223,12 @@ class ShopifyEmulator:
             self.subscriptions.pop(variables["id"], None)
             self.deleted_subscriptions.append(variables["id"])
             return {"webhookSubscriptionDelete": {"deletedWebhookSubscriptionId": variables["id"], "userErrors": []}}
+        if "product(id:" in query:
+            p = self.products.get(int(variables["id"].rsplit("/", 1)[1]))
+            return {"product": None if p is None else {**self._node(p), "media": {"nodes": [
+                {"id": f"gid://shopify/MediaImage/{m['id']}", "alt": m["alt"],
+                 "image": {"url": self.image_url(m["seed"]), "altText": m["alt"]}}
+                for m in p["media"][: int(variables["first"])]]}}}
         if "products(" in query:
             ordered = sorted(self.products.values(), key=lambda p: p["id"])
             start = int(base64.b64decode(variables["after"]).decode()) if variables.get("after") else 0
@@ -241,6 +249,20 @@ class ShopifyEmulator:
             return {"nodes": nodes}
         return {"shop": {"name": "Fashion Test", "myshopifyDomain": DOMAIN, "currencyCode": "EUR"},
                 "currentAppInstallation": {"accessScopes": [{"handle": s} for s in self.scopes]}}
+
+
+def running_emulator(monkeypatch: Any, *, app: bool = False) -> Iterator[ShopifyEmulator]:
+    """For a fixture: an emulator that every store's Admin API points at (HUB_SHOPIFY_API_URL, the operator's
+    setting — never a tenant field), and with ``app`` the operator's public app configured."""
+    shopify = ShopifyEmulator()
+    monkeypatch.setenv("HUB_SHOPIFY_API_URL", shopify.base)
+    if app:
+        monkeypatch.setenv("HUB_SHOPIFY_CLIENT_ID", APP_CLIENT_ID)
+        monkeypatch.setenv("HUB_SHOPIFY_CLIENT_SECRET", APP_CLIENT_SECRET)
+    try:
+        yield shopify
+    finally:
+        shopify.close()
 
 
 def now_iso(delta_seconds: float = 0) -> str:

@@ -45,6 +45,9 @@ async def test_dns_rebinding_between_check_and_connect_is_refused(local, monkeyp
 
 
 @pytest.mark.parametrize("address, public", [("8.8.8.8", True), ("10.0.0.1", False), ("169.254.169.254", False),
-                                             ("::1", False), ("::ffff:127.0.0.1", False), ("2606:4700::1111", True)])
+                                             ("::1", False), ("::ffff:127.0.0.1", False), ("2606:4700::1111", True),
+                                             ("64:ff9b::a00:5", False), ("64:ff9b:1::a00:5", False),
+                                             ("2002:a00:5::1", False), ("2001:0:4136:e378::1", False),
+                                             ("::7f00:1", False)])
 def test_public_addresses(address, public):
     assert net.is_public(address) is public

@@ -34,6 +34,16 @@ class TestExampleConnector(ConnectorContract):
         body, headers = signed({"event": "product.updated", "delivery_id": "c-1", "product": platform.put(1, [5])})
         return Delivery({k.lower(): v for k, v in headers.items()}, body)
 
+    @pytest.fixture
+    def delete_delivery(self):
+        body, headers = signed({"event": "product.deleted", "delivery_id": "c-2", "product": {"id": "1"}})
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+    @pytest.fixture
+    def same_id_delivery(self, platform):
+        body, headers = signed({"event": "product.updated", "delivery_id": "c-1", "product": platform.put(2, [6])})
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
 
 class TrustingConnector:
     """Breaks the contract: accepts anything as authentic, and its catalog never says it ended."""
@@ -65,3 +75,26 @@ async def test_the_contract_catches_a_broken_connector(platform):
             contract.test_verify_refuses_a_delivery_without_signature(broken, ctx, genuine)
         with pytest.raises(AssertionError, match="last page"):
             await contract.test_catalog_pages_resume_from_their_cursor(broken, ctx)
+
+
+class HeaderTrustingConnector(TrustingConnector):
+    """Breaks the contract differently: believes a header over the body, so any signed body can delete."""
+
+    def parse(self, ctx, delivery):
+        from hub.connectors import ParsedDelivery, ProductDeleted
+
+        parsed = self.real.parse(ctx, delivery)
+        if delivery.headers.get("x-example-event") == "product.deleted":
+            return ParsedDelivery(parsed.delivery_id, (ProductDeleted("1"),), "product.deleted")
+        return parsed
+
+
+async def test_the_contract_catches_a_connector_that_trusts_headers(platform):
+    contract = TestExampleConnector()
+    broken = HeaderTrustingConnector(load_plugins().connectors()["example"])
+    genuine = contract.genuine_delivery.__wrapped__(contract, platform)
+    delete = contract.delete_delivery.__wrapped__(contract)
+    delete = Delivery({**delete.headers, "x-example-event": "product.deleted"}, delete.body)
+    async for ctx in contract.ctx.__wrapped__(contract, broken, platform.settings(), "http://127.0.0.1:9/w"):
+        with pytest.raises(AssertionError, match="delete topic header"):
+            contract.test_a_delete_is_a_delete_and_a_product_body_never_is(broken, ctx, genuine, delete)

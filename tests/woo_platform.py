@@ -69,7 +69,8 @@ class WooEmulator:
         self.cert: Path | None = None
         # how the "store" reaches the hub (the tests' in-process app): (url, body, headers) -> HTTP status
         self.sender: Callable[[str, bytes, dict[str, str]], int] | None = None
-        self.pings: list[tuple[int, int]] = []  # (webhook id, the status the delivery URL answered)
+        self.pings: list[tuple[int, int]] = []
+        self.uploads_down = False  # (webhook id, the status the delivery URL answered)
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +91,9 @@ class WooEmulator:
             def _handle(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 if method == "GET" and parts.path.startswith("/wp-content/uploads/"):
+                    if emulator.uploads_down:  # the shop's hosting has an outage
+                        self._send(503, b"<html>Service Unavailable</html>", ctype="text/html")
+                        return
                     seed = int(parts.path.rsplit("/", 1)[1].split(".")[0])
                     self._send(200, photo(seed), ctype="image/jpeg")
                     return

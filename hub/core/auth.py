@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -66,11 +67,21 @@ def key_from_headers(request: Request) -> str | None:
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """Who is calling, for per-address limits: the IP address, or its /64 for IPv6 (one subscriber's block)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.ipv4_mapped:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
 
 
 async def _failed(request: Request, status: int, detail: str) -> ApiError:
-    """Count a failed authentication against the caller's address; the error to raise."""
+    """Count a failed authentication against the caller's address: the error to raise — 429 once the address
+    has failed too often (HUB_AUTH_FAILURE_LIMIT). Valid credentials are never refused for their address: a
+    page elsewhere that makes shoppers' browsers send bad keys must not lock them out of a storefront."""
     state = request.app.state
     await state.limiter.hit(state.auth_failure_limits, "auth-failure", client_address(request))
     return ApiError(status, detail)
@@ -81,13 +92,12 @@ async def authenticate(
 ) -> Principal:
     """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute.
 
-    Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): an address that keeps guessing
-    gets 429 before its keys are even looked at.
+    Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): past the limit, a failure is a
+    429 instead of a 401.
     """
     if not raw:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     state = request.app.state
-    await state.limiter.check(state.auth_failure_limits, "auth-failure", client_address(request))
     if len(raw) > MAX_KEY_LENGTH:
         raise await _failed(request, 401, "invalid API key")
     row = await session.scalar(
@@ -120,8 +130,6 @@ async def require_operator(request: Request) -> None:
     token = request.app.state.settings.admin_token
     if not token:
         raise ApiError(403, "the operator API is disabled: set HUB_ADMIN_TOKEN")
-    state = request.app.state
-    await state.limiter.check(state.auth_failure_limits, "auth-failure", client_address(request))
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):

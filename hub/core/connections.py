@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 
-from hub.connectors import ConnectionContext, Connector, ConnectorError, secret_fields
+from hub.connectors import AppDeliveries, ConnectionContext, Connector, ConnectorError, secret_fields
 from hub.core.auth import Caller
 from hub.core.deps import Db
 from hub.core.errors import ApiError, not_found, validation_detail
 from hub.core.jobs import create_job, job_json
-from hub.core.models import Connection, Image, Job, utcnow
+from hub.core.models import Connection, Image, Job, WebhookDelivery, utcnow
 from hub.core.services import WEBHOOK_SECRET, Services
 from hub.core.validation import PathId
 from hub.logs import redact
@@ -86,6 +86,8 @@ def platform_problem(connector: Connector, exc: BaseException) -> ApiError:
     if isinstance(exc, ResponseTooLarge | DeadlineExceeded | TimeoutError):
         reason = "took too long" if not isinstance(exc, ResponseTooLarge) else "answered with too much data"
         return ApiError(502, f"{connector.name}: the platform {reason} ({redact(str(exc)) or type(exc).__name__})")
+    if isinstance(exc, httpx.DecodingError):
+        return ApiError(502, f"{connector.name}: the platform's answer could not be decoded ({redact(str(exc))})")
     if isinstance(exc, httpx.HTTPError):
         return ApiError(422, f"{connector.name}: the platform could not be reached ({redact(str(exc))})")
     log.warning("connector failed on an unexpected answer", extra={"connector": connector.name,
@@ -146,12 +148,11 @@ async def open_connection(
     url = services.webhook_url(row)
 
     async def connect(http: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-        ctx = ConnectionContext(validated, http, url, webhook_secret)
+        ctx = ConnectionContext(validated, http, url, webhook_secret, installed_by_app=via_app)
         info = await connector.check(ctx) or {}
         if old_webhooks and old_context is not None:
             with contextlib.suppress(ConnectorError, httpx.HTTPError):
-                await connector.unregister_webhooks(
-                    ConnectionContext(old_context.settings, http, old_context.webhook_url, webhook_secret), old_webhooks)
+                await connector.unregister_webhooks(old_context.using(http), old_webhooks)
         return info, await connector.register_webhooks(ctx) or {}
 
     try:
@@ -165,14 +166,16 @@ async def open_connection(
     if fresh is None:  # deleted while we talked to the platform: take our webhooks back
         with contextlib.suppress(ApiError):
             await talk_to_platform(state.settings, connector, lambda http: connector.unregister_webhooks(
-                ConnectionContext(validated, http, url, webhook_secret), webhook_state))
+                ConnectionContext(validated, http, url, webhook_secret, installed_by_app=via_app), webhook_state))
         raise ApiError(409, "the connection was deleted while it was being connected")
     fresh.name = name or fresh.name or connector.name
     fresh.settings = public
     fresh.secrets = services.secrets.seal({k: v for k, v in values.items() if k in secret}
                                           | {WEBHOOK_SECRET: webhook_secret})
     fresh.info, fresh.webhook_state, fresh.webhook_url = info, webhook_state, url
-    fresh.status, fresh.via_app = "active", via_app or (existing is not None and fresh.via_app and via_app)
+    fresh.status, fresh.via_app = "active", via_app or fresh.via_app
+    if existing is not None:  # a new installation: what was received for the old one is no longer its history
+        await db.execute(sql_delete(WebhookDelivery).where(WebhookDelivery.connection_id == fresh.id))
     await db.commit()
     body = connection_json(fresh, connector, services)
     if sync:
@@ -220,18 +223,22 @@ async def move_webhooks(services: Services) -> dict[str, int]:
             retry_at = (row.info or {}).get("webhook_retry_at")
             if retry_at and datetime.fromisoformat(retry_at) > now:
                 continue
-            old_ctx = services.context(row, connector, None)
+            try:
+                old_ctx = services.context(row, connector, None)
+                opened = services.secrets.open(row.secrets)
+            except Exception as exc:  # noqa: BLE001 - one unreadable connection does not stop the others
+                log.warning("webhooks not moved: the connection cannot be read", extra={
+                    "connection_id": connection_id, "reason": type(exc).__name__})
+                continue
             new_url = services.webhook_url(row)
-            opened = services.secrets.open(row.secrets)
             opened.setdefault(WEBHOOK_SECRET, random.token_urlsafe(32))  # (legacy connections get one now)
             old_state = dict(row.webhook_state or {})
             await session.commit()
 
         async def move(http: httpx.AsyncClient) -> dict[str, Any]:
             with contextlib.suppress(ConnectorError, httpx.HTTPError):
-                await connector.unregister_webhooks(  # noqa: B023 - called right away, in this iteration
-                    ConnectionContext(old_ctx.settings, http, old_ctx.webhook_url, old_ctx.webhook_secret), old_state)
-            ctx = ConnectionContext(old_ctx.settings, http, new_url, opened[WEBHOOK_SECRET])  # noqa: B023
+                await connector.unregister_webhooks(old_ctx.using(http), old_state)  # noqa: B023 - used at once
+            ctx = old_ctx.using(http, webhook_url=new_url, webhook_secret=opened[WEBHOOK_SECRET])  # noqa: B023
             return await connector.register_webhooks(ctx) or {}  # noqa: B023
 
         try:
@@ -241,9 +248,10 @@ async def move_webhooks(services: Services) -> dict[str, int]:
             async with services.sessions() as session:
                 row = await session.get(Connection, connection_id)
                 if row is not None:
+                    tries = int((row.info or {}).get("webhook_tries", 0)) + 1
                     row.info = {**(row.info or {}), "webhook_problem": f"moving the webhooks to {new_url} failed: "
-                                                                      f"{exc.detail}",
-                                "webhook_retry_at": (utcnow() + services.settings.lease).isoformat()}
+                                                                      f"{exc.detail}", "webhook_tries": tries,
+                                "webhook_retry_at": (utcnow() + services.settings.retry_delay(tries)).isoformat()}
                     await session.commit()
             log.warning("webhooks not moved to the new public URL", extra={"connection_id": connection_id,
                                                                            "reason": str(exc.detail)[:300]})
@@ -254,11 +262,36 @@ async def move_webhooks(services: Services) -> dict[str, int]:
                 continue
             row.webhook_state, row.webhook_url = state, new_url
             row.secrets = services.secrets.seal(opened)
-            row.info = {k: v for k, v in (row.info or {}).items() if k not in ("webhook_problem", "webhook_retry_at")}
+            row.info = {k: v for k, v in (row.info or {}).items()
+                        if k not in ("webhook_problem", "webhook_retry_at", "webhook_tries")}
             await session.commit()
         moved += 1
         log.info("webhooks moved to the new public URL", extra={"connection_id": connection_id})
     return {"webhooks_moved": moved, "webhooks_not_moved": failed}
+
+
+async def recognise_app_installs(services: Services) -> int:
+    """Connections made before the hub recorded how they were installed: mark those whose settings are an
+    install of the operator's app (``AppDeliveries.installed_through_app``), so app-wide compliance deliveries
+    reach them. Run once per process, by the sweep."""
+    found = 0
+    async with services.sessions() as session:
+        rows = list(await session.scalars(select(Connection).where(Connection.via_app.is_(False),
+                                                                   Connection.status.in_(("active", "disabled")))))
+        for row in rows:
+            connector = services.plugins.connectors().get(row.connector)
+            if not isinstance(connector, AppDeliveries):
+                continue
+            try:
+                ctx = services.context(row, connector, None)
+                if connector.installed_through_app(ctx.settings):
+                    row.via_app = True
+                    found += 1
+            except Exception as exc:  # noqa: BLE001 - one unreadable connection does not stop the others
+                log.warning("connection not checked for an app install", extra={"connection_id": row.id,
+                                                                               "reason": type(exc).__name__})
+        await session.commit()
+    return found
 
 
 async def drop_abandoned_connections(services: Services) -> int:
@@ -327,7 +360,7 @@ class ConnectionController(Controller):
                 ctx = state.services.context(row, connector, None)
                 await db.commit()  # end the read: no transaction stays open while the platform is called
                 await talk_to_platform(state.settings, connector, lambda http: connector.unregister_webhooks(
-                    ConnectionContext(ctx.settings, http, ctx.webhook_url, ctx.webhook_secret), row.webhook_state))
+                    ctx.using(http), row.webhook_state))
             except Exception as exc:  # noqa: BLE001 - the shop asked to delete: do it, and say why webhooks stay
                 log.warning("webhooks not removed", extra={"connection_id": row.id,
                                                            "reason": redact(str(getattr(exc, "detail", exc)))[:200]})

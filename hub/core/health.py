@@ -39,7 +39,7 @@ async def ready(request: Request) -> Response[dict[str, Any]]:
     ok = all(v == "ok" for v in checks.values())
     plugins = [{k: p[k] for k in ("name", "version", "connectors", "importers")} for p in state.plugins.loaded]
     return Response(
-        {"status": "ready" if ok else "not ready", "checks": checks, "warnings": await _warnings(request) if ok else [],
+        {"status": "ready" if ok else "not ready", "checks": checks, "warnings": await _warnings(request),
          "plugins": plugins},
         status_code=200 if ok else 503,
     )

@@ -68,6 +68,9 @@ class ImagePatch(BaseModel):
     _urls = field_validator("product_url")(check_url)
 
 
+RETRY_BATCH = 5000  # failed images one retry call puts back (call again for the rest: "more")
+
+
 class RetryFailed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -353,25 +356,29 @@ class ImageController(Controller):
         if img.status != "failed":
             raise ApiError(409, f"image {image_id} is {img.status}; only failed images are retried")
         await retry_images(db, [img.id], requeue_at(state))
+        await db.refresh(img)  # as the retry left it: a worker may claim it as soon as it is queued
+        body = image_json(img, state.settings.public_url)
         await state.pipeline.images_added(principal.shop_id, [img.id])
-        await db.refresh(img)
-        return Response(image_json(img, state.settings.public_url), status_code=202)
+        return Response(body, status_code=202)
 
     @post("/retry", status_code=202)
     async def retry_failed(self, request: Request, db: Db, principal: Caller,
                            data: JSONBody[RetryFailed]) -> Response[dict[str, Any]]:
-        """Try every failed image of the shop again — or of one connection, or one source."""
+        """Try the failed images of the shop again — or of one connection, or one source — up to 5,000 a call
+        (``more`` says whether others are left)."""
         state = request.app.state
         stmt = select(Image.id).where(Image.shop_id == principal.shop_id, Image.status == "failed")
         if data.connection_id is not None:
             stmt = stmt.where(Image.connection_id == data.connection_id)
         if data.source is not None:
             stmt = stmt.where(Image.source == data.source)
-        ids = list(await db.scalars(stmt.order_by(Image.id)))
+        ids = list(await db.scalars(stmt.order_by(Image.id).limit(RETRY_BATCH + 1)))
+        more = len(ids) > RETRY_BATCH
+        ids = ids[:RETRY_BATCH]
         await retry_images(db, ids, requeue_at(state))
         if ids:
             await state.pipeline.images_added(principal.shop_id, ids)
-        return Response({"retried": len(ids), "image_ids": ids[:1000]}, status_code=202)
+        return Response({"retried": len(ids), "more": more, "image_ids": ids[:1000]}, status_code=202)
 
     @get(
         "/{image_id:int}/file",

@@ -18,7 +18,8 @@ import itertools
 import logging
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
@@ -425,14 +426,14 @@ class ImportController(Controller):
         with its ``Content-Type`` (or ``?filename=``), or multipart with a ``file`` field. Answers the job."""
         services: Services = request.app.state.services
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        suffix = Path(filename).suffix.lower() if filename else CONTENT_SUFFIX.get(content_type, "")
+        suffix = safe_suffix(filename) if filename else CONTENT_SUFFIX.get(content_type, "")
         folder = services.settings.media_dir / "imports"
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
         dest = folder / f"{principal.shop_id}-{uuid.uuid4().hex}{suffix}"
         try:
             original = await _save_upload(request, dest, services.settings.max_import_bytes, filename)
-            if suffix == "" and Path(original).suffix:
-                dest = dest.rename(dest.with_suffix(Path(original).suffix.lower()))
+            if suffix == "" and safe_suffix(original):
+                dest = dest.rename(dest.with_suffix(safe_suffix(original)))
             job = await new_import_job(db, services, principal.shop_id, dest, original, {
                 "path": dest.relative_to(services.settings.media_dir).as_posix(), "uploaded": True})
         except BaseException:
@@ -440,6 +441,13 @@ class ImportController(Controller):
             raise
         await request.app.state.pipeline.job_queued(job.id)
         return Response(job_json(job), status_code=202, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+def safe_suffix(name: str | None) -> str:
+    """A file name's extension if it is a plain one (``.zip``, ``.csv``…), else nothing: the name is the
+    client's, and only this part of it reaches the file system."""
+    suffix = PurePosixPath((name or "").replace("\\", "/")).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ""
 
 
 async def import_local(services: Services, shop_id: int, path: Path, on_progress: Any = None) -> Job:

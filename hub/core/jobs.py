@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from litestar import Controller, Request, get
 from litestar.params import FromQuery, QueryParameter
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from hub.core.validation import PathId, QueryId
 
 log = logging.getLogger("hub.jobs")
 MAX_ERRORS_KEPT = 1000
+MAX_ACTIVE_JOBS_PER_SHOP = 5  # syncs and imports queued or running at once, per shop
 END = "<end>"  # the cursor of a job whose whole input has been read
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 Progress = Callable[[Job], None]
@@ -69,6 +70,11 @@ async def create_job(
     total: int | None = None,
 ) -> Job:
     """A queued job, committed; 409 if the connection already has an active one."""
+    active = await session.scalar(select(func.count(Job.id)).where(Job.shop_id == shop_id,
+                                                                     Job.status.in_(("queued", "running"))))
+    if active >= MAX_ACTIVE_JOBS_PER_SHOP:
+        raise ApiError(429, f"this shop has {active} syncs and imports running; wait for one to finish",
+                       headers={"Retry-After": "30"})
     job = Job(shop_id=shop_id, kind=kind, params=params, connection_id=connection_id, total=total,
               next_attempt_at=utcnow())
     session.add(job)

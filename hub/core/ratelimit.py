@@ -27,20 +27,6 @@ class RateLimiter:
             self.storage = storage_from_string("async+" + storage_url)
         self.strategy = MovingWindowRateLimiter(self.storage)
 
-    async def check(self, limits: list[RateLimitItem], *identifiers: str) -> None:
-        """429 (with ``Retry-After``) if any limit is exhausted already; counts nothing."""
-        for item in limits:
-            try:
-                if await self.strategy.test(item, *identifiers):
-                    continue
-                stats = await self.strategy.get_window_stats(item, *identifiers)
-            except Exception as exc:  # noqa: BLE001 - storage down: availability beats limiting
-                log.warning("rate limit storage unavailable", extra={"reason": type(exc).__name__})
-                return
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-            raise ApiError(429, f"too many failed attempts from this address; retry in {retry_after} s",
-                           headers={"Retry-After": str(retry_after)})
-
     async def hit(self, limits: list[RateLimitItem], *identifiers: str) -> None:
         """Count one hit; raise 429 with ``Retry-After`` when any limit is exhausted."""
         for item in limits:

@@ -16,7 +16,7 @@ from hub.core.auth import Caller, Principal, authenticate, require_any_key
 from hub.core.compat import image_collection_json
 from hub.core.deps import Db
 from hub.core.errors import ApiError
-from hub.core.images import get_shop_image, image_json
+from hub.core.images import get_visible_image, image_json
 from hub.core.models import Prompt
 from hub.core.pagination import decode_cursor, page
 from hub.core.validation import BodyId, PathId, QueryId
@@ -119,7 +119,7 @@ class RecommendationController(Controller):
         available: FromQuery[bool | None] = None,
     ) -> dict[str, Any]:
         """Images that look like this one (the image itself excluded)."""
-        img = await get_shop_image(db, principal.shop_id, image_id)
+        img = await get_visible_image(db, principal, image_id)  # (a publishable key: only what it may be shown)
         if img.status != "ready":
             raise ApiError(409, f"image {image_id} is {img.status}, not ready; similar images need its embedding")
         filters = {k: v for k, v in {"category_id": category_id, "style_id": style_id,

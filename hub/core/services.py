@@ -39,4 +39,5 @@ class Services:
         webhook_secret = opened.pop(WEBHOOK_SECRET, None)
         values = dict(row.settings) | opened
         return ConnectionContext(connector.settings_model.model_validate(values), http,
-                                 webhook_url or row.webhook_url or self.webhook_url(row), webhook_secret)
+                                 webhook_url or row.webhook_url or self.webhook_url(row), webhook_secret,
+                                 installed_by_app=bool(row.via_app))

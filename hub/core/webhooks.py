@@ -25,6 +25,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.connectors import (
+    AccessCheck,
     AppDeliveries,
     ConnectionDisabled,
     ConnectionErased,
@@ -38,7 +39,7 @@ from hub.connectors import (
 from hub.core.catalog import CatalogWriter, Changes, check_event, notify
 from hub.core.connections import platform_client
 from hub.core.deps import Db
-from hub.core.errors import ApiError
+from hub.core.errors import ApiError, DependencyUnavailable
 from hub.core.models import Connection, WebhookDelivery, utcnow
 from hub.core.services import Services
 from hub.core.validation import PathId
@@ -94,22 +95,32 @@ async def accept(request: Request, db: Any, row: Connection, connector: Connecto
     try:
         parsed = parse_delivery(connector, ctx, delivery)
     except DeliveryRejected as exc:
-        db.add(WebhookDelivery(**common, status="rejected", error=str(exc)[:2000], body=delivery.body,
-                               processed_at=utcnow()))
-        await db.commit()
+        # recorded once per body: the same rejected body again (a replay under other headers) adds nothing
+        rejected_key = "rejected:" + hashlib.sha256(delivery.body).hexdigest()[:55]
+        if await db.scalar(select(WebhookDelivery.id).where(WebhookDelivery.connection_id == row.id,
+                                                            WebhookDelivery.content_key == rejected_key)) is None:
+            db.add(WebhookDelivery(**common, status="rejected", error=str(exc)[:2000], body=delivery.body[:65536],
+                                   content_key=rejected_key, processed_at=utcnow()))
+            try:
+                await db.commit()
+            except IntegrityError:
+                await db.rollback()
         raise ApiError(400, f"malformed delivery: {exc}") from None
+    if not parsed.events and not parsed.ignored and parsed.delivery_id is None:
+        return "processed", None  # a ping: nothing to apply, and (unsigned) nothing worth keeping
 
     key = content_key(parsed, delivery.body)
     seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row.id,
                                                          WebhookDelivery.content_key == key))
     if seen is not None:
+        if seen.status == "rejected":  # the same answer as the first time
+            raise ApiError(400, f"malformed delivery: {seen.error}")
         return "duplicate", seen
     bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
     record = WebhookDelivery(**common, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
                              content_key=key, topic=parsed.topic[:100])
     if bad is not None:
         record.status, record.error, record.body, record.processed_at = "rejected", bad, delivery.body, utcnow()
-        record.content_key = None
     elif parsed.ignored:  # acknowledged, applied nowhere (and its body, maybe customer data, is not kept)
         record.status, record.error, record.processed_at = "ignored", parsed.ignored[:2000], utcnow()
     elif not parsed.events:  # a ping or a topic with nothing to apply: done
@@ -200,6 +211,8 @@ class WebhookController(Controller):
                 log.warning("app-wide delivery not recorded", extra={"connection_id": connection_id,
                                                                      "reason": f"{type(exc).__name__}: {exc}"[:300]})
                 statuses.append("failed")
+        if "failed" in statuses:  # not recorded for every connection: the platform must send it again
+            raise DependencyUnavailable("database", "the delivery could not be recorded for every connection")
         if statuses and all(s == "rejected" for s in statuses):
             raise ApiError(400, f"malformed delivery: {problems[0]}")
         if not statuses:  # nothing stored for that store: fine, the delivery is the app's own
@@ -288,9 +301,18 @@ async def _apply(services: Services, record: WebhookDelivery) -> tuple[int, Chan
         delivery = Delivery(headers=record.headers, body=record.body or b"", received_at=record.received_at,
                             app_wide=record.app_wide)
         parsed = parse_delivery(connector, ctx, delivery)
+    ignored: dict[str, int] = {}
     events = parsed.events
     if connection.status != "active":  # only the platform's own lifecycle events still apply
         events = tuple(e for e in events if isinstance(e, ConnectionDisabled | ConnectionErased))
+    elif any(isinstance(e, ConnectionDisabled | ConnectionErased) for e in events) and isinstance(connector, AccessCheck):
+        # an uninstall or erase for a store that has the app installed is a replay (or stale): ask the platform
+        async with platform_client(services.settings) as http:
+            revoked = await connector.access_revoked(ctx.using(http))
+        if not revoked:
+            kept = tuple(e for e in events if not isinstance(e, ConnectionDisabled | ConnectionErased))
+            ignored["ignored: the platform says the hub still has access"] = len(events) - len(kept)
+            events = kept
     events = await _resolve(services, connection, connector, events)  # network: no transaction open
     bad = next((problem for e in events if (problem := check_event(e))), None)
     if bad is not None:
@@ -301,7 +323,9 @@ async def _apply(services: Services, record: WebhookDelivery) -> tuple[int, Chan
             raise LookupError("the connection is gone")
         writer = await CatalogWriter.open(session, connection, utcnow() + services.settings.lease)
         changes = await writer.apply(events, received_at=record.received_at)
-        if len(events) < len(parsed.events):
+        for what, n in ignored.items():
+            changes.count(what, n)
+        if connection.status != "active" and len(events) < len(parsed.events):
             changes.count(f"ignored: the connection is {connection.status}", len(parsed.events) - len(events))
         await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == record.id).values(
             status="processed", processed_at=utcnow(), body=None, error=None, next_attempt_at=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from hub.settings import Settings
 
 log = logging.getLogger("hub.embedder")
 SWEEP_BATCH = 2000
+REACH_BATCH = 2000  # ready images whose vectors one sweep checks for reachability (beside the new ones)
+CLOCK_MARGIN = timedelta(seconds=60)  # for timestamps written by other hosts
 
 
 class Fail(Exception):
@@ -96,6 +99,8 @@ class Embedder:
         # each shop fetches at most HUB_FETCH_PER_SHOP images at once: slow hosts of one shop cannot hold the
         # connections every other shop's images need
         self._fetch_slots: dict[int, asyncio.Semaphore] = {}
+        self._reach_since = datetime.min.replace(tzinfo=UTC)  # the first sweep checks every ready image
+        self._reach_cursor = 0
 
     async def close(self) -> None:
         await self.batcher.stop()
@@ -139,7 +144,7 @@ class Embedder:
             elif isinstance(result, (ModelUnavailable, DependencyUnavailable)):  # a dependency is down: not counted
                 outcomes.append(await self._mark_retry(img, str(result), counts=False))
             elif isinstance(result, FetchError):
-                outcomes.append(await self._mark_retry(img, result.reason, counts=True))
+                outcomes.append(await self._mark_retry(img, result.reason, counts=result.counts))
             elif isinstance(result, BaseException):
                 log.error("unexpected embedding error", exc_info=result, extra={"image_id": img.id})
                 outcomes.append(await self._mark_retry(img, f"internal error ({type(result).__name__})", counts=True))
@@ -159,13 +164,18 @@ class Embedder:
         slots = self._fetch_slots.setdefault(img.shop_id, asyncio.Semaphore(self.settings.fetch_per_shop))
         try:
             async with slots:
-                return await fetch_image(
-                    self._http,
-                    img.image_url,
-                    max_bytes=self.settings.max_upload_bytes,
-                    allow_private=self.settings.allow_private_fetch,
-                    max_redirects=self.settings.fetch_max_redirects,
-                )
+                try:
+                    with anyio.fail_after(self.settings.fetch_deadline):  # all of it: lookups, every redirect
+                        return await fetch_image(
+                            self._http,
+                            img.image_url,
+                            max_bytes=self.settings.max_upload_bytes,
+                            allow_private=self.settings.allow_private_fetch,
+                            max_redirects=self.settings.fetch_max_redirects,
+                        )
+                except TimeoutError:
+                    raise FetchError(f"timeout: the fetch took more than {self.settings.fetch_deadline:g} s in all "
+                                     f"({img.image_url[:200]})", permanent=False) from None
         except FetchError as exc:
             if exc.permanent:
                 raise Fail(exc.reason) from None
@@ -301,17 +311,24 @@ class Embedder:
         return [r.id for r in rows]
 
     async def remove_orphan_vectors(self) -> int:
-        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone."""
+        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone.
+
+        The vector ids are listed first, then the images are read. A vector is an orphan if its image is gone (or
+        failed) by then. A ready image missing from the list may have become ready in between (its vector was
+        written before it was marked ready): those are looked up in the store once more, and only the ones still
+        missing are lost."""
         removed = 0
         for shop_id in await self.store.shops():
             vector_ids = set(await self.store.ids(shop_id))
             async with self.sessions() as session:
-                rows = dict(
-                    (await session.execute(select(Image.id, Image.status).where(Image.shop_id == shop_id))).all()
-                )
-                orphans = [i for i in vector_ids if rows.get(i) in (None, "failed")]
-                lost = [i for i, status in rows.items() if status == "ready" and i not in vector_ids]
-                if lost:
+                rows = dict((await session.execute(
+                    select(Image.id, Image.status).where(Image.shop_id == shop_id))).all())
+            orphans = [i for i in vector_ids if rows.get(i) in (None, "failed")]
+            missing = [i for i, status in rows.items() if status == "ready" and i not in vector_ids]
+            present_now = set(await self.store.vectors(shop_id, missing)) if missing else set()
+            lost = [i for i in missing if i not in present_now]
+            if lost:
+                async with self.sessions() as session:
                     await session.execute(
                         update(Image)
                         .where(Image.id.in_(lost), Image.status == "ready")
@@ -323,3 +340,34 @@ class Embedder:
                 await self.store.delete(shop_id, orphans)
                 removed += len(orphans)
         return removed
+
+    async def repair_unreachable(self, limit: int = REACH_BATCH) -> dict[str, int]:
+        """Find ready images whose vector the index cannot reach (queried with their own vector, the index does
+        not return them) and insert those vectors again. Each sweep checks the images embedded since the last
+        check, and walks ``limit`` more of the rest in id order, so every vector is checked again in time."""
+        now = utcnow()
+        async with self.sessions() as session:
+            recent = list((await session.execute(
+                select(Image.shop_id, Image.id, Image.embedded_at)
+                .where(Image.status == "ready", Image.embedded_at >= self._reach_since)
+                .order_by(Image.embedded_at, Image.id).limit(limit))).all())
+            walked = list((await session.execute(
+                select(Image.shop_id, Image.id).where(Image.status == "ready", Image.id > self._reach_cursor)
+                .order_by(Image.id).limit(limit))).all())
+        # the next sweep goes on after these: from the last one seen if there were more, else from now on
+        self._reach_since = recent[-1][2] if len(recent) == limit else now - CLOCK_MARGIN
+        self._reach_cursor = walked[-1][1] if len(walked) == limit else 0
+        by_shop: dict[int, set[int]] = {}
+        for shop_id, ident, *_ in [*recent, *walked]:
+            by_shop.setdefault(shop_id, set()).add(ident)
+        checked = repaired = 0
+        for shop_id, ids in by_shop.items():
+            lost = await self.store.unreachable(shop_id, sorted(ids))
+            checked += len(ids)
+            if lost:
+                await self.store.reinsert(shop_id, lost)
+                still = await self.store.unreachable(shop_id, lost)
+                repaired += len(lost) - len(still)
+                log.warning("unreachable vectors inserted again", extra={
+                    "shop_id": shop_id, "image_ids": lost[:50], "still_unreachable": still[:50]})
+        return {"vectors_checked": checked, "vectors_reinserted": repaired}

@@ -26,10 +26,11 @@ PERMANENT_STATUSES = (400, 401, 403, 404, 410, 451)
 class FetchError(Exception):
     """The image could not be fetched. ``permanent`` errors fail at once; others are retried."""
 
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    def __init__(self, reason: str, *, permanent: bool, counts: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.counts = counts  # False: the hub's own congestion, not the host's fault (not an attempt)
 
 
 async def check_host(url: str, allow_private: bool) -> None:
@@ -57,6 +58,8 @@ def describe(exc: httpx.HTTPError, url: str) -> FetchError:
         return FetchError(f"size: {exc} ({where})", permanent=True)
     if isinstance(exc, DeadlineExceeded):
         return FetchError(f"timeout: {exc} ({where})", permanent=False)
+    if isinstance(exc, httpx.PoolTimeout):
+        return FetchError("busy: no free connection to fetch with; trying again", permanent=False, counts=False)
     if isinstance(exc, httpx.ConnectTimeout):
         return FetchError(f"timeout: no connection to the host within the time limit ({where})", permanent=False)
     if isinstance(exc, httpx.TimeoutException):

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.connections import drop_abandoned_connections, move_webhooks
+from hub.core.connections import drop_abandoned_connections, move_webhooks, recognise_app_installs
 from hub.core.errors import DependencyUnavailable
 from hub.core.jobs import due_jobs, run_job
 from hub.core.media import MediaStore
@@ -30,7 +30,7 @@ from hub.core.work import RUNNERS
 from hub.embedding.batcher import PromptBatcher
 from hub.embedding.embedder import Embedder, metadata_for
 from hub.embedding.model import Encoder, ModelUnavailable
-from hub.embedding.search import Ranking, rank_prompt, rank_vector
+from hub.embedding.search import Ranker, Ranking
 from hub.embedding.store import VectorStore
 from hub.embedding.tasks import Tasks, make_broker, register_tasks, safe_kiq
 from hub.plugins import Plugins
@@ -61,9 +61,12 @@ class Runtime:
         self.broker.is_worker_process = role == "worker"
         self.tasks: Tasks = register_tasks(self.broker, self)
         self.prompts = PromptBatcher(self.encoder)
+        self.ranker = Ranker(self.store, self.prompts, settings.exact_max_vectors,
+                             settings.exact_cache_mb * 1024 * 1024)
         self._embedder: Embedder | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None
+        self._app_installs_recognised = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class Runtime:
     async def rank(
         self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
     ) -> Ranking:
-        return await rank_prompt(session, self.prompts, self.store, shop_id, prompt, limit, filters)
+        return await self.ranker.rank_prompt(session, shop_id, prompt, limit, filters)
 
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
@@ -217,7 +220,7 @@ class Runtime:
         vector: np.ndarray | None = await self.store.vector(shop_id, image_id)
         if vector is None:
             return None
-        return await rank_vector(session, self.store, shop_id, vector, limit, filters, exclude=image_id)
+        return await self.ranker.rank_vector(session, shop_id, vector, limit, filters, exclude=image_id)
 
     async def readiness(self) -> dict[str, str]:
         checks = {"vector_store": await self.store.ping(), "broker": await self._broker_check()}
@@ -265,13 +268,18 @@ class Runtime:
         for job_id in jobs:
             await self.job_queued(job_id)
         removed = 0
+        reach: dict[str, int] = {}
         with contextlib.suppress(DependencyUnavailable):
             removed = await embedder.remove_orphan_vectors()
+            reach = await embedder.repair_unreachable()
         pruned = await prune_deliveries(self.services)
         abandoned = await drop_abandoned_connections(self.services)
+        if not self._app_installs_recognised:
+            await recognise_app_installs(self.services)
+            self._app_installs_recognised = True
         report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed,
                   "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned,
-                  **await move_webhooks(self.services)}
-        if any(report.values()):
+                  **reach, **await move_webhooks(self.services)}
+        if any(value for key, value in report.items() if key != "vectors_checked"):
             log.info("sweep", extra=report)
         return report

@@ -7,7 +7,8 @@ Create Date: 2026-11-25 00:00:00
 
 On SQLite, ``AUTOINCREMENT`` can only be declared when a table is created, so every table is rebuilt (the
 SQLite "12-step" procedure, run by ``hub.core.db.migrate`` with foreign keys off so that dropping the old table
-cascades nothing). Rows keep their ids; the sequence starts after the highest id present.
+cascades nothing). Rows keep their ids; new ones start 1,000 above the highest id present (ids deleted before the migration
+above the highest are not known any more).
 """
 
 import re
@@ -21,6 +22,7 @@ branch_labels = None
 depends_on = None
 
 TAXONOMY = ("categories", "styles", "age_groups")
+ID_MARGIN = 1000
 # children after parents is not needed (foreign keys are off), but keep the model's order for readability
 TABLES = ("shops", "api_keys", "categories", "styles", "age_groups", "connections", "products", "images",
           "prompts", "webhook_deliveries", "jobs")
@@ -89,6 +91,9 @@ def _rebuild_with_autoincrement(table: str) -> None:
     bind.exec_driver_sql(f'ALTER TABLE {new_name} RENAME TO "{table}"')
     for sql in indexes:
         bind.exec_driver_sql(sql)
+    # the copy left the sequence at the highest id present; ids deleted above it before now are unknown, so
+    # the sequence starts a margin higher
+    bind.exec_driver_sql("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = ?", (ID_MARGIN, table))
 
 
 def upgrade() -> None:

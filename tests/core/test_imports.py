@@ -147,11 +147,13 @@ async def test_ten_thousand_row_manifest_with_progress(client, shop):
     resp = await start(client, shop, "\n".join(lines).encode(), "text/csv")
     assert resp.status_code == 202 and resp.json()["total"] == 10_000
     seen: list[int] = []
+    deadline = asyncio.get_running_loop().time() + 300
     while True:
         job = (await client.get(f"/api/v1/jobs/{resp.json()['id']}", headers=shop.secret)).json()
         seen.append(job["done"] + job["failed"])
         if job["status"] in ("succeeded", "failed"):
             break
+        assert asyncio.get_running_loop().time() < deadline, f"the import did not finish: {job}"
         await asyncio.sleep(0.05)
     assert job["status"] == "succeeded" and (job["done"], job["failed"]) == (9_990, 10)
     assert any(0 < n < 10_000 for n in seen), seen  # progress was visible while it ran

@@ -132,3 +132,17 @@ async def test_private_addresses_are_refused_by_default(client, shop, image_serv
     # the refusal names the host, never what it resolved to (internal DNS answers stay internal)
     assert "127.0.0.1" not in images[ids[1]]["error"] and "::1" not in images[ids[1]]["error"]
     assert image_server.hits == {}  # nothing was ever requested
+
+
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "embed_max_attempts": 1}])
+async def test_a_certificate_the_hub_cannot_verify_is_reported_as_tls(client, shop, tmp_path):
+    from tests.woo_platform import WooEmulator
+
+    store = WooEmulator(tls_folder=tmp_path)  # a self-signed certificate nobody told the hub to trust
+    try:
+        image_id = await add_url(client, shop, store.upload(1))
+        image = (await wait_for_images(client, shop.secret, [image_id]))[image_id]
+    finally:
+        store.close()
+    assert image["status"] == "failed" and "gave up after 1 attempts: TLS: " in image["error"], image["error"]
+    assert "CERTIFICATE_VERIFY_FAILED" in image["error"] or "certificate" in image["error"].lower()

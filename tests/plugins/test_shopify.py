@@ -23,19 +23,15 @@ from tests.shopify_platform import (
     BIG_ID,
     CLIENT_SECRET,
     DOMAIN,
-    ShopifyEmulator,
     delivery,
+    running_emulator,
     shop_payload,
 )
 
 
 @pytest.fixture
 def emulator(monkeypatch):
-    shopify = ShopifyEmulator()
-    # the operator points every store's Admin API at the emulator: an environment setting, never a tenant field
-    monkeypatch.setenv("HUB_SHOPIFY_API_URL", shopify.base)
-    yield shopify
-    shopify.close()
+    yield from running_emulator(monkeypatch)
 
 
 class TestShopifyContract(ConnectorContract):
@@ -52,7 +48,18 @@ class TestShopifyContract(ConnectorContract):
     @pytest.fixture
     def genuine_delivery(self, emulator):
         emulator.put(5, [5, 6])
-        body, headers = delivery("products/update", emulator.rest(5))
+        body, headers = delivery("products/update", emulator.rest(5), webhook_id="wh-shared")
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+    @pytest.fixture
+    def delete_delivery(self):
+        body, headers = delivery("products/delete", {"id": 5})
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+    @pytest.fixture
+    def same_id_delivery(self, emulator):
+        emulator.put(6, [7])
+        body, headers = delivery("products/update", emulator.rest(6), webhook_id="wh-shared")
         return Delivery({k.lower(): v for k, v in headers.items()}, body)
 
 
@@ -228,6 +235,7 @@ async def test_compliance_topics_and_uninstall(client, shop, emulator, settings)
     assert "john@example.com" not in repr(stored)
     assert len(await images_by_external_id(client, shop.secret)) == 1
 
+    emulator.uninstalled = True  # (an uninstall is checked with Shopify: a replayed one changes nothing)
     await store.send("app/uninstalled", shop_payload())
     assert (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["status"] == "disabled"
     assert len(await images_by_external_id(client, shop.secret)) == 1  # what was indexed stays until the shop asks otherwise
@@ -307,6 +315,7 @@ async def test_app_wide_compliance_webhooks_reach_the_store_connection(client, s
     assert (await client.post("/webhooks/shopify", content=forged_known[0], headers=forged_known[1])).status_code == 401
     assert len(await images_by_external_id(client, shop.secret)) == 1
 
+    emulator.uninstalled = True  # shop/redact comes 48 hours after the store uninstalled the app
     body, headers = delivery("shop/redact", {"shop_id": 1, "shop_domain": DOMAIN}, secret=APP_CLIENT_SECRET)
     resp = await client.post("/webhooks/shopify", content=body, headers=headers)
     assert resp.status_code == 200 and resp.json() == {"status": "accepted", "connections": 1}

@@ -4,6 +4,7 @@ recommend, then webhooks (ping, update, variable products, delete-only payloads,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -43,8 +44,26 @@ class TestWooCommerceContract(ConnectorContract):
         from hub.plugins.woocommerce import webhook_secret
 
         ctx = ConnectionContext(connector.settings_model.model_validate(connection_settings), None, webhook_url)
-        body, headers = woo.delivery("product.updated", woo.put(3, [3, 4]), secret=webhook_secret(ctx))
+        body, headers = woo.delivery("product.updated", woo.put(3, [3, 4]), secret=webhook_secret(ctx),
+                                     delivery_id="same-second")
         return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+    @staticmethod
+    def _signed(woo, topic, payload, delivery_id=None):
+        body, headers = woo.delivery(topic, payload, secret="unused-by-parse", delivery_id=delivery_id)
+        return Delivery({k.lower(): v for k, v in headers.items()}, body)
+
+    @pytest.fixture
+    def delete_delivery(self, woo, connection_settings):
+        return self._signed(woo, "product.deleted", {"id": 3})
+
+    @pytest.fixture
+    def child_delivery(self, woo, connection_settings):
+        return self._signed(woo, "product.updated", woo.variation_payload(50, 0)), "50"
+
+    @pytest.fixture
+    def same_id_delivery(self, woo, connection_settings):
+        return self._signed(woo, "product.updated", woo.put(4, [4]), delivery_id="same-second")
 
 
 @pytest.fixture
@@ -120,7 +139,7 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     assert all(h["failure_count"] == 0 for h in woo.webhooks.values())
     ping = await client.post(store.path, content=b"webhook_id=3",
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert ping.status_code == 200 and ping.json()["status"] == "duplicate"  # (the same ping again)
+    assert ping.status_code == 200 and ping.json() == {"status": "processed", "delivery": None}  # (not kept)
 
     woo.put(2, [9002], date_modified_gmt="2026-11-02T08:00:00")  # product 2's photo replaced
     assert (await store.send("product.updated", woo.products[2])).json()["status"] == "accepted"
@@ -232,3 +251,142 @@ async def test_bad_connections_are_explained_and_store_nothing(client, shop, woo
     assert not_keys.status_code == 422 and "consumer_key" in not_keys.json()["detail"]
     assert await snapshot() == before
     assert woo.webhooks == {}
+
+
+# -- WooCommerce as it really behaves -------------------------------------------------------------------------
+
+
+async def connected(client, shop, woo, settings, **extra: Any):
+    resp = await connect(client, shop, woo, **extra)
+    assert resp.status_code == 201, resp.text
+    conn = resp.json()
+    await wait_job(client, shop.secret, conn["sync_job"]["id"])
+    return conn, Store(client, settings, woo, conn["id"])
+
+
+async def test_deliveries_sharing_one_delivery_id_are_all_applied(client, shop, woo, settings):
+    woo.put(1, [1])
+    woo.put(2, [2, 3])
+    _, store = await connected(client, shop, woo, settings)
+    await wait_catalog(client, shop.secret, 3)
+    hook = next(h for h in woo.webhooks.values() if h["topic"] == "product.updated")
+    same_second = woo.delivery_id(hook["id"])  # wp_hash(webhook_id . strtotime('now')): one per webhook per second
+    renamed = woo.put(1, [1], name="Linen shirt", date_modified_gmt=utc_now_naive())
+    fewer = woo.put(2, [2], date_modified_gmt=utc_now_naive())  # a bulk edit removed product 2's second photo
+    first = await store.send("product.updated", renamed, delivery_id=same_second)
+    second = await store.send("product.updated", fewer, delivery_id=same_second)
+    assert (first.json()["status"], second.json()["status"]) == ("accepted", "accepted")
+    images = await wait_catalog(client, shop.secret, 2)
+    assert images["5001"]["name"] == "Linen shirt" and set(images) == {"5001", "5002"}
+
+
+async def test_a_variation_delivery_is_a_change_of_its_parent(client, shop, woo, settings):
+    woo.put(25, [25], variation_seeds=[1025, 2025])
+    _, store = await connected(client, shop, woo, settings)
+    before = await wait_catalog(client, shop.secret, 3)
+    woo.variations[25][0]["image"] = {"id": 7777, "src": woo.upload(4025), "alt": "new colour"}
+    woo.variations[25][0]["date_modified_gmt"] = utc_now_naive()
+    resp = await store.send("product.updated", woo.variation_payload(25, 0))  # the body is the variation itself
+    assert resp.json()["status"] == "accepted"
+    after = await wait_catalog(client, shop.secret, 3)
+    assert set(after) == {"5025", "7777", "9025"} and set(before) == {"5025", "8025", "9025"}
+    assert len({i["product_id"] for i in after.values()}) == 1  # no "Product 25 - XL" product beside it
+    assert not any(i["name"].endswith("- XL") for i in after.values())
+    found = await client.post("/api/v1/recommendations", json={"prompt": "shirt", "limit": 10},
+                              headers=shop.publishable)
+    ids = [r["id"] for r in found.json()["results"]]
+    assert len(ids) == len(set(ids)) == 3
+
+
+async def test_a_deleted_product_does_not_come_back_from_a_late_update(client, shop, woo, settings):
+    woo.put(3, [3], date_modified_gmt=utc_now_naive(-120))
+    _, store = await connected(client, shop, woo, settings)
+    await wait_catalog(client, shop.secret, 1)
+    late = dict(woo.products[3], name="Edited before the delete", date_modified_gmt=utc_now_naive(-60))
+    woo.erase(3)  # deleted for good: the store answers 404 for it now
+    await store.send("product.deleted", {"id": 3})  # no time of its own: the hub dates the tombstone on arrival
+    assert await images_by_external_id(client, shop.secret) == {}
+    await store.send("product.updated", late)  # made before the delete, delivered after it
+    assert await images_by_external_id(client, shop.secret) == {}
+    woo.put(3, [3], date_modified_gmt=utc_now_naive(+60))  # really recreated later: it comes back
+    await store.send("product.created", woo.products[3])
+    assert set(await images_by_external_id(client, shop.secret)) == {"5003"}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"secret_key": "a-long-random-secret-key-for-tests",
+                                                 "allow_private_fetch": True, "embed_max_attempts": 2}])
+async def test_images_failed_by_a_host_outage_come_back(client, shop, woo, settings):
+    woo.put(1, [1])
+    woo.put(2, [2])
+    woo.put(3, [3])
+    woo.uploads_down = True  # the shop's hosting is down while the catalog is imported
+    conn, store = await connected(client, shop, woo, settings)
+    failed = await wait_catalog(client, shop.secret, 3)
+    assert {i["status"] for i in failed.values()} == {"failed"}
+    assert all("gave up after 2 attempts: HTTP 503" in i["error"] and i["attempts"] == 2 for i in failed.values())
+    woo.uploads_down = False
+
+    # the platform names an image again (a webhook): it is tried again
+    await store.send("product.updated", woo.put(1, [1], date_modified_gmt=utc_now_naive()))
+    assert (await wait_catalog(client, shop.secret, 3))["5001"]["status"] == "ready"
+    # one image by hand
+    retried = await client.post(f"/api/v1/images/{failed['5002']['id']}/retry", headers=shop.secret)
+    assert retried.status_code == 202 and retried.json()["status"] == "pending" and retried.json()["error"] is None
+    assert (await client.post(f"/api/v1/images/{failed['5002']['id']}/retry", headers=shop.secret)).status_code == 409
+    assert (await wait_catalog(client, shop.secret, 3))["5002"]["status"] == "ready"
+    # a sync names every image again
+    sync = await client.post(f"/api/v1/connections/{conn['id']}/sync", headers=shop.secret)
+    await wait_job(client, shop.secret, sync.json()["id"])
+    images = await wait_catalog(client, shop.secret, 3)
+    assert {i["status"] for i in images.values()} == {"ready"}
+
+    # and all failed images of a connection at once
+    woo.uploads_down = True
+    woo.put(4, [4])
+    await store.send("product.created", woo.products[4])
+    assert (await wait_catalog(client, shop.secret, 4))["5004"]["status"] == "failed"
+    woo.uploads_down = False
+    bulk = await client.post("/api/v1/images/retry", json={"connection_id": conn["id"]}, headers=shop.secret)
+    assert bulk.status_code == 202 and bulk.json()["retried"] == 1
+    assert (await wait_catalog(client, shop.secret, 4))["5004"]["status"] == "ready"
+
+
+async def test_a_new_public_url_moves_the_webhooks_and_keeps_their_secret(settings, woo, make_shop_for):
+    from tests.conftest import serve_app
+
+    woo.put(1, [1])
+    async with serve_app(settings) as old:  # the hub as it ran until now
+        shop = await make_shop_for(old)
+        conn, _ = await connected(old, shop, woo, settings)
+        await wait_catalog(old, shop.secret, 1)
+    secrets_before = {h["secret"] for h in woo.webhooks.values()}
+    moved = settings.model_copy(update={"public_url": "https://hub.new.example"})
+    woo.permission = "read"  # the keys cannot create webhooks for now: moving fails, and says so
+    async with serve_app(moved) as new:  # restarted with another HUB_PUBLIC_URL
+        woo.sender = app_sender(new, public_url="https://hub.new.example")
+        ready = (await new.get("/ready")).json()
+        assert any(f"connections {conn['id']}" in w for w in ready["warnings"]), ready
+        seen = await wait_connection(new, shop, conn["id"], lambda c: c["webhooks"]["problem"])
+        assert seen["webhooks"]["current"] is False and "failed" in seen["webhooks"]["problem"]
+        woo.permission = "read_write"  # the merchant fixes the keys: the next attempt moves them
+        seen = await wait_connection(new, shop, conn["id"], lambda c: c["webhooks"]["current"])
+        assert seen["webhooks"] == {"url": f"https://hub.new.example/webhooks/woocommerce/{conn['id']}",
+                                    "current": True, "problem": None}, seen
+        assert {h["delivery_url"] for h in woo.webhooks.values()} == {seen["webhooks"]["url"]}
+        assert {h["secret"] for h in woo.webhooks.values()} == secrets_before  # the stored secret, not a derived one
+        body, headers = woo.delivery("product.updated", woo.put(1, [1], name="Moved", date_modified_gmt=utc_now_naive()))
+        resp = await new.post(f"/webhooks/woocommerce/{conn['id']}", content=body, headers=headers)
+        assert resp.status_code == 200 and resp.json()["status"] == "accepted"
+        assert (await new.get("/ready")).json()["warnings"] == []
+
+
+async def wait_connection(client, shop, connection_id: int, until, timeout: float = 30) -> dict[str, Any]:
+    """Poll a connection until ``until(connection)`` holds; fail loudly at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        seen = (await client.get(f"/api/v1/connections/{connection_id}", headers=shop.secret)).json()
+        if until(seen):
+            return seen
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"connection {connection_id} never got there: {seen}")
+        await asyncio.sleep(0.1)

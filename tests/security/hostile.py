@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +17,7 @@ class HostileServer:
 
     - ``/endless``: a JSON array that never ends (chunked), up to ``endless_cap`` bytes, then the connection drops;
     - ``/trickle``: an image-like answer sent one byte every ``trickle_seconds``;
+    - ``/gzip-tail``, ``/gzip-bomb``: compressed answers that end and go on, or decompress without end;
     - ``/weird``: valid JSON of an unexpected shape (``[]`` to reads, ``[1]`` to writes);
     - ``/hold``: nothing until ``release`` is set (``held`` is set when the request arrived), then ``[]``;
     - anything else: ``{}`` with 200.
@@ -52,6 +54,10 @@ class HostileServer:
                         self._endless()
                     elif self.path.startswith("/trickle"):
                         self._trickle()
+                    elif self.path.startswith("/gzip-tail"):
+                        self._gzip(tail=True)
+                    elif self.path.startswith("/gzip-bomb"):
+                        self._gzip(tail=False)
                     elif self.path.startswith("/weird"):  # well-formed JSON of the wrong shape
                         self._plain(200, b"[]" if method == "GET" else b"[1]")
                     elif self.path.startswith("/hold"):
@@ -81,6 +87,28 @@ class HostileServer:
                     self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                     server.sent_endless += len(chunk)
                     chunk = item * 1000
+                self.close_connection = True
+
+            def _gzip(self, tail: bool) -> None:
+                """``tail``: a tiny complete gzip answer, then junk after its end, forever; otherwise a gzip
+                stream of zeros that never ends (each MB of it is gigabytes once decompressed)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def chunk(data: bytes) -> None:
+                    if data:
+                        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                        server.sent_endless += len(data)
+
+                compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+                if tail:
+                    chunk(compressor.compress(b"[]") + compressor.flush())
+                zeros = bytes(1024 * 1024)
+                while server.sent_endless < server.endless_cap:
+                    chunk(b"junk" * 16384 if tail else compressor.compress(zeros))
                 self.close_connection = True
 
             def _trickle(self) -> None:

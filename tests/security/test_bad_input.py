@@ -86,11 +86,15 @@ async def test_failed_authentication_is_throttled_per_address(client, shop):
         assert resp.status_code == 401
     blocked = await client.get("/api/v1/shop", headers={"Authorization": "Bearer hub_sk_guess-again"})
     assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
-    # the address is blocked as a whole: a good key from it waits too (guessing cannot be interleaved)
-    assert (await client.get("/api/v1/shop", headers=shop.secret)).status_code == 429
+    bad_operator = await client.post("/api/v1/shops", json={"name": "x", "email": "x@example.com"},
+                                     headers={"Authorization": "Bearer not-the-operator-token-0123456789abcdef"})
+    assert bad_operator.status_code == 429
+    # valid credentials still work from that address: a page elsewhere that makes shoppers' browsers send bad
+    # keys cannot lock them out of a storefront
+    assert (await client.get("/api/v1/shop", headers=shop.secret)).status_code == 200
     operator = await client.post("/api/v1/shops", json={"name": "x", "email": "x@example.com"},
                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    assert operator.status_code == 429
+    assert operator.status_code == 201
 
 
 @pytest.mark.parametrize("settings_overrides", [{"auth_failure_limit": "3/minute"}])
@@ -100,7 +104,7 @@ async def test_failed_operator_tokens_are_throttled(client):
                                  headers={"Authorization": "Bearer not-the-operator-token-0123456789abcdef"})
         assert resp.status_code == 401
     resp = await client.post("/api/v1/shops", json={"name": "x", "email": "x@example.com"},
-                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                             headers={"Authorization": "Bearer still-not-the-operator-token-0123456789"})
     assert resp.status_code == 429
 
 

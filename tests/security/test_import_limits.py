@@ -21,18 +21,13 @@ import pytest
 from hub.connectors import ImportOptions, ImportRow
 from hub.hookspecs import hookimpl
 from hub.plugins import load_plugins, register
+from tests.core.test_imports import make_zip
 from tests.conftest import serve_app, wait_job
 
 MiB = 1024 * 1024
 URL = "http://127.0.0.1:9/img/{}.jpg"  # refused by the fetcher (private): the images fail fast, no network
 
 
-def make_zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 async def start(client, shop, body, content_type: str, **params: str):
@@ -337,11 +332,21 @@ async def test_multipart_needs_a_whole_file_part(client, shop, snapshot):
 
 
 async def test_a_zip_with_too_many_entries_is_refused_before_its_directory_is_read(client, shop, snapshot, monkeypatch):
+    import struct
+
     from hub.plugins.manual import files
 
-    monkeypatch.setattr(files, "MAX_ZIP_ENTRIES", 50)  # (the real bound, 200,000, costs a 19 MB test archive)
+    # (the real bounds, 200,000 entries and 8 MiB of directory, would cost a 19 MB test archive)
+    monkeypatch.setattr(files, "MAX_ZIP_ENTRIES", 50)
+    monkeypatch.setattr(files, "MAX_ZIP_DIRECTORY_BYTES", 2000)
     before = await snapshot()
     archive = make_zip({f"{n}.jpg": b"" for n in range(60)})
     resp = await start(client, shop, archive, "application/zip")
     assert resp.status_code == 413 and "60 entries" in resp.json()["detail"], resp.text
+    # an end record that lies about the count is caught by the directory's size (what zipfile reads by)
+    lying = bytearray(archive)
+    end = lying.rfind(b"PK\x05\x06")
+    lying[end + 8 : end + 12] = struct.pack("<HH", 1, 1)
+    resp = await start(client, shop, bytes(lying), "application/zip")
+    assert resp.status_code == 413 and "directory" in resp.json()["detail"], resp.text
     assert await snapshot() == before

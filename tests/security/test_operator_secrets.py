@@ -14,7 +14,7 @@ import pytest
 from hub.plugins.shopify import ShopifyApp, ShopifySettings, base_url
 from tests.conftest import wait_job
 from tests.security.hostile import HostileServer
-from tests.shopify_platform import APP_CLIENT_ID, APP_CLIENT_SECRET, DOMAIN, ShopifyEmulator
+from tests.shopify_platform import APP_CLIENT_ID, APP_CLIENT_SECRET, DOMAIN, running_emulator
 
 
 @pytest.fixture
@@ -31,13 +31,9 @@ def hostile():
 
 @pytest.fixture
 def shopify_app(monkeypatch):
-    emulator = ShopifyEmulator()
-    emulator.put(3, [33])
-    monkeypatch.setenv("HUB_SHOPIFY_API_URL", emulator.base)  # the operator's setting, not a tenant's
-    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_ID", APP_CLIENT_ID)
-    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_SECRET", APP_CLIENT_SECRET)
-    yield emulator
-    emulator.close()
+    for emulator in running_emulator(monkeypatch, app=True):
+        emulator.put(3, [33])
+        yield emulator
 
 
 HOSTILE_FIELDS = ("api_url", "base_url", "admin_url", "token_url", "redirect_uri", "url", "host", "proxy")

@@ -50,6 +50,28 @@ async def test_an_endless_answer_from_a_store_is_cut_off_and_memory_stays_bounde
 
 
 @pytest.mark.parametrize("settings_overrides", [{
+    "secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True,
+    "platform_max_response_bytes": 4 * MB, "platform_deadline": 30}])
+@pytest.mark.parametrize("path", ["/gzip-bomb", "/gzip-tail"])
+async def test_compressed_answers_are_bounded_too(client, shop, snapshot, path):
+    server = HostileServer(endless_cap=300 * MB)
+    try:
+        before = await snapshot()
+        reset_peak_rss()
+        baseline = rss_bytes()
+        started = time.monotonic()
+        resp = await client.post("/api/v1/connections", json={
+            "connector": "woocommerce", "settings": woo_settings(f"{server.base}{path}")}, headers=shop.secret)
+        assert resp.status_code == 502, resp.text
+        assert time.monotonic() - started < 25  # stopped by the limit, not by the deadline
+        assert peak_rss_bytes() - baseline < 150 * MB
+        assert server.sent_endless < 64 * MB
+        assert await snapshot() == before
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{
     "secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True, "platform_deadline": 3,
     "connect_deadline": 60}])
 async def test_a_store_that_trickles_is_given_up_after_the_deadline(client, shop, hostile):
@@ -100,7 +122,6 @@ async def test_one_shops_slow_image_host_does_not_starve_another_shops_fetches(c
             resp = await client.post("/api/v1/images", json={"image_url": f"{hostile.base}/trickle/{n}.jpg"},
                                      headers=slow.secret)
             slow_ids.append(resp.json()["id"])
-        await asyncio.sleep(0)  # (the slow shop's fetches are under way; nothing waits on them finishing)
         resp = await client.post("/api/v1/images", json={"image_url": f"{fast.base}/img/7.jpg"}, headers=other.secret)
         ready = await wait_for_images(client, other.secret, [resp.json()["id"]], timeout=60)
         assert ready[resp.json()["id"]]["status"] == "ready", ready

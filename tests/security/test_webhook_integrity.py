@@ -15,9 +15,10 @@ from tests.shopify_platform import (
     APP_CLIENT_SECRET,
     CLIENT_SECRET,
     DOMAIN,
-    ShopifyEmulator,
     delivery,
     now_iso,
+    running_emulator,
+    shop_payload,
 )
 
 
@@ -28,10 +29,14 @@ def settings_overrides():
 
 @pytest.fixture
 def emulator(monkeypatch):
-    shopify = ShopifyEmulator()
-    monkeypatch.setenv("HUB_SHOPIFY_API_URL", shopify.base)
-    yield shopify
-    shopify.close()
+    yield from running_emulator(monkeypatch)
+
+
+@pytest.fixture
+def app_secret(monkeypatch):
+    """The operator's public app is configured (its deliveries are signed with APP_CLIENT_SECRET)."""
+    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_ID", APP_CLIENT_ID)
+    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_SECRET", APP_CLIENT_SECRET)
 
 
 async def custom_app(client, shop, emulator, **settings: Any) -> dict[str, Any]:
@@ -134,9 +139,7 @@ async def test_woocommerce_bodies_must_match_their_topic(client, shop, settings)
 
 
 async def test_one_shops_connection_never_blocks_anothers_privacy_webhooks(
-        client, make_shop, emulator, settings, monkeypatch):
-    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_ID", APP_CLIENT_ID)
-    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_SECRET", APP_CLIENT_SECRET)
+        client, make_shop, emulator, settings, app_secret, monkeypatch):
     emulator.put(1, [10])
     squatter, owner = await make_shop("Squatter"), await make_shop("Owner")
     # the squatter registered the store's domain first, with a custom app secret of its own choosing
@@ -145,6 +148,7 @@ async def test_one_shops_connection_never_blocks_anothers_privacy_webhooks(
     installed = await oauth_install(client, owner, emulator)
     await wait_catalog(client, owner.secret, 1)
 
+    emulator.uninstalled = True  # the owner uninstalled the app; 48 hours later Shopify asks to erase the store
     body = json.dumps({"shop_id": 1, "shop_domain": DOMAIN}).encode()
     _, headers = delivery("shop/redact", {}, secret=APP_CLIENT_SECRET)
     headers["X-Shopify-Hmac-Sha256"] = signature(APP_CLIENT_SECRET, body)
@@ -158,3 +162,101 @@ async def test_one_shops_connection_never_blocks_anothers_privacy_webhooks(
     # a forged app-wide delivery is refused before anything is looked up
     forged = dict(headers, **{"X-Shopify-Hmac-Sha256": signature("the-squatters-own-secret", body)})
     assert (await client.post("/webhooks/shopify", content=body, headers=forged)).status_code == 401
+
+
+async def test_app_signed_product_bodies_prove_the_app_not_the_store(client, shop, emulator, settings, app_secret):
+    """Every store that installed the operator's app gets deliveries signed with the same app secret, and a
+    product body does not name its store: one captured from another store must not reach this one's catalog."""
+    emulator.put(1, [10])
+    conn = await oauth_install(client, shop, emulator)
+    await wait_catalog(client, shop.secret, 1)
+    path = f"/webhooks/shopify/{conn['id']}"
+
+    elsewhere = dict(emulator.rest(1), id=999, title="Injected", handle="injected")  # another store's product
+    body, headers = delivery("products/update", elsewhere, secret=APP_CLIENT_SECRET)
+    assert (await client.post(path, content=body, headers=headers)).json()["status"] == "accepted"
+    await settle_deliveries(settings)
+    images = await images_by_external_id(client, shop.secret)
+    assert set(images) == {"30000000010"} and all(i["name"] != "Injected" for i in images.values())
+
+    # this store's own change is read from its Admin API, whatever the body says
+    emulator.put(1, [10, 11], title="Renamed in the store", updated_at="2026-11-20T10:00:00Z")
+    body, headers = delivery("products/update", dict(emulator.rest(1), title="What the body says"),
+                             secret=APP_CLIENT_SECRET)
+    assert (await client.post(path, content=body, headers=headers)).json()["status"] == "accepted"
+    await settle_deliveries(settings)
+    images = await wait_catalog(client, shop.secret, 2)
+    assert {i["name"] for i in images.values()} == {"Renamed in the store"}
+
+
+async def test_a_replayed_uninstall_or_erase_cannot_take_an_installed_store(client, shop, emulator, settings,
+                                                                          app_secret, monkeypatch):
+    emulator.put(1, [10])
+    conn = await oauth_install(client, shop, emulator)
+    await wait_catalog(client, shop.secret, 1)
+    uninstall = delivery("app/uninstalled", shop_payload(), secret=APP_CLIENT_SECRET)
+    redact = delivery("shop/redact", {"shop_id": 1, "shop_domain": DOMAIN}, secret=APP_CLIENT_SECRET)
+
+    # the store still has the app: a (captured, re-sent) uninstall and erase are checked with Shopify and ignored
+    assert (await client.post(f"/webhooks/shopify/{conn['id']}", content=uninstall[0],
+                              headers=uninstall[1])).status_code == 200
+    assert (await client.post("/webhooks/shopify", content=redact[0], headers=redact[1])).status_code == 200
+    rows = await settle_deliveries(settings)
+    assert all("still has access" in json.dumps(r.summary) for r in rows if r.topic in ("app/uninstalled",
+                                                                                        "shop/redact")), rows
+    assert (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["status"] == "active"
+    assert len(await images_by_external_id(client, shop.secret)) == 1
+
+    # really uninstalled: the token stops working, and the same deliveries now apply
+    emulator.uninstalled = True
+    again = delivery("app/uninstalled", shop_payload(), secret=APP_CLIENT_SECRET, webhook_id="later")
+    again = (json.dumps(dict(json.loads(again[0]), updated_at="2026-11-25T00:00:00Z")).encode(), again[1])
+    again[1]["X-Shopify-Hmac-Sha256"] = signature(APP_CLIENT_SECRET, again[0])
+    await client.post(f"/webhooks/shopify/{conn['id']}", content=again[0], headers=again[1])
+    await settle_deliveries(settings)
+    assert (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["status"] == "disabled"
+    later = json.dumps({"shop_id": 1, "shop_domain": DOMAIN}, indent=1).encode()  # (Shopify's re-send)
+    _, headers = delivery("shop/redact", {}, secret=APP_CLIENT_SECRET)
+    headers["X-Shopify-Hmac-Sha256"] = signature(APP_CLIENT_SECRET, later)
+    assert (await client.post("/webhooks/shopify", content=later, headers=headers)).status_code == 200
+    await settle_deliveries(settings)
+    assert (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["status"] == "erased"
+    assert await images_by_external_id(client, shop.secret) == {}
+
+
+async def test_app_installs_made_before_the_hub_recorded_them_are_recognised(client, shop, make_shop, emulator,
+                                                                           settings, app_secret, monkeypatch):
+    from sqlalchemy import update
+
+    from hub.core.connections import recognise_app_installs
+    from hub.core.db import create_engine
+    from hub.core.models import Connection
+
+    emulator.put(1, [10])
+    conn = await oauth_install(client, shop, emulator)
+    custom = await custom_app(client, await make_shop("Other"), emulator)
+    engine = create_engine(settings.db_url)
+    async with engine.begin() as db:  # as migration 0005 left every connection
+        await db.execute(update(Connection).values(via_app=False))
+    await engine.dispose()
+    assert await recognise_app_installs(client.app.state.services) == 1
+    listed = (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()
+    assert listed["installed_via"] == "app" and custom["installed_via"] == "credentials"
+
+
+async def test_the_app_secret_can_be_rotated(client, shop, emulator, settings, app_secret,
+                                             monkeypatch):
+    emulator.put(1, [10])
+    conn = await oauth_install(client, shop, emulator)
+    path = f"/webhooks/shopify/{conn['id']}"
+    new_secret = "the-rotated-app-secret-0002"
+    monkeypatch.setenv("HUB_SHOPIFY_CLIENT_SECRET", new_secret)
+    monkeypatch.setenv("HUB_SHOPIFY_PREVIOUS_CLIENT_SECRET", APP_CLIENT_SECRET)
+    for n, secret in enumerate((APP_CLIENT_SECRET, new_secret)):  # both, while Shopify switches over
+        body, headers = delivery("products/update", dict(emulator.rest(1), updated_at=f"2026-11-2{n}T00:00:00Z"),
+                                 secret=secret)
+        assert (await client.post(path, content=body, headers=headers)).status_code == 200, secret
+    monkeypatch.delenv("HUB_SHOPIFY_PREVIOUS_CLIENT_SECRET")
+    body, headers = delivery("products/update", dict(emulator.rest(1), updated_at="2026-11-23T00:00:00Z"),
+                             secret=APP_CLIENT_SECRET)
+    assert (await client.post(path, content=body, headers=headers)).status_code == 401  # the leaked one: gone

@@ -65,25 +65,34 @@ class Files:
 
 
 # zipfile keeps ~760 bytes of Python objects per entry of the central directory it reads when it opens an
-# archive: the entry count is checked (from the end record, before anything is parsed) to bound that
+# archive, and it reads the directory by the byte size the end record declares (not by its entry count): both
+# are checked, before anything is parsed. 8 MiB of directory is at most ~180,000 entries (~140 MB once parsed).
 MAX_ZIP_ENTRIES = 200_000
+MAX_ZIP_DIRECTORY_BYTES = 8 * 1024 * 1024
 
 
-def zip_entry_count(path: Path) -> int | None:
-    """The total entry count an archive's end record declares (ZIP64 included), or None if it has none."""
+def zip_directory(path: Path) -> tuple[int, int] | None:
+    """(entries, central directory bytes) as the archive's end record declares them (ZIP64 included)."""
     with path.open("rb") as handle:
         end = zipfile._EndRecData(handle)  # noqa: SLF001 - the stdlib's own end-record reader
-    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
+    if end is None:
+        return None
+    return int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])  # noqa: SLF001
 
 
 class ZipFiles(Files):
     def __init__(self, path: Path) -> None:
         try:
-            entries = zip_entry_count(path)
+            directory = zip_directory(path)
         except OSError as exc:
             raise ImportFileError(f"not a readable ZIP archive: {exc}") from None
-        if entries is not None and entries > MAX_ZIP_ENTRIES:
-            raise ImportTooLarge(f"the ZIP holds {entries} entries; an import takes at most {MAX_ZIP_ENTRIES}")
+        if directory is not None:
+            entries, size = directory
+            if entries > MAX_ZIP_ENTRIES:
+                raise ImportTooLarge(f"the ZIP holds {entries} entries; an import takes at most {MAX_ZIP_ENTRIES}")
+            if size > MAX_ZIP_DIRECTORY_BYTES:
+                raise ImportTooLarge(f"the ZIP's directory is {size} bytes; an import takes at most "
+                                     f"{MAX_ZIP_DIRECTORY_BYTES} (about {MAX_ZIP_ENTRIES} files)")
         try:
             self.zip = zipfile.ZipFile(path)
         except ZIP_MEMBER_ERRORS as exc:

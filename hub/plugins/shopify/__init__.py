@@ -32,7 +32,9 @@ from hub.connectors import (
     Delivery,
     DeliveryRejected,
     ParsedDelivery,
+    ProductChanged,
     ProductDeleted,
+    ProductUpserted,
 )
 from hub.hookspecs import hookimpl
 from hub.plugins.shopify.admin import AdminApi, user_errors
@@ -63,6 +65,13 @@ PRODUCTS_QUERY = """query Products($first: Int!, $after: String) {
       id title descriptionHtml handle productType tags status updatedAt tracksInventory totalInventory
       priceRangeV2 { minVariantPrice { amount currencyCode } }
     }
+  }
+}"""
+PRODUCT_QUERY = """query Product($id: ID!, $first: Int!) {
+  product(id: $id) {
+    id title descriptionHtml handle productType tags status updatedAt tracksInventory totalInventory
+    priceRangeV2 { minVariantPrice { amount currencyCode } }
+    media(first: $first) { nodes { ... on MediaImage { id alt image { url altText } } } }
   }
 }"""
 MEDIA_QUERY = """query ProductMedia($ids: [ID!]!, $first: Int!) {
@@ -112,6 +121,8 @@ class ShopifyApp(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_SHOPIFY_", env_file=".env", extra="ignore")
     client_id: str | None = None
     client_secret: str | None = None
+    # while rotating the app's secret: the one before, still accepted on deliveries until Shopify signs with the new
+    previous_client_secret: str | None = None
     scopes: str = "read_products"
     api_version: str = DEFAULT_API_VERSION
     # tests and emulators only: every store's Admin API (and OAuth token exchange) at this base URL instead of
@@ -130,6 +141,15 @@ def base_url(shop_domain: str) -> str:
 def admin(ctx: ConnectionContext) -> AdminApi:
     s: ShopifySettings = ctx.settings
     return AdminApi(ctx.http, base_url(s.shop_domain), s.api_version, s.access_token, s.shop_domain)
+
+
+def signing_secrets(ctx: ConnectionContext) -> list[str]:
+    """Who signs this connection's deliveries: the operator's app (its current secret, and the previous one while
+    it is being rotated) for an app install; the custom app's own secret otherwise."""
+    if ctx.installed_by_app:
+        app = ShopifyApp()
+        return [secret for secret in (app.client_secret, app.previous_client_secret) if secret]
+    return [ctx.settings.client_secret]
 
 
 def _reject(topic: str, why: str) -> DeliveryRejected:
@@ -214,9 +234,9 @@ class ShopifyConnector:
             await api.query(DELETE_WEBHOOK, {"id": subscription}, cost=10)
 
     def verify(self, ctx: ConnectionContext, delivery: Delivery) -> bool:
-        given = delivery.headers.get("x-shopify-hmac-sha256", "")
-        expected = signature(ctx.settings.client_secret, delivery.body)
-        authentic = hmac.compare_digest(given.encode(), expected.encode())
+        given = delivery.headers.get("x-shopify-hmac-sha256", "").encode()
+        authentic = any(hmac.compare_digest(given, signature(secret, delivery.body).encode())
+                        for secret in signing_secrets(ctx))
         shop = delivery.headers.get("x-shopify-shop-domain", "").strip().lower()
         return authentic and hmac.compare_digest(shop.encode(), ctx.settings.shop_domain.encode())
 
@@ -238,6 +258,10 @@ class ShopifyConnector:
             if topic in COMPLIANCE_TOPICS and not delivery.app_wide:
                 ignored = (f"{topic} is applied only when Shopify sends it app-wide to /webhooks/shopify, signed "
                            "with the app's secret: a connection's own webhook URL never erases anything")
+            elif topic in ("products/create", "products/update", "products/delete") and ctx.installed_by_app:
+                # signed with the app's secret, which every store that installed the app shares, and a product
+                # body does not name its store: the product is read from this store's Admin API instead
+                events = (ProductChanged(numeric_id(payload["id"])),)
             elif topic in ("products/create", "products/update"):
                 events = (from_webhook(payload, domain),)
             elif topic == "products/delete":
@@ -297,8 +321,9 @@ class ShopifyConnector:
             age = float("inf")
         if not age <= 24 * 3600:  # (NaN included)
             raise ConnectorError("the callback is more than a day old")
-        resp = await http.post(f"{base}/admin/oauth/access_token", json={
-            "client_id": app.client_id, "client_secret": app.client_secret, "code": query.get("code", "")})
+        resp = await http.post(f"{base}/admin/oauth/access_token", json={  # (a redirect is never followed with it)
+            "client_id": app.client_id, "client_secret": app.client_secret, "code": query.get("code", "")},
+            follow_redirects=False)
         if resp.status_code != 200:
             raise ConnectorError(f"Shopify refused the authorization code (HTTP {resp.status_code}); start again")
         try:
@@ -330,6 +355,28 @@ class ShopifyConnector:
 
     def compliance_topic(self, delivery: Delivery) -> bool:
         return delivery.headers.get("x-shopify-topic", "") in COMPLIANCE_TOPICS
+
+    def installed_through_app(self, settings: Any) -> bool:
+        app = ShopifyApp()
+        return any(secret and hmac.compare_digest(settings.client_secret.encode(), secret.encode())
+                   for secret in (app.client_secret, app.previous_client_secret))
+
+    # -- reading the platform on demand (ProductReader, AccessCheck) ----------------------------------------
+
+    async def product(self, ctx: ConnectionContext, external_id: str) -> ProductUpserted | ProductDeleted:
+        data = await admin(ctx).query(PRODUCT_QUERY, {"id": f"gid://shopify/Product/{int(external_id)}",
+                                                      "first": MEDIA_PER_PRODUCT}, cost=2 + MEDIA_PER_PRODUCT)
+        node = data.get("product")
+        if not node:
+            return ProductDeleted(external_id)
+        return from_graphql(node, (node.get("media") or {}).get("nodes") or [], ctx.settings.shop_domain)
+
+    async def access_revoked(self, ctx: ConnectionContext) -> bool:
+        try:
+            await admin(ctx).query(SHOP_QUERY, cost=2)
+        except ConnectorError:
+            return True  # 401/403: the token no longer works
+        return False
 
     async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
         api = admin(ctx)

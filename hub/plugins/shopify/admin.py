@@ -36,8 +36,9 @@ class AdminApi:
     async def query(self, query: str, variables: dict[str, Any] | None = None, cost: float = 0) -> dict[str, Any]:
         await self._wait_for(cost)
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            # never followed: a redirect would carry the access token (a custom header) to another host
             resp = await self.http.post(self.url, json={"query": query, "variables": variables or {}},
-                                        headers=self.headers)
+                                        headers=self.headers, follow_redirects=False)
             if resp.status_code == 429:
                 delay = _retry_after(resp, default=2.0)
                 log.info("shopify rate limit; waiting", extra={"seconds": delay, "shop": self.shop_domain})

@@ -36,6 +36,8 @@ from hub.hookspecs import hookimpl
 from hub.plugins.woocommerce.api import StoreApi
 
 PER_PAGE = 100
+MAX_CATALOG_PAGES = 5_000  # 500,000 products: a store that claims more is not believed
+MAX_VARIATION_PAGES = 50  # 5,000 variations of one product
 TOPICS = ("product.created", "product.updated", "product.deleted", "product.restored")
 UPSERT_TOPICS = ("product.created", "product.updated", "product.restored")
 PING = re.compile(rb"^webhook_id=\d+$")
@@ -219,9 +221,15 @@ class WooCommerceConnector:
         while True:
             resp = await store.call("GET", f"/products/{int(product['id'])}/variations", {"per_page": PER_PAGE, "page": page})
             resp.raise_for_status()
-            found += resp.json()
-            if page >= int(resp.headers.get("X-WP-TotalPages", 1) or 1):
+            items = resp.json()
+            if not isinstance(items, list):
+                raise ConnectorError(f"the store's variations of product {product['id']} are not a list")
+            found += [v for v in items if isinstance(v, dict)]
+            if page >= int(resp.headers.get("X-WP-TotalPages", 1) or 1) or not items:
                 return found
+            if page >= MAX_VARIATION_PAGES:
+                raise ConnectorError(f"product {product['id']} claims more than {MAX_VARIATION_PAGES * PER_PAGE} "
+                                     "variations")
             page += 1
 
     async def product(self, ctx: ConnectionContext, external_id: str) -> ProductUpserted | ProductDeleted:
@@ -243,13 +251,18 @@ class WooCommerceConnector:
                                                          "order": "asc", "status": "any"})
             resp.raise_for_status()
             products = resp.json()
-            events = [to_event(p, await self._variations(store, p)) for p in products if p.get("status") != "trash"]
+            if not isinstance(products, list):
+                raise ConnectorError("the store's product list is not a list")
+            events = [to_event(p, await self._variations(store, p)) for p in products
+                      if isinstance(p, dict) and p.get("status") != "trash"]
             pages = int(resp.headers.get("X-WP-TotalPages", 1) or 1)
             more = page < pages and bool(products)
             yield CatalogPage(tuple(events), cursor=str(page + 1) if more else None,
                               total=int(resp.headers.get("X-WP-Total", 0) or 0) or None)
             if not more:
                 return
+            if page >= MAX_CATALOG_PAGES:
+                raise ConnectorError(f"the store claims more than {MAX_CATALOG_PAGES * PER_PAGE} products")
             page += 1
 
 

@@ -12,8 +12,7 @@ WORKDIR /app
 RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY hub ./hub
-COPY migrations ./migrations
-RUN pip install -e . \
+RUN pip install . \
     && useradd --create-home --uid 10001 hub \
     && mkdir -p /data && chown hub /data
 USER hub

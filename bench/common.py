@@ -26,7 +26,7 @@ def full_size_model() -> Path:
     """FashionCLIP's architecture (ViT-B/32, 512-d) with random weights: the real compute cost."""
     folder = CACHE / "clip-vit-b32-random"
     if not (folder / "model.safetensors").exists():
-        from hub.embedding.test_checkpoint import write_test_checkpoint
+        from hub.search.test_checkpoint import write_test_checkpoint
 
         write_test_checkpoint(folder, full_size=True)
     return folder

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.exact [--sizes 1000,5000,10000,20000,40000] [--queries 60]
 
 One shop per size, seeded directly (rows + random 512-d unit vectors in embedded Chroma and SQLite, as a
-FashionCLIP catalog would be), queried with random unit vectors through ``hub.embedding.search.Ranker``: once
+FashionCLIP catalog would be), queried with random unit vectors through ``hub.domain.ranking.Ranker``: once
 ranking exactly (SQL decides the candidates; cosine against each cached vector), once through the HNSW index.
 Sizes are measured one after the other in one run, so the ratios hold on a noisy machine. Writes the "Exact
 ranking" section of docs/benchmarks.md; ``HUB_EXACT_MAX_VECTORS`` is chosen from it.
@@ -29,7 +29,7 @@ DIM = 512
 async def seed(sessions, store, shop_id: int, n: int, rng: np.random.Generator) -> None:
     from sqlalchemy import insert
 
-    from hub.core.models import Image, Shop, utcnow
+    from hub.db.models import Image, Shop, utcnow
 
     now = utcnow()
     async with sessions() as session:
@@ -60,9 +60,9 @@ async def timed(ranker, sessions, shop_id: int, queries: np.ndarray, limit: int)
 
 
 async def run(sizes: list[int], n_queries: int) -> str:
-    from hub.core.db import create_engine, migrate, session_factory
-    from hub.embedding.search import Ranker
-    from hub.embedding.store import VectorStore
+    from hub.db.engine import create_engine, migrate, session_factory
+    from hub.domain.ranking import Ranker
+    from hub.search.store import VectorStore
 
     home = Path(tempfile.mkdtemp(prefix="hub-bench-exact-"))
     url = f"sqlite+aiosqlite:///{home / 'hub.db'}"

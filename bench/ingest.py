@@ -23,7 +23,7 @@ from bench.common import create_shop, full_size_model, hub_server, machine, prod
 
 def raw_encoder(model: Path, photos: list[bytes], batch_sizes: list[int]) -> dict[int, float]:
     """Forward passes only (images decoded and preprocessed beforehand): the encoder's ceiling."""
-    from hub.embedding.model import Encoder
+    from hub.search.encoder import Encoder
 
     encoder = Encoder(str(model))
     pixels = [encoder.preprocess(Image.open(io.BytesIO(p))) for p in photos]

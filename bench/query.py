@@ -40,10 +40,10 @@ def prompts() -> list[str]:
 async def seed(home: Path, model: Path, shop_id: int, n: int) -> None:
     from sqlalchemy import insert
 
-    from hub.core.db import create_engine
-    from hub.core.models import Image, utcnow
-    from hub.embedding.model import model_key
-    from hub.embedding.store import VectorStore
+    from hub.db.engine import create_engine
+    from hub.db.models import Image, utcnow
+    from hub.search.encoder import model_key
+    from hub.search.store import VectorStore
     from hub.settings import load_settings
 
     settings = load_settings(home=home, model=str(model))
@@ -88,7 +88,7 @@ def run_clients(base: str, key: str, texts: list[str], clients: int) -> list[tup
 def text_tower(model: Path, texts: list[str], rounds: int = 25) -> dict[str, float]:
     """Prompts/s of the text tower alone, in this run: one at a time, two threads at a time (how queries ran
     before prompt batching), and 4 prompts per forward pass (what the prompt batcher does under 4 clients)."""
-    from hub.embedding.model import Encoder
+    from hub.search.encoder import Encoder
 
     encoder = Encoder(str(model))
     encoder.encode_text(["warm up"])

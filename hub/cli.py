@@ -23,7 +23,7 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from hub.core.app import create_app
+    from hub.bootstrap import web_app
     from hub.logs import configure_logging
 
     settings = _settings()
@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         host = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
         settings.public_url = f"http://{host}:{args.port}"
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings, auto_migrate=settings.is_embedded_db)
+    app = web_app(settings, auto_migrate=settings.is_embedded_db)
     uvicorn.run(
         app,
         host=args.host,
@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
-    from hub.core.db import migrate
+    from hub.db.engine import migrate
 
     settings = _settings()
     asyncio.run(migrate(settings.db_url))
@@ -58,20 +58,21 @@ def _safe_url(url: str) -> str:
 
 
 async def _create_shop(settings: Settings, name: str, email: str) -> dict[str, Any]:
-    from hub.core.db import create_engine, migrate, session_factory
-    from hub.core.errors import ApiError
-    from hub.core.shops import create_shop
+    from hub.bootstrap import build
+    from hub.db.engine import migrate
+    from hub.domain.shops import commit_new_shop, create_shop
+    from hub.errors import HubError
 
     if settings.is_embedded_db:
         await migrate(settings.db_url)
-    engine = create_engine(settings.db_url)
+    hub = build(settings, "cli")
     try:
-        async with session_factory(engine)() as session:
+        async with hub.services.sessions() as session:
             try:
                 created = await create_shop(session, name, email)
-            except ApiError as exc:
+                await commit_new_shop(session)
+            except HubError as exc:
                 raise SystemExit(f"hub: {exc.detail}") from None
-            await session.commit()
             return {
                 "id": created.shop.id,
                 "name": created.shop.name,
@@ -80,7 +81,7 @@ async def _create_shop(settings: Settings, name: str, email: str) -> dict[str, A
                 "publishable_key": created.publishable_key,
             }
     finally:
-        await engine.dispose()
+        await hub.stop()
 
 
 def cmd_shops_create(args: argparse.Namespace) -> None:
@@ -95,7 +96,7 @@ def cmd_shops_create(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from hub.embedding.worker import run_worker
+    from hub.worker.main import run_worker
     from hub.logs import configure_logging
 
     settings = _settings()
@@ -105,11 +106,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
             "hub: `hub worker` needs a shared queue: set HUB_BROKER_URL=redis://host:6379/0 "
             "(with the embedded default, `hub serve` runs the workers itself)"
         )
-    asyncio.run(run_worker(settings))
+    from hub.bootstrap import build
+
+    async def work() -> None:
+        await run_worker(settings, build(settings, "worker"))
+
+    asyncio.run(work())
 
 
 def cmd_model_download(args: argparse.Namespace) -> None:
-    from hub.embedding.model import download
+    from hub.search.encoder import download
 
     name = args.model or _settings().model
     path = download(name)
@@ -119,7 +125,7 @@ def cmd_model_download(args: argparse.Namespace) -> None:
 def cmd_model_init_test(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from hub.embedding.test_checkpoint import write_test_checkpoint
+    from hub.search.test_checkpoint import write_test_checkpoint
 
     folder = write_test_checkpoint(Path(args.dir), full_size=args.full_size, seed=args.seed)
     kind = "full-size ViT-B/32" if args.full_size else "small"
@@ -132,14 +138,12 @@ async def _import(settings: Settings, path: str, shop_id: int, as_json: bool) ->
 
     from tqdm import tqdm
 
-    from hub.core.db import create_engine, migrate, session_factory
-    from hub.core.errors import ApiError
-    from hub.core.imports import import_local
-    from hub.core.jobs import job_json
-    from hub.core.media import MediaStore
-    from hub.core.secrets import SecretBox
-    from hub.core.services import Services
-    from hub.plugins import PluginError, load_plugins
+    from hub.bootstrap import build
+    from hub.db.engine import migrate
+    from hub.domain.imports import import_local
+    from hub.domain.jobs import job_json
+    from hub.errors import HubError
+    from hub.plugin_manager import PluginError
 
     source = Path(path)
     if not source.exists():
@@ -147,12 +151,10 @@ async def _import(settings: Settings, path: str, shop_id: int, as_json: bool) ->
     if settings.is_embedded_db:
         await migrate(settings.db_url)
     try:
-        plugins = load_plugins(settings.disabled_plugin_names)
+        hub = build(settings, "cli")
     except PluginError as exc:
         raise SystemExit(f"hub: {exc}") from None
-    engine = create_engine(settings.db_url)
-    services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
-                        SecretBox(settings.secret_key), pipeline=None)
+    services = hub.services
     bar = tqdm(desc=f"importing {source.name}", unit="row", disable=as_json, file=sys.stderr, mininterval=0.2)
 
     def progress(job: Any) -> None:
@@ -163,11 +165,11 @@ async def _import(settings: Settings, path: str, shop_id: int, as_json: bool) ->
 
     try:
         job = await import_local(services, shop_id, source, progress)
-    except ApiError as exc:
+    except HubError as exc:
         raise SystemExit(f"hub: {exc.detail}") from None
     finally:
         bar.close()
-        await engine.dispose()
+        await hub.stop()
     if as_json:
         print(json.dumps(job_json(job), default=str))
     else:
@@ -191,7 +193,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from hub.plugins import PluginError, load_plugins
+    from hub.plugin_manager import PluginError, load_plugins
 
     settings = _settings()
     try:

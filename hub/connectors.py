@@ -2,8 +2,8 @@
 
 Connectors never touch the database, the queue or the vector store: they check credentials, manage their
 webhooks on the platform, verify and parse deliveries, and iterate the catalog — all as catalog events that
-the core applies (``hub.core.catalog``). Importers read a file (ZIP, CSV, JSON…) into import rows the same way
-(``hub.core.imports``).
+the core applies (``hub.domain.catalog``). Importers read a file (ZIP, CSV, JSON…) into import rows the same way
+(``hub.domain.imports``).
 """
 
 from __future__ import annotations
@@ -79,6 +79,31 @@ class ConnectionErased:
 
 
 CatalogEvent = ProductUpserted | ProductDeleted | ProductChanged | ConnectionDisabled | ConnectionErased
+
+MAX_EXTERNAL_ID = 100  # characters of a product's or an image's platform id
+MAX_URL = 2000  # characters of an image URL
+
+
+def check_event(event: CatalogEvent) -> str | None:
+    """Why the core cannot apply an event (it reports this for the one item and goes on with the rest), or None.
+
+    Ids are 1-100 characters, image URLs absolute http(s) of at most 2,000 characters, and ``updated_at`` carries
+    a time zone: the core orders a product's events by it, and a naive time cannot be compared with an aware one
+    (a platform that sends times without an offset usually means UTC: say so with ``tzinfo=UTC``).
+    """
+    if isinstance(event, ProductUpserted | ProductDeleted | ProductChanged):
+        if not event.external_id or len(event.external_id) > MAX_EXTERNAL_ID:
+            return f"product id must be 1-{MAX_EXTERNAL_ID} characters"
+    if isinstance(event, ProductUpserted | ProductDeleted):
+        if event.updated_at is not None and event.updated_at.utcoffset() is None:
+            return f"product {event.external_id}: updated_at must carry a time zone (got {event.updated_at})"
+    if isinstance(event, ProductUpserted):
+        for image in event.images:
+            if not image.external_id or len(image.external_id) > MAX_EXTERNAL_ID:
+                return f"image id must be 1-{MAX_EXTERNAL_ID} characters"
+            if not image.url.startswith(("http://", "https://")) or len(image.url) > MAX_URL:
+                return f"image {image.external_id}: URL must be an absolute http(s) URL of at most {MAX_URL} characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -199,6 +224,27 @@ class ProductReader(Protocol):
 
     async def product(self, ctx: ConnectionContext, external_id: str) -> ProductUpserted | ProductDeleted:
         """The product's current state on the platform (``ProductDeleted`` if it is gone)."""
+
+
+@runtime_checkable
+class OAuthConnector(Protocol):
+    """What a connector adds to be installable through its platform's OAuth flow (a public app).
+
+    The core serves the flow: ``POST /api/v1/connections/authorize`` answers ``authorize_url`` with a sealed,
+    expiring ``state``; the platform sends the merchant back to ``GET /oauth/{connector}/callback``, where the
+    core opens the state and calls ``exchange``, then connects exactly as ``POST /api/v1/connections`` does.
+    """
+
+    def authorize_url(self, params: dict[str, Any], redirect_uri: str, state: str) -> str:
+        """The platform URL that asks the merchant to approve the app (``ConnectorError`` if not configured)."""
+
+    async def exchange(self, http: httpx.AsyncClient, params: dict[str, Any], query: dict[str, str],
+                       redirect_uri: str) -> dict[str, Any]:
+        """Verify the callback (its signature) and trade its code for credentials: the connection's settings.
+        ``http`` is the core's guarded client (byte limit, deadline, no private addresses)."""
+
+    def connection_key(self, settings: dict[str, Any]) -> str:
+        """What identifies the store (a re-install of the same store reconnects its connection)."""
 
 
 @runtime_checkable

@@ -54,9 +54,9 @@ from hub.connectors import (
     ProductChanged,
     ProductDeleted,
     ProductUpserted,
+    check_event,
     secret_fields,
 )
-from hub.core.catalog import check_event
 
 EVENT_TYPES = (ProductUpserted, ProductDeleted, ProductChanged, ConnectionDisabled, ConnectionErased)
 MAX_PAGES = 10_000

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from hub.core.app import create_app
-from hub.core.db import create_engine, migrate
-from hub.core.models import Base
+from hub.bootstrap import web_app
+from hub.db.engine import create_engine, migrate
+from hub.db.models import Base
 from hub.settings import Settings, load_settings
 from tests import services
 
@@ -41,7 +41,7 @@ def example_plugin_installed() -> None:
 @pytest.fixture(scope="session")
 def test_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small random CLIP checkpoint from `hub model init-test`, loaded through the real code path."""
-    from hub.embedding.test_checkpoint import write_test_checkpoint
+    from hub.search.test_checkpoint import write_test_checkpoint
 
     return write_test_checkpoint(tmp_path_factory.mktemp("model") / "tiny-clip")
 
@@ -134,7 +134,7 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
 @asynccontextmanager
 async def serve_app(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan, called over HTTP semantics in the test's own event loop."""
-    app = create_app(settings, **kwargs)
+    app = web_app(settings, **kwargs)
     started, stopping = asyncio.Event(), asyncio.Event()
 
     async def run_lifespan() -> None:  # one task owns the lifespan, as under a real server
@@ -216,7 +216,7 @@ async def _settle(engine: Any, timeout: float = 60) -> None:
     """Wait until no image, webhook delivery or job is in flight, so a snapshot is stable."""
     from sqlalchemy import func
 
-    from hub.core.models import Image, Job, WebhookDelivery
+    from hub.db.models import Image, Job, WebhookDelivery
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -298,7 +298,7 @@ async def wait_job(client: httpx.AsyncClient, headers: dict[str, str], job_id: i
 
 async def settle_deliveries(settings: Settings, timeout: float = 30) -> list[Any]:
     """Wait until no webhook delivery is in flight; returns every delivery row, oldest first."""
-    from hub.core.models import WebhookDelivery
+    from hub.db.models import WebhookDelivery
 
     engine = create_engine(settings.db_url)
     deadline = asyncio.get_running_loop().time() + timeout

@@ -98,7 +98,8 @@ class FeedPlatform:
     def put(self, pid: int | str, seeds: list[int], **fields: Any) -> dict[str, Any]:
         """Create or replace a product whose images are the photos of ``seeds``."""
         product = {"id": str(pid), "title": f"Product {pid}", "description": f"About product {pid}",
-                   "url": f"https://shop.example/p/{pid}", "images": [self.image(s) for s in seeds], **fields}
+                   "url": f"https://shop.example/p/{pid}", "images": [self.image(s) for s in seeds],
+                   "updated_at": "2026-11-01T09:00:00", **fields}  # (the feed's times carry no offset: UTC)
         with self.lock:
             self.products[str(pid)] = product
         return product

@@ -9,8 +9,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from hub.core.db import create_engine, head_revision
-from hub.core.models import Base
+from hub.db.engine import create_engine, head_revision
+from hub.db.models import Base
 
 
 def _diff(connection) -> list:
@@ -38,7 +38,7 @@ def test_0005_keeps_the_data_and_makes_it_safe(tmp_path, request):
     from alembic import command
     from sqlalchemy import text
 
-    from hub.core.db import _alembic_config, migrate
+    from hub.db.engine import _alembic_config, migrate
 
     async def upgrade_to(url: str, revision: str) -> None:
         engine = create_engine(url)

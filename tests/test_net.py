@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from hub import net
-from hub.embedding.fetch import FetchError, fetch_image, make_client
+from hub.domain.fetching import FetchError, fetch_image, make_client
 from tests.feed_platform import FeedPlatform
 
 

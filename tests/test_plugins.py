@@ -16,7 +16,7 @@ from litestar import get
 from hub import hookspecs
 from hub.connectors import Connector, ImportOptions, ImportRow, RowError, secret_fields
 from hub.hookspecs import hookimpl
-from hub.plugins import PluginError, load_plugins, register
+from hub.plugin_manager import PluginError, load_plugins, register
 from tests.conftest import serve_app, wait_for_images
 from tests.images import photo
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hub.connectors import Delivery
-from hub.plugins import load_plugins
+from hub.plugin_manager import load_plugins
 from hub.testing import ConnectorContract
 from tests.feed_platform import FeedPlatform, signed
 
@@ -98,3 +98,25 @@ async def test_the_contract_catches_a_connector_that_trusts_headers(platform):
     async for ctx in contract.ctx.__wrapped__(contract, broken, platform.settings(), "http://127.0.0.1:9/w"):
         with pytest.raises(AssertionError, match="delete topic header"):
             contract.test_a_delete_is_a_delete_and_a_product_body_never_is(broken, ctx, genuine, delete)
+
+
+class NaiveTimeConnector(TrustingConnector):
+    """Breaks the contract as a first PrestaShop connector did: a feed's offset-free times used as they came."""
+
+    def parse(self, ctx, delivery):
+        from dataclasses import replace
+
+        from hub.connectors import ParsedDelivery
+
+        parsed = self.real.parse(ctx, delivery)
+        return ParsedDelivery(parsed.delivery_id, tuple(replace(e, updated_at=e.updated_at.replace(tzinfo=None))
+                                                        for e in parsed.events), parsed.topic)
+
+
+async def test_the_contract_catches_naive_timestamps(platform):
+    contract = TestExampleConnector()
+    broken = NaiveTimeConnector(load_plugins().connectors()["example"])
+    genuine = contract.genuine_delivery.__wrapped__(contract, platform)
+    async for ctx in contract.ctx.__wrapped__(contract, broken, platform.settings(), "http://127.0.0.1:9/w"):
+        with pytest.raises(AssertionError, match="time zone"):
+            contract.test_parse_gives_typed_valid_events_and_a_delivery_id(broken, ctx, genuine)

@@ -7,8 +7,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from hub.core.db import create_engine
-from hub.core.models import Connection
+from hub.db.engine import create_engine
+from hub.db.models import Connection
 from tests.feed_platform import SECRET, FeedPlatform
 
 

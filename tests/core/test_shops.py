@@ -53,7 +53,7 @@ async def test_operator_creates_shop(client, snapshot):
         "id": body["id"], "name": "Atelier", "email": "owner@atelier.example",
         "created_at": body["created_at"], "images": None,
     }
-    assert me.json()["images"] == {"total": 0}
+    assert me.json()["images"] == {"total": 0, "pending": 0, "embedding": 0, "ready": 0, "failed": 0}
 
     before = await snapshot()
     cases = [

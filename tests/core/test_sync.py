@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from hub.core.db import create_engine
-from hub.core.models import Job, utcnow
+from hub.db.engine import create_engine
+from hub.db.models import Job, utcnow
 from tests.conftest import wait_job
 from tests.feed_platform import FeedPlatform
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.core.taxonomy_defaults import AGE_GROUPS, CATEGORIES, STYLES
+from hub.domain.taxonomy_defaults import AGE_GROUPS, CATEGORIES, STYLES
 from tests.images import photo
 
 KINDS = [("categories", CATEGORIES), ("styles", STYLES), ("age-groups", AGE_GROUPS)]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from hub.core.db import create_engine
-from hub.core.models import WebhookDelivery, utcnow
+from hub.db.engine import create_engine
+from hub.db.models import WebhookDelivery, utcnow
 from tests.conftest import settle_deliveries
 from tests.feed_platform import FeedPlatform, signed
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hub.embedding.batcher import PromptBatcher
-from hub.embedding.model import MAX_TEXT_TOKENS, Encoder, ModelUnavailable, model_key
+from hub.search.batching import PromptBatcher
+from hub.search.encoder import MAX_TEXT_TOKENS, Encoder, ModelUnavailable, model_key
 
 
 def test_init_test_cli_writes_a_loadable_checkpoint(tmp_path):
@@ -119,7 +119,7 @@ def test_fast_preprocess_matches_the_clip_processor(test_model, size):
 def test_fast_preprocess_full_size(tmp_path):
     import io
 
-    from hub.embedding.test_checkpoint import write_test_checkpoint
+    from hub.search.test_checkpoint import write_test_checkpoint
     from tests.images import photo
 
     folder = tmp_path / "full"

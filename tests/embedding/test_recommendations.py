@@ -11,7 +11,7 @@ import io
 import pytest
 from PIL import Image
 
-from hub.embedding.model import Encoder
+from hub.search.encoder import Encoder
 from tests.conftest import wait_for_images
 from tests.images import photo
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hub.embedding.store import VectorStore
+from hub.search.store import VectorStore
 from tests.conftest import wait_for_images
 from tests.images import photo
 

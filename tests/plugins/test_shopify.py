@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from hub.connectors import Delivery, html_to_text
-from hub.core.db import create_engine
-from hub.core.models import WebhookDelivery
-from hub.plugins import load_plugins
+from hub.db.engine import create_engine
+from hub.db.models import WebhookDelivery
+from hub.plugin_manager import load_plugins
 from hub.plugins.shopify import signature
 from hub.testing import ConnectorContract
 from tests.conftest import images_by_external_id, settle_deliveries, wait_catalog, wait_job

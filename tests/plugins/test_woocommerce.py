@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hub.connectors import Delivery
-from hub.plugins import load_plugins
+from hub.plugin_manager import load_plugins
 from hub.testing import ConnectorContract
 from tests.conftest import app_sender, images_by_external_id, settle_deliveries, wait_catalog, wait_job
 from tests.woo_platform import KEY, WooEmulator

@@ -228,9 +228,9 @@ async def test_app_installs_made_before_the_hub_recorded_them_are_recognised(cli
                                                                            settings, app_secret, monkeypatch):
     from sqlalchemy import update
 
-    from hub.core.connections import recognise_app_installs
-    from hub.core.db import create_engine
-    from hub.core.models import Connection
+    from hub.domain.connections import recognise_app_installs
+    from hub.db.engine import create_engine
+    from hub.db.models import Connection
 
     emulator.put(1, [10])
     conn = await oauth_install(client, shop, emulator)

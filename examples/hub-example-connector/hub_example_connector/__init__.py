@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -33,6 +33,14 @@ class FeedSettings(BaseModel):
     webhook_secret: str = Field(min_length=8, json_schema_extra={"secret": True})
 
 
+def _time(value: str | None) -> datetime | None:
+    """The feed's ISO 8601 times; one without an offset is UTC (the core needs aware times to order events)."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=UTC)
+
+
 def _product(data: dict[str, Any]) -> ProductUpserted:
     return ProductUpserted(
         external_id=str(data["id"]),
@@ -44,7 +52,7 @@ def _product(data: dict[str, Any]) -> ProductUpserted:
         price=Decimal(str(data["price"])) if data.get("price") is not None else None,
         available=bool(data.get("available", True)),
         status=str(data.get("status", "active")),
-        updated_at=datetime.fromisoformat(data["updated_at"]) if data.get("updated_at") else None,
+        updated_at=_time(data.get("updated_at")),
         images=tuple(
             CatalogImage(external_id=str(i["id"]), url=str(i["url"]), alt=str(i.get("alt", "")), position=n)
             for n, i in enumerate(data.get("images", []))
@@ -86,9 +94,8 @@ class FeedConnector:
             if kind == "ping":
                 events: tuple[CatalogEvent, ...] = ()
             elif kind == "product.deleted":
-                deleted_at = payload["product"].get("deleted_at")
                 events = (ProductDeleted(external_id=str(payload["product"]["id"]),
-                                         updated_at=datetime.fromisoformat(deleted_at) if deleted_at else None),)
+                                         updated_at=_time(payload["product"].get("deleted_at"))),)
             elif kind in ("product.created", "product.updated"):
                 events = (_product(payload["product"]),)
             else:

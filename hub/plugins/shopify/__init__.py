@@ -277,7 +277,7 @@ class ShopifyConnector:
             raise DeliveryRejected(f"malformed {topic or 'Shopify'} payload: {type(exc).__name__}: {exc}") from None
         return ParsedDelivery(delivery_id=webhook_id, events=events, topic=topic, ignored=ignored)
 
-    # -- OAuth install of the operator's public app (hub.core.oauth) -----------------------------------------
+    # -- OAuth install of the operator's public app (hub.connectors.OAuthConnector) ---------------------------
 
     def _app(self) -> ShopifyApp:
         app = ShopifyApp()

@@ -1,0 +1,77 @@
+"""The one composition root: every process (``hub serve``, ``hub worker``, ``hub import``…) is wired here, once.
+
+``build(settings, role)`` makes the process's single ``Services`` — database sessions, media, plugins, the
+secret box and the pipeline — and, except for a command-line job, the ``Runtime`` that is that pipeline:
+
+- ``embedded``: ``hub serve`` with the in-memory broker: API, workers and the sweep in one process;
+- ``api``: ``hub serve`` with Redis: the API sends tasks and loads only the text tower;
+- ``worker``: ``hub worker``: consumes tasks, loads the image tower, runs the sweep schedule;
+- ``cli``: a command that does its work in-process with no pipeline (``hub import``: a running service's sweep
+  embeds what it adds).
+
+``web_app`` builds the Litestar app on top of that; ``Hub.start``/``Hub.stop`` run and release it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from litestar import Litestar
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.db.engine import create_engine, dispose, session_factory
+from hub.domain.media import MediaStore
+from hub.domain.pipeline import Pipeline
+from hub.domain.secrets import SecretBox
+from hub.domain.services import Services
+from hub.http.app import create_app
+from hub.plugin_manager import Plugins, load_plugins
+from hub.settings import Settings
+from hub.worker.runtime import Runtime
+
+Role = Literal["embedded", "api", "worker", "cli"]
+
+
+@dataclass
+class Hub:
+    """One process's wiring: its services, and the runtime behind its pipeline (None for ``cli``)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    services: Services
+    runtime: Runtime | None
+
+    async def start(self) -> None:
+        if self.services.pipeline is not None:
+            await self.services.pipeline.start()
+
+    async def stop(self) -> None:
+        try:
+            if self.services.pipeline is not None:
+                await self.services.pipeline.stop()
+        finally:
+            await dispose(self.engine)
+
+
+def serve_role(settings: Settings) -> Role:
+    return "api" if settings.broker_is_redis else "embedded"
+
+
+def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
+          pipeline: Pipeline | None = None) -> Hub:
+    """Wire one process. ``pipeline`` replaces the runtime (tests that watch what the API queues)."""
+    plugins = plugins if plugins is not None else load_plugins(settings.disabled_plugin_names)
+    engine = create_engine(settings.db_url)
+    services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
+                        SecretBox(settings.secret_key), pipeline=None)
+    runtime = Runtime(services, role) if role != "cli" and pipeline is None else None
+    services.pipeline = pipeline if pipeline is not None else runtime
+    return Hub(settings, engine, services, runtime)
+
+
+def web_app(settings: Settings, *, plugins: Plugins | None = None, pipeline: Pipeline | None = None,
+            auto_migrate: bool = False) -> Litestar:
+    """``hub serve``'s application: the API over this process's services, started and stopped with it."""
+    hub = build(settings, serve_role(settings), plugins=plugins, pipeline=pipeline)
+    return create_app(hub.services, start=hub.start, stop=hub.stop, auto_migrate=auto_migrate)

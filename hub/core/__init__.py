@@ -1,1 +1,0 @@
-"""The Litestar app: shops, keys, taxonomy, images, recommendations."""

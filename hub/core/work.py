@@ -1,9 +1,0 @@
-"""The runner of each job kind (the ``RunJob`` task looks the job's kind up here)."""
-
-from __future__ import annotations
-
-from hub.core.imports import run_import
-from hub.core.jobs import Runner
-from hub.core.sync import run_sync
-
-RUNNERS: dict[str, Runner] = {"sync": run_sync, "import": run_import}

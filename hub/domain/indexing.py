@@ -1,0 +1,373 @@
+"""The image state machine: ``pending`` → ``embedding`` → ``ready``, or back to ``pending`` to retry, or ``failed``.
+
+Nothing accepted is lost: every pending or claimed image carries ``next_attempt_at``, and the sweep re-queues
+whatever is due — a worker that died mid-batch, a broker that was down at upload time, a retry after backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.errors import HubError, Unavailable
+from hub.domain.media import DECODES, MediaStore, check_image
+from hub.db.models import Image, Product, utcnow
+from hub.search.batching import Batcher, Coalescer
+from hub.domain.fetching import FetchError, fetch_image, make_client
+from hub.search.encoder import Encoder, ModelUnavailable
+from hub.search.store import NONE_ID, VectorStore
+from hub.settings import Settings
+
+log = logging.getLogger("hub.embedder")
+SWEEP_BATCH = 2000
+REACH_BATCH = 2000  # ready images whose vectors one sweep checks for reachability (beside the new ones)
+CLOCK_MARGIN = timedelta(seconds=60)  # for timestamps written by other hosts
+
+
+class Fail(Exception):
+    """This image can't be embedded (bad URL, not an image…): mark it failed with this reason."""
+
+
+@dataclass
+class Outcome:
+    image_id: int
+    status: str
+    error: str | None = None
+
+
+def image_metadata(img: Image, product: Product | None) -> dict[str, Any]:
+    """What the vector store keeps beside each vector, for filters."""
+    meta: dict[str, Any] = {
+        "category_id": img.category_id if img.category_id is not None else NONE_ID,
+        "style_id": img.style_id if img.style_id is not None else NONE_ID,
+        "age_group_id": img.age_group_id if img.age_group_id is not None else NONE_ID,
+        "product_id": img.product_id if img.product_id is not None else NONE_ID,
+        "source": img.source,
+        "available": True if product is None else bool(product.available and product.status == "active"),
+        "listed": product is None or product.status == "active",  # drafts and archived products are never shown
+    }
+    if product is not None and product.price is not None:
+        meta["price"] = float(product.price)
+    return meta
+
+
+async def metadata_for(session: AsyncSession, images: list[Image]) -> list[dict[str, Any]]:
+    """The vector-store metadata of each image, with its product's price and availability."""
+    product_ids = {img.product_id for img in images if img.product_id is not None}
+    products = (
+        {p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(product_ids)))}
+        if product_ids else {}
+    )
+    return [image_metadata(img, products.get(img.product_id or -1)) for img in images]
+
+
+class Embedder:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        encoder: Encoder,
+        store: VectorStore,
+        media: MediaStore,
+        on_indexed: Callable[[int, int, str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_indexed = on_indexed
+        self.sessions = sessions
+        self.encoder = encoder
+        self.store = store
+        self.media = media
+        self.batcher = Batcher(
+            encoder, settings.embed_batch_size, settings.embed_batch_wait_ms, self._decode_and_preprocess
+        )
+        self.writer = Coalescer(self._store_and_mark_ready)
+        self._http = make_client(settings.fetch_timeout, settings.allow_private_fetch,
+                                 max_bytes=settings.max_upload_bytes, deadline=settings.fetch_deadline,
+                                 min_rate=settings.fetch_min_rate,
+                                 max_connections=max(64, settings.fetch_per_shop * 4))
+        # each shop fetches at most HUB_FETCH_PER_SHOP images at once: slow hosts of one shop cannot hold the
+        # connections every other shop's images need
+        self._fetch_slots: dict[int, asyncio.Semaphore] = {}
+        self._reach_since = datetime.min.replace(tzinfo=UTC)  # the first sweep checks every ready image
+        self._reach_cursor = 0
+
+    async def close(self) -> None:
+        await self.batcher.stop()
+        await self.writer.stop()
+        await self._http.aclose()
+
+    # -- CreateEmbedding ------------------------------------------------------------------------------------
+
+    async def claim(self, image_ids: list[int]) -> list[Image]:
+        """Take the images that are pending (or whose previous claim expired) for this worker."""
+        now = utcnow()
+        async with self.sessions() as session:
+            claimable = and_(
+                Image.id.in_(image_ids),
+                or_(
+                    Image.status == "pending",
+                    and_(Image.status == "embedding", or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now)),
+                ),
+            )
+            claimed = await session.scalars(
+                update(Image)
+                .where(claimable)
+                .values(status="embedding", attempts=Image.attempts + 1, next_attempt_at=now + self.settings.lease)
+                .returning(Image),
+                execution_options={"synchronize_session": False},
+            )
+            images = list(claimed)
+            await session.commit()
+            return images
+
+    async def embed_images(self, image_ids: list[int]) -> list[Outcome]:
+        images = await self.claim(image_ids)
+        if not images:
+            return []
+        results = await asyncio.gather(*(self._vector_for(img) for img in images), return_exceptions=True)
+        ready: list[Any] = []
+        outcomes: list[Outcome] = []
+        for img, result in zip(images, results, strict=True):
+            if isinstance(result, Fail):
+                outcomes.append(await self._mark_failed(img, str(result)))
+            elif isinstance(result, (ModelUnavailable, Unavailable)):  # a dependency is down: not counted
+                outcomes.append(await self._mark_retry(img, str(result), counts=False))
+            elif isinstance(result, FetchError):
+                outcomes.append(await self._mark_retry(img, result.reason, counts=result.counts))
+            elif isinstance(result, BaseException):
+                log.error("unexpected embedding error", exc_info=result, extra={"image_id": img.id})
+                outcomes.append(await self._mark_retry(img, f"internal error ({type(result).__name__})", counts=True))
+            else:
+                ready.append(self.writer.submit((img, *result)))
+        outcomes += await asyncio.gather(*ready)
+        return outcomes
+
+    async def _load_bytes(self, img: Image) -> bytes:
+        if img.photo:
+            try:
+                return await anyio.to_thread.run_sync(self.media.read, img.photo)
+            except FileNotFoundError:
+                raise Fail("the uploaded file is missing from the media folder") from None
+        if not img.image_url:
+            raise Fail("the image has neither a file nor an image_url")
+        slots = self._fetch_slots.setdefault(img.shop_id, asyncio.Semaphore(self.settings.fetch_per_shop))
+        try:
+            async with slots:
+                try:
+                    with anyio.fail_after(self.settings.fetch_deadline):  # all of it: lookups, every redirect
+                        return await fetch_image(
+                            self._http,
+                            img.image_url,
+                            max_bytes=self.settings.max_upload_bytes,
+                            allow_private=self.settings.allow_private_fetch,
+                            max_redirects=self.settings.fetch_max_redirects,
+                        )
+                except TimeoutError:
+                    raise FetchError(f"timeout: the fetch took more than {self.settings.fetch_deadline:g} s in all "
+                                     f"({img.image_url[:200]})", permanent=False) from None
+        except FetchError as exc:
+            if exc.permanent:
+                raise Fail(exc.reason) from None
+            raise
+
+    def _decode_and_preprocess(self, item: tuple[bytes, bool]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Bytes → model pixels (runs in the batch thread). Fetched bytes are checked as uploads are."""
+        data, trusted = item
+        details: dict[str, Any] = {}
+        if not trusted:
+            try:
+                checked = check_image(
+                    data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
+                )
+            except HubError as exc:
+                raise Fail(str(exc.detail)) from None
+            details = {"content_hash": checked.content_hash, "mime_type": checked.mime_type,
+                       "width": checked.width, "height": checked.height, "size_bytes": len(data)}
+        try:
+            with DECODES.slot(), PILImage.open(io.BytesIO(data)) as pil:
+                return self.encoder.preprocess(pil), details
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise Fail(f"the image cannot be decoded ({exc})") from None
+
+    async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
+        data = await self._load_bytes(img)
+        # an uploaded file was fully checked when it was accepted; a fetched one is checked now
+        return await self.batcher.embed((data, img.photo is not None))
+
+    async def _store_and_mark_ready(self, ready: list[tuple[Image, np.ndarray, dict[str, Any]]]) -> list[Outcome]:
+        """Upsert the vectors (one call per shop) and mark the images ready (one commit); an outcome per image."""
+        async with self.sessions() as session:
+            metadata = dict(zip((img.id for img, _, _ in ready), await metadata_for(session, [i for i, _, _ in ready]),
+                                strict=True))
+        by_shop: dict[int, list[tuple[Image, np.ndarray, dict[str, Any]]]] = {}
+        for item in ready:
+            by_shop.setdefault(item[0].shop_id, []).append(item)
+        outcomes: dict[int, Outcome] = {}
+        for shop_id, items in by_shop.items():
+            try:
+                await self.store.upsert(
+                    shop_id,
+                    [img.id for img, _, _ in items],
+                    np.stack([v for _, v, _ in items]),
+                    [metadata[img.id] for img, _, _ in items],
+                )
+            except Unavailable as exc:
+                for img, _, _ in items:
+                    outcomes[img.id] = await self._mark_retry(img, str(exc), counts=False)
+                continue
+            now = utcnow()
+            gone: list[int] = []
+            async with self.sessions() as session:
+                for img, _, details in items:
+                    values = {"status": "ready", "processor_embedded": True, "embedded_at": now, "error": None,
+                              "next_attempt_at": None, **details}
+                    result = await session.execute(
+                        update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
+                    )
+                    if result.rowcount == 0:
+                        gone.append(img.id)
+                        outcomes[img.id] = Outcome(img.id, "gone")
+                    else:
+                        outcomes[img.id] = Outcome(img.id, "ready")
+                await session.commit()
+            if self.on_indexed is not None:
+                for img, _, _ in items:
+                    if outcomes[img.id].status == "ready":
+                        self.on_indexed(shop_id, img.id, img.source)
+            if gone:  # deleted (or re-claimed) while we worked: don't leave an orphan vector behind
+                async with self.sessions() as session:
+                    still = set(await session.scalars(select(Image.id).where(Image.id.in_(gone))))
+                await self.store.delete(shop_id, [i for i in gone if i not in still])
+        log.info("embedded", extra={"images": sum(o.status == "ready" for o in outcomes.values())})
+        return [outcomes[img.id] for img, _, _ in ready]
+
+    async def _mark_failed(self, img: Image, reason: str) -> Outcome:
+        async with self.sessions() as session:
+            await session.execute(
+                update(Image)
+                .where(Image.id == img.id, Image.status == "embedding")
+                .values(status="failed", error=reason[:2000], next_attempt_at=None)
+            )
+            await session.commit()
+        log.info("image failed", extra={"image_id": img.id, "reason": reason[:300]})
+        return Outcome(img.id, "failed", reason)
+
+    async def _mark_retry(self, img: Image, reason: str, *, counts: bool) -> Outcome:
+        attempts = img.attempts  # as the claim left it: this attempt included
+        if counts and attempts >= self.settings.embed_max_attempts:
+            return await self._mark_failed(img, f"gave up after {attempts} attempts: {reason}")
+        values: dict[str, Any] = {
+            "status": "pending",
+            "error": f"will retry: {reason}"[:2000],
+            "next_attempt_at": utcnow() + self.settings.retry_delay(attempts),
+        }
+        if not counts:
+            values["attempts"] = Image.attempts - 1
+        async with self.sessions() as session:
+            await session.execute(
+                update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
+            )
+            await session.commit()
+        return Outcome(img.id, "pending", reason)
+
+    # -- Reconcile ------------------------------------------------------------------------------------------
+
+    async def due_images(self) -> list[int]:
+        """Ids of images whose next attempt is due; their lease is renewed so they are queued once."""
+        now = utcnow()
+        async with self.sessions() as session:
+            rows = list(
+                (
+                    await session.execute(
+                        select(Image.id)
+                        .where(
+                            Image.status.in_(("pending", "embedding")),
+                            or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now),
+                        )
+                        .order_by(Image.id)
+                        .limit(SWEEP_BATCH)
+                    )
+                ).all()
+            )
+            if rows:
+                # an expired claim goes back to pending: its worker is gone (or too slow; then it loses it)
+                await session.execute(
+                    update(Image)
+                    .where(Image.id.in_([r.id for r in rows]), Image.status.in_(("pending", "embedding")))
+                    .values(status="pending", next_attempt_at=now + self.settings.lease)
+                )
+                await session.commit()
+        return [r.id for r in rows]
+
+    async def remove_orphan_vectors(self) -> int:
+        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone.
+
+        The vector ids are listed first, then the images are read. A vector is an orphan if its image is gone (or
+        failed) by then. A ready image missing from the list may have become ready in between (its vector was
+        written before it was marked ready): those are looked up in the store once more, and only the ones still
+        missing are lost."""
+        removed = 0
+        for shop_id in await self.store.shops():
+            vector_ids = set(await self.store.ids(shop_id))
+            async with self.sessions() as session:
+                rows = dict((await session.execute(
+                    select(Image.id, Image.status).where(Image.shop_id == shop_id))).all())
+            orphans = [i for i in vector_ids if rows.get(i) in (None, "failed")]
+            missing = [i for i, status in rows.items() if status == "ready" and i not in vector_ids]
+            present_now = set(await self.store.vectors(shop_id, missing)) if missing else set()
+            lost = [i for i in missing if i not in present_now]
+            if lost:
+                async with self.sessions() as session:
+                    await session.execute(
+                        update(Image)
+                        .where(Image.id.in_(lost), Image.status == "ready")
+                        .values(status="pending", processor_embedded=False, next_attempt_at=None,
+                                error="vector missing from the vector store; re-embedding")
+                    )
+                    await session.commit()
+            if orphans:
+                await self.store.delete(shop_id, orphans)
+                removed += len(orphans)
+        return removed
+
+    async def repair_unreachable(self, limit: int = REACH_BATCH) -> dict[str, int]:
+        """Find ready images whose vector the index cannot reach (queried with their own vector, the index does
+        not return them) and insert those vectors again. Each sweep checks the images embedded since the last
+        check, and walks ``limit`` more of the rest in id order, so every vector is checked again in time."""
+        now = utcnow()
+        async with self.sessions() as session:
+            recent = list((await session.execute(
+                select(Image.shop_id, Image.id, Image.embedded_at)
+                .where(Image.status == "ready", Image.embedded_at >= self._reach_since)
+                .order_by(Image.embedded_at, Image.id).limit(limit))).all())
+            walked = list((await session.execute(
+                select(Image.shop_id, Image.id).where(Image.status == "ready", Image.id > self._reach_cursor)
+                .order_by(Image.id).limit(limit))).all())
+        # the next sweep goes on after these: from the last one seen if there were more, else from now on
+        self._reach_since = recent[-1][2] if len(recent) == limit else now - CLOCK_MARGIN
+        self._reach_cursor = walked[-1][1] if len(walked) == limit else 0
+        by_shop: dict[int, set[int]] = {}
+        for shop_id, ident, *_ in [*recent, *walked]:
+            by_shop.setdefault(shop_id, set()).add(ident)
+        checked = repaired = 0
+        for shop_id, ids in by_shop.items():
+            lost = await self.store.unreachable(shop_id, sorted(ids))
+            checked += len(ids)
+            if lost:
+                await self.store.reinsert(shop_id, lost)
+                still = await self.store.unreachable(shop_id, lost)
+                repaired += len(lost) - len(still)
+                log.warning("unreachable vectors inserted again", extra={
+                    "shop_id": shop_id, "image_ids": lost[:50], "still_unreachable": still[:50]})
+        return {"vectors_checked": checked, "vectors_reinserted": repaired}

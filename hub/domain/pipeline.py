@@ -1,0 +1,48 @@
+"""What the core asks of the embedding side: keep vectors in step with images, and rank."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class Pipeline(Protocol):
+    """The embedding side of the hub as the API sees it (``hub.worker.runtime.Runtime``)."""
+
+    async def start(self) -> None:
+        """Start background work (model warm-up, in-process workers, the sweep)."""
+
+    async def stop(self) -> None:
+        """Finish in-flight work and release connections."""
+
+    async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
+        """New ``pending`` images: queue their embedding."""
+
+    async def images_changed(self, shop_id: int, image_ids: list[int]) -> None:
+        """Images whose metadata changed: refresh what the vector store keeps for filters."""
+
+    async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
+        """Deleted images: drop their vectors."""
+
+    async def deliveries_received(self, delivery_ids: list[int]) -> None:
+        """Verified webhook deliveries: queue their processing (``ProcessDelivery``)."""
+
+    async def job_queued(self, job_id: int) -> None:
+        """A new sync or import: queue it (``RunJob``)."""
+
+    async def shop_removed(self, shop_id: int) -> None:
+        """A deleted shop: drop its whole vector collection."""
+
+    async def rank(
+        self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
+    ) -> Any:
+        """The shop's ready images ranked for a prompt (a ``Ranking``)."""
+
+    async def similar(
+        self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
+    ) -> Any:
+        """The shop's ready images ranked by similarity to one of them; None without its vector."""
+
+    async def readiness(self) -> dict[str, str]:
+        """Component name -> "ok" or what is wrong."""

@@ -1,0 +1,201 @@
+"""Ranking: a prompt (or an image's own vector) against a shop's images, keeping only ready images of listed
+products, and never silently fewer than the shop has.
+
+An HNSW index is approximate, and Chroma's can lose a node's every incoming link when a batch is inserted in
+parallel into a small built graph (the hnswlib limitation: "the graph sometimes loses some of the elements"):
+the vector is stored, the image is ``ready``, and no query returns it. So:
+
+- when the images matching a query number at most ``HUB_EXACT_MAX_VECTORS``, they are ranked exactly — cosine
+  against each one's vector, the candidates and filters decided by the database, the vectors cached per image
+  and re-read when the image was embedded again (``embedded_at``);
+- above that the index answers, and when it returns fewer than ``min(limit, matching)`` the query is ranked
+  exactly after all, and the shortfall is logged and counted;
+- the sweep finds vectors the index cannot reach and inserts them again (``Embedder.repair_unreachable``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.errors import Unavailable
+from hub.db.models import Image, Product
+from hub.search.batching import PromptBatcher
+from hub.search.encoder import ModelUnavailable
+from hub.search.store import VectorStore
+
+log = logging.getLogger("hub.search")
+OVERFETCH = 10  # vectors of images deleted a moment ago may still be in the store
+
+
+@dataclass
+class Ranking:
+    results: list[tuple[Image, float]]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+async def encode_prompt(prompts: PromptBatcher, prompt: str) -> np.ndarray:
+    try:
+        return await prompts.encode(prompt)
+    except ModelUnavailable as exc:
+        raise Unavailable("model", str(exc)) from None
+
+
+def matching(stmt: Select[Any], shop_id: int, filters: dict[str, Any], exclude: int | None) -> Select[Any]:
+    """The shop's ready images of listed products that match every filter: the same rules as the vector
+    store's metadata (``hub.search.store.where_clause`` with ``listed``), decided by the database."""
+    stmt = stmt.outerjoin(Product, Product.id == Image.product_id).where(
+        Image.shop_id == shop_id, Image.status == "ready", or_(Product.id.is_(None), Product.status == "active"))
+    for name in ("category_id", "style_id", "age_group_id", "product_id"):
+        if filters.get(name) is not None:
+            stmt = stmt.where(getattr(Image, name) == int(filters[name]))
+    if filters.get("source") is not None:
+        stmt = stmt.where(Image.source == str(filters["source"]))
+    if filters.get("available") is True:
+        stmt = stmt.where(or_(Product.id.is_(None), Product.available.is_(True)))
+    elif filters.get("available") is False:
+        stmt = stmt.where(Product.available.is_(False))
+    if filters.get("price_min") is not None:
+        stmt = stmt.where(Product.price >= filters["price_min"])
+    if filters.get("price_max") is not None:
+        stmt = stmt.where(Product.price <= filters["price_max"])
+    if exclude is not None:
+        stmt = stmt.where(Image.id != exclude)
+    return stmt
+
+
+class VectorCache:
+    """Vectors of recently ranked shops, least recently used first out, within ``max_bytes``. An entry holds
+    while its image's ``embedded_at`` is the one it was read for."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._shops: OrderedDict[int, dict[int, tuple[datetime | None, np.ndarray]]] = OrderedDict()
+
+    def lookup(self, shop_id: int, wanted: list[tuple[int, datetime | None]]) -> tuple[dict[int, np.ndarray], list[int]]:
+        entries = self._shops.get(shop_id, {})
+        if entries:
+            self._shops.move_to_end(shop_id)
+        have: dict[int, np.ndarray] = {}
+        missing: list[int] = []
+        for ident, embedded_at in wanted:
+            entry = entries.get(ident)
+            if entry is not None and entry[0] == embedded_at:
+                have[ident] = entry[1]
+            else:
+                missing.append(ident)
+        return have, missing
+
+    def store(self, shop_id: int, found: dict[int, tuple[datetime | None, np.ndarray]]) -> None:
+        entries = self._shops.setdefault(shop_id, {})
+        self._shops.move_to_end(shop_id)
+        for ident, entry in found.items():
+            old = entries.get(ident)
+            self.bytes += entry[1].nbytes - (old[1].nbytes if old is not None else 0)
+            entries[ident] = entry
+        while self.bytes > self.max_bytes and len(self._shops) > 1:
+            _, evicted = self._shops.popitem(last=False)
+            self.bytes -= sum(v.nbytes for _, v in evicted.values())
+
+
+class Ranker:
+    """Ranks against a shop's images: exactly when they are few enough, through the index otherwise."""
+
+    def __init__(self, store: VectorStore, prompts: PromptBatcher, exact_max: int, cache_bytes: int) -> None:
+        self.store = store
+        self.prompts = prompts
+        self.exact_max = exact_max
+        self.cache = VectorCache(cache_bytes)
+        self.shortfalls = 0  # queries the index answered with fewer results than the shop has
+
+    async def rank_prompt(self, session: AsyncSession, shop_id: int, prompt: str, limit: int,
+                          filters: dict[str, Any]) -> Ranking:
+        t0 = time.perf_counter()
+        vector = await encode_prompt(self.prompts, prompt)
+        t1 = time.perf_counter()
+        results = await self.rank_vector(session, shop_id, vector, limit, filters)
+        t2 = time.perf_counter()
+        return Ranking(results, {"encode": round((t1 - t0) * 1000, 2), "search": round((t2 - t1) * 1000, 2)})
+
+    async def rank_vector(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
+                          filters: dict[str, Any], exclude: int | None = None) -> list[tuple[Image, float]]:
+        """The ``limit`` nearest ready images of listed products that match ``filters``, best first."""
+        candidates = list((await session.execute(
+            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude)
+            .order_by(Image.id).limit(self.exact_max + 1))).all())
+        if len(candidates) <= self.exact_max:
+            return await self._exact(session, shop_id, vector, limit, candidates)
+        results = await self._indexed(session, shop_id, vector, limit, filters, exclude)
+        if len(results) < limit:
+            count = await session.scalar(matching(select(func.count(Image.id)), shop_id, filters, exclude)) or 0
+            if len(results) < min(limit, count):
+                self.shortfalls += 1
+                log.warning("vector index returned too few results; ranking exactly",
+                            extra={"shop_id": shop_id, "returned": len(results), "expected": min(limit, count)})
+                everything = list((await session.execute(
+                    matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude))).all())
+                return await self._exact(session, shop_id, vector, limit, everything)
+        return results
+
+    async def _exact(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
+                     candidates: list[Any]) -> list[tuple[Image, float]]:
+        if not candidates:
+            return []
+        wanted = [(int(ident), embedded_at) for ident, embedded_at in candidates]
+        have, missing = self.cache.lookup(shop_id, wanted)
+        if missing:
+            fetched = await self.store.vectors(shop_id, missing)
+            stamps = dict(wanted)
+            self.cache.store(shop_id, {i: (stamps[i], v) for i, v in fetched.items()})
+            have.update(fetched)
+        ids = [ident for ident, _ in wanted if ident in have]  # (a ready image without a vector: the sweep re-embeds it)
+        if not ids:
+            return []
+        matrix = np.stack([have[i] for i in ids])
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+        scores = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+        top = min(limit, len(ids))
+        best = np.argpartition(-scores, top - 1)[:top] if top < len(ids) else np.arange(len(ids))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        ranked = [(ids[n], round(float(scores[n]), 6)) for n in best]
+        rows = {img.id: img for img in await session.scalars(
+            select(Image).where(Image.id.in_([i for i, _ in ranked]), Image.shop_id == shop_id))}
+        return [(rows[i], score) for i, score in ranked if i in rows]
+
+    async def _indexed(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
+                       filters: dict[str, Any], exclude: int | None) -> list[tuple[Image, float]]:
+        """The index's answer. It is first asked without the "listed" filter (a ``where`` slows Chroma down);
+        only when drafts crowd the results out is it asked again with it."""
+        wanted = limit + OVERFETCH + (1 if exclude else 0)
+        hits = await self.store.query(shop_id, vector, wanted, filters)
+        results = await _rows(session, shop_id, hits, exclude)
+        if len(results) < limit and len(hits) == wanted:
+            hits = await self.store.query(shop_id, vector, wanted, filters, listed_only=True)
+            results = await _rows(session, shop_id, hits, exclude)
+        return results[:limit]
+
+
+async def _rows(session: AsyncSession, shop_id: int, hits: list[Any], exclude: int | None) -> list[tuple[Image, float]]:
+    ids = [h.image_id for h in hits if h.image_id != exclude]
+    if not ids:
+        return []
+    rows = {
+        img.id: img
+        for img in await session.scalars(
+            select(Image)
+            .outerjoin(Product, Product.id == Image.product_id)
+            .where(Image.id.in_(ids), Image.shop_id == shop_id, Image.status == "ready",
+                   or_(Product.id.is_(None), Product.status == "active"))
+        )
+    }
+    return [(rows[h.image_id], h.score) for h in hits if h.image_id in rows]

@@ -1,0 +1,43 @@
+"""What background work (webhook processing, syncs, imports) needs from the hub, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.connectors import ConnectionContext, Connector
+from hub.domain.media import MediaStore
+from hub.db.models import Connection
+from hub.domain.pipeline import Pipeline
+from hub.domain.secrets import SecretBox
+from hub.plugin_manager import Plugins
+from hub.settings import Settings
+
+WEBHOOK_SECRET = "__webhook_secret"  # kept with a connection's sealed credentials
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    media: MediaStore
+    plugins: Plugins
+    secrets: SecretBox
+    pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
+
+    def webhook_url(self, row: Connection) -> str:
+        """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""
+        return f"{self.settings.public_url}/webhooks/{row.connector}/{row.id}"
+
+    def context(self, row: Connection, connector: Connector, http: Any,
+                webhook_url: str | None = None) -> ConnectionContext:
+        """The connector's view of a connection: settings with the secrets decrypted, the connection's webhook
+        secret, an HTTP client, and the webhook URL (by default the one its webhooks were registered at)."""
+        opened = self.secrets.open(row.secrets)
+        webhook_secret = opened.pop(WEBHOOK_SECRET, None)
+        values = dict(row.settings) | opened
+        return ConnectionContext(connector.settings_model.model_validate(values), http,
+                                 webhook_url or row.webhook_url or self.webhook_url(row), webhook_secret,
+                                 installed_by_app=bool(row.via_app))

@@ -1,0 +1,9 @@
+"""The runner of each job kind (the ``RunJob`` task looks the job's kind up here)."""
+
+from __future__ import annotations
+
+from hub.domain.imports import run_import
+from hub.domain.jobs import Runner
+from hub.domain.sync import run_sync
+
+RUNNERS: dict[str, Runner] = {"sync": run_sync, "import": run_import}

@@ -1,0 +1,91 @@
+"""Who is calling: API keys (hashed at rest), the operator token, and per-key rate limiting."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.http.deps import Db
+from hub.errors import Forbidden, Unauthenticated
+from hub.domain.keys import Principal, find_key, mark_used
+
+def key_from_headers(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise Unauthenticated("Authorization header must be 'Bearer <key>'")
+    return request.headers.get("x-api-key") or None
+
+
+def client_address(request: Request) -> str:
+    """Who is calling, for per-address limits: the IP address, or its /64 for IPv6 (one subscriber's block)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.ipv4_mapped:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+async def _failed(request: Request, detail: str) -> Unauthenticated:
+    """Count a failed authentication against the caller's address: the error to raise — 429 once the address
+    has failed too often (HUB_AUTH_FAILURE_LIMIT). Valid credentials are never refused for their address: a
+    page elsewhere that makes shoppers' browsers send bad keys must not lock them out of a storefront."""
+    state = request.app.state
+    await state.limiter.hit(state.auth_failure_limits, "auth-failure", client_address(request))
+    return Unauthenticated(detail)
+
+
+async def authenticate(
+    request: Request, session: AsyncSession, raw: str | None, *, secret_only: bool
+) -> Principal:
+    """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute.
+
+    Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): past the limit, a failure is a
+    429 instead of a 401.
+    """
+    if not raw:
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    state = request.app.state
+    row = await find_key(session, raw)
+    if row is None:
+        raise await _failed(request, "invalid API key")
+    if row.revoked_at is not None:
+        raise await _failed(request, "this API key has been revoked")
+    if secret_only and row.kind != "secret":
+        raise Forbidden("this endpoint needs a secret key (hub_sk_…); publishable keys only get recommendations")
+    await state.limiter.hit(state.key_limits, "key", str(row.id))
+    await mark_used(session, row)
+    return Principal(shop_id=row.shop_id, key_id=row.id, kind=row.kind)
+
+
+async def require_secret_key(request: Request, db: Db) -> Principal:
+    return await authenticate(request, db, key_from_headers(request), secret_only=True)
+
+
+async def require_any_key(request: Request, db: Db) -> Principal:
+    return await authenticate(request, db, key_from_headers(request), secret_only=False)
+
+
+async def require_operator(request: Request) -> None:
+    """The operator API takes ``Authorization: Bearer $HUB_ADMIN_TOKEN``; it is off while that is unset."""
+    token = request.app.state.settings.admin_token
+    if not token:
+        raise Forbidden("the operator API is disabled: set HUB_ADMIN_TOKEN")
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise await _failed(request, "missing or wrong operator token")
+
+
+SECRET_KEY = Provide(require_secret_key)
+ANY_KEY = Provide(require_any_key)
+Caller = NamedDependency[Principal]

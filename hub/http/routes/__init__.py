@@ -1,0 +1,1 @@
+"""One module per resource: its controller and its typed request and response schemas."""

@@ -1,0 +1,69 @@
+"""``/api/v1/connections``: a shop links a platform through a connector plugin (secret key)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from litestar import Controller, delete, get, post
+from litestar.params import JSONBody
+from pydantic import BaseModel, Field
+
+from hub.domain.connections import (
+    ConnectionOut,
+    connection_json,
+    find_connector,
+    get_connection,
+    list_connections,
+    open_connection,
+    remove_connection,
+    sync_connection,
+)
+from hub.domain.jobs import JobOut, job_json
+from hub.http.auth import Caller
+from hub.http.deps import Db, Svc
+from hub.http.validation import PathId
+
+
+class ConnectionCreate(BaseModel):
+    connector: str = Field(min_length=1, max_length=50)
+    name: str = Field("", max_length=200)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    sync: bool = Field(True, description="Start a full import of the catalog right away")
+
+
+class ConnectionList(TypedDict):
+    items: list[ConnectionOut]
+
+
+class ConnectionController(Controller):
+    path = "/api/v1/connections"
+    tags = ["connections"]
+
+    @post("/", status_code=201)
+    async def create(self, db: Db, services: Svc, principal: Caller,
+                     data: JSONBody[ConnectionCreate]) -> ConnectionOut:
+        """Check the credentials, register the webhooks, and (unless ``sync`` is false) start a full import."""
+        connector = find_connector(services.plugins, data.connector)
+        return await open_connection(db, services, principal.shop_id, connector, data.name, data.settings,
+                                     data.sync)
+
+    @post("/{connection_id:int}/sync", status_code=202)
+    async def sync(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> JobOut:
+        """Re-read the whole catalog (a job; 409 while one runs). Products gone from the platform are removed."""
+        return job_json(await sync_connection(db, services, principal.shop_id, connection_id))
+
+    @get("/")
+    async def list_connections(self, db: Db, services: Svc, principal: Caller) -> ConnectionList:
+        connectors = services.plugins.connectors()
+        return {"items": [connection_json(row, connectors.get(row.connector), services)
+                          for row in await list_connections(db, principal.shop_id)]}
+
+    @get("/{connection_id:int}")
+    async def get_connection(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> ConnectionOut:
+        row = await get_connection(db, principal.shop_id, connection_id)
+        return connection_json(row, services.plugins.connectors().get(row.connector), services)
+
+    @delete("/{connection_id:int}", status_code=204)
+    async def remove(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> None:
+        """Unregister the webhooks (best effort), then delete the connection with its products, images, vectors."""
+        await remove_connection(db, services, principal.shop_id, connection_id)

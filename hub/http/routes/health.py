@@ -1,0 +1,67 @@
+"""``/health`` (the process answers) and ``/ready`` (every dependency answers)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import anyio
+from litestar import Response, get
+
+from hub import __version__
+from hub.domain.connections import stale_webhook_connections
+from hub.domain.health import database_status
+from hub.domain.services import Services
+from hub.http.deps import Svc
+
+
+class HealthOut(TypedDict):
+    status: str
+    version: str
+
+
+class PluginOut(TypedDict):
+    name: str
+    version: str | None
+    connectors: list[str]
+    importers: list[str]
+
+
+class ReadyOut(TypedDict):
+    """``checks``: each dependency, "ok" or what is wrong (503 unless all are ok); ``warnings``: what an
+    operator should act on though the service can serve."""
+
+    status: str
+    checks: dict[str, str]
+    warnings: list[str]
+    plugins: list[PluginOut]
+
+
+@get("/health", tags=["ops"])
+async def health() -> HealthOut:
+    return {"status": "ok", "version": __version__}
+
+
+@get("/ready", tags=["ops"])
+async def ready(services: Svc) -> Response[ReadyOut]:
+    checks: dict[str, str] = {"database": await database_status(services.sessions)}
+    checks["media"] = "ok" if await anyio.to_thread.run_sync(services.media.writable) else "not writable"
+    if services.pipeline is not None:
+        checks.update(await services.pipeline.readiness())
+    ok = all(v == "ok" for v in checks.values())
+    plugins: list[Any] = [{k: p[k] for k in ("name", "version", "connectors", "importers")}
+                          for p in services.plugins.loaded]
+    body: ReadyOut = {"status": "ready" if ok else "not ready", "checks": checks,
+                      "warnings": await _warnings(services), "plugins": plugins}
+    return Response(body, status_code=200 if ok else 503)
+
+
+async def _warnings(services: Services) -> list[str]:
+    """What an operator should act on though the service can serve (it does not make /ready fail)."""
+    try:
+        stale = await stale_webhook_connections(services)
+    except Exception:  # noqa: BLE001 - readiness reports, never raises
+        return []
+    if not stale:
+        return []
+    return [f"{len(stale)} connection(s) have webhooks at an old HUB_PUBLIC_URL; the workers are moving them to "
+            f"{services.settings.public_url} (connections {', '.join(map(str, stale[:50]))})"]

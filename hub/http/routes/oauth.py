@@ -1,0 +1,50 @@
+"""OAuth installs: ``POST /api/v1/connections/authorize`` (secret key) and ``GET /oauth/{connector}/callback``
+(where the platform sends the merchant back)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, JSONBody
+from pydantic import BaseModel, Field
+
+from hub.domain.connections import ConnectionOut
+from hub.domain.oauth import STATE_SECONDS, finish_install, start_install
+from hub.http.auth import Caller
+from hub.http.deps import Db, Svc
+
+
+class AuthorizeRequest(BaseModel):
+    connector: str = Field(min_length=1, max_length=50)
+    name: str = Field("", max_length=200)
+    settings: dict[str, Any] = Field(default_factory=dict, description="What the merchant told us (the store)")
+    sync: bool = True
+
+
+class AuthorizeOut(TypedDict):
+    authorize_url: str
+    expires_in: int
+
+
+class OAuthStartController(Controller):
+    path = "/api/v1/connections/authorize"
+    tags = ["connections"]
+
+    @post("/", status_code=200)
+    async def authorize(self, services: Svc, principal: Caller, data: JSONBody[AuthorizeRequest]) -> AuthorizeOut:
+        """The URL to send the merchant to; the platform comes back to ``/oauth/{connector}/callback``."""
+        url = start_install(services, principal.shop_id, data.connector, data.name,
+                            data.settings, data.sync)
+        return {"authorize_url": url, "expires_in": STATE_SECONDS}
+
+
+class OAuthCallbackController(Controller):
+    path = "/oauth"
+    tags = ["connections"]
+
+    @get("/{connector_name:str}/callback", status_code=201)
+    async def callback(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str]) -> ConnectionOut:
+        """Where the platform sends the merchant back: verified, exchanged, connected."""
+        query = {k: v for k, v in request.query_params.items()}
+        return await finish_install(db, services, connector_name, query)

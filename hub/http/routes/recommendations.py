@@ -1,0 +1,109 @@
+"""``POST /api/v1/recommendations``, ``GET /api/v1/images/{id}/similar`` (any key: what a storefront calls) and
+``GET /api/v1/prompts`` (secret key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypedDict
+
+from litestar import Controller, Response, get, post
+from litestar.di import Provide
+from litestar.params import FromQuery, JSONBody, QueryParameter
+
+from hub.domain.images import ImageOut, image_json
+from hub.domain.recommendations import (
+    PromptOut,
+    RecommendationRequest,
+    list_prompts,
+    prompt_text,
+    recommend,
+    similar_images,
+)
+from hub.http.auth import Caller, require_any_key
+from hub.http.deps import Db, Svc
+from hub.http.validation import PathId, QueryId
+
+
+class RecommendationsOut(TypedDict):
+    """``results``: images with their ``score`` (cosine similarity), best first; ``timings_ms``: where the time
+    went (also in the ``Server-Timing`` header)."""
+
+    prompt: str
+    limit: int
+    filters: dict[str, Any]
+    count: int
+    results: list[ImageOut]
+    timings_ms: dict[str, float]
+
+
+class SimilarOut(TypedDict):
+    image_id: int
+    count: int
+    results: list[ImageOut]
+
+
+class PromptPage(TypedDict):
+    items: list[PromptOut]
+    next_cursor: str | None
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{name};dur={ms}" for name, ms in timings.items())
+
+
+class RecommendationController(Controller):
+    path = "/api/v1"
+    tags = ["recommendations"]
+    dependencies = {"principal": Provide(require_any_key)}
+
+    @post("/recommendations", status_code=200)
+    async def recommendations(self, db: Db, services: Svc, principal: Caller,
+                              data: JSONBody[RecommendationRequest]) -> Response[RecommendationsOut]:
+        """The shop's ready images ranked by FashionCLIP similarity to ``prompt`` (best first)."""
+        prompt = prompt_text(data.prompt)
+        filters = data.filters.model_dump(exclude_none=True)
+        results, timings = await recommend(db, services, principal, prompt, data.limit, filters)
+        public_url = services.settings.public_url
+        body: RecommendationsOut = {
+            "prompt": prompt, "limit": data.limit, "filters": filters, "count": len(results),
+            "results": [image_json(img, public_url) | {"score": score} for img, score in results],  # type: ignore[misc]
+            "timings_ms": timings,
+        }
+        return Response(body, headers={"Server-Timing": _server_timing(timings)})
+
+    @get("/images/{image_id:int}/similar")
+    async def similar(
+        self,
+        db: Db,
+        services: Svc,
+        principal: Caller,
+        image_id: PathId,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+        category_id: QueryId = None,
+        style_id: QueryId = None,
+        age_group_id: QueryId = None,
+        available: FromQuery[bool | None] = None,
+    ) -> SimilarOut:
+        """Images that look like this one (the image itself excluded)."""
+        filters = {k: v for k, v in {"category_id": category_id, "style_id": style_id,
+                                     "age_group_id": age_group_id, "available": available}.items() if v is not None}
+        results = await similar_images(db, services, principal, image_id, limit, filters)
+        public_url = services.settings.public_url
+        return {"image_id": image_id, "count": len(results),
+                "results": [image_json(i, public_url) | {"score": s} for i, s in results]}  # type: ignore[misc]
+
+
+class PromptController(Controller):
+    path = "/api/v1/prompts"
+    tags = ["recommendations"]
+
+    @get("/")
+    async def list_prompts(
+        self,
+        db: Db,
+        principal: Caller,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> PromptPage:
+        """What shoppers asked, newest first."""
+        items, next_cursor = await list_prompts(db, principal.shop_id, limit, cursor)
+        return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,110 @@
+"""Shops: ``GET /api/v1/shop`` (the caller's own), the operator's ``/api/v1/shops`` and ``/api/v1/signup``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from pydantic import BaseModel, EmailStr, Field
+
+from hub.db.models import Shop
+from hub.domain.shops import commit_new_shop, create_shop, image_counts, remove_shop, sign_up
+from hub.http.auth import Caller, client_address, require_operator
+from hub.http.deps import Db, Svc
+from hub.http.validation import PathId
+
+
+@dataclass(frozen=True)
+class ImageCounts:
+    """The shop's images: ``total`` and one count per status present (``pending``, ``ready``, ``failed``…)."""
+
+    total: int
+    pending: int = 0
+    embedding: int = 0
+    ready: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class ShopOut:
+    id: int
+    name: str
+    email: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ShopWithCounts(ShopOut):
+    images: ImageCounts
+
+
+@dataclass(frozen=True)
+class CreatedShopOut(ShopOut):
+    """A new shop and its first two keys, shown this once."""
+
+    secret_key: str
+    publishable_key: str
+
+
+@dataclass(frozen=True)
+class SignupAccepted:
+    shop_id: int
+    detail: str
+
+
+class ShopCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+
+
+def _shop(shop: Shop) -> dict[str, object]:
+    return {"id": shop.id, "name": shop.name, "email": shop.email, "created_at": shop.created_at}
+
+
+class ShopController(Controller):
+    path = "/api/v1/shop"
+    tags = ["shops"]
+
+    @get("/")
+    async def get_shop(self, db: Db, principal: Caller) -> ShopWithCounts:
+        """The calling shop, with its images counted by status."""
+        shop = await db.get_one(Shop, principal.shop_id)
+        counts = await image_counts(db, shop.id)
+        return ShopWithCounts(**_shop(shop), images=ImageCounts(total=sum(counts.values()), **counts))  # type: ignore[arg-type]
+
+
+class OperatorController(Controller):
+    """The operator's shop management (``Authorization: Bearer $HUB_ADMIN_TOKEN``)."""
+
+    path = "/api/v1/shops"
+    tags = ["operator"]
+    dependencies = {"operator": Provide(require_operator)}
+
+    @post("/", status_code=201)
+    async def create(self, db: Db, operator: NamedDependency[None], data: JSONBody[ShopCreate]) -> CreatedShopOut:
+        """A new shop with the default taxonomy, one secret and one publishable key."""
+        created = await create_shop(db, data.name, str(data.email))
+        await commit_new_shop(db)
+        return CreatedShopOut(**_shop(created.shop), secret_key=created.secret_key,  # type: ignore[arg-type]
+                              publishable_key=created.publishable_key)
+
+    @delete("/{shop_id:int}", status_code=204)
+    async def remove(self, db: Db, services: Svc, operator: NamedDependency[None], shop_id: PathId) -> None:
+        """Delete a shop and everything it has: rows, uploaded files and its vector collection."""
+        await remove_shop(db, services.media, services.pipeline, shop_id)
+
+
+class SignupController(Controller):
+    path = "/api/v1/signup"
+    tags = ["shops"]
+
+    @post("/", status_code=202)
+    async def signup(self, request: Request, db: Db, services: Svc, data: JSONBody[ShopCreate]) -> SignupAccepted:
+        """Self-service shop creation: the keys go to the shop's email, never into the response."""
+        state = request.app.state
+        await state.limiter.hit(state.signup_limits, "signup", client_address(request))
+        shop = await sign_up(db, services.settings, data.name, str(data.email))
+        return SignupAccepted(shop_id=shop.id, detail=f"API keys sent to {shop.email}")

@@ -1,0 +1,1 @@
+"""Vectors: the FashionCLIP encoder, request batching and the vector store. No SQL, no domain rules."""

@@ -1,0 +1,1 @@
+"""taskiq: the broker, the tasks (thin calls into `hub.domain`), the sweep and `hub worker`."""

@@ -1,0 +1,114 @@
+"""The taskiq broker and the tasks, under the original service's names.
+
+- ``CreateEmbedding(image_ids)``: embed images (fetch/read, decode, batch, upsert, mark ready);
+- ``DeleteEmbedding(shop_id, image_ids)``: drop vectors;
+- ``RetrieveImageIds(shop_id)``: ids in a shop's collection;
+- ``FashionClipRecommender(shop_id, prompt, number_of_images, filters)``: ranked ids and scores;
+- ``ReconcileImages()``: on a schedule, re-queue due images, deliveries and jobs, and remove orphan vectors;
+- ``ProcessDelivery(delivery_id)``: apply a verified webhook delivery's catalog events;
+- ``RunJob(job_id)``: run (or resume) a full sync or a bulk import.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, InMemoryBroker
+
+from hub.errors import Unavailable
+from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from hub.worker.runtime import Runtime
+
+log = logging.getLogger("hub.tasks")
+
+
+def make_broker(settings: Settings) -> AsyncBroker:
+    """In-process for the embedded default; Redis streams (acknowledged delivery) for ``redis://``."""
+    if settings.broker_is_redis:
+        from taskiq_redis import RedisStreamBroker
+
+        return RedisStreamBroker(
+            settings.broker_url,
+            queue_name=settings.queue_name,
+            consumer_group_name="hub-workers",
+            idle_timeout=int(settings.embed_lease_seconds * 1000),
+            socket_timeout=None,
+        )
+    return InMemoryBroker(max_async_tasks=settings.worker_concurrency)
+
+
+@dataclass
+class Tasks:
+    create_embedding: AsyncTaskiqDecoratedTask[Any, Any]
+    delete_embedding: AsyncTaskiqDecoratedTask[Any, Any]
+    retrieve_image_ids: AsyncTaskiqDecoratedTask[Any, Any]
+    recommender: AsyncTaskiqDecoratedTask[Any, Any]
+    reconcile: AsyncTaskiqDecoratedTask[Any, Any]
+    process_delivery: AsyncTaskiqDecoratedTask[Any, Any]
+    run_job: AsyncTaskiqDecoratedTask[Any, Any]
+
+
+def register_tasks(broker: AsyncBroker, runtime: "Runtime") -> Tasks:
+    settings = runtime.settings
+
+    @broker.task(task_name="CreateEmbedding")
+    async def create_embedding(image_ids: list[int]) -> list[dict[str, Any]]:
+        """Embed these images and mark each ready, pending (to retry) or failed."""
+        return [asdict(o) for o in await runtime.worker().embed_images(image_ids)]
+
+    @broker.task(task_name="DeleteEmbedding")
+    async def delete_embedding(shop_id: int, image_ids: list[int]) -> int:
+        """Remove these images' vectors from the shop's collection."""
+        await runtime.store.delete(shop_id, image_ids)
+        return len(image_ids)
+
+    @broker.task(task_name="RetrieveImageIds")
+    async def retrieve_image_ids(shop_id: int) -> list[int]:
+        """The image ids that have a vector in the shop's collection."""
+        return await runtime.store.ids(shop_id)
+
+    @broker.task(task_name="FashionClipRecommender")
+    async def recommender(
+        shop_id: int, prompt: str, number_of_images: int = 10, filters: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The shop's images ranked for a prompt, as ``[{"id", "score"}]``."""
+        ranking = await runtime.recommend(shop_id, prompt, number_of_images, filters or {})
+        return [{"id": img.id, "score": score} for img, score in ranking.results]
+
+    @broker.task(task_name="ReconcileImages", schedule=[{"interval": settings.sweep_seconds}])
+    async def reconcile() -> dict[str, Any]:
+        """Re-queue images whose next attempt is due; delete vectors whose image is gone."""
+        return await runtime.sweep()
+
+    @broker.task(task_name="ProcessDelivery")
+    async def process_delivery(delivery_id: int) -> str:
+        """Apply one verified webhook delivery (retried with backoff, then marked failed)."""
+        return await runtime.process_delivery(delivery_id)
+
+    @broker.task(task_name="RunJob")
+    async def run_job(job_id: int) -> str | None:
+        """Run or resume a sync or import job; its progress is in the jobs table."""
+        return await runtime.run_job(job_id)
+
+    return Tasks(create_embedding, delete_embedding, retrieve_image_ids, recommender, reconcile, process_delivery,
+                 run_job)
+
+
+async def safe_kiq(task: AsyncTaskiqDecoratedTask[Any, Any], *args: Any) -> bool:
+    """Send a task; False (logged) when the broker is down — the sweep sends it later."""
+    try:
+        await task.kiq(*args)
+        return True
+    except (OSError, ConnectionError, Unavailable) as exc:
+        log.warning("broker unavailable; the sweep will queue it", extra={"task": task.task_name,
+                                                                          "reason": type(exc).__name__})
+        return False
+    except Exception as exc:  # noqa: BLE001 - redis-py raises its own ConnectionError hierarchy
+        if "Connection" in type(exc).__name__ or "Timeout" in type(exc).__name__:
+            log.warning("broker unavailable; the sweep will queue it", extra={"task": task.task_name})
+            return False
+        raise

@@ -20,16 +20,19 @@ hookimpl = pluggy.HookimplMarker("hub")
 @hookspec
 def hub_connectors() -> list[Connector]:
     """Connectors this plugin provides (each with a unique ``name``)."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
 def hub_importers() -> list[Importer]:
     """Bulk-import readers this plugin provides (``hub import`` and ``POST /api/v1/imports``)."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
 def hub_routes() -> list[Any]:
     """Extra Litestar route handlers or controllers to mount (a connector's OAuth callback, say)."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec

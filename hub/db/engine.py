@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -103,3 +104,8 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+
+
+def affected(result: Any) -> int:
+    """How many rows an UPDATE or DELETE touched (``rowcount`` lives on the cursor result only)."""
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import secrets as random
 from datetime import datetime, timedelta
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 import anyio
 import httpx
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.connectors import AppDeliveries, ConnectionContext, Connector, ConnectorError, secret_fields
 from hub.errors import Conflict, HubError, PlatformFailed, Unprocessable, not_found, validation_detail
 from hub.domain.jobs import JobOut, create_job, job_json
+from hub.db.engine import affected
 from hub.db.models import Connection, Image, Job, WebhookDelivery, utcnow
 from hub.domain.services import WEBHOOK_SECRET, Services
 from hub.logs import redact
@@ -61,7 +62,13 @@ class ConnectionOut(TypedDict):
     webhooks: WebhookStatus
     created_at: datetime
     updated_at: datetime | None
-    sync_job: NotRequired[JobOut]
+
+
+class ConnectedOut(ConnectionOut):
+    """A connection just made (or remade): ``sync_job`` is the catalog import it started (null when asked not
+    to sync)."""
+
+    sync_job: JobOut | None
 
 
 def connection_json(row: Connection, connector: Connector | None, services: Services) -> ConnectionOut:
@@ -87,7 +94,8 @@ def find_connector(plugins: Any, name: str) -> Connector:
     if name not in connectors:
         known = ", ".join(sorted(connectors)) or "none installed"
         raise Unprocessable(f"unknown connector {name!r} (available: {known})")
-    return connectors[name]
+    connector: Connector = connectors[name]
+    return connector
 
 
 async def start_sync(pipeline: Any, db: Any, row: Connection) -> Any:
@@ -128,7 +136,7 @@ async def talk_to_platform(settings: Settings, connector: Connector, call: Any) 
 async def open_connection(
     db: Any, services: Services, shop_id: int, connector: Connector, name: str, values: dict[str, Any], sync: bool,
     existing: Connection | None = None, via_app: bool = False,
-) -> ConnectionOut:
+) -> ConnectedOut:
     """Validate the settings, check them and register webhooks with the platform, then activate the connection
     and start the first sync. ``existing`` is reconnected in place.
 
@@ -193,7 +201,7 @@ async def open_connection(
     if existing is not None:  # a new installation: what was received for the old one is no longer its history
         await db.execute(sql_delete(WebhookDelivery).where(WebhookDelivery.connection_id == fresh.id))
     await db.commit()
-    body = connection_json(fresh, connector, services)
+    body: ConnectedOut = {**connection_json(fresh, connector, services), "sync_job": None}
     if sync:
         running = await db.scalar(select(Job).where(Job.connection_id == fresh.id,
                                                     Job.status.in_(("queued", "running"))))
@@ -227,8 +235,8 @@ async def move_webhooks(services: Services) -> dict[str, int]:
     async with services.sessions() as session:
         legacy = list(await session.scalars(select(Connection).where(Connection.webhook_url.is_(None),
                                                                      Connection.status == "active")))
-        for row in legacy:
-            row.webhook_url = services.webhook_url(row)
+        for old in legacy:
+            old.webhook_url = services.webhook_url(old)
         await session.commit()
     for connection_id in await stale_webhook_connections(services):
         async with services.sessions() as session:
@@ -318,7 +326,7 @@ async def drop_abandoned_connections(services: Services) -> int:
         result = await session.execute(sql_delete(Connection).where(Connection.status == "connecting",
                                                                     Connection.created_at < cutoff))
         await session.commit()
-        return int(result.rowcount or 0)
+        return affected(result)
 
 
 async def get_connection(session: AsyncSession, shop_id: int, connection_id: int) -> Connection:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 import anyio
@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Image, Product, utcnow
-from hub.domain.ids import BodyId
+from hub.domain.fields import BodyId, optional_id
 from hub.domain.keys import Principal
 from hub.domain.media import CheckedImage, MediaStore, check_image
 from hub.domain.pagination import decode_cursor, page
@@ -40,9 +40,9 @@ class ImageFields(BaseModel):
 
     name: str = Field("", max_length=500)
     description: str = Field("", max_length=10_000)
-    category_id: BodyId | None = None
-    style_id: BodyId | None = None
-    age_group_id: BodyId | None = None
+    category_id: BodyId | None = optional_id()
+    style_id: BodyId | None = optional_id()
+    age_group_id: BodyId | None = optional_id()
     product_url: str | None = Field(None, max_length=2000)
     external_id: str | None = Field(None, max_length=100)
 
@@ -58,9 +58,9 @@ class ImageByUrl(ImageFields):
 class ImagePatch(BaseModel):
     name: str | None = Field(None, max_length=500)
     description: str | None = Field(None, max_length=10_000)
-    category_id: BodyId | None = None
-    style_id: BodyId | None = None
-    age_group_id: BodyId | None = None
+    category_id: BodyId | None = optional_id()
+    style_id: BodyId | None = optional_id()
+    age_group_id: BodyId | None = optional_id()
     product_url: str | None = Field(None, max_length=2000)
 
     _urls = field_validator("product_url")(check_url)
@@ -72,7 +72,7 @@ RETRY_BATCH = 5000  # failed images one retry call puts back (call again for the
 class RetryFailed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    connection_id: BodyId | None = Field(None, description="Only this connection's failed images")
+    connection_id: BodyId | None = optional_id("Only this connection's failed images")
     source: str | None = Field(None, max_length=50, description="Only failed images from this source")
 
 
@@ -97,7 +97,7 @@ class TaxonRef(TypedDict):
 class ImageOut(TypedDict):
     """An image: ``status`` pending → embedding → ready, or failed with ``error`` (retried until
     HUB_EMBED_MAX_ATTEMPTS; ``next_attempt_at`` is when a retry is due); ``file_url`` for an uploaded file,
-    ``image_url`` for one fetched from the web; ``score`` in recommendations."""
+    ``image_url`` for one fetched from the web."""
 
     id: int
     name: str
@@ -127,7 +127,16 @@ class ImageOut(TypedDict):
     created_at: datetime
     updated_at: datetime | None
     embedded_at: datetime | None
-    score: NotRequired[float]
+
+
+class RankedImageOut(ImageOut):
+    """An image in recommendations: ``score`` is its cosine similarity to the prompt (or image)."""
+
+    score: float
+
+
+def ranked_json(img: Image, score: float, public_url: str) -> RankedImageOut:
+    return {**image_json(img, public_url), "score": score}
 
 
 def image_json(img: Image, public_url: str) -> ImageOut:

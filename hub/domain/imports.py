@@ -113,11 +113,11 @@ class RowWriter:
             if isinstance(row, RowError):
                 errors.append(_error(row.line, row.item, row.error))
             elif row.data is not None:
-                checked = await anyio.to_thread.run_sync(check, row)
-                if isinstance(checked, str):
-                    errors.append(_error(row.line, row.item, checked))
+                outcome = await anyio.to_thread.run_sync(check, row)
+                if isinstance(outcome, str):
+                    errors.append(_error(row.line, row.item, outcome))
                 else:
-                    good.append((row, checked))
+                    good.append((row, outcome))
             else:
                 good.append((row, None))
 
@@ -125,11 +125,13 @@ class RowWriter:
         urls = {r.image_url for r, c in good if c is None and r.image_url}
         known: dict[str, int] = {}
         if hashes:
-            known |= dict((await self.session.execute(select(Image.content_hash, func.min(Image.id)).where(
-                Image.shop_id == self.shop_id, Image.content_hash.in_(hashes)).group_by(Image.content_hash))).all())
+            known |= {str(h): int(i) for h, i in (await self.session.execute(
+                select(Image.content_hash, func.min(Image.id)).where(
+                    Image.shop_id == self.shop_id, Image.content_hash.in_(hashes)).group_by(Image.content_hash))).all()}
         if urls:
-            known |= dict((await self.session.execute(select(Image.image_url, func.min(Image.id)).where(
-                Image.shop_id == self.shop_id, Image.image_url.in_(urls)).group_by(Image.image_url))).all())
+            known |= {str(u): int(i) for u, i in (await self.session.execute(
+                select(Image.image_url, func.min(Image.id)).where(
+                    Image.shop_id == self.shop_id, Image.image_url.in_(urls)).group_by(Image.image_url))).all()}
         taxa = self.taxa
         for row, checked in good:
             key = checked.content_hash if checked is not None else row.image_url
@@ -137,7 +139,8 @@ class RowWriter:
                 changes.count("skipped: already imported")
                 continue
             try:
-                fields = ImageFields(name=row.name, description=row.description, product_url=row.product_url)
+                fields = ImageFields.model_validate({"name": row.name, "description": row.description,
+                                                     "product_url": row.product_url})
                 if checked is None:
                     check_url(row.image_url)  # the same URL rules as the API
             except ValidationError as exc:
@@ -163,8 +166,9 @@ class RowWriter:
             img = Image(shop_id=self.shop_id, product_id=product_id, next_attempt_at=self.next_attempt,
                         **fields.model_dump(include={"name", "description", "product_url"}), **ids)
             if checked is not None:
-                img.photo = await anyio.to_thread.run_sync(self.services.media.save, self.shop_id, checked)
-                self.saved.append(img.photo)
+                photo = await anyio.to_thread.run_sync(self.services.media.save, self.shop_id, checked)
+                img.photo = photo
+                self.saved.append(photo)
                 img.content_hash, img.mime_type = checked.content_hash, checked.mime_type
                 img.width, img.height, img.size_bytes = checked.width, checked.height, len(checked.data)
             else:
@@ -332,7 +336,7 @@ async def _save_multipart(body: AsyncIterator[bytes], content_type: str, dest: P
         raise Invalid("a multipart body needs a boundary in its Content-Type")
     part = _FilePart()
     try:
-        parser = MultipartParser(boundary, part.callbacks())
+        parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]  # (its TypedDict)
     except FormParserError as exc:
         raise Invalid(f"malformed multipart body: {exc}") from None
     ceiling, received = limit + MULTIPART_OVERHEAD, 0

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.errors import HubError, Unavailable
 from hub.domain.media import DECODES, MediaStore, check_image
+from hub.db.engine import affected
 from hub.db.models import Image, Product, utcnow
 from hub.search.batching import Batcher, Coalescer
 from hub.domain.fetching import FetchError, fetch_image, make_client
@@ -235,7 +236,7 @@ class Embedder:
                     result = await session.execute(
                         update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
                     )
-                    if result.rowcount == 0:
+                    if affected(result) == 0:
                         gone.append(img.id)
                         outcomes[img.id] = Outcome(img.id, "gone")
                     else:
@@ -355,10 +356,10 @@ class Embedder:
                 select(Image.shop_id, Image.id).where(Image.status == "ready", Image.id > self._reach_cursor)
                 .order_by(Image.id).limit(limit))).all())
         # the next sweep goes on after these: from the last one seen if there were more, else from now on
-        self._reach_since = recent[-1][2] if len(recent) == limit else now - CLOCK_MARGIN
+        self._reach_since = (recent[-1][2] or now) if len(recent) == limit else now - CLOCK_MARGIN
         self._reach_cursor = walked[-1][1] if len(walked) == limit else 0
         by_shop: dict[int, set[int]] = {}
-        for shop_id, ident, *_ in [*recent, *walked]:
+        for shop_id, ident in [(r[0], r[1]) for r in recent] + [(w[0], w[1]) for w in walked]:
             by_shop.setdefault(shop_id, set()).add(ident)
         checked = repaired = 0
         for shop_id, ids in by_shop.items():

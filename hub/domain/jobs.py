@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.connectors import ConnectorError
 from hub.errors import Conflict, RateLimited, Unavailable, not_found
+from hub.db.engine import affected
 from hub.db.models import Job, utcnow
 from hub.domain.pagination import decode_cursor, page
 from hub.domain.services import Services
@@ -78,7 +79,7 @@ def job_json(job: Job) -> JobOut:
         "total": job.total,
         "done": job.done,
         "failed": job.failed,
-        "errors": job.errors,
+        "errors": job.errors,  # type: ignore[typeddict-item]  # (JSON: the same keys)
         "errors_truncated": job.failed > len(job.errors),
         "error": job.error,
         "result": job.result,
@@ -97,7 +98,7 @@ async def create_job(
     """A queued job, committed; 409 if the connection already has an active one."""
     active = await session.scalar(select(func.count(Job.id)).where(Job.shop_id == shop_id,
                                                                      Job.status.in_(("queued", "running"))))
-    if active >= MAX_ACTIVE_JOBS_PER_SHOP:
+    if (active or 0) >= MAX_ACTIVE_JOBS_PER_SHOP:
         raise RateLimited(f"this shop has {active} syncs and imports running; wait for one to finish",
                           retry_after=30)
     job = Job(shop_id=shop_id, kind=kind, params=params, connection_id=connection_id, total=total,
@@ -124,7 +125,7 @@ async def claim_job(services: Services, job_id: int) -> Job | None:
                                          (Job.status == "running") & (Job.next_attempt_at <= now)))
             .values(status="running", attempts=Job.attempts + 1, next_attempt_at=now + services.settings.lease)
         )
-        if result.rowcount != 1:
+        if affected(result) != 1:
             await session.rollback()
             return None
         job = await session.get(Job, job_id)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.connectors import ConnectorError, OAuthConnector
 from hub.db.models import Connection
-from hub.domain.connections import ConnectionOut, find_connector, open_connection, talk_to_platform
+from hub.domain.connections import ConnectedOut, find_connector, open_connection, talk_to_platform
 from hub.domain.services import Services
 from hub.errors import Invalid, Unprocessable
 
@@ -49,7 +49,7 @@ def start_install(services: Services, shop_id: int, connector_name: str, name: s
 
 
 async def finish_install(session: AsyncSession, services: Services, connector_name: str,
-                         query: dict[str, str]) -> ConnectionOut:
+                         query: dict[str, str]) -> ConnectedOut:
     """Where the platform sends the merchant back: the state opened, the callback verified and exchanged, the
     store connected (its earlier connection in this shop reconnected)."""
     connector = oauth_connector(services, connector_name)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import base64
 import json
 
+from typing import TypeVar
+
 from hub.errors import Invalid
 from hub.db.models import MAX_ID
+
+
+RowT = TypeVar("RowT")
 
 
 def encode_cursor(last_id: int) -> str:
@@ -27,9 +32,9 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise Invalid("invalid cursor: pass back the next_cursor of a previous page") from None
 
 
-def page(rows: list, limit: int) -> tuple[list, str | None]:
+def page(rows: list[RowT], limit: int) -> tuple[list[RowT], str | None]:
     """Split a ``limit + 1`` fetch into the page and the cursor of the next one."""
     if len(rows) > limit:
         rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].id)
+        return rows, encode_cursor(int(getattr(rows[-1], "id")))
     return rows, None

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Select, func, or_, select
@@ -33,6 +33,7 @@ from hub.search.encoder import ModelUnavailable
 from hub.search.store import VectorStore
 
 log = logging.getLogger("hub.search")
+SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 OVERFETCH = 10  # vectors of images deleted a moment ago may still be in the store
 
 
@@ -49,7 +50,7 @@ async def encode_prompt(prompts: PromptBatcher, prompt: str) -> np.ndarray:
         raise Unavailable("model", str(exc)) from None
 
 
-def matching(stmt: Select[Any], shop_id: int, filters: dict[str, Any], exclude: int | None) -> Select[Any]:
+def matching(stmt: SelectT, shop_id: int, filters: dict[str, Any], exclude: int | None) -> SelectT:
     """The shop's ready images of listed products that match every filter: the same rules as the vector
     store's metadata (``hub.search.store.where_clause`` with ``listed``), decided by the database."""
     stmt = stmt.outerjoin(Product, Product.id == Image.product_id).where(

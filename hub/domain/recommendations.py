@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Image, Prompt
-from hub.domain.ids import BodyId
+from hub.domain.fields import BodyId, JsonBool, JsonFloat, JsonInt, optional_id
 from hub.domain.images import get_visible_image
 from hub.domain.keys import Principal
 from hub.domain.pagination import decode_cursor, page
@@ -24,21 +24,24 @@ class Filters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category_id: BodyId | None = None
-    style_id: BodyId | None = None
-    age_group_id: BodyId | None = None
-    product_id: BodyId | None = None
+    category_id: BodyId | None = optional_id()
+    style_id: BodyId | None = optional_id()
+    age_group_id: BodyId | None = optional_id()
+    product_id: BodyId | None = optional_id()
     source: str | None = Field(None, max_length=50)
-    available: bool | None = None
-    price_min: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
-    price_max: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
+    available: JsonBool | None = None
+    price_min: JsonFloat | None = Field(None, ge=0, le=1e12, allow_inf_nan=False,
+                                        json_schema_extra={"minimum": 0, "maximum": 1e12})
+    price_max: JsonFloat | None = Field(None, ge=0, le=1e12, allow_inf_nan=False,
+                                        json_schema_extra={"minimum": 0, "maximum": 1e12})
 
 
 class RecommendationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=1000)
-    limit: int = Field(10, ge=1, le=100)
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"\S")] = Field(
+        description="What the shopper asked for (at least one character that is not a space)")
+    limit: JsonInt = Field(10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
 
 
@@ -75,7 +78,8 @@ async def similar_images(session: AsyncSession, services: Services, principal: P
     results = await services.pipeline.similar(session, principal.shop_id, image_id, limit, filters)
     if results is None:
         raise Conflict(f"image {image_id} has no vector yet; it is being re-embedded")
-    return results
+    ranked: list[tuple[Image, float]] = results
+    return ranked
 
 
 class PromptOut(TypedDict):

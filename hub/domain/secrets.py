@@ -33,9 +33,9 @@ class SecretBox:
         if not token:
             return {}
         if ttl is not None:
-            return json.loads(self._box().decrypt(token.encode(), ttl=ttl))
+            return dict(json.loads(self._box().decrypt(token.encode(), ttl=ttl)))
         try:
-            return json.loads(self._box().decrypt(token.encode()))
+            return dict(json.loads(self._box().decrypt(token.encode())))
         except InvalidToken:
             raise Unavailable(
                 "secret storage", "stored credentials do not decrypt: was HUB_SECRET_KEY changed?"

@@ -59,7 +59,7 @@ async def run_sync(services: Services, progress: JobProgress) -> None:
 
     async with services.sessions() as session:
         writer = await _writer(services, session, job.connection_id)
-        changes: Changes = await writer.remove_unseen(job.id, progress.job.started_at or job.created_at)
-        await progress.advance(session, cursor=END, result=changes.counts)
+        removed: Changes = await writer.remove_unseen(job.id, progress.job.started_at or job.created_at)
+        await progress.advance(session, cursor=END, result=removed.counts)
         await session.commit()
-    await notify(services.pipeline, services.media, shop_id, changes)
+    await notify(services.pipeline, services.media, shop_id, removed)

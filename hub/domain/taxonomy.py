@@ -41,10 +41,12 @@ async def find_taxon(
         number = int(ident) if isinstance(ident, int) else int(text)
         if not 1 <= number <= MAX_ID:
             return None
-        return await session.scalar(select(model).where(model.id == number, model.shop_id == shop_id))
-    return await session.scalar(
+        found: Taxon | None = await session.scalar(select(model).where(model.id == number, model.shop_id == shop_id))
+        return found
+    named: Taxon | None = await session.scalar(
         select(model).where(func.lower(model.name) == text.lower(), model.shop_id == shop_id)
     )
+    return named
 
 
 async def taxon_names(session: AsyncSession, shop_id: int) -> dict[str, list[tuple[int, str]]]:
@@ -87,7 +89,7 @@ class Taxonomy:
 
     async def get(self, session: AsyncSession, shop_id: int, ident: int) -> Taxon:
         model = self.model
-        row = await session.scalar(select(model).where(model.id == ident, model.shop_id == shop_id))
+        row: Taxon | None = await session.scalar(select(model).where(model.id == ident, model.shop_id == shop_id))
         if row is None:
             raise not_found(self.label, ident)
         return row

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import timedelta
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,7 @@ from hub.connectors import check_event
 from hub.domain.catalog import CatalogWriter, Changes, notify
 from hub.domain.connections import platform_client
 from hub.errors import HubError, Invalid, NotFound, Unauthenticated, Unavailable
+from hub.db.engine import affected
 from hub.db.models import Connection, WebhookDelivery, utcnow
 from hub.domain.services import Services
 from hub.logs import redact
@@ -141,11 +142,18 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
 class DeliveryAnswer(TypedDict):
     """What the platform is told: ``status`` accepted (queued), duplicate (a replay, by content), processed (a
     ping, or nothing to apply), ignored (acknowledged, applied nowhere) or rejected; ``delivery`` is the recorded
-    delivery's id, ``connections`` how many connections an app-wide delivery reached."""
+    delivery's id (none for a ping)."""
 
     status: str
-    delivery: NotRequired[int | None]
-    connections: NotRequired[int]
+    delivery: int | None
+
+
+class AppDeliveryAnswer(TypedDict):
+    """What the platform is told of an app-wide delivery: ``status`` as for one connection's, and how many of
+    the store's connections it reached."""
+
+    status: str
+    connections: int
 
 
 async def receive(db: AsyncSession, services: Services, connector_name: str, connection_id: int,
@@ -166,7 +174,7 @@ async def receive(db: AsyncSession, services: Services, connector_name: str, con
 
 
 async def receive_for_app(db: AsyncSession, services: Services, connector_name: str,
-                          delivery: Delivery) -> DeliveryAnswer:
+                          delivery: Delivery) -> AppDeliveryAnswer:
     """An app-wide delivery (a public app's compliance topics): verified once with the operator's app secret,
     then routed to the connections of that store installed through the app — each on its own, so one
     connection's trouble never changes another's outcome."""
@@ -228,7 +236,7 @@ async def claim_delivery(services: Services, delivery_pk: int) -> WebhookDeliver
                     next_attempt_at=now + services.settings.lease)
         )
         await session.commit()
-        if claimed.rowcount != 1:
+        if affected(claimed) != 1:
             return None
         return await session.get(WebhookDelivery, delivery_pk)
 
@@ -350,4 +358,4 @@ async def prune_deliveries(services: Services) -> int:
         result = await session.execute(delete(WebhookDelivery).where(
             WebhookDelivery.status.in_(("processed", "rejected", "failed")), WebhookDelivery.received_at < cutoff))
         await session.commit()
-        return int(result.rowcount or 0)
+        return affected(result)

@@ -24,6 +24,7 @@ from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
 from hub.db.engine import migrate
 from hub.http.errors import EXCEPTION_HANDLERS
+from hub.http.openapi import ErrorResponses, forbid_extra_fields
 from hub.http.routes.health import health, ready
 from hub.http.routes.images import ImageController
 from hub.http.routes.imports import ImportController
@@ -170,16 +171,19 @@ def create_app(
         OAuthCallbackController,
         *services.plugins.routes(),
     ]
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         dependencies={"db": Provide(provide_db), "services": Provide(lambda: services, use_cache=True,
                                                                      sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log_middleware],
         openapi_config=openapi,
+        plugins=[ErrorResponses()],
         state=state,
         lifespan=[lifespan],
         request_max_body_size=settings.max_upload_bytes + BODY_OVERHEAD,
         debug=False,
         logging_config=None,
     )
+    forbid_extra_fields(app.openapi_schema)
+    return app

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from litestar.params import PathParameter, QueryParameter
 from hub.db.models import MAX_ID
-from hub.domain.ids import BodyId
+from hub.domain.fields import BodyId
 
 __all__ = ["MAX_ID", "BodyId", "PathId", "QueryId"]
 

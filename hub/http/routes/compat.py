@@ -8,19 +8,23 @@
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 from litestar import Controller, Request, get, post
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import JSONBody
 from pydantic import BaseModel, Field
 
 from hub.db.models import Image
+from hub.domain.fields import JsonInt
 from hub.domain.images import ImageFields, add_upload, get_visible_image
 from hub.domain.recommendations import prompt_text, recommend
 from hub.domain.taxonomy import TAXONOMIES, find_taxon
 from hub.errors import Invalid
 from hub.http.auth import authenticate, key_from_headers
 from hub.http.deps import Db, Svc
+from hub.http.openapi import BINARY, problems, request_body
 from hub.http.routes.images import form_fields, read_upload
 from hub.http.validation import PathId
 
@@ -28,8 +32,7 @@ ORIGINAL_TAXON_FIELDS = {"Category": "category", "Styles": "style", "AgeGroup": 
 
 
 class ImageCollectionOut(TypedDict):
-    """The original ImageCollection record, field for field, plus the pipeline status (and ``score`` in
-    recommendations)."""
+    """The original ImageCollection record, field for field, plus the pipeline status."""
 
     id: int
     name: str
@@ -40,13 +43,16 @@ class ImageCollectionOut(TypedDict):
     Photo: str | None
     Processor_embedded: bool
     status: str
-    score: NotRequired[float]
+
+
+class RankedImageCollectionOut(ImageCollectionOut):
+    score: float
 
 
 class LegacyRecommendationsOut(TypedDict):
     prompt: str
     number_of_images: int
-    images: list[ImageCollectionOut]
+    images: list[RankedImageCollectionOut]
 
 
 def image_collection_json(img: Image, public_url: str) -> ImageCollectionOut:
@@ -67,7 +73,12 @@ class ImageCollectionController(Controller):
     path = "/api/image-collection"
     tags = ["compatibility"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=problems(409, 413, 415), operation_class=request_body({
+        "multipart/form-data": Schema(type=OpenAPIType.OBJECT, required=["Photo"], properties={
+            "Photo": BINARY, "APIKey": Schema(type=OpenAPIType.STRING), "name": Schema(type=OpenAPIType.STRING),
+            "description": Schema(type=OpenAPIType.STRING),
+            **{name: Schema(type=OpenAPIType.STRING, description="id or name")
+               for name in ORIGINAL_TAXON_FIELDS}})}))
     async def create(self, services: Svc, request: Request, db: Db) -> ImageCollectionOut:
         """Upload an image the original way (multipart, the key in ``APIKey``)."""
         form = await request.form()
@@ -98,7 +109,7 @@ class ImageCollectionController(Controller):
 class LegacyRecommendationRequest(BaseModel):
     api_key: str = Field(min_length=1)
     prompt: str = Field(min_length=1, max_length=1000)
-    number_of_images: int = Field(10, ge=1, le=100)
+    number_of_images: JsonInt = Field(10, ge=1, le=100)
 
 
 class LegacyRecommendationController(Controller):
@@ -115,5 +126,5 @@ class LegacyRecommendationController(Controller):
         results, _ = await recommend(db, services, principal, prompt, data.number_of_images, {})
         public_url = services.settings.public_url
         return {"prompt": prompt, "number_of_images": data.number_of_images,
-                "images": [image_collection_json(img, public_url) | {"score": score}  # type: ignore[misc]
+                "images": [{**image_collection_json(img, public_url), "score": score}  # type: ignore[typeddict-item]
                            for img, score in results]}

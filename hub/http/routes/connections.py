@@ -8,7 +8,9 @@ from litestar import Controller, delete, get, post
 from litestar.params import JSONBody
 from pydantic import BaseModel, Field
 
+from hub.domain.fields import JsonBool
 from hub.domain.connections import (
+    ConnectedOut,
     ConnectionOut,
     connection_json,
     find_connector,
@@ -21,6 +23,7 @@ from hub.domain.connections import (
 from hub.domain.jobs import JobOut, job_json
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
+from hub.http.openapi import problems
 from hub.http.validation import PathId
 
 
@@ -28,7 +31,7 @@ class ConnectionCreate(BaseModel):
     connector: str = Field(min_length=1, max_length=50)
     name: str = Field("", max_length=200)
     settings: dict[str, Any] = Field(default_factory=dict)
-    sync: bool = Field(True, description="Start a full import of the catalog right away")
+    sync: JsonBool = Field(True, description="Start a full import of the catalog right away")
 
 
 class ConnectionList(TypedDict):
@@ -39,15 +42,15 @@ class ConnectionController(Controller):
     path = "/api/v1/connections"
     tags = ["connections"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=problems(409, 422, 502))
     async def create(self, db: Db, services: Svc, principal: Caller,
-                     data: JSONBody[ConnectionCreate]) -> ConnectionOut:
+                     data: JSONBody[ConnectionCreate]) -> ConnectedOut:
         """Check the credentials, register the webhooks, and (unless ``sync`` is false) start a full import."""
         connector = find_connector(services.plugins, data.connector)
         return await open_connection(db, services, principal.shop_id, connector, data.name, data.settings,
                                      data.sync)
 
-    @post("/{connection_id:int}/sync", status_code=202)
+    @post("/{connection_id:int}/sync", status_code=202, responses=problems(409))
     async def sync(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> JobOut:
         """Re-read the whole catalog (a job; 409 while one runs). Products gone from the platform are removed."""
         return job_json(await sync_connection(db, services, principal.shop_id, connection_id))

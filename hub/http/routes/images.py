@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, TypedDict
 
 from litestar import Controller, Request, Response, delete, get, patch, post
@@ -33,6 +34,7 @@ from hub.domain.keys import Principal
 from hub.errors import Invalid, TooLarge, Unauthenticated, UnsupportedMedia, validation_detail
 from hub.http.auth import Caller, authenticate, require_any_key
 from hub.http.deps import Db, Svc
+from hub.http.openapi import model_schema, problems, request_body
 from hub.http.validation import PathId, QueryId
 
 
@@ -62,11 +64,15 @@ async def read_upload(upload: Any, max_bytes: int) -> bytes:
 
 def form_fields(form: Any, model: type[BaseModel], names: dict[str, str]) -> Any:
     """Validate multipart text fields (``names`` maps form field -> model field) into ``model``; 400 if bad."""
-    values = {}
+    properties = model.model_json_schema()["properties"]
+    values: dict[str, Any] = {}
     for form_name, field in names.items():
         value = form.get(form_name)
         if isinstance(value, str) and value.strip() != "":
-            values[field] = value.strip()
+            text = value.strip()
+            # a form's values are all text: a number field takes its digits as the number they write
+            numeric = "integer" in json.dumps(properties.get(field, {}))
+            values[field] = int(text) if numeric and text.isascii() and text.isdigit() and len(text) < 12 else text
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -87,7 +93,9 @@ class ImageController(Controller):
     path = "/api/v1/images"
     tags = ["images"]
 
-    @post("/", status_code=202)
+    @post("/", status_code=202, responses=problems(409, 413, 415, 422), operation_class=request_body({
+        "multipart/form-data": model_schema(ImageFields, files=("file",)),
+        "application/json": model_schema(ImageByUrl)}))
     async def create(self, request: Request, db: Db, services: Svc, principal: Caller) -> Response[ImageOut]:
         """Add an image: multipart with a ``file`` field, or JSON with ``image_url``. Embedding is async."""
         content_type = request.headers.get("content-type", "")
@@ -138,7 +146,7 @@ class ImageController(Controller):
         img = await get_shop_image(db, principal.shop_id, image_id)
         return image_json(img, services.settings.public_url)
 
-    @patch("/{image_id:int}")
+    @patch("/{image_id:int}", responses=problems(422))
     async def update(self, db: Db, services: Svc, principal: Caller, image_id: PathId,
                      data: JSONBody[ImagePatch]) -> ImageOut:
         """Change what the shop says about an image (only the fields sent)."""
@@ -150,7 +158,7 @@ class ImageController(Controller):
         """Delete the image, its file and its vector."""
         await remove_image(db, services, principal.shop_id, image_id)
 
-    @post("/{image_id:int}/retry", status_code=202)
+    @post("/{image_id:int}/retry", status_code=202, responses=problems(409))
     async def retry(self, db: Db, services: Svc, principal: Caller, image_id: PathId) -> ImageOut:
         """Try a failed image again now (its host may be back): ``pending`` with a fresh set of attempts."""
         return await retry_image(db, services, principal.shop_id, image_id)
@@ -163,8 +171,7 @@ class ImageController(Controller):
         ids, more = await retry_failed_images(db, services, principal.shop_id, data)
         return {"retried": len(ids), "more": more, "image_ids": ids[:1000]}
 
-    @get("/{image_id:int}/file", dependencies={"principal": Provide(file_principal)},
-         media_type="application/octet-stream")
+    @get("/{image_id:int}/file", dependencies={"principal": Provide(file_principal)}, media_type="image/*")
     async def file(self, request: Request, db: Db, services: Svc, principal: Caller, image_id: PathId) -> Response[bytes]:
         """The uploaded file. Publishable keys may fetch it too (also as ``?key=hub_pk_…`` for ``<img>`` tags)."""
         found = await image_file(db, services.media, principal, image_id,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, post
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromQuery
 
 from hub.domain.imports import start_import
 from hub.domain.jobs import JobOut, job_json
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
+from hub.http.openapi import BINARY, problems, request_body
 
 MAX_IMPORT_UPLOAD = 64 * 1024**3  # the route's ceiling; HUB_MAX_IMPORT_BYTES is the real limit, checked as bytes arrive
 
@@ -22,7 +25,12 @@ class ImportController(Controller):
     path = "/api/v1/imports"
     tags = ["imports"]  # noqa: RUF012 - read by Litestar like every controller's
 
-    @post("/", status_code=202, request_max_body_size=MAX_IMPORT_UPLOAD)
+    @post("/", status_code=202, request_max_body_size=MAX_IMPORT_UPLOAD, responses=problems(413, 415),
+          operation_class=request_body({
+              **{media_type: BINARY for media_type in ("application/zip", "text/csv", "application/json",
+                                                       "application/x-ndjson", "application/octet-stream")},
+              "multipart/form-data": Schema(type=OpenAPIType.OBJECT, required=["file"],
+                                            properties={"file": BINARY})}))
     async def create(self, request: Request, db: Db, services: Svc, principal: Caller,
                      filename: FromQuery[str | None] = None) -> Response[JobOut]:
         """Send a ZIP (images + optional manifest.csv/json), or a CSV/JSON list of image URLs: the raw body

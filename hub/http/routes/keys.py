@@ -13,6 +13,7 @@ from hub.db.models import ApiKey
 from hub.domain.keys import KeyKind, NewKey, add_key, list_keys, revoke_key
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
+from hub.http.openapi import problems
 from hub.http.validation import PathId
 
 
@@ -66,13 +67,13 @@ class KeyController(Controller):
         """The shop's keys, revoked ones included."""
         return KeyList([KeyOut.of(row) for row in await list_keys(db, principal.shop_id)])
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=problems(409))
     async def create(self, db: Db, services: Svc, principal: Caller, data: JSONBody[KeyCreate]) -> CreatedKey:
         """A new key, shown once. A shop has at most HUB_MAX_KEYS_PER_SHOP active keys (409 beyond)."""
         limit = services.settings.max_keys_per_shop
         return CreatedKey.made(await add_key(db, principal.shop_id, data.kind, data.name, limit))
 
-    @delete("/{key_id:int}", status_code=204)
+    @delete("/{key_id:int}", status_code=204, responses=problems(409))
     async def revoke(self, db: Db, principal: Caller, key_id: PathId) -> None:
         """Revoke a key at once; the shop's last active secret key cannot be revoked (409)."""
         await revoke_key(db, principal.shop_id, key_id)

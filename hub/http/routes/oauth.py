@@ -3,23 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from pydantic import BaseModel, Field
 
-from hub.domain.connections import ConnectionOut
+from hub.domain.fields import JsonBool
+from hub.domain.connections import ConnectedOut
 from hub.domain.oauth import STATE_SECONDS, finish_install, start_install
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
+from hub.http.openapi import problems
 
 
 class AuthorizeRequest(BaseModel):
     connector: str = Field(min_length=1, max_length=50)
     name: str = Field("", max_length=200)
     settings: dict[str, Any] = Field(default_factory=dict, description="What the merchant told us (the store)")
-    sync: bool = True
+    sync: JsonBool = True
 
 
 class AuthorizeOut(TypedDict):
@@ -31,7 +33,7 @@ class OAuthStartController(Controller):
     path = "/api/v1/connections/authorize"
     tags = ["connections"]
 
-    @post("/", status_code=200)
+    @post("/", status_code=200, responses=problems(422))
     async def authorize(self, services: Svc, principal: Caller, data: JSONBody[AuthorizeRequest]) -> AuthorizeOut:
         """The URL to send the merchant to; the platform comes back to ``/oauth/{connector}/callback``."""
         url = start_install(services, principal.shop_id, data.connector, data.name,
@@ -43,8 +45,11 @@ class OAuthCallbackController(Controller):
     path = "/oauth"
     tags = ["connections"]
 
-    @get("/{connector_name:str}/callback", status_code=201)
-    async def callback(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str]) -> ConnectionOut:
+    @get("/{connector_name:str}/callback", status_code=201, responses=problems(409, 422, 502))
+    async def callback(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str],
+                       sealed: Annotated[str, QueryParameter(name="state", min_length=1, max_length=4096, description=(
+                           "The sealed state of POST /api/v1/connections/authorize; the platform adds its own "
+                           "parameters (code, signature…)"))]) -> ConnectedOut:
         """Where the platform sends the merchant back: verified, exchanged, connected."""
         query = {k: v for k, v in request.query_params.items()}
         return await finish_install(db, services, connector_name, query)

@@ -9,7 +9,7 @@ from litestar import Controller, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from hub.domain.images import ImageOut, image_json
+from hub.domain.images import RankedImageOut, ranked_json
 from hub.domain.recommendations import (
     PromptOut,
     RecommendationRequest,
@@ -20,6 +20,7 @@ from hub.domain.recommendations import (
 )
 from hub.http.auth import Caller, require_any_key
 from hub.http.deps import Db, Svc
+from hub.http.openapi import problems
 from hub.http.validation import PathId, QueryId
 
 
@@ -31,14 +32,14 @@ class RecommendationsOut(TypedDict):
     limit: int
     filters: dict[str, Any]
     count: int
-    results: list[ImageOut]
+    results: list[RankedImageOut]
     timings_ms: dict[str, float]
 
 
 class SimilarOut(TypedDict):
     image_id: int
     count: int
-    results: list[ImageOut]
+    results: list[RankedImageOut]
 
 
 class PromptPage(TypedDict):
@@ -65,12 +66,12 @@ class RecommendationController(Controller):
         public_url = services.settings.public_url
         body: RecommendationsOut = {
             "prompt": prompt, "limit": data.limit, "filters": filters, "count": len(results),
-            "results": [image_json(img, public_url) | {"score": score} for img, score in results],  # type: ignore[misc]
+            "results": [ranked_json(img, score, public_url) for img, score in results],
             "timings_ms": timings,
         }
         return Response(body, headers={"Server-Timing": _server_timing(timings)})
 
-    @get("/images/{image_id:int}/similar")
+    @get("/images/{image_id:int}/similar", responses=problems(409))
     async def similar(
         self,
         db: Db,
@@ -89,7 +90,7 @@ class RecommendationController(Controller):
         results = await similar_images(db, services, principal, image_id, limit, filters)
         public_url = services.settings.public_url
         return {"image_id": image_id, "count": len(results),
-                "results": [image_json(i, public_url) | {"score": s} for i, s in results]}  # type: ignore[misc]
+                "results": [ranked_json(i, s, public_url) for i, s in results]}
 
 
 class PromptController(Controller):

@@ -14,6 +14,7 @@ from hub.db.models import Shop
 from hub.domain.shops import commit_new_shop, create_shop, image_counts, remove_shop, sign_up
 from hub.http.auth import Caller, client_address, require_operator
 from hub.http.deps import Db, Svc
+from hub.http.openapi import problems
 from hub.http.validation import PathId
 
 
@@ -83,7 +84,7 @@ class OperatorController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(require_operator)}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=problems(409))
     async def create(self, db: Db, operator: NamedDependency[None], data: JSONBody[ShopCreate]) -> CreatedShopOut:
         """A new shop with the default taxonomy, one secret and one publishable key."""
         created = await create_shop(db, data.name, str(data.email))
@@ -101,7 +102,7 @@ class SignupController(Controller):
     path = "/api/v1/signup"
     tags = ["shops"]
 
-    @post("/", status_code=202)
+    @post("/", status_code=202, responses=problems(409, 429))
     async def signup(self, request: Request, db: Db, services: Svc, data: JSONBody[ShopCreate]) -> SignupAccepted:
         """Self-service shop creation: the keys go to the shop's email, never into the response."""
         state = request.app.state

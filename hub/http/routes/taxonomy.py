@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from hub.domain.taxonomy import Taxon, TaxonCreate, Taxonomy, TaxonUpdate, age_groups, categories, styles
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
+from hub.http.openapi import problems
 from hub.http.validation import PathId
 
 
@@ -42,7 +43,7 @@ def taxonomy_controller(taxonomy: Taxonomy, path: str) -> type[Controller]:
             """The shop's groups, oldest first."""
             return TaxonList([TaxonOut.of(row) for row in await taxonomy.list(db, principal.shop_id)])
 
-        @post("/", status_code=201)
+        @post("/", status_code=201, responses=problems(409))
         async def create(self, db: Db, principal: Caller, data: JSONBody[TaxonCreate]) -> TaxonOut:
             """A new group; names are unique per shop, ignoring case (409)."""
             return TaxonOut.of(await taxonomy.add(db, principal.shop_id, data))
@@ -51,7 +52,7 @@ def taxonomy_controller(taxonomy: Taxonomy, path: str) -> type[Controller]:
         async def get_item(self, db: Db, principal: Caller, item_id: PathId) -> TaxonOut:
             return TaxonOut.of(await taxonomy.get(db, principal.shop_id, item_id))
 
-        @patch("/{item_id:int}")
+        @patch("/{item_id:int}", responses=problems(409))
         async def update(self, db: Db, principal: Caller, item_id: PathId, data: JSONBody[TaxonUpdate]) -> TaxonOut:
             return TaxonOut.of(await taxonomy.update(db, principal.shop_id, item_id, data))
 

@@ -8,7 +8,7 @@ from litestar.params import FromPath
 
 from hub.connectors import Delivery
 from hub.db.models import utcnow
-from hub.domain.webhooks import MAX_WEBHOOK_BYTES, DeliveryAnswer, receive, receive_for_app
+from hub.domain.webhooks import MAX_WEBHOOK_BYTES, AppDeliveryAnswer, DeliveryAnswer, receive, receive_for_app
 from hub.http.deps import Db, Svc
 from hub.http.validation import PathId
 
@@ -30,7 +30,7 @@ class WebhookController(Controller):
                              await read_delivery(request))
 
     @post("/{connector_name:str}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
-    async def receive_for_app(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str]) -> DeliveryAnswer:
+    async def receive_for_app(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str]) -> AppDeliveryAnswer:
         """An app-wide delivery (a public app's compliance topics): verified once with the operator's app
         secret, then routed to the connections of that store installed through the app."""
         return await receive_for_app(db, services, connector_name,

@@ -21,9 +21,11 @@ from tests.live import ADMIN, live_hub
 # Litestar 2 answers OPTIONS with the methods of the first handler on a path only (litestar#4169, fixed in 3)
 EXCLUDED_CHECKS = ["allow_header_conformance"]
 # Operations whose success depends on what no schema can say: a file's contents (a decodable image, a readable
-# archive), a platform's verdict on credentials, a sealed install state. Schema-valid requests may get the 4xx
-# that says so (documented); every other check still runs on them, and every other operation is held to all.
+# archive), the shop's own data (a category it has), a platform's verdict on credentials, a sealed install
+# state. Schema-valid requests may get the 4xx that says so (documented); every other check still runs on them,
+# and every other operation is held to all.
 CONTENT_DEPENDENT = {"POST /api/v1/images": (409, 413, 415, 422), "POST /api/image-collection": (409, 413, 415),
+                     "POST /api/v1/images/from-url": (422,), "PATCH /api/v1/images/{image_id}": (422,),
                      "POST /api/v1/imports": (400, 413, 415), "POST /api/v1/connections": (422, 502),
                      "POST /api/v1/connections/authorize": (422,),
                      "GET /oauth/{connector_name}/callback": (400, 422, 502)}

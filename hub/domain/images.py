@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
-from urllib.parse import urlsplit
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -26,12 +26,15 @@ ImageStatus = Literal["pending", "embedding", "ready", "failed"]
 TAXON_FIELDS = ("category_id", "style_id", "age_group_id")
 
 
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$"  # what the API schema says, exactly
+
+
 def check_url(value: str | None) -> str | None:
+    """An absolute http(s) URL with a host name or address (``""`` is no URL); ValueError otherwise."""
     if value is None or value == "":
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError("must be an absolute http(s) URL")
+    if not re.fullmatch(URL_PATTERN, value):
+        raise ValueError("must be an absolute http(s) URL (http://host/path)")
     return value
 
 
@@ -43,14 +46,14 @@ class ImageFields(BaseModel):
     category_id: BodyId | None = optional_id()
     style_id: BodyId | None = optional_id()
     age_group_id: BodyId | None = optional_id()
-    product_url: str | None = Field(None, max_length=2000)
+    product_url: str | None = Field(None, max_length=2000, json_schema_extra={"pattern": f"^$|{URL_PATTERN}"})
     external_id: str | None = Field(None, max_length=100)
 
     _urls = field_validator("product_url")(check_url)
 
 
 class ImageByUrl(ImageFields):
-    image_url: str = Field(max_length=2000)
+    image_url: str = Field(max_length=2000, pattern=URL_PATTERN, json_schema_extra={"pattern": URL_PATTERN})
 
     _image_url = field_validator("image_url")(check_url)
 
@@ -61,7 +64,7 @@ class ImagePatch(BaseModel):
     category_id: BodyId | None = optional_id()
     style_id: BodyId | None = optional_id()
     age_group_id: BodyId | None = optional_id()
-    product_url: str | None = Field(None, max_length=2000)
+    product_url: str | None = Field(None, max_length=2000, json_schema_extra={"pattern": f"^$|{URL_PATTERN}"})
 
     _urls = field_validator("product_url")(check_url)
 

@@ -105,7 +105,8 @@ def _schema(data: dict[str, Any]) -> Schema:
     return Schema(**fields)
 
 
-def model_schema(model: type[BaseModel], *, files: tuple[str, ...] = (), text: tuple[str, ...] = ()) -> Schema:
+def model_schema(model: type[BaseModel], *, files: tuple[str, ...] = (), text: tuple[str, ...] = (),
+                 title: str | None = None) -> Schema:
     """The object a pydantic model accepts — plus binary ``files`` (required) and optional ``text`` fields, for a
     multipart form."""
     schema = _schema(model.model_json_schema())
@@ -114,6 +115,7 @@ def model_schema(model: type[BaseModel], *, files: tuple[str, ...] = (), text: t
     properties.update({name: Schema(type=OpenAPIType.STRING) for name in text})
     schema.properties = properties
     schema.required = sorted({*(schema.required or []), *files}) or None
+    schema.title = title or schema.title
     return schema
 
 

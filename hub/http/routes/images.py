@@ -94,10 +94,10 @@ class ImageController(Controller):
     tags = ["images"]
 
     @post("/", status_code=202, responses=problems(409, 413, 415, 422), operation_class=request_body({
-        "multipart/form-data": model_schema(ImageFields, files=("file",)),
-        "application/json": model_schema(ImageByUrl)}))
+        "multipart/form-data": model_schema(ImageFields, files=("file",), title="ImageUpload")}))
     async def create(self, request: Request, db: Db, services: Svc, principal: Caller) -> Response[ImageOut]:
-        """Add an image: multipart with a ``file`` field, or JSON with ``image_url``. Embedding is async."""
+        """Upload an image: multipart with the file in ``file``; embedding is asynchronous (``pending`` →
+        ``ready``). (JSON with ``image_url`` is taken here too, as ``POST /api/v1/images/from-url`` takes it.)"""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
             form = await request.form()
@@ -114,6 +114,14 @@ class ImageController(Controller):
             img = await add_by_url(db, services, principal.shop_id, body)
         else:
             raise UnsupportedMedia("send multipart/form-data with a 'file', or application/json with 'image_url'")
+        return Response(image_json(img, services.settings.public_url), status_code=202,
+                        headers={"Location": f"/api/v1/images/{img.id}"})
+
+    @post("/from-url", status_code=202, responses=problems(409, 422))
+    async def create_from_url(self, db: Db, services: Svc, principal: Caller,
+                              data: JSONBody[ImageByUrl]) -> Response[ImageOut]:
+        """Add an image the hub fetches from ``image_url`` (public http(s) only); embedding is asynchronous."""
+        img = await add_by_url(db, services, principal.shop_id, data)
         return Response(image_json(img, services.settings.public_url), status_code=202,
                         headers={"Location": f"/api/v1/images/{img.id}"})
 

@@ -27,14 +27,14 @@ class ImportController(Controller):
 
     @post("/", status_code=202, request_max_body_size=MAX_IMPORT_UPLOAD, responses=problems(413, 415),
           operation_class=request_body({
-              **{media_type: BINARY for media_type in ("application/zip", "text/csv", "application/json",
-                                                       "application/x-ndjson", "application/octet-stream")},
               "multipart/form-data": Schema(type=OpenAPIType.OBJECT, required=["file"],
                                             properties={"file": BINARY})}))
     async def create(self, request: Request, db: Db, services: Svc, principal: Caller,
                      filename: FromQuery[str | None] = None) -> Response[JobOut]:
-        """Send a ZIP (images + optional manifest.csv/json), or a CSV/JSON list of image URLs: the raw body
-        with its ``Content-Type`` (or ``?filename=``), or multipart with a ``file`` field. Answers the job."""
+        """Send a ZIP (images + optional manifest.csv/json), or a CSV/JSON list of image URLs, as multipart with a
+        ``file`` field — or as the raw body with its ``Content-Type`` (``application/zip``, ``text/csv``,
+        ``application/json``, ``application/x-ndjson``) or ``?filename=``. Answers the job (202); follow it at
+        ``/api/v1/jobs/{id}``."""
         job = await start_import(db, services, principal.shop_id, request.stream(),
                                  request.headers.get("content-type", ""), content_length(request), filename)
         return Response(job_json(job), status_code=202, headers={"Location": f"/api/v1/jobs/{job.id}"})

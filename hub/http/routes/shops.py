@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from hub.db.models import Shop
 from hub.domain.shops import commit_new_shop, create_shop, image_counts, remove_shop, sign_up
@@ -56,9 +57,13 @@ class SignupAccepted:
     detail: str
 
 
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
 class ShopCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    email: EmailStr
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+    email: Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)] = Field(
+        description="Where the shop's keys go (signup) and how the operator reaches it")
 
 
 def _shop(shop: Shop) -> dict[str, object]:

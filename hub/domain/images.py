@@ -26,7 +26,8 @@ ImageStatus = Literal["pending", "embedding", "ready", "failed"]
 TAXON_FIELDS = ("category_id", "style_id", "age_group_id")
 
 
-URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$"  # what the API schema says, exactly
+# what the API schema says, exactly: http(s), a host name or an IP address (IPv6 in brackets), no user info
+URL_PATTERN = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#]\S*)?$"
 
 
 def check_url(value: str | None) -> str | None:

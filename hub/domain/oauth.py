@@ -9,14 +9,14 @@ the same store, reconnected — exactly as a connection made with credentials.
 from __future__ import annotations
 
 import secrets as random
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.connectors import ConnectorError, OAuthConnector
+from hub.connectors import Connector, ConnectorError, OAuthConnector
 from hub.db.models import Connection
 from hub.domain.connections import ConnectedOut, find_connector, open_connection, talk_to_platform
 from hub.domain.services import Services
@@ -29,7 +29,11 @@ def callback_url(services: Services, connector: str) -> str:
     return f"{services.settings.public_url}/oauth/{connector}/callback"
 
 
-def oauth_connector(services: Services, name: str) -> OAuthConnector:
+class OAuthInstall(Connector, OAuthConnector, Protocol):
+    """A connector that installs through its platform's OAuth flow."""
+
+
+def oauth_connector(services: Services, name: str) -> OAuthInstall:
     connector = find_connector(services.plugins, name)
     if not isinstance(connector, OAuthConnector):
         raise Unprocessable(f"the {name} connector has no OAuth install; create the connection with its credentials")
@@ -66,11 +70,10 @@ async def finish_install(session: AsyncSession, services: Services, connector_na
         except ConnectorError as exc:
             raise Invalid(f"{connector_name}: {exc}") from None
 
-    full = find_connector(services.plugins, connector_name)
-    values = await talk_to_platform(services.settings, full, exchange)
+    values = await talk_to_platform(services.settings, connector, exchange)
     key = connector.connection_key(values)
     existing = next((row for row in await session.scalars(select(Connection).where(
         Connection.shop_id == sealed["shop_id"], Connection.connector == connector_name))
         if connector.connection_key(dict(row.settings)) == key), None)
-    return await open_connection(session, services, sealed["shop_id"], full, sealed.get("name", ""), values,
+    return await open_connection(session, services, sealed["shop_id"], connector, sealed.get("name", ""), values,
                                  bool(sealed.get("sync", True)), existing=existing, via_app=True)

@@ -189,7 +189,6 @@ async def receive_for_app(db: AsyncSession, services: Services, connector_name: 
         authentic = False
     if not authentic:
         raise Unauthenticated("the webhook signature does not match the app")
-    full = services.plugins.connectors()[connector_name]
     account = connector.delivery_account(delivery)
     ids = [row.id for row in await db.scalars(select(Connection).where(
                Connection.connector == connector_name, Connection.via_app.is_(True),
@@ -203,7 +202,7 @@ async def receive_for_app(db: AsyncSession, services: Services, connector_name: 
             row = await db.get(Connection, connection_id)
             if row is None:
                 continue
-            statuses.append((await accept(services, db, row, full, delivery, verified=True))[0])
+            statuses.append((await accept(services, db, row, connector, delivery, verified=True))[0])
         except HubError as exc:
             await db.rollback()
             statuses.append("rejected")

@@ -24,7 +24,7 @@ from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
 from hub.db.engine import migrate
 from hub.http.errors import EXCEPTION_HANDLERS
-from hub.http.openapi import ErrorResponses, forbid_extra_fields
+from hub.http.openapi import ErrorResponses, ForbidExtraFields
 from hub.http.routes.health import health, ready
 from hub.http.routes.images import ImageController
 from hub.http.routes.imports import ImportController
@@ -104,11 +104,7 @@ def create_app(
     settings = services.settings
     state = State(
         {
-            "settings": settings,
             "services": services,
-            "media": services.media,
-            "plugins": services.plugins,
-            "pipeline": services.pipeline,
             "limiter": RateLimiter(settings.rate_limit_storage_url),
             "key_limits": parse_limits(settings.rate_limit),
             "signup_limits": parse_limits(settings.signup_rate_limit),
@@ -178,12 +174,11 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log_middleware],
         openapi_config=openapi,
-        plugins=[ErrorResponses()],
+        plugins=[ErrorResponses(), ForbidExtraFields()],
         state=state,
         lifespan=[lifespan],
         request_max_body_size=settings.max_upload_bytes + BODY_OVERHEAD,
         debug=False,
         logging_config=None,
     )
-    forbid_extra_fields(app.openapi_schema)
     return app

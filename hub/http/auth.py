@@ -77,7 +77,7 @@ async def require_any_key(request: Request, db: Db) -> Principal:
 
 async def require_operator(request: Request) -> None:
     """The operator API takes ``Authorization: Bearer $HUB_ADMIN_TOKEN``; it is off while that is unset."""
-    token = request.app.state.settings.admin_token
+    token = request.app.state.services.settings.admin_token
     if not token:
         raise Forbidden("the operator API is disabled: set HUB_ADMIN_TOKEN")
     given = request.headers.get("authorization", "")

@@ -8,15 +8,17 @@ answer with ``responses=problems(409, 413, …)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar._openapi.schema_generation import SchemaCreator
 from litestar.plugins import ReceiveRoutePlugin
+from litestar.plugins.pydantic import PydanticSchemaPlugin
+from litestar.typing import FieldDefinition
 from litestar.routes import BaseRoute, HTTPRoute
 from pydantic import BaseModel
 
@@ -131,19 +133,15 @@ def request_body(content: dict[str, Schema]) -> type[Operation]:
     return WithBody
 
 
-def _models(base: type[BaseModel]) -> Iterator[type[BaseModel]]:
-    for sub in base.__subclasses__():
-        yield sub
-        yield from _models(sub)
+class ForbidExtraFields(PydanticSchemaPlugin):
+    """Pydantic models as Litestar documents them, plus ``additionalProperties: false`` for the request models that
+    refuse unknown fields (Litestar leaves it out, and a client should learn from the schema that a misspelt field
+    is an error, not ignored). Runs when the document is first built, not at app creation."""
 
-
-def forbid_extra_fields(document: OpenAPI) -> None:
-    """Say ``additionalProperties: false`` for the request models that refuse unknown fields (Litestar leaves it
-    out, and a client should learn from the schema that a misspelt field is an error, not ignored)."""
-    schemas = document.components.schemas if document.components else None
-    if not schemas:
-        return
-    for model in _models(BaseModel):
-        schema = schemas.get(model.__name__)
-        if isinstance(schema, Schema) and model.model_config.get("extra") == "forbid":
+    @classmethod
+    def for_pydantic_model(cls, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().for_pydantic_model(field_definition, schema_creator)
+        model = field_definition.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel) and model.model_config.get("extra") == "forbid":
             schema.additional_properties = False
+        return schema

@@ -165,7 +165,7 @@ async def test_similar_and_delete(client, shop, test_model):
     assert (await client.delete(f"/api/v1/images/{ids[1]}", headers=shop.secret)).status_code == 204
     after = await client.post("/api/v1/recommendations", json={"prompt": PROMPT, "limit": 100}, headers=shop.secret)
     assert sorted(r["id"] for r in after.json()["results"]) == sorted(ids[:1] + ids[2:])
-    runtime = client.app.state.pipeline
+    runtime = client.app.state.services.pipeline
     assert await runtime.store.ids(shop["id"]) == sorted(ids[:1] + ids[2:])
 
 
@@ -179,7 +179,7 @@ async def test_similar_needs_a_ready_image(client, shop):
 
 async def test_tasks_exist_under_the_original_names(client, shop):
     ids = await upload_many(client, shop, [30, 31, 32])
-    runtime = client.app.state.pipeline
+    runtime = client.app.state.services.pipeline
     names = set(runtime.broker.get_all_tasks())
     assert {"CreateEmbedding", "DeleteEmbedding", "RetrieveImageIds", "FashionClipRecommender",
             "ReconcileImages"} <= names
@@ -231,7 +231,7 @@ async def test_deleting_a_shop_deletes_its_vectors_and_files(client, make_shop, 
     doomed, kept = await make_shop("Doomed"), await make_shop("Kept")
     doomed_ids = await upload_many(client, doomed, [50, 51])
     kept_ids = await upload_many(client, kept, [50, 52])
-    store = client.app.state.pipeline.store
+    store = client.app.state.services.pipeline.store
     assert await store.ids(doomed["id"]) == sorted(doomed_ids)
     operator = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert (await client.delete(f"/api/v1/shops/{doomed['id']}")).status_code == 401

@@ -140,7 +140,7 @@ async def upload(client, shop, seeds):
 async def test_upload_ready_recommended(server_settings, workers):
     workers.start()
     async with serve_app(server_settings) as client:
-        assert client.app.state.pipeline.role == "api"
+        assert client.app.state.services.pipeline.role == "api"
         shop = await new_shop(client)
         ids = await upload(client, shop, range(200, 206))
         images = await wait_for_images(client, shop.secret, ids)
@@ -151,7 +151,7 @@ async def test_upload_ready_recommended(server_settings, workers):
         ready = (await client.get("/ready")).json()
         assert ready["checks"]["broker"] == "ok" and ready["checks"]["vector_store"] == "ok"
         # the vectors live in the Chroma server, where a new client sees them
-        assert await client.app.state.pipeline.store.ids(shop["id"]) == sorted(ids)
+        assert await client.app.state.services.pipeline.store.ids(shop["id"]) == sorted(ids)
 
 
 async def test_worker_killed_mid_batch_loses_nothing(server_settings, workers):
@@ -174,7 +174,7 @@ async def test_worker_killed_mid_batch_loses_nothing(server_settings, workers):
         workers.start()
         images = await wait_for_images(client, shop.secret, ids, timeout=90)
         assert {i["status"] for i in images.values()} == {"ready"}, images
-        assert await client.app.state.pipeline.store.ids(shop["id"]) == sorted(ids)
+        assert await client.app.state.services.pipeline.store.ids(shop["id"]) == sorted(ids)
 
 
 async def test_chroma_down_gives_503_and_images_wait(server_settings, workers, chroma):
@@ -238,6 +238,6 @@ async def test_connector_sync_and_webhooks_run_on_redis_workers(server_settings,
                     break
                 await asyncio.sleep(0.1)
             assert len(items) == 26 and {i["status"] for i in items} == {"ready"}
-            assert sorted(await client.app.state.pipeline.store.ids(shop["id"])) == sorted(i["id"] for i in items)
+            assert sorted(await client.app.state.services.pipeline.store.ids(shop["id"])) == sorted(i["id"] for i in items)
     finally:
         feed.close()

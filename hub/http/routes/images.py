@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any, TypedDict
 
@@ -62,16 +63,23 @@ async def read_upload(upload: Any, max_bytes: int) -> bytes:
     return data
 
 
+@functools.cache
+def integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` whose JSON schema admits an integer (computed once per model)."""
+    properties = model.model_json_schema()["properties"]
+    return frozenset(name for name, schema in properties.items() if "integer" in json.dumps(schema))
+
+
 def form_fields(form: Any, model: type[BaseModel], names: dict[str, str]) -> Any:
     """Validate multipart text fields (``names`` maps form field -> model field) into ``model``; 400 if bad."""
-    properties = model.model_json_schema()["properties"]
+    numeric_fields = integer_fields(model)
     values: dict[str, Any] = {}
     for form_name, field in names.items():
         value = form.get(form_name)
         if isinstance(value, str) and value.strip() != "":
             text = value.strip()
             # a form's values are all text: a number field takes its digits as the number they write
-            numeric = "integer" in json.dumps(properties.get(field, {}))
+            numeric = field in numeric_fields
             values[field] = int(text) if numeric and text.isascii() and text.isdigit() and len(text) < 12 else text
     try:
         return model.model_validate(values)

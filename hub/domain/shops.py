@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import anyio
@@ -16,8 +17,22 @@ from hub.domain.mail import send_mail
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.taxonomy_defaults import AGE_GROUPS, CATEGORIES, STYLES
-from hub.errors import Conflict, NotFound
+from hub.errors import Conflict, Invalid, NotFound
 from hub.settings import Settings
+
+
+_ADDRESS_PART = r"[^@\s\x00-\x1f\x7f-\x9f]+"
+# one address: no whitespace or control characters anywhere (a mail header must stay one line, whatever
+# characters a regex engine counts as whitespace); the same pattern in the API schema and here
+EMAIL_PATTERN = rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$"
+
+
+def check_email(email: str) -> str:
+    """The address normalised (trimmed, lower case), or ``Invalid``."""
+    email = email.strip().lower()
+    if len(email) > 254 or not re.fullmatch(EMAIL_PATTERN, email) or len(email.splitlines()) != 1:
+        raise Invalid("email must be one address like shop@example.com")
+    return email
 
 
 @dataclass(frozen=True)
@@ -29,7 +44,7 @@ class CreatedShop:
 
 async def create_shop(session: AsyncSession, name: str, email: str) -> CreatedShop:
     """Create a shop with the default taxonomy and one secret and one publishable key (flushed, not committed)."""
-    email = email.strip().lower()
+    email = check_email(email)
     if await session.scalar(select(Shop.id).where(Shop.email == email)) is not None:
         raise Conflict(f"a shop with email {email} already exists")
     shop = Shop(name=name.strip(), email=email)

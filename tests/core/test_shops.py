@@ -100,6 +100,27 @@ async def test_signup_mails_working_keys(client, smtp_server, snapshot):
     assert await snapshot() == before
 
 
+@pytest.mark.parametrize("email", ["nova\x1c@shop.example", "nova@shop.example\n", "nova@shop.exa\x85mple",
+                                   "nova@shop.example\u2028bcc@evil.example"])
+async def test_an_email_that_would_break_a_mail_header_is_400(client, smtp_server, snapshot, email):
+    """Found by Schemathesis: characters a regex does not call whitespace but a mail header calls a line break
+    (U+001C) got through signup and failed at sending (a 500)."""
+    _, inbox = smtp_server
+    before = await snapshot()
+    resp = await client.post("/api/v1/signup", json={"name": "Nova", "email": email})
+    assert resp.status_code == 400, resp.text
+    assert inbox.messages == [] and await snapshot() == before
+
+
+def test_the_domain_check_behind_the_cli_and_the_api_refuses_it_too():
+    from hub.domain.shops import check_email
+    from hub.errors import Invalid
+
+    assert check_email("  Nova@Shop.Example ") == "nova@shop.example"
+    with pytest.raises(Invalid):
+        check_email("nova\x1d@shop.example")
+
+
 async def test_signup_with_mail_down_is_503_and_creates_nothing(client, snapshot, settings):
     assert settings.smtp_url is None
     before = await snapshot()

@@ -12,7 +12,7 @@ from litestar.params import JSONBody
 from pydantic import BaseModel, Field, StringConstraints
 
 from hub.db.models import Shop
-from hub.domain.shops import commit_new_shop, create_shop, image_counts, remove_shop, sign_up
+from hub.domain.shops import EMAIL_PATTERN, commit_new_shop, create_shop, image_counts, remove_shop, sign_up
 from hub.http.auth import Caller, client_address, require_operator
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
@@ -62,7 +62,6 @@ class SignupAccepted:
     detail: str
 
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class ShopCreate(BaseModel):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
@@ -87,7 +88,7 @@ MAX_URL = 2000  # characters of an image URL
 def check_event(event: CatalogEvent) -> str | None:
     """Why the core cannot apply an event (it reports this for the one item and goes on with the rest), or None.
 
-    Ids are 1-100 characters, image URLs absolute http(s) of at most 2,000 characters, and ``updated_at`` carries
+    Ids are 1-100 characters, image URLs absolute http(s) of at most 2,000 characters without credentials, and ``updated_at`` carries
     a time zone: the core orders a product's events by it, and a naive time cannot be compared with an aware one
     (a platform that sends times without an offset usually means UTC: say so with ``tzinfo=UTC``).
     """
@@ -103,6 +104,9 @@ def check_event(event: CatalogEvent) -> str | None:
                 return f"image id must be 1-{MAX_EXTERNAL_ID} characters"
             if not image.url.startswith(("http://", "https://")) or len(image.url) > MAX_URL:
                 return f"image {image.external_id}: URL must be an absolute http(s) URL of at most {MAX_URL} characters"
+            if "@" in urlsplit(image.url).netloc:
+                return f"image {image.external_id}: URL must not carry credentials (user:password@); the core " \
+                       "fetches it as it is and shows it to browsers"
     return None
 
 

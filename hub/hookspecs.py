@@ -6,6 +6,8 @@ plugin authors is in ``docs/plugins.md``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -15,6 +17,47 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("hub")
 hookimpl = pluggy.HookimplMarker("hub")
+
+
+@dataclass(frozen=True)
+class PluginRequest:
+    """One request to a plugin's route, read whole by the core (within the hub's request body limit).
+
+    ``headers`` have lower-case names; ``query`` holds the first value of each parameter; ``path_params`` the
+    values of the route's ``{name}`` segments. The request has passed no authentication: a route is public.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class PluginResponse:
+    """What a plugin's route answers. ``body`` as ``bytes`` or ``str`` is sent as it is (``content_type``
+    defaults to ``text/plain; charset=utf-8``); a ``dict`` or ``list`` is sent as JSON."""
+
+    status: int = 200
+    body: bytes | str | dict[str, Any] | list[Any] = b""
+    content_type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+PluginHandler = Callable[[PluginRequest], Awaitable[PluginResponse]]
+
+
+@dataclass(frozen=True)
+class PluginRoute:
+    """A route a plugin serves at ``/plugins/{plugin}/{path}`` (``plugin`` is its entry-point name, so a plugin
+    can never shadow the hub's own API). ``path`` may hold ``{name}`` segments; ``methods`` are HTTP methods."""
+
+    path: str
+    handler: PluginHandler
+    methods: tuple[str, ...] = ("GET",)
+    summary: str = ""
 
 
 @hookspec
@@ -30,8 +73,14 @@ def hub_importers() -> list[Importer]:
 
 
 @hookspec
-def hub_routes() -> list[Any]:
-    """Extra Litestar route handlers or controllers to mount (a connector's OAuth callback, say)."""
+def hub_routes() -> list[PluginRoute]:
+    """Routes this plugin serves under ``/plugins/{plugin}/`` (a status page, a platform's extra callback).
+
+    The core serves what every connector needs (webhooks, OAuth callbacks); this is for anything else. Handlers
+    get a ``PluginRequest`` with no authentication and no database, and answer a ``PluginResponse``.
+
+    .. versionchanged:: 0.2.0 returns ``PluginRoute`` objects (Litestar handlers are refused at start-up).
+    """
     raise NotImplementedError  # a specification: plugins implement it
 
 

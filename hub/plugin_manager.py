@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -11,9 +12,12 @@ import pluggy
 
 from hub import hookspecs
 from hub.connectors import Connector, Importer
+from hub.hookspecs import PluginRoute
 
 log = logging.getLogger("hub.plugin_manager")
 ENTRY_POINT_GROUP = "hub"
+_ROUTE_SEGMENT = r"(?:(?!\.\.?(?:/|$))[A-Za-z0-9._-]+|\{[a-z_][a-z0-9_]*\})"  # never "." or ".."
+ROUTE_PATH = re.compile(rf"{_ROUTE_SEGMENT}(?:/{_ROUTE_SEGMENT})*|")
 
 
 class PluginError(Exception):
@@ -26,6 +30,7 @@ class Plugins:
     loaded: list[dict[str, Any]] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _owners: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def connectors(self) -> dict[str, Connector]:
         """Every connector by name; asked of the plugins once (until another plugin is registered)."""
@@ -36,18 +41,45 @@ class Plugins:
         return self._named("hub_importers", "importer")
 
     def _named(self, hook: str, kind: str) -> dict[str, Any]:
+        return self._collected(hook, kind)[0]
+
+    def provided_by(self, plugin: str) -> dict[str, list[str]]:
+        """The connector and importer names one plugin provides (from the one call each hook gets)."""
+        return {kind + "s": sorted(name for name, owner in self._collected(hook, kind)[1].items() if owner == plugin)
+                for hook, kind in (("hub_connectors", "connector"), ("hub_importers", "importer"))}
+
+    def _collected(self, hook: str, kind: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Each hook is called once per registration state: objects by name and the plugin that gave each."""
         if hook not in self._cache:
             found: dict[str, Any] = {}
-            for provided in reversed(getattr(self.manager.hook, hook)()):
-                for obj in provided or []:
+            owners: dict[str, str] = {}
+            for impl in getattr(self.manager.hook, hook).get_hookimpls():  # earliest registered first
+                for obj in impl.function() or []:
                     if obj.name in found:
                         raise PluginError(f"two plugins provide the {kind} name {obj.name!r}")
                     found[obj.name] = obj
+                    owners[obj.name] = impl.plugin_name
             self._cache[hook] = found
-        return self._cache[hook]
+            self._owners[hook] = owners
+        return self._cache[hook], self._owners[hook]
 
-    def routes(self) -> list[Any]:
-        return [route for routes in self.manager.hook.hub_routes() for route in routes or []]
+    def routes(self) -> list[tuple[str, PluginRoute]]:
+        """Every plugin route with the name of the plugin that serves it (its mount point); ``PluginError`` for
+        anything that is not a ``PluginRoute`` with a plain relative path."""
+        found: list[tuple[str, PluginRoute]] = []
+        for impl in self.manager.hook.hub_routes.get_hookimpls():
+            routes = impl.function() or []
+            if routes and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", impl.plugin_name):
+                raise PluginError(f"plugin {impl.plugin_name!r} serves routes, so its name must be a URL segment")
+            for route in routes:
+                if not isinstance(route, PluginRoute):
+                    raise PluginError(f"plugin {impl.plugin_name!r}: hub_routes must return hub.hookspecs.PluginRoute "
+                                      f"objects, not {type(route).__module__}.{type(route).__qualname__} (framework handlers are not accepted)")
+                if not ROUTE_PATH.fullmatch(route.path.strip("/")) or not route.methods:
+                    raise PluginError(f"plugin {impl.plugin_name!r}: route path {route.path!r} must be letters, "
+                                      "digits, '-', '_', '.', '/' and {name} segments, with at least one method")
+                found.append((impl.plugin_name, route))
+        return found
 
     def image_indexed(self, shop_id: int, image_id: int, source: str) -> None:
         """Tell every plugin; a plugin that raises is logged, and never undoes the indexing."""
@@ -60,6 +92,7 @@ class Plugins:
 def register(plugins: Plugins, module: Any, name: str) -> None:
     """Register one plugin object; ``PluginError`` if it implements a hook no spec knows."""
     plugins._cache.clear()
+    plugins._owners.clear()
     try:
         plugins.manager.register(module, name=name)
         plugins.manager.check_pending()
@@ -95,9 +128,6 @@ def load_plugins(disabled: set[str] | frozenset[str] = frozenset()) -> Plugins:
             }
         )
     for info in plugins.loaded:
-        module = manager.get_plugin(info["name"])
-        for hook, collected in (("hub_connectors", plugins.connectors()), ("hub_importers", plugins.importers())):
-            impl = getattr(module, hook, None)
-            info[hook.removeprefix("hub_")] = sorted(o.name for o in (impl() if impl else []) if o.name in collected)
+        info.update(plugins.provided_by(info["name"]))
     log.info("plugins loaded", extra={"plugins": [p["name"] for p in plugins.loaded], "disabled": plugins.disabled})
     return plugins

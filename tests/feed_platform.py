@@ -7,15 +7,15 @@ import hashlib
 import hmac
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from hub.testing import FakePlatform, PlatformHandler
 from tests.images import photo
 
 SECRET = "feed-webhook-secret-123"
 
 
-class FeedPlatform:
+class FeedPlatform(FakePlatform):
     def __init__(self, page_size: int = 50) -> None:
         self.products: dict[str, dict[str, Any]] = {}
         self.page_size = page_size
@@ -26,20 +26,7 @@ class FeedPlatform:
         self.lock = threading.Lock()
         platform = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _json(self, status: int, body: object) -> None:
-                self._send(status, json.dumps(body).encode())
-
+        class Handler(PlatformHandler):
             def do_GET(self) -> None:  # noqa: N802
                 path, _, query = self.path.partition("?")
                 if path == "/feed":
@@ -49,18 +36,18 @@ class FeedPlatform:
                         platform.page_requests.append(page)
                         if platform.failures.get(page, 0) > 0:
                             platform.failures[page] -= 1
-                            self._json(503, {"error": "try again"})
+                            self.send_json(503, {"error": "try again"})
                             return
                         items = list(platform.products.values())
                     size = platform.page_size
                     chunk = items[(page - 1) * size : page * size]
                     more = page * size < len(items)
-                    self._json(200, {"products": chunk, "next_page": page + 1 if more else None, "total": len(items)})
+                    self.send_json(200, {"products": chunk, "next_page": page + 1 if more else None, "total": len(items)})
                 elif path.startswith("/img/"):
                     seed = int(path.removeprefix("/img/").split(".")[0])
-                    self._send(200, photo(seed), "image/jpeg")
+                    self.send(200, photo(seed), "image/jpeg")
                 else:
-                    self._json(404, {"error": "not found"})
+                    self.send_json(404, {"error": "not found"})
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
@@ -69,25 +56,19 @@ class FeedPlatform:
                     with platform.lock:
                         hook_id = len(platform.webhooks) + len(platform.deleted) + 1
                         platform.webhooks[hook_id] = body["url"]
-                    self._json(201, {"id": hook_id})
+                    self.send_json(201, {"id": hook_id})
                 else:
-                    self._json(404, {})
+                    self.send_json(404, {})
 
             def do_DELETE(self) -> None:  # noqa: N802
                 hook_id = int(self.path.rsplit("/", 1)[1])
                 with platform.lock:
                     platform.deleted.append(hook_id)
                     platform.webhooks.pop(hook_id, None)
-                self._json(200, {})
+                self.send_json(200, {})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(Handler)
         self.feed_url = f"{self.base}/feed"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def settings(self) -> dict[str, str]:
         return {"feed_url": self.feed_url, "webhook_secret": SECRET}

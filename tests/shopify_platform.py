@@ -13,10 +13,10 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Iterator
 from typing import Any
 
+from hub.testing import FakePlatform, PlatformHandler
 from tests.images import photo
 
 TOKEN = "shpat_emulator_token_0001"
@@ -27,7 +27,7 @@ DOMAIN = "fashion-test.myshopify.com"
 BIG_ID = 2**53 + 1  # Shopify ids exceed what a float holds exactly
 
 
-class ShopifyEmulator:
+class ShopifyEmulator(FakePlatform):
     def __init__(self, bucket: float = 1000.0, restore_rate: float = 1000.0) -> None:
         self.products: dict[int, dict[str, Any]] = {}
         self.subscriptions: dict[str, tuple[str, str]] = {}
@@ -44,26 +44,13 @@ class ShopifyEmulator:
         self.lock = threading.Lock()
         emulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes, ctype: str = "application/json",
-                      headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(PlatformHandler):
             def do_GET(self) -> None:  # noqa: N802
                 match = re.fullmatch(r"/cdn/shop/files/(\d+)\.jpg(\?.*)?", self.path)
                 if match:
-                    self._send(200, photo(int(match.group(1))), "image/jpeg")
+                    self.send(200, photo(int(match.group(1))), "image/jpeg")
                 else:
-                    self._send(404, b'{"errors":"Not Found"}')
+                    self.send(404, b'{"errors":"Not Found"}')
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
@@ -75,35 +62,29 @@ class ShopifyEmulator:
                                                                                           APP_CLIENT_SECRET)
                         if valid and grant.get("code") in emulator.codes:
                             emulator.codes.discard(grant["code"])  # a code works once
-                            self._send(200, json.dumps({"access_token": TOKEN,
+                            self.send(200, json.dumps({"access_token": TOKEN,
                                                         "scope": ",".join(emulator.scopes)}).encode())
                             return
-                    self._send(400, b'{"error":"invalid_request","error_description":"The authorization code '
+                    self.send(400, b'{"error":"invalid_request","error_description":"The authorization code '
                                     b'was not found or was already used"}')
                     return
                 if not re.fullmatch(r"/admin/api/\d{4}-\d{2}/graphql\.json", self.path):
-                    self._send(404, b'{"errors":"Not Found"}')
+                    self.send(404, b'{"errors":"Not Found"}')
                     return
                 if self.headers.get("X-Shopify-Access-Token") != TOKEN or emulator.uninstalled:
-                    self._send(401, b'{"errors":"[API] Invalid API key or access token '
+                    self.send(401, b'{"errors":"[API] Invalid API key or access token '
                                     b'(unrecognized login or wrong password)"}')
                     return
                 with emulator.lock:
                     if emulator.rate_limit_next > 0:
                         emulator.rate_limit_next -= 1
-                        self._send(429, b'{"errors":"Exceeded 2 calls per second for api client."}',
+                        self.send(429, b'{"errors":"Exceeded 2 calls per second for api client."}',
                                    headers={"Retry-After": "1.0"})
                         return
                     status, body = emulator.graphql(json.loads(raw))
-                self._send(status, json.dumps(body).encode())
+                self.send(status, json.dumps(body).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
     def approve(self, authorize_url: str, secret: str = APP_CLIENT_SECRET) -> str:
         """What the merchant's browser does: approve the app; the callback URL Shopify redirects to."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -15,7 +16,7 @@ from litestar import get
 
 from hub import hookspecs
 from hub.connectors import Connector, ImportOptions, ImportRow, RowError, secret_fields
-from hub.hookspecs import hookimpl
+from hub.hookspecs import PluginRequest, PluginResponse, PluginRoute, hookimpl
 from hub.plugin_manager import PluginError, load_plugins, register
 from tests.conftest import serve_app, wait_for_images
 from tests.images import photo
@@ -76,12 +77,19 @@ async def test_ready_lists_plugins(client):
 async def test_hub_routes_and_hub_image_indexed(settings, make_shop_for):
     indexed: list[tuple[int, int, str]] = []
 
-    @get("/plugins/test/hello")
-    async def hello() -> dict[str, str]:
-        return {"hello": "from a plugin"}
+    seen: list[PluginRequest] = []
+
+    async def hello(request: PluginRequest) -> PluginResponse:
+        seen.append(request)
+        return PluginResponse(body={"hello": request.path_params["who"], "q": request.query.get("q")})
+
+    async def echo(request: PluginRequest) -> PluginResponse:
+        return PluginResponse(status=201, body=request.body[::-1], content_type="application/octet-stream",
+                              headers={"x-plugin": "test"})
 
     plugin = types.ModuleType("test_plugin")
-    plugin.hub_routes = hookimpl(lambda: [hello])
+    plugin.hub_routes = hookimpl(lambda: [PluginRoute("hello/{who}", hello),
+                                          PluginRoute("/echo", echo, methods=("POST",))])
     plugin.hub_routes.__name__ = "hub_routes"
 
     def hub_image_indexed(shop_id: int, image_id: int, source: str) -> None:
@@ -91,12 +99,44 @@ async def test_hub_routes_and_hub_image_indexed(settings, make_shop_for):
     plugins = load_plugins()
     register(plugins, plugin, "test-plugin")
     async with serve_app(settings, plugins=plugins) as client:
-        assert (await client.get("/plugins/test/hello")).json() == {"hello": "from a plugin"}
+        hi = await client.get("/plugins/test-plugin/hello/world?q=dress", headers={"X-Trace": "1"})
+        assert hi.status_code == 200 and hi.json() == {"hello": "world", "q": "dress"}
+        assert seen[0].method == "GET" and seen[0].headers["x-trace"] == "1"
+        assert seen[0].path == "/plugins/test-plugin/hello/world"
+        echoed = await client.post("/plugins/test-plugin/echo", content=b"abc")
+        assert (echoed.status_code, echoed.content, echoed.headers["x-plugin"]) == (201, b"cba", "test")
+        assert (await client.get("/plugins/test-plugin/echo")).status_code == 405
+        # a plugin's routes are its own: never in the hub's typed API document
+        assert not [p for p in (await client.get("/schema/openapi.json")).json()["paths"] if "plugins" in p]
         shop = await make_shop_for(client)
         up = await client.post("/api/v1/images", files={"file": ("a.jpg", photo(3), "image/jpeg")},
                                headers=shop.secret)
         await wait_for_images(client, shop.secret, [up.json()["id"]], {"ready"})
     assert indexed == [(shop["id"], up.json()["id"], "manual")]
+
+
+@pytest.mark.parametrize("returned, message", [
+    ("litestar", "not litestar.handlers.http_handlers.decorators.get (framework handlers are not accepted)"),
+    (PluginRoute("../api/v1/shop", None), "route path '../api/v1/shop'"),
+    (PluginRoute("a/./b", None), "route path 'a/./b'"),
+    (PluginRoute("a//b", None), "route path 'a//b'"),
+    (PluginRoute("ok", None, methods=()), "at least one method"),
+])
+def test_plugin_routes_are_sdk_objects_under_the_plugins_own_prefix(returned, message):
+    """A framework handler, a path that climbs out of /plugins/{name}/, or a route with no method stops the
+    start-up with the plugin's name (a plugin can never shadow the hub's API)."""
+    if returned == "litestar":
+        @get("/api/v1/shop")
+        async def shadow() -> None:
+            return None
+        returned = shadow
+    plugin = types.ModuleType("routes_plugin")
+    plugin.hub_routes = hookimpl(lambda: [returned])
+    plugin.hub_routes.__name__ = "hub_routes"
+    plugins = load_plugins()
+    register(plugins, plugin, "routes-plugin")
+    with pytest.raises(PluginError, match=f"plugin 'routes-plugin'.*{re.escape(message)}"):
+        plugins.routes()
 
 
 def test_every_hook_is_documented_and_tested():

@@ -3,9 +3,10 @@ and shown to catch a connector that breaks the contract."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from hub.connectors import Delivery
+from hub.connectors import CatalogPage, Delivery
 from hub.plugin_manager import load_plugins
 from hub.testing import ConnectorContract
 from tests.feed_platform import FeedPlatform, signed
@@ -21,6 +22,10 @@ def platform():
 
 
 class TestExampleConnector(ConnectorContract):
+    @pytest.fixture
+    def bad_connection_settings(self, platform):
+        return platform.settings() | {"feed_url": f"{platform.base}/no-feed-here"}
+
     @pytest.fixture
     def connector(self):
         return load_plugins().connectors()["example"]  # as installed, through its entry point
@@ -120,3 +125,56 @@ async def test_the_contract_catches_naive_timestamps(platform):
     async for ctx in contract.ctx.__wrapped__(contract, broken, platform.settings(), "http://127.0.0.1:9/w"):
         with pytest.raises(AssertionError, match="time zone"):
             contract.test_parse_gives_typed_valid_events_and_a_delivery_id(broken, ctx, genuine)
+
+
+class CarelessConnector(TrustingConnector):
+    """Breaks the contract in the ways the strict suite was made for: any credentials pass, the catalog is read
+    with a client of its own, image URLs carry the secret, and ProductChanged comes without a way to read it."""
+
+    async def check(self, ctx):
+        return {}
+
+    def parse(self, ctx, delivery):
+        from dataclasses import replace
+
+        from hub.connectors import ParsedDelivery, ProductChanged
+
+        parsed = self.real.parse(ctx, delivery)
+        leaky = tuple(replace(e, images=tuple(replace(i, url=f"{i.url}?key={ctx.settings.webhook_secret}")
+                                              for i in e.images)) for e in parsed.events)
+        return ParsedDelivery(parsed.delivery_id, leaky + (ProductChanged("1"),), parsed.topic)
+
+
+async def test_the_strict_contract_catches_a_careless_connector(platform, tmp_path):
+    contract = TestExampleConnector()
+    careless = CarelessConnector(load_plugins().connectors()["example"])
+    genuine = contract.genuine_delivery.__wrapped__(contract, platform)
+    bad = contract.bad_connection_settings.__wrapped__(contract, platform)
+    with pytest.raises(pytest.fail.Exception, match="ConnectorError"):
+        await contract.test_check_refuses_bad_credentials(careless, "http://127.0.0.1:9/w", bad)
+    async for ctx in contract.ctx.__wrapped__(contract, careless, platform.settings(), "http://127.0.0.1:9/w"):
+        with pytest.raises(AssertionError, match="carries a secret setting"):
+            contract.test_parse_gives_typed_valid_events_and_a_delivery_id(careless, ctx, genuine)
+        with pytest.raises(AssertionError, match="must implement product"):
+            contract.test_a_connector_that_sends_product_changed_reads_products(careless, ctx, genuine, None, None)
+
+    class OwnClient(TrustingConnector):
+        async def catalog(self, ctx, cursor):
+            async with httpx.AsyncClient() as own:
+                resp = await own.get(ctx.settings.feed_url, params={"page": 1})
+            yield CatalogPage(events=(), cursor=None, total=len(resp.json()["products"]))
+
+    own = OwnClient(load_plugins().connectors()["example"])
+    async for ctx in contract.ctx.__wrapped__(contract, own, platform.settings(), "http://127.0.0.1:9/w"):
+        with pytest.raises(AssertionError, match="without ctx.http"):
+            await contract.test_catalog_pages_resume_from_their_cursor(own, ctx)
+
+    one_page = FeedPlatform(page_size=100)
+    one_page.put(1, [1])
+    try:
+        real = load_plugins().connectors()["example"]
+        async for ctx in contract.ctx.__wrapped__(contract, real, one_page.settings(), "http://127.0.0.1:9/w"):
+            with pytest.raises(AssertionError, match="fits one page"):
+                await contract.test_catalog_pages_resume_from_their_cursor(real, ctx)
+    finally:
+        one_page.close()

@@ -14,7 +14,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from oauthlib.oauth1.rfc5849 import signature as oauth
 
+from hub.testing import FakePlatform, PlatformHandler
 from tests.images import photo
 
 KEY = "ck_" + "1a2b3c4d5e" * 4
@@ -51,7 +51,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class WooEmulator:
+class WooEmulator(FakePlatform):
     def __init__(self, tls_folder: Path | None = None, strip_authorization: bool = False,
                  pretty_permalinks: bool = True) -> None:
         self.products: dict[int, dict[str, Any]] = {}
@@ -73,10 +73,7 @@ class WooEmulator:
         self.uploads_down = False  # (webhook id, the status the delivery URL answered)
         emulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(PlatformHandler):
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
                       ctype: str = "application/json") -> None:
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -131,27 +128,19 @@ class WooEmulator:
             def do_DELETE(self) -> None:  # noqa: N802
                 self._handle("DELETE")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        scheme = "http"
+        context = None
         if tls_folder is not None:
             self.cert, key = self_signed(tls_folder)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.cert, key)
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
-        self.base = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, tls=context)
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         return {"store_url": self.base, "consumer_key": KEY, "consumer_secret": SECRET, **overrides}
 
     # -- authentication, as WooCommerce checks it -----------------------------------------------------------
 
-    def authenticate(self, handler: BaseHTTPRequestHandler, method: str, parts: Any) -> str | None:
+    def authenticate(self, handler: PlatformHandler, method: str, parts: Any) -> str | None:
         query = dict(parse_qsl(parts.query))
         header = None if self.strip_authorization else handler.headers.get("Authorization")
         https = self.base.startswith("https")

@@ -24,6 +24,7 @@ from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
 from hub.db.engine import migrate
 from hub.http.errors import EXCEPTION_HANDLERS
+from hub.http.routes.plugin_routes import plugin_handler
 from hub.http.openapi import ErrorResponses, ForbidExtraFields
 from hub.http.routes.health import health, ready
 from hub.http.routes.images import ImageController
@@ -165,7 +166,7 @@ def create_app(
         LegacyRecommendationController,
         WebhookController,
         OAuthCallbackController,
-        *services.plugins.routes(),
+        *(plugin_handler(plugin, plugin_route) for plugin, plugin_route in services.plugins.routes()),
     ]
     app = Litestar(
         route_handlers=handlers,

@@ -36,6 +36,24 @@ def emulator(monkeypatch):
 
 class TestShopifyContract(ConnectorContract):
     @pytest.fixture
+    def bad_connection_settings(self, emulator):
+        return emulator.settings(access_token="shpat_revoked-or-mistyped")
+
+    @pytest.fixture
+    def existing_product_id(self, connection_settings):
+        return "7"
+
+    @pytest.fixture
+    def stale_delivery(self, emulator):
+        """Genuinely signed, triggered two days ago: a captured delivery replayed later."""
+        from datetime import UTC, datetime, timedelta
+
+        emulator.put(5, [5, 6])
+        old = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+        body, headers = delivery("products/update", emulator.rest(5), triggered_at=old)
+        return Delivery({k.lower(): v for k, v in headers.items()}, body, received_at=datetime.now(UTC))
+
+    @pytest.fixture
     def connector(self):
         return load_plugins().connectors()["shopify"]
 

@@ -29,6 +29,14 @@ def woo():
 
 class TestWooCommerceContract(ConnectorContract):
     @pytest.fixture
+    def bad_connection_settings(self, woo):
+        return woo.settings(consumer_secret="cs_" + "0" * 40)
+
+    @pytest.fixture
+    def existing_product_id(self, connection_settings):
+        return "7"
+
+    @pytest.fixture
     def connector(self):
         return load_plugins().connectors()["woocommerce"]
 

@@ -8,11 +8,12 @@ import json
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from hub.testing import FakePlatform, PlatformHandler
 
-class HostileServer:
+
+class HostileServer(FakePlatform):
     """Every request is recorded (method, path, headers, body). Behaviour by path prefix:
 
     - ``/endless``: a JSON array that never ends (chunked), up to ``endless_cap`` bytes, then the connection drops;
@@ -33,11 +34,8 @@ class HostileServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(PlatformHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
             def _record(self, method: str) -> bytes:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -130,15 +128,11 @@ class HostileServer:
             def do_DELETE(self) -> None:  # noqa: N802
                 self._handle("DELETE")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
     def saw(self, needle: str) -> bool:
         """True if any request carried ``needle`` anywhere (path, headers or body)."""

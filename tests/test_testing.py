@@ -178,3 +178,46 @@ async def test_the_strict_contract_catches_a_careless_connector(platform, tmp_pa
                 await contract.test_catalog_pages_resume_from_their_cursor(real, ctx)
     finally:
         one_page.close()
+
+
+def test_running_hub_serves_a_plugin_end_to_end(tmp_path):
+    """What docs/plugins.md tells an author to do, with hub.testing alone: a real `hub serve` (its own generated
+    model), the installed example plugin, a fake platform on loopback; connect, sync, images ready, a signed
+    delivery applied, the shop's publishable key ranks them."""
+    import time
+
+    from hub.testing import running_hub
+
+    feed = FeedPlatform(page_size=2)
+    for pid in range(1, 4):
+        feed.put(pid, [pid])
+    try:
+        with running_hub(tmp_path / "hub") as hub:
+            shop = hub.create_shop()
+            key = {"Authorization": f"Bearer {shop['secret_key']}"}
+            made = httpx.post(f"{hub.base}/api/v1/connections", headers=key, timeout=60,
+                              json={"connector": "example", "settings": feed.settings()})
+            assert made.status_code == 201, made.text
+            connection = made.json()
+
+            def settle(wanted: int) -> list[dict]:
+                deadline = time.monotonic() + 90
+                while True:
+                    items = httpx.get(f"{hub.base}/api/v1/images", headers=key, params={"limit": 100}).json()["items"]
+                    if len(items) == wanted and all(i["status"] == "ready" for i in items):
+                        return items
+                    assert time.monotonic() < deadline, items
+                    time.sleep(0.2)
+
+            assert len(settle(3)) == 3
+            body, headers = signed({"event": "product.updated", "delivery_id": "e2e-1",
+                                    "product": feed.put(4, [4], updated_at="2026-11-02T09:00:00")})
+            hook = httpx.post(connection["webhook_url"], content=body, headers=headers, timeout=30)
+            assert hook.status_code == 200, hook.text
+            assert len(settle(4)) == 4
+            ranked = httpx.post(f"{hub.base}/api/v1/recommendations", timeout=30,
+                                headers={"Authorization": f"Bearer {shop['publishable_key']}"},
+                                json={"prompt": "a dress", "limit": 10})
+            assert ranked.status_code == 200 and len(ranked.json()["results"]) == 4
+    finally:
+        feed.close()

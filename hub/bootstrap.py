@@ -14,6 +14,7 @@ secret box and the pipeline — and, except for a command-line job, the ``Runtim
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,8 +28,10 @@ from hub.domain.secrets import SecretBox
 from hub.domain.services import Services
 from hub.http.app import create_app
 from hub.plugin_manager import Plugins, load_plugins
-from hub.settings import Settings
+from hub.settings import Settings, old_names_in_use
 from hub.worker.runtime import Runtime
+
+log = logging.getLogger("hub.bootstrap")
 
 Role = Literal["embedded", "api", "worker", "cli"]
 
@@ -61,6 +64,8 @@ def serve_role(settings: Settings) -> Role:
 def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
           pipeline: Pipeline | None = None) -> Hub:
     """Wire one process. ``pipeline`` replaces the runtime (tests that watch what the API queues)."""
+    for renamed in old_names_in_use():
+        log.warning("a setting is set under its old name; it still works, rename it", extra={"setting": renamed})
     plugins = plugins if plugins is not None else load_plugins(settings.disabled_plugin_names)
     engine = create_engine(settings.db_url)
     services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,

@@ -276,6 +276,16 @@ class AppDeliveries(Protocol):
 
 
 @runtime_checkable
+class ScheduledSync(Protocol):
+    """Optional: the connector says how often the core should re-read a connection's catalog when the shop does
+    not say (``sync_interval_minutes`` on the connection). A platform without webhooks needs it: its catalog is
+    kept current by these syncs alone."""
+
+    def sync_interval_minutes(self, settings: Any) -> int | None:
+        """Minutes between two full reads for these (validated) settings, at least 5; None: only on request."""
+
+
+@runtime_checkable
 class AccessCheck(Protocol):
     """Optional: the connector can ask the platform whether the hub's access to a store was revoked. The core
     asks before it applies ``ConnectionDisabled`` or ``ConnectionErased`` from a delivery to an active connection

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "patrickjohncyh/fashion-clip"
 
 
+# settings renamed for what they govern (they were named for images, and govern deliveries and jobs too): the old
+# names are still read, from the environment, a .env file or keyword arguments; the new name wins when both are set
+RENAMED = {
+    "retry_max_attempts": "embed_max_attempts",
+    "retry_first_seconds": "embed_retry_seconds",
+    "lease_seconds": "embed_lease_seconds",
+}
+
+
+def _renamed(name: str) -> AliasChoices:
+    old = RENAMED[name]
+    return AliasChoices(name, f"HUB_{name.upper()}", old, f"HUB_{old.upper()}")
+
+
+def old_names_in_use(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The renamed ``HUB_*`` variables set under their old names (the service warns about them at start-up)."""
+    environ = os.environ if environ is None else environ
+    return [f"HUB_{old.upper()} (now HUB_{new.upper()})" for new, old in RENAMED.items()
+            if f"HUB_{old.upper()}" in {key.upper() for key in environ}]
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Unset values fall back to the embedded single-machine default."""
 
-    model_config = SettingsConfigDict(env_prefix="HUB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HUB_", env_file=".env", extra="ignore", populate_by_name=True)
 
     home: Path = Field(Path(".hub"), description="Embedded data folder (SQLite, media, vectors).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in HUB_HOME.")
@@ -45,11 +68,15 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="cpu, cuda or cuda:N; default cuda when present.")
     embed_batch_size: int = Field(32, ge=1, le=256, description="Images per forward pass.")
     embed_batch_wait_ms: int = Field(100, ge=0, le=5000, description="How long a batch waits to fill.")
-    embed_max_attempts: int = Field(13, ge=1, le=100, description="Attempts before an image (or a delivery, a job) "
-                                    "fails: with the default delays, about 4.4 hours of retrying.")
-    embed_retry_seconds: float = Field(10.0, gt=0, description="First retry delay; doubles each attempt.")
+    retry_max_attempts: int = Field(13, ge=1, le=100, validation_alias=_renamed("retry_max_attempts"),
+                                    description="Attempts before an image, a webhook delivery or a job fails: with "
+                                    "the default delays, about 4.4 hours of retrying.")
+    retry_first_seconds: float = Field(10.0, gt=0, validation_alias=_renamed("retry_first_seconds"),
+                                       description="First retry delay (images, deliveries, jobs); doubles each attempt.")
     retry_max_seconds: float = Field(3600.0, gt=0, description="Longest delay between two attempts.")
-    embed_lease_seconds: float = Field(300.0, gt=0, description="After this, a claimed image is re-queued.")
+    lease_seconds: float = Field(300.0, gt=0, validation_alias=_renamed("lease_seconds"),
+                                 description="Claimed work (an image, a delivery, a job, a queued task) whose worker "
+                                 "vanished is handed out again after this.")
     sweep_seconds: int = Field(30, ge=1, description="How often stuck images are re-queued.")
     delivery_retention_days: int = Field(30, ge=1, description="How long webhook delivery records are kept.")
     worker_concurrency: int = Field(64, ge=1, le=1000, description="Tasks a worker runs at once.")
@@ -176,13 +203,13 @@ class Settings(BaseSettings):
     def retry_delay(self, attempts: int) -> timedelta:
         """Exponential backoff after the n-th failed attempt (images, deliveries, jobs), capped at
         HUB_RETRY_MAX_SECONDS: 10 s, 20 s, 40 s … 1 h, so a host that is down for hours is still waited for."""
-        seconds = self.embed_retry_seconds * 2 ** min(max(0, attempts - 1), 40)
+        seconds = self.retry_first_seconds * 2 ** min(max(0, attempts - 1), 40)
         return timedelta(seconds=min(seconds, self.retry_max_seconds))
 
     @property
     def lease(self) -> timedelta:
         """How long claimed work (an image, a delivery, a job) is someone's before the sweep hands it out again."""
-        return timedelta(seconds=self.embed_lease_seconds)
+        return timedelta(seconds=self.lease_seconds)
 
     @property
     def db_url(self) -> str:

@@ -120,7 +120,7 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
         "home": tmp_path / "home",
         "model": str(test_model),
         "sweep_seconds": 1,
-        "embed_retry_seconds": 0.2,
+        "retry_first_seconds": 0.2,
         "rate_limit": "100000/minute",
         "database_url": database_url,
         "admin_token": ADMIN_TOKEN,

@@ -60,3 +60,37 @@ def test_cli_refuses_bad_settings_with_exit_2(tmp_path):
     assert proc.returncode == 2
     assert "HUB_DATABASE_URL: must be a postgresql://… or sqlite:///… URL" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_renamed_settings_still_read_their_old_names(monkeypatch, tmp_path, caplog):
+    """HUB_EMBED_* named retries and leases for images; they govern deliveries and jobs too, so they were renamed.
+    The old names still work from the environment and as keywords; the new name wins; start-up warns."""
+    import logging
+
+    from hub.bootstrap import build
+
+    monkeypatch.setenv("HUB_HOME", str(tmp_path))
+    monkeypatch.setenv("HUB_EMBED_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("HUB_EMBED_RETRY_SECONDS", "2.5")
+    monkeypatch.setenv("HUB_EMBED_LEASE_SECONDS", "60")
+    s = load_settings()
+    assert (s.retry_max_attempts, s.retry_first_seconds, s.lease_seconds) == (5, 2.5, 60)
+    assert s.retry_delay(2).total_seconds() == 5.0 and s.lease.total_seconds() == 60
+    monkeypatch.setenv("HUB_RETRY_MAX_ATTEMPTS", "7")
+    assert load_settings().retry_max_attempts == 7
+    assert load_settings(embed_lease_seconds=30).lease_seconds == 30
+    assert load_settings(lease_seconds=31).lease_seconds == 31
+    with caplog.at_level(logging.WARNING, logger="hub.bootstrap"):
+        build(load_settings(), "cli")
+    warned = {r.setting for r in caplog.records if hasattr(r, "setting")}
+    assert "HUB_EMBED_LEASE_SECONDS (now HUB_LEASE_SECONDS)" in warned and len(warned) == 3
+
+
+def test_a_bad_value_under_an_old_or_new_name_is_named(monkeypatch):
+    monkeypatch.setenv("HUB_EMBED_MAX_ATTEMPTS", "many")
+    with pytest.raises(SettingsError, match="MAX_ATTEMPTS"):
+        load_settings()
+    monkeypatch.delenv("HUB_EMBED_MAX_ATTEMPTS")
+    monkeypatch.setenv("HUB_LEASE_SECONDS", "-1")
+    with pytest.raises(SettingsError, match="HUB_LEASE_SECONDS"):
+        load_settings()

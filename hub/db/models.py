@@ -151,6 +151,10 @@ class Connection(Base):
     via_app: Mapped[bool] = mapped_column(Boolean, default=False)  # installed through the operator's app (OAuth)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), default=None)  # where its webhooks point
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what the connector's check reported
+    # the catalog is re-read every sync_interval_minutes (None: only when asked); the sweep starts the sync due at
+    # next_sync_at
+    sync_interval_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    next_sync_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

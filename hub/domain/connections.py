@@ -12,11 +12,11 @@ import anyio
 import httpx
 from pydantic import ValidationError
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.connectors import AppDeliveries, ConnectionContext, Connector, ConnectorError, secret_fields
-from hub.errors import Conflict, HubError, PlatformFailed, Unprocessable, not_found, validation_detail
+from hub.connectors import AppDeliveries, ConnectionContext, Connector, ConnectorError, ScheduledSync, secret_fields
+from hub.errors import Conflict, HubError, PlatformFailed, RateLimited, Unprocessable, not_found, validation_detail
 from hub.domain.jobs import JobOut, create_job, job_json
 from hub.db.engine import affected
 from hub.db.models import Connection, Image, Job, WebhookDelivery, utcnow
@@ -60,6 +60,8 @@ class ConnectionOut(TypedDict):
     info: dict[str, Any] | None
     webhook_url: str
     webhooks: WebhookStatus
+    sync_interval_minutes: int | None
+    next_sync_at: datetime | None
     created_at: datetime
     updated_at: datetime | None
 
@@ -84,6 +86,8 @@ def connection_json(row: Connection, connector: Connector | None, services: Serv
         "info": row.info,
         "webhook_url": row.webhook_url or services.webhook_url(row),
         "webhooks": webhook_status(row, services),
+        "sync_interval_minutes": row.sync_interval_minutes,
+        "next_sync_at": row.next_sync_at,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -98,10 +102,67 @@ def find_connector(plugins: Any, name: str) -> Connector:
     return connector
 
 
+MIN_SYNC_INTERVAL = 5  # minutes
+MAX_SYNC_INTERVAL = 7 * 24 * 60
+
+
+def check_sync_interval(minutes: int | None) -> int | None:
+    """A connection's schedule: None or 0 is none; otherwise 5 minutes to a week (``Invalid`` otherwise)."""
+    if not minutes:
+        return None
+    if not MIN_SYNC_INTERVAL <= minutes <= MAX_SYNC_INTERVAL:
+        raise Unprocessable(f"sync_interval_minutes must be 0 (off) or {MIN_SYNC_INTERVAL}-{MAX_SYNC_INTERVAL}")
+    return minutes
+
+
+def default_sync_interval(connector: Connector, settings: Any) -> int | None:
+    """The connector's schedule for these settings (``ScheduledSync``), kept within the allowed range."""
+    if not isinstance(connector, ScheduledSync):
+        return None
+    minutes = connector.sync_interval_minutes(settings)
+    return None if not minutes else min(max(int(minutes), MIN_SYNC_INTERVAL), MAX_SYNC_INTERVAL)
+
+
+def schedule_next_sync(row: Connection) -> None:
+    """The next scheduled sync is one interval after the latest (any sync, asked for or scheduled)."""
+    row.next_sync_at = (utcnow() + timedelta(minutes=row.sync_interval_minutes)
+                        if row.sync_interval_minutes else None)
+
+
 async def start_sync(pipeline: Any, db: Any, row: Connection) -> Any:
+    """A full catalog read as a job (409 while one runs); the next scheduled one moves an interval on."""
+    schedule_next_sync(row)  # committed with the job, or rolled back with it
     job = await create_job(db, row.shop_id, "sync", {}, connection_id=row.id)
     await pipeline.job_queued(job.id)
     return job
+
+
+async def start_due_syncs(services: Services, limit: int = 100) -> list[int]:
+    """Start the scheduled syncs that are due (the sweep calls this); each connection is claimed by moving its
+    ``next_sync_at`` one interval on, so two sweeps never start one sync twice. A connection that has a sync
+    running already, or a shop at its limit of jobs, waits for the next interval."""
+    now = utcnow()
+    started: list[int] = []
+    async with services.sessions() as session:
+        due = list(await session.execute(
+            select(Connection.id, Connection.shop_id, Connection.next_sync_at, Connection.sync_interval_minutes)
+            .where(Connection.status == "active", Connection.sync_interval_minutes.is_not(None),
+                   Connection.next_sync_at <= now)
+            .order_by(Connection.next_sync_at).limit(limit)))
+        await session.commit()
+        for connection_id, shop_id, due_at, minutes in due:
+            claimed = await session.execute(
+                update(Connection).where(Connection.id == connection_id, Connection.next_sync_at == due_at)
+                .values(next_sync_at=now + timedelta(minutes=minutes or MIN_SYNC_INTERVAL)))
+            await session.commit()
+            if affected(claimed) != 1:
+                continue
+            try:
+                job = await create_job(session, shop_id, "sync", {"scheduled": True}, connection_id=connection_id)
+            except (Conflict, RateLimited):
+                continue
+            started.append(job.id)
+    return started
 
 
 def platform_problem(connector: Connector, exc: BaseException) -> HubError:
@@ -135,7 +196,7 @@ async def talk_to_platform(settings: Settings, connector: Connector, call: Any) 
 
 async def open_connection(
     db: Any, services: Services, shop_id: int, connector: Connector, name: str, values: dict[str, Any], sync: bool,
-    existing: Connection | None = None, via_app: bool = False,
+    existing: Connection | None = None, via_app: bool = False, sync_interval: int | None = None,
 ) -> ConnectedOut:
     """Validate the settings, check them and register webhooks with the platform, then activate the connection
     and start the first sync. ``existing`` is reconnected in place.
@@ -144,7 +205,11 @@ async def open_connection(
     (its id goes into the webhook URL, and a platform that pings that URL while the webhook is being created —
     WooCommerce does — gets an answer), the platform is called with no transaction open, and the outcome is a
     second short write: ``active``, or the row removed again if the platform disagrees.
+
+    ``sync_interval`` (minutes; 0 turns it off) schedules full re-reads; None keeps a reconnected connection's
+    schedule, or takes the connector's default (``ScheduledSync``) for a new one.
     """
+    interval = check_sync_interval(sync_interval) if sync_interval is not None else None
     try:
         validated = connector.settings_model.model_validate(values)
     except ValidationError as exc:
@@ -198,6 +263,11 @@ async def open_connection(
                                           | {WEBHOOK_SECRET: webhook_secret})
     fresh.info, fresh.webhook_state, fresh.webhook_url = info, webhook_state, url
     fresh.status, fresh.via_app = "active", via_app or fresh.via_app
+    if sync_interval is not None:
+        fresh.sync_interval_minutes = interval
+    elif existing is None:
+        fresh.sync_interval_minutes = default_sync_interval(connector, validated)
+    schedule_next_sync(fresh)
     if existing is not None:  # a new installation: what was received for the old one is no longer its history
         await db.execute(sql_delete(WebhookDelivery).where(WebhookDelivery.connection_id == fresh.id))
     await db.commit()
@@ -338,6 +408,20 @@ async def get_connection(session: AsyncSession, shop_id: int, connection_id: int
 
 async def list_connections(session: AsyncSession, shop_id: int) -> list[Connection]:
     return list(await session.scalars(select(Connection).where(Connection.shop_id == shop_id).order_by(Connection.id)))
+
+
+async def update_connection(session: AsyncSession, shop_id: int, connection_id: int, name: str | None,
+                            sync_interval: int | None) -> Connection:
+    """Rename a connection or change its schedule (``sync_interval`` minutes, 0 off; None leaves it)."""
+    row = await get_connection(session, shop_id, connection_id)
+    if sync_interval is not None:
+        row.sync_interval_minutes = check_sync_interval(sync_interval)
+        schedule_next_sync(row)
+    if name is not None:
+        row.name = name
+    await session.commit()
+    await session.refresh(row)
+    return row
 
 
 async def sync_connection(session: AsyncSession, services: Services, shop_id: int, connection_id: int) -> Job:

@@ -90,7 +90,7 @@ async def retry_images(session: AsyncSession, image_ids: list[int], next_attempt
 
 def requeue_at(settings: Settings) -> datetime:
     """When the sweep should queue a new image again if its first task never ran (broker down, crash)."""
-    return utcnow() + timedelta(seconds=settings.embed_lease_seconds)
+    return utcnow() + timedelta(seconds=settings.lease_seconds)
 
 
 class TaxonRef(TypedDict):
@@ -100,7 +100,7 @@ class TaxonRef(TypedDict):
 
 class ImageOut(TypedDict):
     """An image: ``status`` pending → embedding → ready, or failed with ``error`` (retried until
-    HUB_EMBED_MAX_ATTEMPTS; ``next_attempt_at`` is when a retry is due); ``file_url`` for an uploaded file,
+    HUB_RETRY_MAX_ATTEMPTS; ``next_attempt_at`` is when a retry is due); ``file_url`` for an uploaded file,
     ``image_url`` for one fetched from the web."""
 
     id: int

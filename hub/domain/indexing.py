@@ -266,7 +266,7 @@ class Embedder:
 
     async def _mark_retry(self, img: Image, reason: str, *, counts: bool) -> Outcome:
         attempts = img.attempts  # as the claim left it: this attempt included
-        if counts and attempts >= self.settings.embed_max_attempts:
+        if counts and attempts >= self.settings.retry_max_attempts:
             return await self._mark_failed(img, f"gave up after {attempts} attempts: {reason}")
         values: dict[str, Any] = {
             "status": "pending",

@@ -49,12 +49,14 @@ class JobErrorOut(TypedDict, total=False):
 
 
 class JobOut(TypedDict):
-    """A sync or an import: ``status`` is queued → running → succeeded or failed; ``errors`` lists the first
+    """A sync or an import: ``status`` is queued → running → succeeded or failed; ``scheduled`` is true for a sync
+    the connection's schedule started; ``errors`` lists the first
     1,000 items that failed (``errors_truncated`` when there were more); ``error`` says why a failed job failed."""
 
     id: int
     kind: str
     status: str
+    scheduled: bool
     connection_id: int | None
     total: int | None
     done: int
@@ -75,6 +77,7 @@ def job_json(job: Job) -> JobOut:
         "id": job.id,
         "kind": job.kind,
         "status": job.status,
+        "scheduled": bool((job.params or {}).get("scheduled")),  # started by the connection's schedule
         "connection_id": job.connection_id,
         "total": job.total,
         "done": job.done,
@@ -208,7 +211,7 @@ async def run_job(services: Services, job_id: int, runners: dict[str, Runner],
         return await finish_job(services, job_id, "failed", redact(str(exc))[:2000])
     except (*TRANSIENT, ConnectorError) as exc:
         reason = redact(f"{type(exc).__name__}: {exc}")[:2000]  # (an error's URL may carry the store's keys)
-        if job.attempts >= services.settings.embed_max_attempts or isinstance(exc, ConnectorError):
+        if job.attempts >= services.settings.retry_max_attempts or isinstance(exc, ConnectorError):
             return await finish_job(services, job_id, "failed", reason)
         log.warning("job interrupted; it will resume", extra={"job_id": job_id, "reason": reason})
         return await requeue_job(services, job_id, reason, services.settings.retry_delay(job.attempts))

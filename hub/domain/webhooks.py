@@ -249,7 +249,7 @@ async def process_delivery(services: Services, delivery_pk: int) -> str:
         shop_id, changes = await _apply(services, record)
     except Exception as exc:  # noqa: BLE001 - every failure is retried, then recorded
         reason = redact(f"{type(exc).__name__}: {exc}")[:2000]
-        failed = record.attempts >= services.settings.embed_max_attempts
+        failed = record.attempts >= services.settings.retry_max_attempts
         async with services.sessions() as session:
             await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_pk).values(
                 status="failed" if failed else "received", error=reason,

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.domain.connections import drop_abandoned_connections, move_webhooks, recognise_app_installs
+from hub.domain.connections import drop_abandoned_connections, move_webhooks, recognise_app_installs, start_due_syncs
 from hub.errors import Unavailable
 from hub.domain.jobs import due_jobs, run_job
 from hub.db.models import Image
@@ -258,7 +258,8 @@ class Runtime:
         deliveries = await due_deliveries(self.services)
         await self.deliveries_received(deliveries)
         jobs = await due_jobs(self.services)
-        for job_id in jobs:
+        scheduled = await start_due_syncs(self.services)
+        for job_id in [*jobs, *scheduled]:
             await self.job_queued(job_id)
         removed = 0
         reach: dict[str, int] = {}
@@ -270,7 +271,7 @@ class Runtime:
         if not self._app_installs_recognised:
             await recognise_app_installs(self.services)
             self._app_installs_recognised = True
-        report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "orphan_vectors_removed": removed,
+        report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "scheduled_syncs": len(scheduled), "orphan_vectors_removed": removed,
                   "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned,
                   **reach, **await move_webhooks(self.services)}
         if any(value for key, value in report.items() if key != "vectors_checked"):

@@ -35,7 +35,7 @@ def make_broker(settings: Settings) -> AsyncBroker:
             settings.broker_url,
             queue_name=settings.queue_name,
             consumer_group_name="hub-workers",
-            idle_timeout=int(settings.embed_lease_seconds * 1000),
+            idle_timeout=int(settings.lease_seconds * 1000),
             socket_timeout=None,
         )
     return InMemoryBroker(max_async_tasks=settings.worker_concurrency)

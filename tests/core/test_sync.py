@@ -128,3 +128,125 @@ async def test_deleting_a_connection_mid_sync_removes_it_and_its_job(client, sho
     assert (await client.delete(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).status_code == 204
     assert (await client.get(f"/api/v1/jobs/{job_id}", headers=shop.secret)).status_code == 404
     assert await all_images(client, shop) == []
+
+
+async def make_due(settings, connection_id: int) -> None:
+    """Time passes: the connection's next scheduled sync is due now (what the clock would do in 5 minutes)."""
+    from hub.db.models import Connection
+
+    engine = create_engine(settings.db_url)
+    try:
+        async with engine.begin() as db:
+            await db.execute(Connection.__table__.update().where(Connection.__table__.c.id == connection_id)
+                             .values(next_sync_at=utcnow() - timedelta(seconds=1)))
+    finally:
+        await engine.dispose()
+
+
+async def sync_jobs(client, shop, connection_id: int) -> list[dict[str, Any]]:
+    return (await client.get("/api/v1/jobs", params={"kind": "sync", "connection_id": connection_id},
+                             headers=shop.secret)).json()["items"]
+
+
+async def test_a_scheduled_sync_keeps_the_catalog_current_without_webhooks(client, shop, feed, settings):
+    resp = await client.post("/api/v1/connections", headers=shop.secret, json={
+        "connector": "example", "settings": feed.settings(), "sync_interval_minutes": 5})
+    assert resp.status_code == 201, resp.text
+    conn = resp.json()
+    assert conn["sync_interval_minutes"] == 5 and conn["sync_job"]["scheduled"] is False
+    first = await wait_job(client, shop.secret, conn["sync_job"]["id"])
+    assert first["status"] == "succeeded"
+    planned = (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["next_sync_at"]
+    assert timedelta(minutes=4) < _parse(planned) - utcnow() <= timedelta(minutes=5)
+
+    # the platform changes and sends nothing: a product added, one removed
+    feed.put(61, [61])
+    with feed.lock:
+        del feed.products["1"]
+    await make_due(settings, conn["id"])
+    for _ in range(300):  # the sweep runs every second in tests
+        jobs = await sync_jobs(client, shop, conn["id"])
+        if len(jobs) == 2:
+            break
+        await asyncio.sleep(0.1)
+    scheduled = jobs[0]
+    assert scheduled["scheduled"] is True and scheduled["id"] != first["id"]
+    done = await wait_job(client, shop.secret, scheduled["id"])
+    assert done["status"] == "succeeded" and done["result"]["products_created"] == 1
+    assert done["result"]["products_deleted"] == 1
+    names = {i["name"] for i in await all_images(client, shop)}
+    assert "Product 61" in names and "Product 1" not in names
+    moved = (await client.get(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).json()["next_sync_at"]
+    assert timedelta(minutes=4) < _parse(moved) - utcnow() <= timedelta(minutes=5)
+
+    # one sync per due time: sweeps after it start nothing more until the next interval
+    await asyncio.sleep(2.5)
+    assert len(await sync_jobs(client, shop, conn["id"])) == 2
+
+    # turned off: nothing is planned, and a due time left in the past starts nothing
+    off = await client.patch(f"/api/v1/connections/{conn['id']}", json={"sync_interval_minutes": 0},
+                             headers=shop.secret)
+    assert off.status_code == 200 and off.json()["sync_interval_minutes"] is None and off.json()["next_sync_at"] is None
+    await make_due(settings, conn["id"])
+    await asyncio.sleep(2.5)
+    assert len(await sync_jobs(client, shop, conn["id"])) == 2
+
+
+def _parse(value: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"sync_interval_minutes": 3}, 422),  # more often than every 5 minutes
+    ({"sync_interval_minutes": 10081}, 400),  # more than a week
+    ({"sync_interval_minutes": "60"}, 400),  # a JSON number, not text
+    ({"sync_interval": 60}, 400),  # a misspelt field is an error, not ignored
+])
+async def test_a_bad_schedule_is_refused_and_changes_nothing(client, shop, feed, snapshot, body, status):
+    conn = await connect(client, shop, feed, sync=False)
+    before = await snapshot()
+    resp = await client.patch(f"/api/v1/connections/{conn['id']}", json=body, headers=shop.secret)
+    assert resp.status_code == status, resp.text
+    assert await snapshot() == before
+    made = await client.post("/api/v1/connections", headers=shop.secret, json={
+        "connector": "example", "settings": feed.settings(), "sync": False, **body})
+    assert made.status_code in (400, 422) and await snapshot() == before
+
+
+async def test_a_connector_without_webhooks_sets_the_default_schedule(settings, make_shop_for, feed):
+    """A connector that implements ScheduledSync gives new connections its interval; the shop can override it."""
+    import types
+
+    from hub.connectors import ScheduledSync
+    from hub.hookspecs import hookimpl
+    from hub.plugin_manager import load_plugins, register
+    from tests.conftest import serve_app
+
+    plugins = load_plugins()
+    example = plugins.connectors()["example"]
+
+    class Polled(type(example)):
+        name = "polled"
+
+        def sync_interval_minutes(self, settings):
+            return 30
+
+    assert isinstance(Polled(), ScheduledSync)
+    module = types.ModuleType("polled_plugin")
+    module.hub_connectors = hookimpl(lambda: [Polled()])
+    module.hub_connectors.__name__ = "hub_connectors"
+    register(plugins, module, "polled")
+    async with serve_app(settings, plugins=plugins) as client:
+        shop = await make_shop_for(client)
+        default = await client.post("/api/v1/connections", headers=shop.secret, json={
+            "connector": "polled", "settings": feed.settings(), "sync": False})
+        assert default.status_code == 201 and default.json()["sync_interval_minutes"] == 30
+        chosen = await client.post("/api/v1/connections", headers=shop.secret, json={
+            "connector": "polled", "settings": feed.settings(), "sync": False, "sync_interval_minutes": 0,
+            "name": "no schedule"})
+        assert chosen.status_code == 201 and chosen.json()["sync_interval_minutes"] is None
+        plain = await client.post("/api/v1/connections", headers=shop.secret, json={
+            "connector": "example", "settings": feed.settings(), "sync": False})
+        assert plain.json()["sync_interval_minutes"] is None and plain.json()["next_sync_at"] is None

@@ -87,7 +87,7 @@ async def add_url(client, shop, url):
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "max_upload_bytes": 1024 * 1024,
-                                                 "embed_max_attempts": 5}])
+                                                 "retry_max_attempts": 5}])
 async def test_url_images_end_ready_or_failed_with_reason(client, shop, image_server):
     base = image_server.base
     cases = {
@@ -134,7 +134,7 @@ async def test_private_addresses_are_refused_by_default(client, shop, image_serv
     assert image_server.hits == {}  # nothing was ever requested
 
 
-@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "embed_max_attempts": 1}])
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "retry_max_attempts": 1}])
 async def test_a_certificate_the_hub_cannot_verify_is_reported_as_tls(client, shop, tmp_path):
     from tests.woo_platform import WooEmulator
 

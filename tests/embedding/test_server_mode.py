@@ -77,8 +77,8 @@ def server_settings(tmp_path, make_pg_database, redis_service, chroma, test_mode
         admin_token=ADMIN_TOKEN,
         public_url="http://testserver.local",
         sweep_seconds=1,
-        embed_lease_seconds=3,
-        embed_retry_seconds=0.5,
+        lease_seconds=3,
+        retry_first_seconds=0.5,
         rate_limit="100000/minute",
         log_format="text",
         secret_key="a-long-random-secret-key-for-tests",
@@ -90,7 +90,7 @@ class Workers:
     def __init__(self, settings, log_dir: Path) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         for name in ("home", "database_url", "broker_url", "queue_name", "chroma_url", "model", "sweep_seconds",
-                     "embed_lease_seconds", "embed_retry_seconds", "secret_key", "allow_private_fetch"):
+                     "lease_seconds", "retry_first_seconds", "secret_key", "allow_private_fetch"):
             self.env[f"HUB_{name.upper()}"] = str(getattr(settings, name))
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -322,7 +322,7 @@ async def test_a_deleted_product_does_not_come_back_from_a_late_update(client, s
 
 
 @pytest.mark.parametrize("settings_overrides", [{"secret_key": "a-long-random-secret-key-for-tests",
-                                                 "allow_private_fetch": True, "embed_max_attempts": 2}])
+                                                 "allow_private_fetch": True, "retry_max_attempts": 2}])
 async def test_images_failed_by_a_host_outage_come_back(client, shop, woo, settings):
     woo.put(1, [1])
     woo.put(2, [2])

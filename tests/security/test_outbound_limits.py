@@ -110,7 +110,7 @@ async def test_a_slow_store_holds_no_database_lock(client, make_shop, hostile):
 
 @pytest.mark.parametrize("settings_overrides", [{
     "allow_private_fetch": True, "fetch_per_shop": 4, "fetch_deadline": 120, "fetch_min_rate": 0,
-    "fetch_timeout": 30, "embed_max_attempts": 1}])
+    "fetch_timeout": 30, "retry_max_attempts": 1}])
 async def test_one_shops_slow_image_host_does_not_starve_another_shops_fetches(client, make_shop, hostile):
     from tests.embedding.test_fetch import ImageServer
 
@@ -135,7 +135,7 @@ async def test_one_shops_slow_image_host_does_not_starve_another_shops_fetches(c
 
 
 @pytest.mark.parametrize("settings_overrides", [{
-    "allow_private_fetch": True, "fetch_deadline": 3, "fetch_min_rate": 0, "embed_max_attempts": 1}])
+    "allow_private_fetch": True, "fetch_deadline": 3, "fetch_min_rate": 0, "retry_max_attempts": 1}])
 async def test_an_image_that_trickles_fails_at_the_deadline_with_the_reason(client, shop, hostile):
     resp = await client.post("/api/v1/images", json={"image_url": f"{hostile.base}/trickle/a.jpg"}, headers=shop.secret)
     started = time.monotonic()
@@ -146,7 +146,7 @@ async def test_an_image_that_trickles_fails_at_the_deadline_with_the_reason(clie
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True, "fetch_min_rate": 50_000,
-                                                 "embed_max_attempts": 1}])
+                                                 "retry_max_attempts": 1}])
 async def test_an_image_slower_than_the_minimum_rate_fails(client, shop, hostile):
     resp = await client.post("/api/v1/images", json={"image_url": f"{hostile.base}/trickle/b.jpg"}, headers=shop.secret)
     done = await wait_for_images(client, shop.secret, [resp.json()["id"]], timeout=60)
@@ -186,7 +186,7 @@ async def test_the_default_pixel_limit_is_sized_for_product_photos(client, shop)
 
 
 @pytest.mark.parametrize("settings_overrides", [{
-    "secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True, "embed_max_attempts": 2}])
+    "secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True, "retry_max_attempts": 2}])
 async def test_woocommerce_query_keys_never_reach_logs_or_stored_errors(client, shop, caplog, tmp_path, monkeypatch):
     woo = WooEmulator(tls_folder=tmp_path, strip_authorization=True)  # keys go in the query string there
     monkeypatch.setenv("SSL_CERT_FILE", str(woo.cert))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import JSONBody
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from hub.domain.fields import JsonBool
+from hub.domain.fields import JsonBool, JsonInt
 from hub.domain.connections import (
+    MAX_SYNC_INTERVAL,
     ConnectedOut,
     ConnectionOut,
     connection_json,
@@ -19,6 +20,7 @@ from hub.domain.connections import (
     open_connection,
     remove_connection,
     sync_connection,
+    update_connection,
 )
 from hub.domain.jobs import JobOut, job_json
 from hub.http.auth import Caller
@@ -28,10 +30,24 @@ from hub.http.validation import PathId
 
 
 class ConnectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     connector: str = Field(min_length=1, max_length=50)
     name: str = Field("", max_length=200)
     settings: dict[str, Any] = Field(default_factory=dict)
     sync: JsonBool = Field(True, description="Start a full import of the catalog right away")
+    sync_interval_minutes: JsonInt | None = Field(
+        None, ge=0, le=MAX_SYNC_INTERVAL,
+        description="Re-read the whole catalog every this many minutes (5 to 10080; 0: never). Omitted: the "
+                    "connector's default (none for connectors with webhooks)")
+
+
+class ConnectionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    sync_interval_minutes: JsonInt | None = Field(
+        None, ge=0, le=MAX_SYNC_INTERVAL, description="Minutes between scheduled full re-reads (5 to 10080; 0: off)")
 
 
 class ConnectionList(TypedDict):
@@ -48,7 +64,14 @@ class ConnectionController(Controller):
         """Check the credentials, register the webhooks, and (unless ``sync`` is false) start a full import."""
         connector = find_connector(services.plugins, data.connector)
         return await open_connection(db, services, principal.shop_id, connector, data.name, data.settings,
-                                     data.sync)
+                                     data.sync, sync_interval=data.sync_interval_minutes)
+
+    @patch("/{connection_id:int}", responses=problems(422))
+    async def update(self, db: Db, services: Svc, principal: Caller, connection_id: PathId,
+                     data: JSONBody[ConnectionUpdate]) -> ConnectionOut:
+        """Rename the connection or change how often its catalog is re-read on a schedule."""
+        row = await update_connection(db, principal.shop_id, connection_id, data.name, data.sync_interval_minutes)
+        return connection_json(row, services.plugins.connectors().get(row.connector), services)
 
     @post("/{connection_id:int}/sync", status_code=202, responses=problems(409))
     async def sync(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> JobOut:

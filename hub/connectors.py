@@ -276,6 +276,20 @@ class AppDeliveries(Protocol):
 
 
 @runtime_checkable
+class ImageAuth(Protocol):
+    """Optional: the platform's image URLs need credentials (PrestaShop's image API wants the webservice key).
+
+    The core adds the headers this returns when it fetches one of the connection's images — only to that URL's
+    origin, never after a redirect to another — and keeps the fetched photo itself, serving it at the image's
+    ``file_url``, since browsers (shoppers, publishable keys) do not have the credentials. Image URLs never carry
+    credentials themselves (``check_event`` refuses ``user:password@``, the contract suite secret settings)."""
+
+    def image_headers(self, settings: Any, url: str) -> Mapping[str, str]:
+        """Headers for fetching ``url`` with these (validated, decrypted) settings; ``{}`` for a URL that needs
+        none (one that is not the platform's own)."""
+
+
+@runtime_checkable
 class ScheduledSync(Protocol):
     """Optional: the connector says how often the core should re-read a connection's catalog when the shop does
     not say (``sync_interval_minutes`` on the connection). A platform without webhooks needs it: its catalog is

@@ -84,6 +84,7 @@ from hub.connectors import (
     DeliveryRejected,
     ParsedDelivery,
     ConnectorError,
+    ImageAuth,
     ProductChanged,
     ProductDeleted,
     ProductReader,
@@ -244,6 +245,13 @@ class ConnectorContract:
         assert isinstance(gone, ProductDeleted) and gone.external_id == missing_product_id, \
             "a product the platform does not have (404) must be ProductDeleted, not an error"
         _assert_used_the_core_client(ctx, "product")
+
+    def test_image_credentials_go_only_to_the_platform(self, connector: Connector, ctx: ConnectionContext) -> None:
+        if not isinstance(connector, ImageAuth):
+            return
+        given = connector.image_headers(ctx.settings, "https://images.elsewhere.invalid/a.jpg")
+        assert not given, "image_headers gave credentials for a URL that is not the platform's: an image URL " \
+                          "in a product can point anywhere"
 
     def test_a_stale_delivery_is_refused(self, connector: Connector, ctx: ConnectionContext,
                                          stale_delivery: Delivery | None) -> None:

@@ -23,6 +23,9 @@ class FeedPlatform(FakePlatform):
         self.deleted: list[int] = []
         self.failures: dict[int, int] = {}  # page -> how many more times it answers 503
         self.page_requests: list[int] = []
+        self.image_key: str | None = None  # set: images answer 401 without this X-Image-Key header
+        self.image_headers: list[dict[str, str]] = []  # the headers of every image request
+        self.elsewhere = ""  # where /img/away/… redirects to
         self.lock = threading.Lock()
         platform = self
 
@@ -43,7 +46,14 @@ class FeedPlatform(FakePlatform):
                     chunk = items[(page - 1) * size : page * size]
                     more = page * size < len(items)
                     self.send_json(200, {"products": chunk, "next_page": page + 1 if more else None, "total": len(items)})
+                elif path.startswith("/img/away/"):  # the image lives on another host
+                    self.send(302, b"", headers={"Location": f"{platform.elsewhere}/img/{path.rsplit('/', 1)[1]}"})
                 elif path.startswith("/img/"):
+                    with platform.lock:
+                        platform.image_headers.append({k.lower(): v for k, v in self.headers.items()})
+                    if platform.image_key and self.headers.get("X-Image-Key") != platform.image_key:
+                        self.send_json(401, {"error": "this image needs the store's key"})
+                        return
                     seed = int(path.removeprefix("/img/").split(".")[0])
                     self.send(200, photo(seed), "image/jpeg")
                 else:

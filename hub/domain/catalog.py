@@ -201,10 +201,12 @@ class CatalogWriter:
                 changes.added.append(img.id)
                 changes.count("images_added")
             elif img.image_url != image.url:
+                if img.photo:  # a photo kept from the old URL (fetched with credentials) is not this picture
+                    changes.removed_photos.append(img.photo)
                 _assign(img, wanted)
                 _assign(img, {"image_url": image.url, "status": "pending", "processor_embedded": False,
                               "error": None, "attempts": 0, "next_attempt_at": self.next_attempt,
-                              "content_hash": None})
+                              "content_hash": None, "photo": None})
                 changes.removed.append(img.id)  # the old picture's vector goes now; the new one follows
                 changes.added.append(img.id)
                 changes.count("images_replaced")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import logging
 import secrets as random
 from datetime import datetime, timedelta
@@ -15,7 +16,15 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.connectors import AppDeliveries, ConnectionContext, Connector, ConnectorError, ScheduledSync, secret_fields
+from hub.connectors import (
+    AppDeliveries,
+    ConnectionContext,
+    Connector,
+    ConnectorError,
+    ImageAuth,
+    ScheduledSync,
+    secret_fields,
+)
 from hub.errors import Conflict, HubError, PlatformFailed, RateLimited, Unprocessable, not_found, validation_detail
 from hub.domain.jobs import JobOut, create_job, job_json
 from hub.db.engine import affected
@@ -135,6 +144,32 @@ async def start_sync(pipeline: Any, db: Any, row: Connection) -> Any:
     job = await create_job(db, row.shop_id, "sync", {}, connection_id=row.id)
     await pipeline.job_queued(job.id)
     return job
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
+MAX_IMAGE_HEADERS = 20
+
+
+async def image_fetch_headers(services: Services, img: Image) -> dict[str, str]:
+    """The headers a connection's connector asks for when one of its images is fetched (``ImageAuth``); ``{}`` for
+    every other image. What the connector returns is checked: header names and values a request can carry."""
+    connectors = services.plugins.connectors()
+    if img.connection_id is None or not img.image_url or not any(isinstance(c, ImageAuth)
+                                                                 for c in connectors.values()):
+        return {}
+    async with services.sessions() as session:
+        row = await session.get(Connection, img.connection_id)
+        await session.commit()
+    connector = connectors.get(row.connector) if row is not None else None
+    if row is None or not isinstance(connector, ImageAuth) or not row.secrets:
+        return {}
+    settings = services.context(row, connector, None).settings
+    headers = dict(connector.image_headers(settings, img.image_url) or {})
+    if len(headers) > MAX_IMAGE_HEADERS or not all(
+            isinstance(k, str) and isinstance(v, str) and HEADER_NAME.fullmatch(k) and v.isprintable()
+            and "\r" not in v and "\n" not in v for k, v in headers.items()):
+        raise ConnectorError(f"the {row.connector} connector asked for image headers a request cannot carry")
+    return headers
 
 
 async def start_due_syncs(services: Services, limit: int = 100) -> list[int]:

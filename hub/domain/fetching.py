@@ -4,6 +4,7 @@ rate, and failure reasons that say what went wrong (DNS, TLS, connection, timeou
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from urllib.parse import urljoin
 
 import httpx
@@ -88,12 +89,16 @@ async def fetch_image(
     max_bytes: int,
     allow_private: bool,
     max_redirects: int = 5,
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """The body at ``url`` (following up to ``max_redirects`` checked redirects), at most ``max_bytes``."""
+    """The body at ``url`` (following up to ``max_redirects`` checked redirects), at most ``max_bytes``.
+    ``headers`` (a connection's credentials) go only to ``url``'s own origin: a redirect elsewhere drops them."""
+    origin = _origin(url)
     for _ in range(max_redirects + 1):
         await check_host(url, allow_private)
+        sent = {"User-Agent": USER_AGENT} | (dict(headers or {}) if _origin(url) == origin else {})
         try:
-            async with client.stream("GET", url, headers={"User-Agent": USER_AGENT}) as resp:
+            async with client.stream("GET", url, headers=sent) as resp:
                 if resp.is_redirect:
                     location = resp.headers.get("location")
                     if not location:
@@ -114,6 +119,11 @@ async def fetch_image(
         except httpx.HTTPError as exc:
             raise describe(exc, url) from None
     raise FetchError(f"more than {max_redirects} redirects", permanent=True)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = httpx.URL(url)
+    return parts.scheme, parts.host, parts.port
 
 
 def make_client(timeout: float, allow_private: bool, *, max_bytes: int = 64 * 1024 * 1024,

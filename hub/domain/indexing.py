@@ -10,7 +10,7 @@ import asyncio
 import io
 import logging
 from datetime import UTC, datetime, timedelta
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.connectors import ConnectorError
 from hub.errors import HubError, Unavailable
 from hub.domain.media import DECODES, MediaStore, check_image
 from hub.db.engine import affected
@@ -73,6 +74,9 @@ async def metadata_for(session: AsyncSession, images: list[Image]) -> list[dict[
     return [image_metadata(img, products.get(img.product_id or -1)) for img in images]
 
 
+CHECKED = "checked"  # the checked image, passed from the batch thread to the fetch that may keep it
+
+
 class Embedder:
     def __init__(
         self,
@@ -82,8 +86,11 @@ class Embedder:
         store: VectorStore,
         media: MediaStore,
         on_indexed: Callable[[int, int, str], None] | None = None,
+        image_headers: Callable[[Image], Awaitable[dict[str, str]]] | None = None,
     ) -> None:
         self.settings = settings
+        # the credentials a connection's connector asks for when its images are fetched (``ImageAuth``)
+        self.image_headers = image_headers
         self.on_indexed = on_indexed
         self.sessions = sessions
         self.encoder = encoder
@@ -154,7 +161,7 @@ class Embedder:
         outcomes += await asyncio.gather(*ready)
         return outcomes
 
-    async def _load_bytes(self, img: Image) -> bytes:
+    async def _load_bytes(self, img: Image, headers: dict[str, str]) -> bytes:
         if img.photo:
             try:
                 return await anyio.to_thread.run_sync(self.media.read, img.photo)
@@ -173,6 +180,7 @@ class Embedder:
                             max_bytes=self.settings.max_upload_bytes,
                             allow_private=self.settings.allow_private_fetch,
                             max_redirects=self.settings.fetch_max_redirects,
+                            headers=headers,
                         )
                 except TimeoutError:
                     raise FetchError(f"timeout: the fetch took more than {self.settings.fetch_deadline:g} s in all "
@@ -194,7 +202,8 @@ class Embedder:
             except HubError as exc:
                 raise Fail(str(exc.detail)) from None
             details = {"content_hash": checked.content_hash, "mime_type": checked.mime_type,
-                       "width": checked.width, "height": checked.height, "size_bytes": len(data)}
+                       "width": checked.width, "height": checked.height, "size_bytes": len(data),
+                       CHECKED: checked}
         try:
             with DECODES.slot(), PILImage.open(io.BytesIO(data)) as pil:
                 return self.encoder.preprocess(pil), details
@@ -202,9 +211,17 @@ class Embedder:
             raise Fail(f"the image cannot be decoded ({exc})") from None
 
     async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
-        data = await self._load_bytes(img)
+        try:
+            headers = await self.image_headers(img) if self.image_headers and not img.photo else {}
+        except ConnectorError as exc:
+            raise Fail(str(exc)) from None
+        data = await self._load_bytes(img, headers)
         # an uploaded file was fully checked when it was accepted; a fetched one is checked now
-        return await self.batcher.embed((data, img.photo is not None))
+        vector, details = await self.batcher.embed((data, img.photo is not None))
+        checked = details.pop(CHECKED, None)
+        if headers and checked is not None:  # fetched with credentials browsers lack: kept and served (file_url)
+            details["photo"] = await anyio.to_thread.run_sync(self.media.keep, img.shop_id, img.id, checked)
+        return vector, details
 
     async def _store_and_mark_ready(self, ready: list[tuple[Image, np.ndarray, dict[str, Any]]]) -> list[Outcome]:
         """Upsert the vectors (one call per shop) and mark the images ready (one commit); an outcome per image."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -124,13 +125,23 @@ class MediaStore:
         return full
 
     def save(self, shop_id: int, image: CheckedImage) -> str:
-        relative = self.relative_path(shop_id, image)
+        """Store an uploaded photo under its content hash; the path relative to the media folder."""
+        return self._write(self.relative_path(shop_id, image), image.data)
+
+    def keep(self, shop_id: int, image_id: int, image: CheckedImage) -> str:
+        """Keep a fetched photo under a name of its own (``<shop>/kept/<image id>-<random>.<ext>``): never shared
+        with another image or another fetch, so deleting a replaced photo never takes the one that replaced it."""
+        name = f"{int(image_id)}-{secrets.token_hex(8)}.{image.extension}"
+        return self._write(f"{int(shop_id)}/kept/{name}", image.data)
+
+    def _write(self, relative: str, data: bytes) -> str:
+        """Write atomically (a reader sees the old file or the whole new one)."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(image.data)
+                fh.write(data)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

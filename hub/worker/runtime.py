@@ -19,7 +19,13 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.domain.connections import drop_abandoned_connections, move_webhooks, recognise_app_installs, start_due_syncs
+from hub.domain.connections import (
+    drop_abandoned_connections,
+    image_fetch_headers,
+    move_webhooks,
+    recognise_app_installs,
+    start_due_syncs,
+)
 from hub.errors import Unavailable
 from hub.domain.jobs import due_jobs, run_job
 from hub.db.models import Image
@@ -132,7 +138,8 @@ class Runtime:
             raise RuntimeError("the API process does not embed images; run `hub worker`")
         if self._embedder is None:
             self._embedder = Embedder(
-                self.settings, self.sessions, self.encoder, self.store, self.media, on_indexed=self._indexed
+                self.settings, self.sessions, self.encoder, self.store, self.media, on_indexed=self._indexed,
+                image_headers=lambda img: image_fetch_headers(self.services, img),
             )
         return self._embedder
 

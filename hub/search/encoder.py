@@ -255,7 +255,7 @@ class Encoder:
         Resize the shortest edge (bicubic), centre-crop, scale to [0, 1], normalise — the same steps as
         ``CLIPImageProcessor``, read from the checkpoint, done in Pillow and NumPy: 2 ms instead of 12 ms for a
         600×800 photo, which matters when the model runs at 10 images/s on two cores. A JPEG not yet decoded is
-        decoded at a reduced scale (never below the target size). ``tests/embedding/test_model.py`` checks the
+        decoded at a reduced scale (never below the target size). ``tests/indexing/test_model.py`` checks the
         result against the processor itself.
         """
         self.vision.get()

@@ -21,7 +21,7 @@ import pytest
 from hub.connectors import ImportOptions, ImportRow
 from hub.hookspecs import hookimpl
 from hub.plugin_manager import load_plugins, register
-from tests.core.test_imports import make_zip
+from tests.api.test_imports import make_zip
 from tests.conftest import serve_app, wait_job
 
 MiB = 1024 * 1024

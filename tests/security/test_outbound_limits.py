@@ -112,7 +112,7 @@ async def test_a_slow_store_holds_no_database_lock(client, make_shop, hostile):
     "allow_private_fetch": True, "fetch_per_shop": 4, "fetch_deadline": 120, "fetch_min_rate": 0,
     "fetch_timeout": 30, "retry_max_attempts": 1}])
 async def test_one_shops_slow_image_host_does_not_starve_another_shops_fetches(client, make_shop, hostile):
-    from tests.embedding.test_fetch import ImageServer
+    from tests.indexing.test_fetch import ImageServer
 
     slow, other = await make_shop("Slow"), await make_shop("Other")
     fast = ImageServer()

@@ -309,6 +309,21 @@ class AccessCheck(Protocol):
         """True if the platform no longer lets the hub in (the app was uninstalled, the token revoked)."""
 
 
+def same_origin(url: str, base: str) -> bool:
+    """True if ``url`` is on exactly ``base``'s scheme, host and port (what ``ImageAuth.image_headers`` should
+    check before giving credentials: a prefix test lets ``https://store.example.com.evil.example`` through)."""
+    try:
+        first, second = urlsplit(url), urlsplit(base)
+        return (first.scheme.lower(), (first.hostname or "").lower(), first.port or _DEFAULT_PORTS.get(first.scheme)) \
+            == (second.scheme.lower(), (second.hostname or "").lower(),
+                second.port or _DEFAULT_PORTS.get(second.scheme)) and first.username is None and bool(first.hostname)
+    except ValueError:  # a port that is not a number
+        return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def secret_fields(model: type[BaseModel]) -> set[str]:
     """The settings a connector marks secret: stored encrypted, never returned by the API."""
     return {

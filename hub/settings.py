@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -16,7 +17,8 @@ DEFAULT_MODEL = "patrickjohncyh/fashion-clip"
 
 
 # settings renamed for what they govern (they were named for images, and govern deliveries and jobs too): the old
-# names are still read, from the environment, a .env file or keyword arguments; the new name wins when both are set
+# HUB_ names are still read, from the environment or a .env file; where both names are set in the same place the
+# new one wins (and, as for every setting, the environment wins over .env)
 RENAMED = {
     "retry_max_attempts": "embed_max_attempts",
     "retry_first_seconds": "embed_retry_seconds",
@@ -25,15 +27,23 @@ RENAMED = {
 
 
 def _renamed(name: str) -> AliasChoices:
-    old = RENAMED[name]
-    return AliasChoices(name, f"HUB_{name.upper()}", old, f"HUB_{old.upper()}")
+    # only prefixed names (the unprefixed field name still works as a keyword: populate_by_name)
+    return AliasChoices(f"HUB_{name.upper()}", f"HUB_{RENAMED[name].upper()}")
 
 
-def old_names_in_use(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The renamed ``HUB_*`` variables set under their old names (the service warns about them at start-up)."""
-    environ = os.environ if environ is None else environ
-    return [f"HUB_{old.upper()} (now HUB_{new.upper()})" for new, old in RENAMED.items()
-            if f"HUB_{old.upper()}" in {key.upper() for key in environ}]
+def old_names_in_use(environ: Mapping[str, str] | None = None, env_file: str | Path = ".env") -> list[str]:
+    """The renamed variables set under their old names, in the environment or the .env file (the service warns
+    about each at start-up, and says which value is used when both names are set)."""
+    names = {key.upper() for key in (os.environ if environ is None else environ)}
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        names |= {line.split("=", 1)[0].strip().removeprefix("export ").strip().upper()
+                  for line in Path(env_file).read_text().splitlines() if "=" in line}
+    found = []
+    for new, old in RENAMED.items():
+        if f"HUB_{old.upper()}" in names:
+            both = f"; HUB_{new.upper()} is set too and is used" if f"HUB_{new.upper()}" in names else ""
+            found.append(f"HUB_{old.upper()} (now HUB_{new.upper()}{both})")
+    return found
 
 
 class Settings(BaseSettings):

@@ -237,21 +237,34 @@ class ConnectorContract:
             return  # nothing to read: the test above makes sure it is not needed
         assert existing_product_id, "the connector reads products: provide existing_product_id (a product of " \
                                     "the fake platform's catalog)"
+        sent = _sent(ctx)
         current = await connector.product(ctx, existing_product_id)
+        _assert_used_the_core_client(ctx, "product", since=sent)
         assert isinstance(current, ProductUpserted) and current.external_id == existing_product_id
         assert check_event(current) is None, check_event(current)
         _assert_credential_free((current,), ctx)
+        sent = _sent(ctx)
         gone = await connector.product(ctx, missing_product_id)
         assert isinstance(gone, ProductDeleted) and gone.external_id == missing_product_id, \
             "a product the platform does not have (404) must be ProductDeleted, not an error"
-        _assert_used_the_core_client(ctx, "product")
+        _assert_used_the_core_client(ctx, "product", since=sent)
 
-    def test_image_credentials_go_only_to_the_platform(self, connector: Connector, ctx: ConnectionContext) -> None:
+    def test_image_credentials_go_only_to_the_platform(self, connector: Connector, ctx: ConnectionContext,
+                                                       connection_settings: dict[str, Any]) -> None:
         if not isinstance(connector, ImageAuth):
             return
-        given = connector.image_headers(ctx.settings, "https://images.elsewhere.invalid/a.jpg")
-        assert not given, "image_headers gave credentials for a URL that is not the platform's: an image URL " \
-                          "in a product can point anywhere"
+        foreign = ["https://images.elsewhere.invalid/a.jpg"]
+        for value in connection_settings.values():  # look-alikes of every URL the settings hold
+            if isinstance(value, str) and value.startswith(("http://", "https://")):
+                parts = httpx.URL(value)
+                foreign += [f"{parts.scheme}://{parts.host}.elsewhere.invalid/a.jpg",
+                            f"{parts.scheme}://{parts.netloc.decode()}@elsewhere.invalid/a.jpg",
+                            f"{parts.scheme}://{parts.host}:1/a.jpg",
+                            f"{'http' if parts.scheme == 'https' else 'https'}://{parts.host}/a.jpg"]
+        for url in foreign:
+            assert not connector.image_headers(ctx.settings, url), \
+                f"image_headers gave credentials for {url}, which is not the platform's origin (an image URL in a " \
+                "product can point anywhere: compare origins with hub.connectors.same_origin)"
 
     def test_a_stale_delivery_is_refused(self, connector: Connector, ctx: ConnectionContext,
                                          stale_delivery: Delivery | None) -> None:
@@ -326,7 +339,9 @@ class ConnectorContract:
         _assert_used_the_core_client(ctx, "catalog")
         assert len(pages) > 1, "the fake platform's catalog fits one page: give it more products than a page " \
                                "holds (or a smaller page size) so that resuming from a cursor is checked"
+        sent = _sent(ctx)
         resumed = await _read(connector, ctx, pages[0].cursor)
+        _assert_used_the_core_client(ctx, "catalog (resumed)", since=sent)
         assert [p.events for p in resumed] == [p.events for p in pages[1:]], \
             "resuming from page 1's cursor must give exactly the pages after it"
 
@@ -343,10 +358,14 @@ def _recording_client() -> httpx.AsyncClient:
     return client
 
 
-def _assert_used_the_core_client(ctx: ConnectionContext, what: str) -> None:
-    sent = getattr(ctx.http, "sent", None)
-    assert sent, f"{what} read the platform without ctx.http: use the core's client (its byte limits, deadlines " \
-                 "and address checks apply only there)"
+def _sent(ctx: ConnectionContext) -> int:
+    return len(getattr(ctx.http, "sent", []))
+
+
+def _assert_used_the_core_client(ctx: ConnectionContext, what: str, since: int = 0) -> None:
+    """The call being checked sent at least one request through ``ctx.http`` (counted from ``since``)."""
+    assert _sent(ctx) > since, f"{what} read the platform without ctx.http: use the core's client (its byte " \
+                               "limits, deadlines and address checks apply only there)"
 
 
 def _assert_credential_free(events: tuple[Any, ...], ctx: ConnectionContext) -> None:

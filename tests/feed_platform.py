@@ -55,7 +55,8 @@ class FeedPlatform(FakePlatform):
                         self.send_json(401, {"error": "this image needs the store's key"})
                         return
                     seed = int(path.removeprefix("/img/").split(".")[0])
-                    self.send(200, photo(seed), "image/jpeg")
+                    # a store's image host that sets a session cookie (one shop's credentials may have bought it)
+                    self.send(200, photo(seed), "image/jpeg", headers={"Set-Cookie": "store_session=s3cr3t; Path=/"})
                 else:
                     self.send_json(404, {"error": "not found"})
 

@@ -87,9 +87,24 @@ async def test_hub_routes_and_hub_image_indexed(settings, make_shop_for):
         return PluginResponse(status=201, body=request.body[::-1], content_type="application/octet-stream",
                               headers={"x-plugin": "test"})
 
+    async def text(request: PluginRequest) -> PluginResponse:
+        return PluginResponse(body="plain")
+
+    async def broken(request: PluginRequest) -> PluginResponse:
+        raise ConnectionError("the plugin's own upstream is down")
+
+    async def injecting(request: PluginRequest) -> PluginResponse:
+        return PluginResponse(body="x", headers={"X-Evil": "a\r\nSet-Cookie: session=stolen"})
+
+    async def no_content_with_body(request: PluginRequest) -> PluginResponse:
+        return PluginResponse(status=204, body="surprise")
+
     plugin = types.ModuleType("test_plugin")
     plugin.hub_routes = hookimpl(lambda: [PluginRoute("hello/{who}", hello),
-                                          PluginRoute("/echo", echo, methods=("POST",))])
+                                          PluginRoute("/echo", echo, methods=("POST",)),
+                                          PluginRoute("text", text), PluginRoute("broken", broken),
+                                          PluginRoute("injecting", injecting),
+                                          PluginRoute("no-content", no_content_with_body)])
     plugin.hub_routes.__name__ = "hub_routes"
 
     def hub_image_indexed(shop_id: int, image_id: int, source: str) -> None:
@@ -106,6 +121,13 @@ async def test_hub_routes_and_hub_image_indexed(settings, make_shop_for):
         echoed = await client.post("/plugins/test-plugin/echo", content=b"abc")
         assert (echoed.status_code, echoed.content, echoed.headers["x-plugin"]) == (201, b"cba", "test")
         assert (await client.get("/plugins/test-plugin/echo")).status_code == 405
+        plain = await client.get("/plugins/test-plugin/text")
+        assert plain.text == "plain" and plain.headers["content-type"] == "text/plain; charset=utf-8"
+        # a plugin's failure is a plain 500 problem (logged), never a stack trace, a 503 or a forged header
+        for path in ("broken", "injecting", "no-content"):
+            failed = await client.get(f"/plugins/test-plugin/{path}")
+            assert failed.status_code == 500 and failed.json()["detail"] == "internal error; it has been logged"
+            assert "set-cookie" not in failed.headers and "Traceback" not in failed.text
         # a plugin's routes are its own: never in the hub's typed API document
         assert not [p for p in (await client.get("/schema/openapi.json")).json()["paths"] if "plugins" in p]
         shop = await make_shop_for(client)

@@ -78,12 +78,24 @@ def test_renamed_settings_still_read_their_old_names(monkeypatch, tmp_path, capl
     assert s.retry_delay(2).total_seconds() == 5.0 and s.lease.total_seconds() == 60
     monkeypatch.setenv("HUB_RETRY_MAX_ATTEMPTS", "7")
     assert load_settings().retry_max_attempts == 7
-    assert load_settings(embed_lease_seconds=30).lease_seconds == 30
     assert load_settings(lease_seconds=31).lease_seconds == 31
+    monkeypatch.setenv("LEASE_SECONDS", "1")  # unprefixed names are nobody's settings
+    assert load_settings().lease_seconds == 60
     with caplog.at_level(logging.WARNING, logger="hub.bootstrap"):
         build(load_settings(), "cli")
     warned = {r.setting for r in caplog.records if hasattr(r, "setting")}
     assert "HUB_EMBED_LEASE_SECONDS (now HUB_LEASE_SECONDS)" in warned and len(warned) == 3
+    assert "HUB_EMBED_MAX_ATTEMPTS (now HUB_RETRY_MAX_ATTEMPTS; HUB_RETRY_MAX_ATTEMPTS is set too and is used)" \
+        in warned
+
+
+def test_old_names_in_a_dotenv_file_are_read_and_warned_about(monkeypatch, tmp_path):
+    from hub.settings import old_names_in_use
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("HUB_EMBED_RETRY_SECONDS=4\nexport HUB_LOG_LEVEL=DEBUG\n")
+    assert load_settings().retry_first_seconds == 4
+    assert old_names_in_use({}) == ["HUB_EMBED_RETRY_SECONDS (now HUB_RETRY_FIRST_SECONDS)"]
 
 
 def test_a_bad_value_under_an_old_or_new_name_is_named(monkeypatch):

@@ -221,3 +221,21 @@ def test_running_hub_serves_a_plugin_end_to_end(tmp_path):
             assert ranked.status_code == 200 and len(ranked.json()["results"]) == 4
     finally:
         feed.close()
+
+
+def test_the_contract_catches_image_credentials_given_by_prefix(platform):
+    """A connector that gives its image key to every URL that merely starts like its store's."""
+    contract = TestExampleConnector()
+    example = load_plugins().connectors()["example"]
+
+    class PrefixKeyed(type(example)):
+        def image_headers(self, settings, url):
+            return {"X-Image-Key": "k"} if url.startswith(settings.feed_url.rsplit("/feed", 1)[0]) else {}
+
+    from hub.connectors import ConnectionContext
+
+    connector = PrefixKeyed()
+    settings = platform.settings()
+    ctx = ConnectionContext(connector.settings_model.model_validate(settings), None, "http://127.0.0.1:9/w")
+    with pytest.raises(AssertionError, match="not the platform's origin"):
+        contract.test_image_credentials_go_only_to_the_platform(connector, ctx, settings)

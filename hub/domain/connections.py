@@ -165,6 +165,8 @@ async def image_fetch_headers(services: Services, img: Image) -> dict[str, str]:
         return {}
     settings = services.context(row, connector, None).settings
     headers = dict(connector.image_headers(settings, img.image_url) or {})
+    if headers and not img.image_url.startswith("https://") and not services.settings.allow_private_fetch:
+        raise ConnectorError("the image needs credentials, and the hub sends credentials only over https")
     if len(headers) > MAX_IMAGE_HEADERS or not all(
             isinstance(k, str) and isinstance(v, str) and HEADER_NAME.fullmatch(k) and v.isprintable()
             and "\r" not in v and "\n" not in v for k, v in headers.items()):
@@ -172,12 +174,17 @@ async def image_fetch_headers(services: Services, img: Image) -> dict[str, str]:
     return headers
 
 
+SYNCS_PER_SHOP_PER_SWEEP = 3
+
+
 async def start_due_syncs(services: Services, limit: int = 100) -> list[int]:
     """Start the scheduled syncs that are due (the sweep calls this); each connection is claimed by moving its
-    ``next_sync_at`` one interval on, so two sweeps never start one sync twice. A connection that has a sync
-    running already, or a shop at its limit of jobs, waits for the next interval."""
+    ``next_sync_at`` one interval on, so two sweeps never start one sync twice. A connection whose sync is still
+    running waits for the next interval; one whose shop is at its limit of jobs tries again in 5 minutes. A shop
+    starts at most ``SYNCS_PER_SHOP_PER_SWEEP`` per sweep: one shop's many connections cannot hold up the others."""
     now = utcnow()
     started: list[int] = []
+    per_shop: dict[int, int] = {}
     async with services.sessions() as session:
         due = list(await session.execute(
             select(Connection.id, Connection.shop_id, Connection.next_sync_at, Connection.sync_interval_minutes)
@@ -186,15 +193,24 @@ async def start_due_syncs(services: Services, limit: int = 100) -> list[int]:
             .order_by(Connection.next_sync_at).limit(limit)))
         await session.commit()
         for connection_id, shop_id, due_at, minutes in due:
+            if per_shop.get(shop_id, 0) >= SYNCS_PER_SHOP_PER_SWEEP:
+                continue  # still due: the next sweep
             claimed = await session.execute(
                 update(Connection).where(Connection.id == connection_id, Connection.next_sync_at == due_at)
-                .values(next_sync_at=now + timedelta(minutes=minutes or MIN_SYNC_INTERVAL)))
+                .values(next_sync_at=now + timedelta(minutes=minutes or MIN_SYNC_INTERVAL),
+                        updated_at=Connection.updated_at))  # the schedule moving is not a change of the connection
             await session.commit()
             if affected(claimed) != 1:
                 continue
+            per_shop[shop_id] = per_shop.get(shop_id, 0) + 1
             try:
                 job = await create_job(session, shop_id, "sync", {"scheduled": True}, connection_id=connection_id)
-            except (Conflict, RateLimited):
+            except Conflict:
+                continue
+            except RateLimited:
+                await session.execute(update(Connection).where(Connection.id == connection_id).values(
+                    next_sync_at=now + timedelta(minutes=MIN_SYNC_INTERVAL), updated_at=Connection.updated_at))
+                await session.commit()
                 continue
             started.append(job.id)
     return started

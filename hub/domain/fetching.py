@@ -4,6 +4,7 @@ rate, and failure reasons that say what went wrong (DNS, TLS, connection, timeou
 from __future__ import annotations
 
 import ssl
+from http.cookiejar import DefaultCookiePolicy
 from collections.abc import Mapping
 from urllib.parse import urljoin
 
@@ -130,6 +131,10 @@ def make_client(timeout: float, allow_private: bool, *, max_bytes: int = 64 * 10
                 deadline: float = 60.0, min_rate: float = 0.0, max_connections: int = 64) -> httpx.AsyncClient:
     """The image fetcher's client: every fetch bounded by ``deadline`` seconds in all (``timeout`` for connecting
     and for each read), ``max_bytes`` and, after 5 s, ``min_rate`` bytes/s."""
-    return limited_client(allow_private=allow_private, max_bytes=max_bytes, deadline=deadline, read_timeout=timeout,
-                          follow_redirects=False, min_rate=min_rate,
-                          limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16))
+    client = limited_client(allow_private=allow_private, max_bytes=max_bytes, deadline=deadline,
+                            read_timeout=timeout, follow_redirects=False, min_rate=min_rate,
+                            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16))
+    # one client fetches every shop's images: a cookie one host sets (after a fetch with a connection's
+    # credentials, say) must never ride along with another shop's fetch; it keeps none
+    client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return client

@@ -161,12 +161,23 @@ class Embedder:
         outcomes += await asyncio.gather(*ready)
         return outcomes
 
-    async def _load_bytes(self, img: Image, headers: dict[str, str]) -> bytes:
-        if img.photo:
-            try:
-                return await anyio.to_thread.run_sync(self.media.read, img.photo)
-            except FileNotFoundError:
-                raise Fail("the uploaded file is missing from the media folder") from None
+    async def _drop_kept(self, details: dict[str, Any]) -> None:
+        """A photo kept for a result that was not recorded goes again (no orphan files)."""
+        if details.get("photo"):
+            await anyio.to_thread.run_sync(self.media.delete, details["photo"])
+
+    async def _read_photo(self, img: Image) -> bytes | None:
+        """The stored photo's bytes; None for a kept photo that is gone (it is fetched again from its URL)."""
+        assert img.photo is not None
+        try:
+            data: bytes = await anyio.to_thread.run_sync(self.media.read, img.photo)
+            return data
+        except FileNotFoundError:
+            if MediaStore.is_kept(img.photo) and img.image_url:
+                return None
+            raise Fail("the uploaded file is missing from the media folder") from None
+
+    async def _fetch(self, img: Image, headers: dict[str, str]) -> bytes:
         if not img.image_url:
             raise Fail("the image has neither a file nor an image_url")
         slots = self._fetch_slots.setdefault(img.shop_id, asyncio.Semaphore(self.settings.fetch_per_shop))
@@ -211,16 +222,21 @@ class Embedder:
             raise Fail(f"the image cannot be decoded ({exc})") from None
 
     async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
-        try:
-            headers = await self.image_headers(img) if self.image_headers and not img.photo else {}
-        except ConnectorError as exc:
-            raise Fail(str(exc)) from None
-        data = await self._load_bytes(img, headers)
-        # an uploaded file was fully checked when it was accepted; a fetched one is checked now
-        vector, details = await self.batcher.embed((data, img.photo is not None))
+        stored = await self._read_photo(img) if img.photo else None
+        headers: dict[str, str] = {}
+        if stored is None:
+            try:
+                headers = await self.image_headers(img) if self.image_headers else {}
+            except ConnectorError as exc:
+                raise Fail(str(exc)) from None
+        data = stored if stored is not None else await self._fetch(img, headers)
+        # a stored file was fully checked when it was accepted (or kept); a fetched one is checked now
+        vector, details = await self.batcher.embed((data, stored is not None))
         checked = details.pop(CHECKED, None)
         if headers and checked is not None:  # fetched with credentials browsers lack: kept and served (file_url)
             details["photo"] = await anyio.to_thread.run_sync(self.media.keep, img.shop_id, img.id, checked)
+        elif img.photo and stored is None:  # the kept photo was gone and this fetch keeps none
+            details["photo"] = None
         return vector, details
 
     async def _store_and_mark_ready(self, ready: list[tuple[Image, np.ndarray, dict[str, Any]]]) -> list[Outcome]:
@@ -241,7 +257,8 @@ class Embedder:
                     [metadata[img.id] for img, _, _ in items],
                 )
             except Unavailable as exc:
-                for img, _, _ in items:
+                for img, _, details in items:
+                    await self._drop_kept(details)
                     outcomes[img.id] = await self._mark_retry(img, str(exc), counts=False)
                 continue
             now = utcnow()
@@ -250,10 +267,14 @@ class Embedder:
                 for img, _, details in items:
                     values = {"status": "ready", "processor_embedded": True, "embedded_at": now, "error": None,
                               "next_attempt_at": None, **details}
+                    # still this claim of this picture: not deleted, re-claimed, or given another URL meanwhile
+                    same_url = Image.image_url.is_(None) if img.image_url is None else Image.image_url == img.image_url
                     result = await session.execute(
-                        update(Image).where(Image.id == img.id, Image.status == "embedding").values(**values)
+                        update(Image).where(Image.id == img.id, Image.status == "embedding",
+                                            Image.attempts == img.attempts, same_url).values(**values)
                     )
                     if affected(result) == 0:
+                        await self._drop_kept(details)
                         gone.append(img.id)
                         outcomes[img.id] = Outcome(img.id, "gone")
                     else:

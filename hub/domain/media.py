@@ -128,6 +128,11 @@ class MediaStore:
         """Store an uploaded photo under its content hash; the path relative to the media folder."""
         return self._write(self.relative_path(shop_id, image), image.data)
 
+    @staticmethod
+    def is_kept(relative: str) -> bool:
+        """A photo the hub kept from a credentialed fetch (it can be fetched again), not a shop's upload."""
+        return relative.split("/")[1:2] == ["kept"]
+
     def keep(self, shop_id: int, image_id: int, image: CheckedImage) -> str:
         """Keep a fetched photo under a name of its own (``<shop>/kept/<image id>-<random>.<ext>``): never shared
         with another image or another fetch, so deleting a replaced photo never takes the one that replaced it."""

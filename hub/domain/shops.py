@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from email.utils import getaddresses
 from dataclasses import dataclass
 
 import anyio
@@ -21,17 +22,19 @@ from hub.errors import Conflict, Invalid, NotFound
 from hub.settings import Settings
 
 
-_ADDRESS_PART = r"[^@\s\x00-\x1f\x7f-\x9f]+"
-# one address: no whitespace or control characters anywhere (a mail header must stay one line, whatever
-# characters a regex engine counts as whitespace); the same pattern in the API schema and here
-EMAIL_PATTERN = rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# one plain address: a dot-atom local part and a domain of letters, digits and hyphens (international domains in
+# their xn-- form). No quoting, comments, display names, groups or encoded words: the address stored is exactly the
+# address mailed, and a mail header stays one line. The same pattern in the API schema and here.
+EMAIL_PATTERN = rf"^[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})+$"
 
 
 def check_email(email: str) -> str:
     """The address normalised (trimmed, lower case), or ``Invalid``."""
     email = email.strip().lower()
-    if len(email) > 254 or not re.fullmatch(EMAIL_PATTERN, email) or len(email.splitlines()) != 1:
-        raise Invalid("email must be one address like shop@example.com")
+    if (len(email) > 254 or not re.fullmatch(EMAIL_PATTERN, email) or "=?" in email
+            or getaddresses([email]) != [("", email)]):
+        raise Invalid("email must be one plain address like shop@example.com")
     return email
 
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     max_import_rows: int = Field(1_000_000, ge=1, description="Most rows (images) one bulk import may have.")
     rate_limit: str = Field("600/minute", description="Per-key request limit (limits notation).")
     signup_rate_limit: str = Field("10/hour", description="Per-client-address signup limit.")
+    storefront_rate_limit: str = Field("120/minute", description="Requests one client address may make with one "
+                                       "publishable key (the storefront widget), on top of the per-key limit.")
     auth_failure_limit: str = Field("30/minute", description="Failed authentications (bad keys, bad operator "
                                     "tokens) per client address before it gets 429.")
     max_keys_per_shop: int = Field(50, ge=2, le=10_000, description="Active API keys one shop may have.")
@@ -165,7 +167,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters (use a long random string: openssl rand -hex 32)")
         return value or None
 
-    @field_validator("rate_limit", "signup_rate_limit", "auth_failure_limit")
+    @field_validator("rate_limit", "signup_rate_limit", "auth_failure_limit", "storefront_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse_many

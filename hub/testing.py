@@ -508,7 +508,8 @@ def running_hub(home: Path, model: str | Path | None = None, *, timeout: float =
     env.update(HUB_HOME=str(home / "data"), HUB_MODEL=str(model), HUB_ADMIN_TOKEN=OPERATOR_TOKEN,
                HUB_SECRET_KEY="hub-testing-secret-key-00000000001", HUB_PUBLIC_URL=f"http://127.0.0.1:{port}",
                HUB_ALLOW_PRIVATE_FETCH="true", HUB_RATE_LIMIT="1000000/minute",
-               HUB_AUTH_FAILURE_LIMIT="1000000/minute", HUB_SIGNUP_RATE_LIMIT="1000000/minute")
+               HUB_AUTH_FAILURE_LIMIT="1000000/minute", HUB_SIGNUP_RATE_LIMIT="1000000/minute",
+               HUB_STOREFRONT_RATE_LIMIT="1000000/minute")
     env.update({f"HUB_{name.upper()}": value for name, value in settings.items()})
     log = home / "serve.log"
     with log.open("w") as out:

@@ -122,6 +122,7 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
         "sweep_seconds": 1,
         "retry_first_seconds": 0.2,
         "rate_limit": "100000/minute",
+        "storefront_rate_limit": "100000/minute",
         "database_url": database_url,
         "admin_token": ADMIN_TOKEN,
         "public_url": "http://testserver.local",

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.db.models import AgeGroup, Category, Image, Shop, Style
 from hub.domain.keys import create_key
 from hub.domain.mail import send_mail
+from hub.domain.origins import check_origins
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.taxonomy_defaults import AGE_GROUPS, CATEGORIES, STYLES
@@ -61,6 +62,19 @@ async def create_shop(session: AsyncSession, name: str, email: str) -> CreatedSh
     secret = await create_key(session, shop.id, "secret", "default secret key")
     publishable = await create_key(session, shop.id, "publishable", "default publishable key")
     return CreatedShop(shop=shop, secret_key=secret.raw, publishable_key=publishable.raw)
+
+
+async def update_shop(session: AsyncSession, shop_id: int, name: str | None,
+                      allowed_origins: list[str] | None) -> Shop:
+    """Rename the shop or set the sites its publishable key may be used from (None leaves a field)."""
+    shop = await session.get_one(Shop, shop_id)
+    if allowed_origins is not None:
+        shop.allowed_origins = check_origins(allowed_origins)
+    if name is not None:
+        shop.name = name.strip()
+    await session.commit()
+    await session.refresh(shop)
+    return shop
 
 
 async def commit_new_shop(session: AsyncSession) -> None:

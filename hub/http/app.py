@@ -23,10 +23,12 @@ from hub.http.routes.compat import ImageCollectionController, LegacyRecommendati
 from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
 from hub.db.engine import migrate
+from hub.http.cors import cors_middleware
 from hub.http.errors import EXCEPTION_HANDLERS
 from hub.http.routes.plugin_routes import plugin_handler
 from hub.http.openapi import ErrorResponses, ForbidExtraFields
 from hub.http.routes.health import health, ready
+from hub.http.routes.widget import widget_script
 from hub.http.routes.images import ImageController
 from hub.http.routes.imports import ImportController
 from hub.http.routes.jobs import JobController
@@ -109,6 +111,7 @@ def create_app(
             "limiter": RateLimiter(settings.rate_limit_storage_url),
             "key_limits": parse_limits(settings.rate_limit),
             "signup_limits": parse_limits(settings.signup_rate_limit),
+            "storefront_limits": parse_limits(settings.storefront_rate_limit),
             "auth_failure_limits": parse_limits(settings.auth_failure_limit),
         }
     )
@@ -158,6 +161,7 @@ def create_app(
     handlers: list[Any] = [
         health,
         ready,
+        widget_script,
         secret_routes,
         OperatorController,
         SignupController,
@@ -173,7 +177,7 @@ def create_app(
         dependencies={"db": Provide(provide_db), "services": Provide(lambda: services, use_cache=True,
                                                                      sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[access_log_middleware],
+        middleware=[access_log_middleware, cors_middleware],
         openapi_config=openapi,
         plugins=[ErrorResponses(), ForbidExtraFields()],
         state=state,

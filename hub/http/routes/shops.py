@@ -6,16 +6,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.db.models import Shop
-from hub.domain.shops import EMAIL_PATTERN, commit_new_shop, create_shop, image_counts, remove_shop, sign_up
+from hub.domain.origins import ORIGIN_PATTERN
+from hub.domain.shops import (
+    EMAIL_PATTERN,
+    commit_new_shop,
+    create_shop,
+    image_counts,
+    remove_shop,
+    sign_up,
+    update_shop,
+)
 from hub.http.auth import Caller, client_address, require_operator
 from hub.http.deps import Db, Svc
-from hub.http.openapi import problems
+from hub.http.openapi import model_schema, problems, request_body
 from hub.http.validation import PathId
 
 
@@ -35,12 +44,14 @@ class ShopOut:
     id: int
     name: str
     email: str
+    allowed_origins: list[str]
     created_at: datetime
 
     @staticmethod
     def fields(shop: Shop) -> dict[str, Any]:
         """The row's public fields, for this class and the responses that extend it."""
-        return {"id": shop.id, "name": shop.name, "email": shop.email, "created_at": shop.created_at}
+        return {"id": shop.id, "name": shop.name, "email": shop.email,
+                "allowed_origins": list(shop.allowed_origins or []), "created_at": shop.created_at}
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,15 @@ class ShopCreate(BaseModel):
         description="Where the shop's keys go (signup) and how the operator reaches it")
 
 
+class ShopUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")] | None = None
+    allowed_origins: list[Annotated[str, StringConstraints(max_length=300, pattern=ORIGIN_PATTERN)]] | None = Field(
+        None, max_length=50, description="Sites whose pages may use the publishable key, as origins "
+                                         "(scheme://host[:port]); empty: any site")
+
+
 class ShopController(Controller):
     path = "/api/v1/shop"
     tags = ["shops"]
@@ -80,6 +100,14 @@ class ShopController(Controller):
         shop = await db.get_one(Shop, principal.shop_id)
         counts = await image_counts(db, shop.id)
         return ShopWithCounts(**ShopOut.fields(shop), images=ImageCounts(total=sum(counts.values()), **counts))
+
+    # pydantic's own schema for the body: Litestar drops the item pattern of a list of constrained strings
+    @patch("/", responses=problems(400), operation_class=request_body({"application/json": model_schema(ShopUpdate)}))
+    async def update(self, db: Db, principal: Caller, data: JSONBody[ShopUpdate]) -> ShopOut:
+        """Rename the shop, or list the sites (origins, like ``https://shop.example``) whose pages may use its
+        publishable key — the storefront widget; an empty list lets any site use it."""
+        shop = await update_shop(db, principal.shop_id, data.name, data.allowed_origins)
+        return ShopOut(**ShopOut.fields(shop))
 
 
 class OperatorController(Controller):

@@ -1,0 +1,202 @@
+/* Fashion Hub storefront search: <script src="https://HUB/widget.js" data-key="hub_pk_…" async></script>
+   and <fashion-hub-search></fashion-hub-search> where the search should appear. No dependencies.
+   Attributes: limit (results, default 12), placeholder, min-length (default 2), key (overrides data-key).
+   Theme with CSS custom properties on the element or above it: --fh-font, --fh-text, --fh-muted, --fh-bg,
+   --fh-accent, --fh-border, --fh-radius, --fh-gap, --fh-columns (a grid-template-columns value). */
+(function () {
+  "use strict";
+  if (window.customElements && customElements.get("fashion-hub-search")) return;
+  var script = document.currentScript ||
+    document.querySelector('script[src*="widget.js"][data-key]');
+  var HUB = script ? new URL(script.src, location.href).origin : location.origin;
+  var DEFAULT_KEY = script ? (script.getAttribute("data-key") || "") : "";
+
+  var CSS = [
+    ":host{display:block;font:inherit;font-family:var(--fh-font,inherit);color:var(--fh-text,inherit)}",
+    ".box{position:relative}",
+    "input{box-sizing:border-box;width:100%;padding:.6em .8em;font:inherit;color:inherit;",
+    "background:var(--fh-bg,#fff);border:1px solid var(--fh-border,#bbb);border-radius:var(--fh-radius,6px)}",
+    "input:focus{outline:2px solid var(--fh-accent,#2563eb);outline-offset:1px}",
+    ".status{min-height:1.4em;margin:.5em 0;color:var(--fh-muted,#666);font-size:.9em}",
+    ".status[data-state=error]{color:#b91c1c}",
+    "ul{list-style:none;margin:0;padding:0;display:grid;gap:var(--fh-gap,12px);",
+    "grid-template-columns:var(--fh-columns,repeat(auto-fill,minmax(140px,1fr)))}",
+    "li{margin:0}",
+    "a{display:block;color:inherit;text-decoration:none;border-radius:var(--fh-radius,6px);padding:4px}",
+    "a:focus,a:hover{outline:2px solid var(--fh-accent,#2563eb);outline-offset:1px}",
+    "img{display:block;width:100%;aspect-ratio:3/4;object-fit:cover;border-radius:var(--fh-radius,6px);",
+    "background:var(--fh-border,#eee)}",
+    ".name{display:block;margin-top:.35em;font-size:.9em;line-height:1.3;overflow:hidden;",
+    "text-overflow:ellipsis;white-space:nowrap}",
+    "[hidden]{display:none!important}"
+  ].join("");
+
+  var uid = 0;
+
+  function imageUrl(item, key) {
+    if (item.file_url) return item.file_url + (item.file_url.indexOf("?") < 0 ? "?" : "&") +
+      "key=" + encodeURIComponent(key);
+    return item.image_url || "";
+  }
+
+  class FashionHubSearch extends HTMLElement {
+    constructor() {
+      super();
+      var root = this.attachShadow({ mode: "open" });
+      var id = "fh" + (++uid);
+      root.innerHTML = '<style>' + CSS + '</style><div class="box" part="box">' +
+        '<input type="search" part="input" role="combobox" aria-autocomplete="list" aria-expanded="false"' +
+        ' autocomplete="off" spellcheck="false" aria-controls="' + id + '-results" aria-describedby="' + id +
+        '-status"><div class="status" part="status" id="' + id + '-status" role="status" aria-live="polite">' +
+        '</div><ul part="results" id="' + id + '-results" role="listbox" aria-label="Products" hidden></ul></div>';
+      this._input = root.querySelector("input");
+      this._status = root.querySelector(".status");
+      this._list = root.querySelector("ul");
+      this._timer = 0;
+      this._controller = null;
+      this._asked = "";
+      var self = this;
+      this._input.addEventListener("input", function () { self._schedule(); });
+      this._input.addEventListener("keydown", function (event) { self._fromInput(event); });
+      this._list.addEventListener("keydown", function (event) { self._inList(event); });
+    }
+
+    connectedCallback() {
+      this._input.placeholder = this.getAttribute("placeholder") || "Search products";
+      this._input.setAttribute("aria-label", this.getAttribute("label") || this._input.placeholder);
+      var key = this._key();
+      if (!key) this._show("error", "Fashion Hub: no key. Add data-key=\"hub_pk_…\" to the widget's script tag.");
+      else if (key.indexOf("hub_pk_") !== 0) {
+        this._show("error", "Fashion Hub: this widget takes a publishable key (hub_pk_…). " +
+          "A secret key must never be put in a web page: revoke it and use a publishable key.");
+        this._input.disabled = true;
+      }
+    }
+
+    _key() { return this.getAttribute("key") || DEFAULT_KEY; }
+
+    _limit() {
+      var n = parseInt(this.getAttribute("limit") || "12", 10);
+      return isFinite(n) && n > 0 ? Math.min(n, 100) : 12;
+    }
+
+    _show(state, text) {
+      this._status.setAttribute("data-state", state);
+      this._status.textContent = text;
+      this.setAttribute("data-state", state);
+    }
+
+    _schedule() {
+      clearTimeout(this._timer);
+      var self = this;
+      this._timer = setTimeout(function () { self.search(self._input.value); }, 250);
+    }
+
+    search(text) {
+      var prompt = (text || "").trim();
+      var key = this._key();
+      if (!key || key.indexOf("hub_pk_") !== 0) return Promise.resolve();
+      var min = parseInt(this.getAttribute("min-length") || "2", 10);
+      if (prompt.length < (isFinite(min) ? min : 2)) {
+        if (this._controller) this._controller.abort();
+        this._render([]);
+        this._show("idle", "");
+        return Promise.resolve();
+      }
+      if (prompt === this._asked && this.getAttribute("data-state") === "results") return Promise.resolve();
+      if (this._controller) this._controller.abort();
+      var controller = this._controller = new AbortController();
+      this._asked = prompt;
+      this._list.setAttribute("aria-busy", "true");
+      this._show("loading", "Searching…");
+      var self = this;
+      return fetch(HUB + "/api/v1/recommendations", {
+        method: "POST",
+        mode: "cors",
+        credentials: "omit",
+        headers: { "Authorization": "Bearer " + key, "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: prompt, limit: this._limit() }),
+        signal: controller.signal
+      }).then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (body) {
+          if (!response.ok) throw new Error(body.detail || ("the search answered HTTP " + response.status));
+          return body;
+        });
+      }).then(function (body) {
+        if (controller !== self._controller) return;
+        var results = body.results || [];
+        self._render(results);
+        if (results.length) self._show("results", results.length + (results.length === 1 ? " product" : " products"));
+        else self._show("empty", "Nothing matches “" + prompt + "”.");
+        self.dispatchEvent(new CustomEvent("fashion-hub-results", { detail: body, bubbles: true, composed: true }));
+      }).catch(function (error) {
+        if (controller !== self._controller || error.name === "AbortError") return;
+        self._render([]);
+        self._show("error", "Search is not available right now (" + (error.message || "network error") + ").");
+      }).then(function () {
+        if (controller === self._controller) self._list.removeAttribute("aria-busy");
+      });
+    }
+
+    _render(results) {
+      var list = this._list;
+      var key = this._key();
+      while (list.firstChild) list.removeChild(list.firstChild);
+      results.forEach(function (item, index) {
+        var li = document.createElement("li");
+        li.setAttribute("role", "none");
+        var link = document.createElement("a");
+        link.setAttribute("role", "option");
+        link.setAttribute("part", "result");
+        link.id = list.id + "-" + index;
+        link.href = item.product_url || imageUrl(item, key) || "#";
+        link.tabIndex = -1;
+        var img = document.createElement("img");
+        img.src = imageUrl(item, key);
+        img.alt = item.name || "";
+        img.loading = "lazy";
+        img.decoding = "async";
+        var name = document.createElement("span");
+        name.className = "name";
+        name.textContent = item.name || "";
+        link.appendChild(img);
+        link.appendChild(name);
+        li.appendChild(link);
+        list.appendChild(li);
+      });
+      list.hidden = results.length === 0;
+      this._input.setAttribute("aria-expanded", results.length ? "true" : "false");
+    }
+
+    _links() { return Array.prototype.slice.call(this._list.querySelectorAll("a")); }
+
+    _focus(index) {
+      var links = this._links();
+      if (!links.length) return;
+      var i = Math.max(0, Math.min(index, links.length - 1));
+      links.forEach(function (link, n) { link.tabIndex = n === i ? 0 : -1; link.setAttribute("aria-selected", n === i); });
+      this._input.setAttribute("aria-activedescendant", links[i].id);
+      links[i].focus();
+    }
+
+    _fromInput(event) {
+      if (event.key === "ArrowDown" && this._links().length) { event.preventDefault(); this._focus(0); }
+      else if (event.key === "Enter") { clearTimeout(this._timer); this.search(this._input.value); }
+      else if (event.key === "Escape") { this._input.value = ""; this.search(""); }
+    }
+
+    _inList(event) {
+      var links = this._links();
+      var at = links.indexOf(this.shadowRoot.activeElement);
+      var columns = Math.max(1, Math.round(this._list.clientWidth / ((links[0] && links[0].parentNode.clientWidth) || 1)));
+      var moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns, Home: -at, End: links.length };
+      if (event.key === "Escape") { event.preventDefault(); this._input.removeAttribute("aria-activedescendant"); this._input.focus(); return; }
+      if (!(event.key in moves)) return;
+      event.preventDefault();
+      if (event.key === "ArrowUp" && at - columns < 0) { this._input.focus(); return; }
+      this._focus(at + moves[event.key]);
+    }
+  }
+
+  customElements.define("fashion-hub-search", FashionHubSearch);
+})();

@@ -102,6 +102,21 @@ class ApiKey(Base):
     shop: Mapped[Shop] = relationship(lazy="joined")
 
 
+class ConsoleSession(Base):
+    """A signed-in browser of the console: the cookie holds a random token, this row its SHA-256; it lives as long
+    as the secret key that opened it (revoking the key ends it) and at most ``expires_at``."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class _Taxon:
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))

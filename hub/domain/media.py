@@ -126,7 +126,7 @@ class MediaStore:
 
     def save(self, shop_id: int, image: CheckedImage) -> str:
         """Store an uploaded photo under its content hash; the path relative to the media folder."""
-        return self._write(self.relative_path(shop_id, image), image.data)
+        return self.write(self.relative_path(shop_id, image), image.data)
 
     @staticmethod
     def is_kept(relative: str) -> bool:
@@ -137,9 +137,9 @@ class MediaStore:
         """Keep a fetched photo under a name of its own (``<shop>/kept/<image id>-<random>.<ext>``): never shared
         with another image or another fetch, so deleting a replaced photo never takes the one that replaced it."""
         name = f"{int(image_id)}-{secrets.token_hex(8)}.{image.extension}"
-        return self._write(f"{int(shop_id)}/kept/{name}", image.data)
+        return self.write(f"{int(shop_id)}/kept/{name}", image.data)
 
-    def _write(self, relative: str, data: bytes) -> str:
+    def write(self, relative: str, data: bytes) -> str:
         """Write atomically (a reader sees the old file or the whole new one)."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -54,15 +54,17 @@ def prompt_text(prompt: str) -> str:
 
 
 async def recommend(session: AsyncSession, services: Services, principal: Principal, prompt: str, limit: int,
-                    filters: dict[str, Any]) -> tuple[list[tuple[Image, float]], dict[str, float]]:
-    """Rank the shop's ready images against the prompt, log the prompt (the original Prompt_API), and return
-    the results, best first, with timings in milliseconds."""
+                    filters: dict[str, Any], log_prompt: bool = True,
+                    ) -> tuple[list[tuple[Image, float]], dict[str, float]]:
+    """Rank the shop's ready images against the prompt, log the prompt (the original Prompt_API; not for the
+    console's own tries, which are not shoppers), and return the results, best first, with timings in ms."""
     assert services.pipeline is not None, "recommendations need the pipeline (its encoder and vector store)"
     start = time.perf_counter()
     ranking = await services.pipeline.rank(session, principal.shop_id, prompt, limit, filters)
-    session.add(Prompt(shop_id=principal.shop_id, prompt=prompt, num_recommended=limit,
-                       result_count=len(ranking.results), filters=filters, api_key_id=principal.key_id))
-    await session.commit()
+    if log_prompt:
+        session.add(Prompt(shop_id=principal.shop_id, prompt=prompt, num_recommended=limit,
+                           result_count=len(ranking.results), filters=filters, api_key_id=principal.key_id))
+        await session.commit()
     timings = ranking.timings_ms | {"total": round((time.perf_counter() - start) * 1000, 2)}
     return ranking.results, timings
 

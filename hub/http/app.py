@@ -23,6 +23,7 @@ from hub.http.routes.compat import ImageCollectionController, LegacyRecommendati
 from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
 from hub.db.engine import migrate
+from hub.http.console import ConsoleController
 from hub.http.cors import cors_middleware
 from hub.http.errors import EXCEPTION_HANDLERS
 from hub.http.routes.plugin_routes import plugin_handler
@@ -170,6 +171,7 @@ def create_app(
         LegacyRecommendationController,
         WebhookController,
         OAuthCallbackController,
+        ConsoleController,
         *(plugin_handler(plugin, plugin_route) for plugin, plugin_route in services.plugins.routes()),
     ]
     app = Litestar(

@@ -252,37 +252,57 @@ async def test_a_connector_without_webhooks_sets_the_default_schedule(settings, 
         assert plain.json()["sync_interval_minutes"] is None and plain.json()["next_sync_at"] is None
 
 
-@pytest.mark.parametrize("settings_overrides", [{"secret_key": "a-long-random-secret-key-for-tests",
-                                                 "allow_private_fetch": True, "sweep_seconds": 3600}])
-async def test_due_syncs_are_shared_fairly_and_a_busy_shop_tries_again_soon(client, make_shop, feed, settings):
-    """The sweep's scheduling step, called directly (the sweep itself is an hour away here): at most three syncs
-    per shop per sweep, every shop served; a shop at its job limit is asked again in 5 minutes, not an hour."""
+class NothingRuns:
+    """A pipeline that queues nothing and never sweeps: here the test is the only scheduler, so what each call of
+    the scheduling step starts is exactly what the test sees."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def images_added(self, shop_id, image_ids) -> None: ...
+    async def images_changed(self, shop_id, image_ids) -> None: ...
+    async def images_removed(self, shop_id, image_ids) -> None: ...
+    async def deliveries_received(self, delivery_ids) -> None: ...
+    async def job_queued(self, job_id) -> None: ...
+    async def shop_removed(self, shop_id) -> None: ...
+
+
+async def test_due_syncs_are_shared_fairly_and_a_busy_shop_tries_again_soon(settings, feed):
+    """The sweep's scheduling step, called directly: at most three syncs per shop per sweep, every shop served;
+    a shop at its job limit is asked again in 5 minutes, not an hour."""
     from hub.domain.connections import start_due_syncs
+    from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app
 
-    busy, quiet = await make_shop("Busy"), await make_shop("Quiet")
-    ids = []
-    for n, owner in enumerate([busy] * 6 + [quiet]):
-        resp = await client.post("/api/v1/connections", headers=owner.secret, json={
-            "connector": "example", "settings": feed.settings(), "sync": False, "sync_interval_minutes": 60,
-            "name": f"store {n}"})
-        assert resp.status_code == 201, resp.text
-        ids.append(resp.json()["id"])
-    for connection_id in ids:
-        await make_due(settings, connection_id)
-    services = client.app.state.services
+    async with serve_app(settings, pipeline=NothingRuns()) as client:
+        async def make_shop(name: str) -> ShopKeys:
+            made = await client.post("/api/v1/shops", json={"name": name, "email": f"{name.lower()}@shop.example"},
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert made.status_code == 201, made.text
+            return ShopKeys(made.json())
 
-    async def jobs_of(owner) -> int:
-        return len((await client.get("/api/v1/jobs", params={"kind": "sync"}, headers=owner.secret)).json()["items"])
+        busy, quiet = await make_shop("Busy"), await make_shop("Quiet")
+        ids = []
+        for n, owner in enumerate([busy] * 6 + [quiet]):
+            resp = await client.post("/api/v1/connections", headers=owner.secret, json={
+                "connector": "example", "settings": feed.settings(), "sync": False, "sync_interval_minutes": 60,
+                "name": f"store {n}"})
+            assert resp.status_code == 201, resp.text
+            ids.append(resp.json()["id"])
+        for connection_id in ids:
+            await make_due(settings, connection_id)
+        services = client.app.state.services
 
-    first = await start_due_syncs(services)
-    assert len(first) == 4 and (await jobs_of(busy), await jobs_of(quiet)) == (3, 1)
-    second = await start_due_syncs(services)  # three more of the busy shop: two reach its limit of five
-    assert len(second) == 2 and await jobs_of(busy) == 5
-    third = await start_due_syncs(services)
-    assert third == [] and await jobs_of(busy) == 5
-    # the sixth connection met the limit: it is due again in 5 minutes, the others in an hour
-    planned = {c["id"]: _parse(c["next_sync_at"]) - utcnow()
-               for c in (await client.get("/api/v1/connections", headers=busy.secret)).json()["items"]}
-    limited = [cid for cid, left in planned.items() if left <= timedelta(minutes=5)]
-    assert len(limited) == 1 and all(left > timedelta(minutes=55) for cid, left in planned.items()
-                                     if cid not in limited)
+        async def jobs_of(owner) -> int:
+            return len((await client.get("/api/v1/jobs", params={"kind": "sync"}, headers=owner.secret)).json()["items"])
+
+        first = await start_due_syncs(services)
+        assert len(first) == 4 and (await jobs_of(busy), await jobs_of(quiet)) == (3, 1)
+        second = await start_due_syncs(services)  # three more of the busy shop: two reach its limit of five
+        assert len(second) == 2 and await jobs_of(busy) == 5
+        third = await start_due_syncs(services)
+        assert third == [] and await jobs_of(busy) == 5
+        # the sixth connection met the limit: it is due again in 5 minutes, the others in an hour
+        planned = {c["id"]: _parse(c["next_sync_at"]) - utcnow()
+                   for c in (await client.get("/api/v1/connections", headers=busy.secret)).json()["items"]}
+        limited = [cid for cid, left in planned.items() if left <= timedelta(minutes=5)]
+        assert len(limited) == 1 and all(left > timedelta(minutes=55) for cid, left in planned.items()
+                                         if cid not in limited)

@@ -25,12 +25,12 @@ class _Outbox:
 @contextmanager
 def live_hub(home: Path, model: Path, **settings: str) -> Iterator[RunningHub]:
     """``hub serve`` (embedded default) on a free port with a mail server and the operator token ``ADMIN``;
-    image URLs on private addresses refused, as in production."""
+    image URLs on private addresses refused, as in production, unless ``allow_private_fetch="true"``."""
     mail = Controller(_Outbox(), hostname="127.0.0.1", port=free_port())
     mail.start()
     try:
-        with running_hub(home, model, smtp_url=f"smtp://127.0.0.1:{mail.port}", allow_private_fetch="false",
-                         **settings) as hub:
+        with running_hub(home, model, smtp_url=f"smtp://127.0.0.1:{mail.port}",
+                         **{"allow_private_fetch": "false", **settings}) as hub:
             yield hub
     finally:
         mail.stop()

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -267,13 +268,15 @@ class Prompt(Base):
     """A shopper's query. The original ``Prompt_API`` (prompt, num_recommended) plus time and result count."""
 
     __tablename__ = "prompts"
-    __table_args__ = (Index("ix_prompts_shop_id_id", "shop_id", "id"), NEVER_REUSE_IDS)
+    __table_args__ = (Index("ix_prompts_shop_id_id", "shop_id", "id"),
+                      Index("ix_prompts_shop_id_created_at", "shop_id", "created_at"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
     prompt: Mapped[str] = mapped_column(Text)
     num_recommended: Mapped[int] = mapped_column(Integer)
     result_count: Mapped[int] = mapped_column(Integer, default=0)
+    top_score: Mapped[float | None] = mapped_column(Float, default=None)  # the best result's similarity
     filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     api_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
@@ -288,6 +291,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("uq_webhook_deliveries_connection_id_content_key", "connection_id", "content_key", unique=True),
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_connection_id_id", "connection_id", "id"),  # a connection's, newest first
         NEVER_REUSE_IDS,
     )
 
@@ -304,6 +308,7 @@ class WebhookDelivery(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)  # dropped once processed
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the same sent again
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(default=None)

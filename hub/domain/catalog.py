@@ -160,7 +160,8 @@ class CatalogWriter:
         product_changed = _assign(product, {
             "title": event.title[:500],
             "description": event.description,
-            "url": event.url[:MAX_URL] if event.url else None,
+            # a link shoppers click: only http(s) (a platform's "javascript:…" is never a product page)
+            "url": event.url[:MAX_URL] if event.url and event.url.lower().startswith(("http://", "https://")) else None,
             "price": Decimal(event.price) if event.price is not None else None,
             "currency": event.currency,
             "available": event.available,
@@ -288,6 +289,8 @@ async def notify(pipeline: Pipeline | None, media: MediaStore, shop_id: int, cha
     """
     for photo in changes.removed_photos:
         await anyio.to_thread.run_sync(media.delete, photo)
+    if changes.removed:  # removed, or replaced by another picture: their thumbnails are not theirs any more
+        await anyio.to_thread.run_sync(media.drop_thumbnails, shop_id, changes.removed)
     if pipeline is None:
         return
     if changes.removed:

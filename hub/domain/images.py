@@ -334,6 +334,7 @@ async def remove_image(session: AsyncSession, services: Services, shop_id: int, 
     await session.delete(img)
     await session.commit()
     await anyio.to_thread.run_sync(services.media.delete, photo)
+    await anyio.to_thread.run_sync(services.media.drop_thumbnails, shop_id, [image_id])
     if services.pipeline is not None:
         await services.pipeline.images_removed(shop_id, [image_id])
 
@@ -391,3 +392,8 @@ async def image_file(session: AsyncSession, media: MediaStore, principal: Princi
         raise NotFound(f"the file of image {image_id} is missing from the media folder") from None
     return ImageFile(data, img.mime_type or "application/octet-stream", etag,
                      f"image-{img.id}.{img.photo.rsplit('.', 1)[-1]}")
+
+
+async def image_sources(session: AsyncSession, shop_id: int) -> list[str]:
+    """Where the shop's images came from (``manual``, ``import``, a connector's name), for filters."""
+    return sorted(await session.scalars(select(Image.source).where(Image.shop_id == shop_id).distinct()))

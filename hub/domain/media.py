@@ -103,6 +103,11 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     )
 
 
+def thumbnail_path(shop_id: int, image_id: int) -> str:
+    """Where the console keeps an image's thumbnail (made on first view; removed with the image)."""
+    return f"{int(shop_id)}/thumbs/{int(image_id)}-320.jpg"
+
+
 class MediaStore:
     """Files under ``HUB_HOME/media/<shop>/<hash[:2]>/<hash>.<ext>``, written atomically."""
 
@@ -159,6 +164,12 @@ class MediaStore:
     def delete(self, relative: str | None) -> None:
         if relative:
             self.path(relative).unlink(missing_ok=True)
+
+    def drop_thumbnails(self, shop_id: int, image_ids: list[int]) -> None:
+        """The thumbnails (and failure marks) of removed or replaced images."""
+        for image_id in image_ids:
+            self.delete(thumbnail_path(shop_id, image_id))
+            self.delete(thumbnail_path(shop_id, image_id) + ".failed")
 
     def delete_shop(self, shop_id: int) -> None:
         shutil.rmtree(self.root / str(int(shop_id)), ignore_errors=True)

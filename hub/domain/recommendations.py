@@ -62,8 +62,10 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     start = time.perf_counter()
     ranking = await services.pipeline.rank(session, principal.shop_id, prompt, limit, filters)
     if log_prompt:
+        top = float(ranking.results[0][1]) if ranking.results else None
         session.add(Prompt(shop_id=principal.shop_id, prompt=prompt, num_recommended=limit,
-                           result_count=len(ranking.results), filters=filters, api_key_id=principal.key_id))
+                           result_count=len(ranking.results), top_score=top, filters=filters,
+                           api_key_id=principal.key_id))
         await session.commit()
     timings = ranking.timings_ms | {"total": round((time.perf_counter() - start) * 1000, 2)}
     return ranking.results, timings

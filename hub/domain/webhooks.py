@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from sqlalchemy import delete, select, update
@@ -38,9 +38,10 @@ from hub.connectors import (
 from hub.connectors import check_event
 from hub.domain.catalog import CatalogWriter, Changes, notify
 from hub.domain.connections import platform_client
-from hub.errors import HubError, Invalid, NotFound, Unauthenticated, Unavailable
+from hub.errors import HubError, Invalid, NotFound, Unauthenticated, Unavailable, not_found
 from hub.db.engine import affected
 from hub.db.models import Connection, WebhookDelivery, utcnow
+from hub.domain.pagination import decode_cursor, page
 from hub.domain.services import Services
 from hub.logs import redact
 
@@ -113,6 +114,9 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
     if seen is not None:
         if seen.status == "rejected":  # the same answer as the first time
             raise Invalid(f"malformed delivery: {seen.error}")
+        await db.execute(update(WebhookDelivery).where(WebhookDelivery.id == seen.id)
+                         .values(duplicates=WebhookDelivery.duplicates + 1))
+        await db.commit()
         return "duplicate", seen
     bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
     record = WebhookDelivery(**common, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
@@ -358,3 +362,42 @@ async def prune_deliveries(services: Services) -> int:
             WebhookDelivery.status.in_(("processed", "rejected", "failed")), WebhookDelivery.received_at < cutoff))
         await session.commit()
         return affected(result)
+
+
+class DeliveryOut(TypedDict):
+    """One delivery a connection received: ``status`` received → processing → processed, or ignored (with the
+    reason in ``error``), rejected (malformed) or failed (after its retries); ``duplicates`` counts how often the
+    platform sent the same again (answered, not applied)."""
+
+    id: int
+    delivery_id: str | None
+    topic: str
+    status: str
+    error: str | None
+    attempts: int
+    duplicates: int
+    app_wide: bool
+    received_at: datetime
+    processed_at: datetime | None
+
+
+DELIVERY_STATUSES = ("received", "processing", "processed", "ignored", "rejected", "failed")
+
+
+async def list_deliveries(session: AsyncSession, shop_id: int, connection_id: int, limit: int, cursor: str | None,
+                          status: str | None) -> tuple[list[DeliveryOut], str | None]:
+    """A page of one of the shop's connections' deliveries, newest first (kept HUB_DELIVERY_RETENTION_DAYS)."""
+    owner = await session.scalar(select(Connection.shop_id).where(Connection.id == connection_id))
+    if owner != shop_id:
+        raise not_found("connection", connection_id)
+    stmt = select(WebhookDelivery).where(WebhookDelivery.connection_id == connection_id)
+    before = decode_cursor(cursor)
+    if before is not None:
+        stmt = stmt.where(WebhookDelivery.id < before)
+    if status is not None:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    rows, next_cursor = page(list(await session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(limit + 1))),
+                             limit)
+    return [{"id": r.id, "delivery_id": r.delivery_id, "topic": r.topic, "status": r.status, "error": r.error,
+             "attempts": r.attempts, "duplicates": r.duplicates, "app_wide": r.app_wide,
+             "received_at": r.received_at, "processed_at": r.processed_at} for r in rows], next_cursor

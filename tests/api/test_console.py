@@ -95,3 +95,33 @@ async def test_a_publishable_key_cannot_sign_in(client, shop):
     resp = await signed_in(client, shop["publishable_key"])
     assert resp.status_code == 403 and "publishable key cannot sign in" in resp.text
     assert not [c for c in resp.headers.get_list("set-cookie") if c.startswith("hub_console=")]
+
+
+async def test_insights_are_counted_by_the_database_on_both_backends(client, shop):
+    for prompt in ["red dress", "Red   DRESS", "red dress", "linen trousers"]:
+        assert (await client.post("/api/v1/recommendations", json={"prompt": prompt},
+                                  headers=shop.publishable)).status_code == 200
+    await signed_in(client, shop["secret_key"])
+    page = await client.get("/console/insights")
+    assert page.status_code == 200 and "4 prompts in the last 30 days" in page.text
+    top = re.search(r"<table data-top>.*?</table>", page.text, re.S).group(0)
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td>", top)
+    assert rows == [("red dress", "3"), ("linen trousers", "1")]
+    # nothing is ready here, so every prompt went unanswered: listed, the most asked first
+    weak = re.search(r"<table data-weak>.*?</table>", page.text, re.S).group(0)
+    assert re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td><td>no result</td>", weak) == rows
+    bars = re.findall(r'data-count="(\d+)"', page.text)
+    assert len(bars) == 30 and bars[-1] == "4"
+    csv_text = (await client.get("/console/insights.csv")).text
+    assert csv_text.splitlines()[0].startswith("created_at,prompt") and len(csv_text.splitlines()) == 5
+
+
+async def test_console_errors_are_console_pages(client, shop, make_shop):
+    other = await make_shop("Other")
+    up = await client.post("/api/v1/images", files={"file": ("a.jpg", photo(1), "image/jpeg")}, headers=other.secret)
+    await signed_in(client, shop["secret_key"])
+    for path in (f"/console/images/{up.json()['id']}", "/console/connections/999999", "/console/catalog?cursor=x"):
+        resp = await client.get(path)
+        assert resp.status_code in (400, 404) and resp.headers["content-type"].startswith("text/html"), path
+        assert "frame-ancestors" in resp.headers["content-security-policy"]
+    assert (await client.get("/console/try", params={"prompt": "dress", "limit": "²"})).status_code == 200

@@ -272,3 +272,44 @@ async def test_drafts_never_crowd_listed_images_out_of_results(client, shop, fee
                                headers=shop.secret)
     assert similar.status_code == 200, similar.text
     assert [r["id"] for r in similar.json()["results"]] == [images["img2"]["id"]]
+
+
+async def test_a_connections_deliveries_are_listed_with_their_fate_and_duplicates(client, shop, make_shop, feed,
+                                                                                   settings):
+    conn = await connect(client, shop, feed)
+    hook = Hook(client, conn, settings)
+    product = feed.put(1, [1])
+    assert (await hook.send("product.updated", product, delivery_id="same")).json()["status"] == "accepted"
+    again = await hook.send("product.updated", product, delivery_id="same")  # a platform's retry
+    assert again.json()["status"] == "duplicate"
+    body, headers = signed({"event": "product.updated", "delivery_id": "broken", "product": {"title": "no id"}})
+    assert (await client.post(hook.path, content=body, headers=headers)).status_code == 400
+    listed = await client.get(f"/api/v1/connections/{conn['id']}/deliveries", headers=shop.secret)
+    assert listed.status_code == 200
+    items = listed.json()["items"]
+    assert [(d["status"], d["duplicates"]) for d in items] == [("rejected", 0), ("processed", 1)]
+    assert items[1]["delivery_id"] == "same" and items[1]["topic"] == "product.updated" and items[0]["error"]
+    only = await client.get(f"/api/v1/connections/{conn['id']}/deliveries", params={"status": "rejected", "limit": 1},
+                            headers=shop.secret)
+    assert [d["status"] for d in only.json()["items"]] == ["rejected"] and only.json()["next_cursor"] is None
+    paged = await client.get(f"/api/v1/connections/{conn['id']}/deliveries", params={"limit": 1}, headers=shop.secret)
+    rest = await client.get(f"/api/v1/connections/{conn['id']}/deliveries",
+                            params={"limit": 1, "cursor": paged.json()["next_cursor"]}, headers=shop.secret)
+    assert [d["id"] for d in paged.json()["items"] + rest.json()["items"]] == [d["id"] for d in items]
+    # another shop sees nothing of it; a publishable key is not enough
+    other = await make_shop("Other")
+    assert (await client.get(f"/api/v1/connections/{conn['id']}/deliveries",
+                             headers=other.secret)).status_code == 404
+    assert (await client.get(f"/api/v1/connections/{conn['id']}/deliveries",
+                             headers=shop.publishable)).status_code == 403
+
+
+async def test_a_product_link_is_only_ever_http(client, shop, feed, settings):
+    """A platform's product URL becomes the link shoppers click (the widget): a "javascript:" one is dropped."""
+    conn = await connect(client, shop, feed)
+    hook = Hook(client, conn, settings)
+    await hook.send("product.updated", feed.put(1, [1], url="javascript:alert(document.cookie)"))
+    await hook.send("product.updated", feed.put(2, [2], url="HTTPS://shop.example/p/2"))
+    images = await wait_all_ready(client, shop)
+    assert images["img1"]["product_url"] is None
+    assert images["img2"]["product_url"] == "HTTPS://shop.example/p/2"

@@ -5,6 +5,7 @@ revoking keys, sign-out."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from hub.testing import FakePlatform, PlatformHandler
 from tests.browser.conftest import readme_screenshot
 from tests.images import photo
 from tests.live import live_hub
@@ -20,7 +22,8 @@ from tests.live import live_hub
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, test_model: Path) -> Iterator[Any]:
-    with live_hub(tmp_path_factory.mktemp("console"), test_model) as running:
+    # image hosts on loopback stand in for a shop's (the "host is back" retry below)
+    with live_hub(tmp_path_factory.mktemp("console"), test_model, allow_private_fetch="true") as running:
         yield running
 
 
@@ -141,3 +144,210 @@ async def test_create_a_key_shown_once_then_revoke_it(page, hub, shop):
     refused = httpx.post(f"{hub.base}/api/v1/recommendations", json={"prompt": "x"},
                          headers={"Authorization": f"Bearer {new_key}"})
     assert refused.status_code == 401
+
+
+async def test_catalog_filters_detail_edit_and_retry_when_the_host_is_back(page, hub, shop):
+    secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+    host_is_up = {"up": False}
+
+    class Host(PlatformHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if host_is_up["up"]:
+                self.send(200, photo(9, size=(240, 320)), "image/jpeg")
+            else:
+                self.send_json(404, {"error": "not here (yet)"})
+
+    with FakePlatform(Host) as host:
+        for n, name in enumerate(["Green wool scarf", "Black leather boots"]):
+            up = httpx.post(f"{hub.base}/api/v1/images", headers=secret, data={"name": name},
+                            files={"file": (f"{n}.jpg", photo(20 + n, size=(240, 320)), "image/jpeg")})
+            assert up.status_code == 202
+        lost = httpx.post(f"{hub.base}/api/v1/images/from-url", headers=secret,
+                          json={"image_url": f"{host.base}/coat.jpg", "name": "Camel coat"}).json()
+        for _ in range(600):
+            items = httpx.get(f"{hub.base}/api/v1/images", headers=secret).json()["items"]
+            if {i["status"] for i in items} <= {"ready", "failed"}:
+                break
+            time.sleep(0.1)
+        assert {i["name"]: i["status"] for i in items} == {
+            "Green wool scarf": "ready", "Black leather boots": "ready", "Camel coat": "failed"}
+
+        await sign_in_as(page, hub, shop["secret_key"])
+        await page.get_by_role("link", name="Catalog").click()
+        tiles = page.get_by_role("list", name="Images").locator("li")
+        await expect(tiles).to_have_count(3)
+        await page.get_by_label("Status").select_option("failed")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(tiles).to_have_count(1)
+        assert "Camel coat" in await tiles.first.inner_text() and "failed" in await tiles.first.inner_text()
+        await page.get_by_label("Status").select_option("")
+        await page.get_by_label("Name").fill("boots")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(tiles).to_have_count(1)
+        assert "Black leather boots" in await tiles.first.inner_text()
+        await readme_screenshot(page, "console-catalog.png")
+
+        # the failed one says why; the host comes back; retry it from its page
+        await page.goto(f"{hub.base}/console/images/{lost['id']}")
+        assert "HTTP 404" in await page.locator("[data-error]").inner_text()
+        host_is_up["up"] = True
+        await page.get_by_role("button", name="Retry").click()
+        for _ in range(300):
+            await page.goto(f"{hub.base}/console/images/{lost['id']}")
+            if await page.locator("dd[data-status]").inner_text() == "ready":
+                break
+            time.sleep(0.1)
+        assert await page.locator("dd[data-status]").inner_text() == "ready"
+        # fetched from its URL, the thumbnail is made by the console (resized, kept)
+        size = await page.evaluate("""async () => { const img = document.querySelector('.detail img');
+            await img.decode(); return [img.naturalWidth, img.naturalHeight]; }""")
+        assert max(size) <= 320
+        similar = page.get_by_role("list", name="More like this").locator("li")
+        await expect(similar).to_have_count(2)
+
+        # edit its details: the API sees them
+        await page.get_by_label("Name").fill("Camel wool coat")
+        await page.get_by_label("Category").select_option(label="Jackets & Coats")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.get_by_role("status")).to_have_text("Saved.")
+        saved = httpx.get(f"{hub.base}/api/v1/images/{lost['id']}", headers=secret).json()
+        assert saved["name"] == "Camel wool coat" and saved["category"]["name"] == "Jackets & Coats"
+
+
+async def test_insights_plot_top_and_weak_prompts_after_some_queries(page, hub, shop):
+    secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+    storefront = {"Authorization": f"Bearer {shop['publishable_key']}"}
+    up = httpx.post(f"{hub.base}/api/v1/images", headers=secret, data={"name": "Red floral dress"},
+                    files={"file": ("d.jpg", photo(7, size=(240, 320)), "image/jpeg")})
+    for _ in range(600):
+        if httpx.get(f"{hub.base}/api/v1/images/{up.json()['id']}", headers=secret).json()["status"] == "ready":
+            break
+        time.sleep(0.1)
+    asked = ["red dress"] * 3 + ["Red  Dress", "linen trousers", "=HYPERLINK(\"x\")"]
+    for prompt in asked:
+        assert httpx.post(f"{hub.base}/api/v1/recommendations", headers=storefront,
+                          json={"prompt": prompt, "limit": 5}).status_code == 200
+    # a category that has nothing yet: no result at all
+    dresses = next(c for c in httpx.get(f"{hub.base}/api/v1/categories", headers=secret).json()["items"]
+                   if c["name"] == "Swimwear")
+    assert httpx.post(f"{hub.base}/api/v1/recommendations", headers=storefront, json={
+        "prompt": "swimsuit", "filters": {"category_id": dresses["id"]}}).json()["count"] == 0
+
+    await sign_in_as(page, hub, shop["secret_key"])
+    await page.get_by_role("link", name="Insights").click()
+    assert "7 prompts" in await page.locator(".meta").inner_text()
+    bars = page.locator("[data-plot] rect")
+    assert await bars.count() == 30
+    assert await bars.last.get_attribute("data-count") == "7"  # today
+    top = page.locator("[data-top] tbody tr")
+    assert (await top.first.inner_text()).split("\t")[:2] == ["red dress", "4"]  # case and spaces folded
+    weak = await page.locator("[data-weak] tbody").inner_text()
+    assert weak.splitlines()[0].startswith("swimsuit") and "no result" in weak.splitlines()[0]
+    assert "category_id: 1" in await page.get_by_role("region", name="Filters used").inner_text()
+    await readme_screenshot(page, "console-insights.png")
+
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Download the prompt log (CSV)").click()
+    download = await download_info.value
+    text = Path(await download.path()).read_text()
+    lines = text.splitlines()
+    assert lines[0] == "created_at,prompt,num_recommended,result_count,top_score,filters" and len(lines) == 8
+    assert "'=HYPERLINK" in text  # never a formula in a spreadsheet
+
+
+async def test_connect_stores_with_forms_see_syncs_and_deliveries_then_disconnect(page, hub, shop):
+    from tests.feed_platform import FeedPlatform, signed
+    from tests.woo_platform import KEY, SECRET, WooEmulator
+
+    secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+    woo, feed = WooEmulator(), FeedPlatform(page_size=2)
+    for pid in (1, 2):
+        woo.put(pid, [30 + pid])
+    for pid in (1, 2, 3):
+        feed.put(pid, [40 + pid])
+    try:
+        await sign_in_as(page, hub, shop["secret_key"])
+        await page.get_by_role("link", name="Connections", exact=True).click()
+
+        # WooCommerce, with the form its settings model gives (credentials as password fields)
+        await page.locator("summary", has_text="woocommerce").click()
+        form = page.locator('form[data-connector="woocommerce"]')
+        assert await form.get_by_label("Consumer Secret").get_attribute("type") == "password"
+        await form.get_by_label("Name").fill("My Woo store")
+        await form.get_by_label("Store Url").fill(woo.base)
+        await form.get_by_label("Consumer Key").fill(KEY)
+        await form.get_by_label("Consumer Secret").fill(SECRET)
+        await form.get_by_role("button", name="Connect").click()
+        await page.wait_for_url(re.compile(r"/console/connections/\d+$"))
+        assert "My Woo store" in await page.locator("h1").inner_text()
+        assert SECRET not in await page.content()
+        woo_id = int(page.url.rsplit("/", 1)[1])
+        for _ in range(600):
+            jobs = httpx.get(f"{hub.base}/api/v1/jobs", headers=secret, params={"connection_id": woo_id}).json()
+            if jobs["items"] and jobs["items"][0]["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.1)
+        assert len(httpx.get(f"{hub.base}/api/v1/images", headers=secret).json()["items"]) == 2
+        await page.reload()
+        assert "succeeded" in await page.locator("[data-syncs]").inner_text()
+
+        # the example feed connector: deliveries, a duplicate, a schedule, a re-sync, then disconnect
+        await page.get_by_role("link", name="Connections", exact=True).click()
+        await page.locator("summary", has_text="example").click()
+        form = page.locator('form[data-connector="example"]')
+        await form.get_by_label("Feed Url").fill(feed.feed_url)
+        await form.get_by_label("Webhook Secret").fill(feed.settings()["webhook_secret"])
+        await form.get_by_role("button", name="Connect").click()
+        await page.wait_for_url(re.compile(r"/console/connections/\d+$"))
+        connection_id = int(page.url.rsplit("/", 1)[1])
+        body, headers = signed({"event": "product.updated", "delivery_id": "d-1",
+                                "product": feed.put(4, [44], updated_at="2026-11-02T09:00:00")})
+        for _ in range(2):  # the platform sends it again: answered, not applied twice
+            assert httpx.post(f"{hub.base}/webhooks/example/{connection_id}", content=body,
+                              headers=headers).status_code == 200
+        await page.reload()
+        rows = page.locator("[data-deliveries] tr")
+        await expect(rows).to_have_count(1)
+        cells = [await rows.first.locator("td").nth(n).inner_text() for n in range(4)]
+        assert cells[1] == "product.updated" and cells[2] in ("received", "processing", "processed")
+        assert cells[3] == "1"  # the second one was a duplicate
+        await page.get_by_label("Scheduled sync every").fill("60")
+        await page.get_by_role("button", name="Save").click()
+        await page.get_by_role("button", name="Sync now").click()
+        await expect(page.locator("[data-syncs] tr")).to_have_count(2)
+        await page.get_by_role("link", name="Connections", exact=True).click()
+        assert "every 60 min" in await page.locator("[data-connections-list]").inner_text()
+        await readme_screenshot(page, "console-connections.png")
+        await page.get_by_role("link", name=re.compile("example")).first.click()
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.get_by_role("button", name="Disconnect").click()
+        await page.wait_for_url(re.compile(r"/console/connections$"))
+        listed = httpx.get(f"{hub.base}/api/v1/connections", headers=secret).json()["items"]
+        assert [c["connector"] for c in listed] == ["woocommerce"]
+    finally:
+        woo.close()
+        feed.close()
+
+
+async def test_manage_the_taxonomy(page, hub, shop):
+    secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+    await sign_in_as(page, hub, shop["secret_key"])
+    await page.get_by_role("link", name="Taxonomy").click()
+    styles = page.get_by_role("region", name="Styles")
+    await styles.get_by_label("New style").fill("Preppy")
+    await styles.get_by_role("button", name="Add").click()
+    await page.wait_for_url(re.compile(r"/console/taxonomy$"))
+    await page.get_by_role("region", name="Styles").get_by_label("Name of Preppy").fill("Prep school")
+    await page.get_by_role("region", name="Styles").locator("tr", has=page.get_by_label("Name of Preppy")) \
+        .get_by_role("button", name="Rename").click()
+    names = [s["name"] for s in httpx.get(f"{hub.base}/api/v1/styles", headers=secret).json()["items"]]
+    assert "Prep school" in names and "Preppy" not in names
+    # a name that exists already, whatever its case: refused with the reason, nothing changed
+    await page.get_by_role("region", name="Styles").get_by_label("New style").fill("casual")
+    await page.get_by_role("region", name="Styles").get_by_role("button", name="Add").click()
+    assert "already exists" in await page.get_by_role("alert").inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete Prep school").click()
+    await page.wait_for_url(re.compile(r"/console/taxonomy$"))
+    after = [s["name"] for s in httpx.get(f"{hub.base}/api/v1/styles", headers=secret).json()["items"]]
+    assert "Prep school" not in after and len(after) == len(names) - 1

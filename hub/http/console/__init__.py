@@ -5,27 +5,63 @@ changes nothing. Pages call the same domain functions as the API."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import secrets
+import time
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import PathParameter
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 from PIL import Image as PILImage
+from pydantic import ValidationError
 
 from hub.db.models import Image
 from hub.domain.console import SignedIn, csrf_matches, find_session, overview, sign_in, sign_out
-from hub.domain.images import ImageFields, add_upload
+from hub.connectors import secret_fields
+from hub.domain.connections import (
+    connection_json,
+    find_connector,
+    get_connection,
+    image_fetch_headers,
+    list_connections,
+    open_connection,
+    remove_connection,
+    sync_connection,
+    update_connection,
+)
+from hub.domain.jobs import job_json, list_jobs
+from hub.domain.webhooks import list_deliveries
+from hub.domain.fetching import FetchError, fetch_image, make_client
+from hub.domain.insights import insights, prompt_log_csv, svg_timeline
+from hub.domain.images import (
+    ImageFields,
+    ImageFilters,
+    ImagePatch,
+    RetryFailed,
+    add_upload,
+    get_shop_image,
+    image_sources,
+    list_images,
+    retry_failed_images,
+    retry_image,
+    update_image,
+)
+from hub.domain.media import DECODES, check_image, thumbnail_path
+from hub.domain.shops import image_counts
+from hub.domain.taxonomy import TaxonCreate, TaxonUpdate, age_groups, categories, styles
 from hub.domain.keys import Principal, add_key, list_keys, revoke_key
-from hub.domain.recommendations import prompt_text, recommend
-from hub.errors import HubError
+from hub.domain.recommendations import prompt_text, recommend, similar_images
+from hub.errors import HubError, validation_detail
 from hub.http.auth import client_address
 from hub.http.deps import Db, Svc
 from hub.http.errors import status_of
@@ -35,12 +71,17 @@ from hub.http.validation import PathId
 SESSION_COOKIE = "hub_console"
 SIGN_IN_COOKIE = "hub_console_signin"  # the double-submit CSRF token of the sign-in form
 THUMB_SIZE = 320
+CATALOG_PAGE = 48
+MAX_PROMPT = 1000
+FORM_BYTES = 64 * 1024  # a console form without a file
+TAXONOMIES = {"categories": ("Categories", categories), "styles": ("Styles", styles),
+              "age-groups": ("Age groups", age_groups)}
 STATIC = {name: files("hub.http.console").joinpath("static", name).read_bytes()
           for name in ("console.css", "console.js")}
 TEMPLATES = Environment(loader=PackageLoader("hub.http.console", "templates"), autoescape=select_autoescape(),
                         trim_blocks=True, lstrip_blocks=True)
 HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' https: http: data:; style-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                "script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
@@ -77,9 +118,46 @@ async def _form(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {key: form.get(key) for key in form}
 
 
+class _Leave(Exception):
+    """Answer with this response instead (signed out: to sign-in; a form without its token: refused)."""
+
+    def __init__(self, response: Response[Any]) -> None:
+        self.response = response
+
+
+async def _session(request: Request[Any, Any, Any], db: Any) -> SignedIn:
+    """The signed-in browser, or leave for the sign-in page."""
+    me = await _signed_in(request, db)
+    if me is None:
+        raise _Leave(_to_sign_in())
+    return me
+
+
+async def _checked_form(request: Request[Any, Any, Any], me: SignedIn) -> dict[str, Any]:
+    """The posted form, if it carries the session's CSRF token; otherwise leave with a refusal (nothing done)."""
+    form = await _form(request)
+    if not csrf_matches(me, form.get("csrf")):
+        raise _Leave(_refused(me))
+    return form
+
+
+def _problem_page(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+    """A console error as a console page (with the console's headers), not the API's JSON."""
+    if isinstance(exc, HubError):
+        status, detail = status_of(exc), str(exc.detail)
+    elif isinstance(exc, HTTPException):
+        status, detail = exc.status_code, str(exc.detail)
+    else:
+        status, detail = 500, "internal error; it has been logged"
+    titles = {400: "That did not work", 404: "Not found", 429: "Too many tries", 503: "Try again shortly"}
+    return page("problem.html", status, title=titles.get(status, "That did not work"), detail=detail)
+
+
 class ConsoleController(Controller):
     path = "/console"
     include_in_schema = False
+    exception_handlers = {HubError: _problem_page, HTTPException: _problem_page,
+                          _Leave: lambda request, exc: exc.response}
 
     @get("/")
     async def home(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
@@ -89,7 +167,7 @@ class ConsoleController(Controller):
         token = secrets.token_urlsafe(32)
         return page("sign_in.html", csrf=token, cookies=[Cookie(key=SIGN_IN_COOKIE, value=token, path="/console", httponly=True, samesite="strict", secure=_secure(services))])
 
-    @post("/sign-in", status_code=303)
+    @post("/sign-in", status_code=303, request_max_body_size=FORM_BYTES)
     async def sign_in(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
         form = await _form(request)
         expected = request.cookies.get(SIGN_IN_COOKIE) or ""
@@ -107,22 +185,17 @@ class ConsoleController(Controller):
                    secure=_secure(services), max_age=12 * 3600),
             Cookie(key=SIGN_IN_COOKIE, value="", path="/console", max_age=0)])
 
-    @post("/sign-out", status_code=303)
+    @post("/sign-out", status_code=303, request_max_body_size=FORM_BYTES)
     async def sign_out(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
-        if not csrf_matches(me, (await _form(request)).get("csrf")):
-            return _refused(me)
+        me = await _session(request, db)
+        await _checked_form(request, me)
         await sign_out(db, me)
         return Redirect("/console", status_code=303, headers=HEADERS,
                         cookies=[Cookie(key=SESSION_COOKIE, value="", path="/console", max_age=0)])
 
     @get("/overview")
     async def overview_page(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
+        me = await _session(request, db)
         notice = "Uploaded: it will be ready in a moment." if request.query_params.get("uploaded") else None
         return page("overview.html", me=me, page="overview", data=await overview(db, me.shop_id), notice=notice)
 
@@ -135,12 +208,8 @@ class ConsoleController(Controller):
 
     @post("/images", status_code=303)
     async def upload(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
-        form = await request.form()
-        if not csrf_matches(me, form.get("csrf")):
-            return _refused(me)
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
         try:
             data = await read_upload(form.get("file"), services.settings.max_upload_bytes)
             fields = ImageFields(name=str(form.get("name") or "")[:500])
@@ -153,15 +222,15 @@ class ConsoleController(Controller):
     @get("/try")
     async def try_it(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
         """A prompt ranked exactly as the storefront would get it (a publishable key's view), with timings."""
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
-        prompt = (request.query_params.get("prompt") or "").strip()
+        me = await _session(request, db)
+        prompt = (request.query_params.get("prompt") or "").strip()[:MAX_PROMPT]
         raw_limit = request.query_params.get("limit") or "12"
-        limit = min(max(int(raw_limit), 1), 100) if raw_limit.isdigit() else 12
+        limit = min(max(_number(raw_limit) or 12, 1), 100)
         if not prompt:
             return page("try.html", me=me, page="try", prompt="", limit=limit, results=None)
         try:
+            state = request.app.state  # the session's key pays for its searches, as through the API
+            await state.limiter.hit(state.key_limits, "key", str(me.key_id))
             storefront = Principal(shop_id=me.shop_id, key_id=me.key_id, kind="publishable")
             ranked, timings = await recommend(db, services, storefront, prompt_text(prompt), limit, {},
                                               log_prompt=False)
@@ -173,27 +242,32 @@ class ConsoleController(Controller):
 
     @get("/thumbs/{image_id:int}")
     async def thumb(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:
-        """A stored photo resized for the console (made once, then served from the media folder)."""
+        """The image resized for the console: made once from the stored photo or the image URL (checked like any
+        image: size, pixels, formats, a bounded decode), then served from the media folder. A picture that cannot
+        be had is a placeholder, and is not tried again for a while."""
         me = await _signed_in(request, db)
         img = await db.get(Image, image_id) if me else None
-        if me is None or img is None or img.shop_id != me.shop_id or not img.photo:
+        if me is None or img is None or img.shop_id != me.shop_id or not (img.photo or img.image_url):
             raise NotFoundException("no such thumbnail")
-        relative = f"{img.shop_id}/thumbs/{img.id}-{THUMB_SIZE}.jpg"
         media = services.media
-        photo = img.photo
-
-        def load() -> bytes:
-            try:
-                return media.read(relative)
-            except FileNotFoundError:
-                made = _make_thumb(media.read(photo))
-                media.write(relative, made)
-                return made
-
+        relative = thumbnail_path(img.shop_id, img.id)
         try:
-            data = await anyio.to_thread.run_sync(load)
+            data = await anyio.to_thread.run_sync(media.read, relative)
         except FileNotFoundError:
-            raise NotFoundException("the photo is missing") from None
+            if (img.status == "failed" and not img.photo) or await anyio.to_thread.run_sync(
+                    _failed_recently, media, relative):
+                return _placeholder()
+            settings = services.settings
+            try:
+                original = (await anyio.to_thread.run_sync(media.read, img.photo) if img.photo
+                            else await _fetch_original(services, img))
+                data = await anyio.to_thread.run_sync(
+                    lambda: _make_thumb(check_image(original, max_bytes=settings.max_upload_bytes,
+                                                    max_pixels=settings.max_image_pixels).data))
+            except (FileNotFoundError, FetchError, OSError, ValueError, HubError, TimeoutError):
+                await anyio.to_thread.run_sync(media.write, relative + FAILED, b"")
+                return _placeholder()
+            await anyio.to_thread.run_sync(media.write, relative, data)
         return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
@@ -205,21 +279,216 @@ class ConsoleController(Controller):
         return Response(STATIC[name], media_type="text/css" if name.endswith(".css") else "text/javascript",
                         headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
 
+    @get("/catalog")
+    async def catalog(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
+        """The shop's images as thumbnails, filtered by status, taxonomy, source and name, newest first."""
+        me = await _session(request, db)
+        query = request.query_params
+        filters = ImageFilters(
+            status=query.get("status") or None, source=query.get("source") or None, q=(query.get("q") or "")[:200]
+            or None, **{f"{field}_id": _number(query.get(field)) for field in ("category", "style", "age_group")})
+        rows, next_cursor = await list_images(db, me.shop_id, CATALOG_PAGE, query.get("cursor") or None, filters)
+        shown = {"q": filters.q, "status": filters.status, "source": filters.source,
+                 **{field: getattr(filters, f"{field}_id") for field in ("category", "style", "age_group")}}
+        next_query = urlencode({**{k: v for k, v in shown.items() if v}, "cursor": next_cursor or ""})
+        return page("catalog.html", me=me, page="catalog", images=rows, f=shown, taxa=await _taxa(db, me.shop_id),
+                    sources=await image_sources(db, me.shop_id), failed=(await image_counts(db, me.shop_id)).get(
+                        "failed", 0), next_cursor=next_cursor, next_query=next_query, thumb=_thumb_url)
+
+    @get("/images/{image_id:int}")
+    async def image(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:
+        """One image: what is known of it, why it failed, its details to edit, and the images most like it."""
+        me = await _session(request, db)
+        return await self._image_page(db, services, me, image_id)
+
+    async def _image_page(self, db: Any, services: Any, me: SignedIn, image_id: int, status: int = 200,
+                          **context: Any) -> Response[Any]:
+        img = await get_shop_image(db, me.shop_id, image_id)
+        similar = None
+        if img.status == "ready":
+            with contextlib.suppress(HubError):
+                owner = Principal(shop_id=me.shop_id, key_id=me.key_id, kind="secret")
+                similar = await similar_images(db, services, owner, image_id, 8, {})
+        return page("image.html", status, me=me, page="catalog", img=img, taxa=await _taxa(db, me.shop_id),
+                    similar=similar, thumb=_thumb_url, **context)
+
+    @post("/images/{image_id:int}", status_code=200, request_max_body_size=FORM_BYTES)
+    async def edit_image(self, request: Request[Any, Any, Any], db: Db, services: Svc,
+                         image_id: PathId) -> Response[Any]:
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
+        try:
+            patch = ImagePatch.model_validate({
+                "name": str(form.get("name") or ""), "description": str(form.get("description") or ""),
+                "product_url": str(form.get("product_url") or "").strip() or None,
+                **{f"{field}_id": _number(form.get(field)) for field in ("category", "style", "age_group")}})
+            await update_image(db, services, me.shop_id, image_id, patch)
+        except ValidationError as exc:
+            return await self._image_page(db, services, me, image_id, 400, error=validation_detail(exc))
+        except HubError as exc:
+            return await self._image_page(db, services, me, image_id, status_of(exc), error=exc.detail)
+        return await self._image_page(db, services, me, image_id, notice="Saved.")
+
+    @post("/images/{image_id:int}/retry", status_code=303, request_max_body_size=FORM_BYTES)
+    async def retry(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:
+        me = await _session(request, db)
+        await _checked_form(request, me)
+        try:
+            await retry_image(db, services, me.shop_id, image_id)
+        except HubError as exc:
+            return await self._image_page(db, services, me, image_id, status_of(exc), error=exc.detail)
+        return Redirect(f"/console/images/{image_id}", status_code=303, headers=HEADERS)
+
+    @post("/images/retry-failed", status_code=303, request_max_body_size=FORM_BYTES)
+    async def retry_all(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        me = await _session(request, db)
+        await _checked_form(request, me)
+        _, more = await retry_failed_images(db, services, me.shop_id, RetryFailed())  # one batch, as the API does
+        return Redirect("/console/catalog" + ("?more_failed=1" if more else ""), status_code=303, headers=HEADERS)
+
+    @get("/insights")
+    async def insights_page(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
+        """What shoppers asked in the last 30 days: per day (a plot), most asked, worst answered, filters."""
+        me = await _session(request, db)
+        data = await insights(db, me.shop_id)
+        return page("insights.html", me=me, page="insights", data=data, plot=svg_timeline(data.days))
+
+    @get("/insights.csv")
+    async def insights_csv(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """The whole prompt log, streamed as CSV (from a session of its own: the request's ends before)."""
+        me = await _session(request, db)
+        shop_id = me.shop_id
+
+        async def rows() -> AsyncIterator[str]:
+            async with services.sessions() as session:
+                async for chunk in prompt_log_csv(session, shop_id):
+                    yield chunk
+
+        return Stream(rows(), media_type="text/csv; charset=utf-8", headers={
+            **HEADERS, "Content-Disposition": 'attachment; filename="prompts.csv"'})
+
+    @get("/connections")
+    async def connections(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """The shop's stores, and a form per installed connector (the fields its settings model declares)."""
+        me = await _session(request, db)
+        return await self._connections_page(db, services, me)
+
+    async def _connections_page(self, db: Any, services: Any, me: SignedIn, status: int = 200,
+                                **context: Any) -> Response[Any]:
+        installed = services.plugins.connectors()
+        rows = [connection_json(row, installed.get(row.connector), services)
+                for row in await list_connections(db, me.shop_id)]
+        forms = [{"name": name, "fields": _setting_fields(connector)} for name, connector in sorted(installed.items())]
+        context.setdefault("values", {})
+        return page("connections.html", status, me=me, page="connections", connections=rows, connectors=forms,
+                    **context)
+
+    @post("/connections", status_code=303, request_max_body_size=FORM_BYTES)
+    async def connect(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """Connect a store with the connector's settings: the same checks as ``POST /api/v1/connections``."""
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
+        name = str(form.get("connector") or "")
+        values = {key.removeprefix("setting:"): str(value).strip() for key, value in form.items()
+                  if key.startswith("setting:") and str(value).strip() != ""}
+        try:
+            connector = find_connector(services.plugins, name)
+            made = await open_connection(db, services, me.shop_id, connector, str(form.get("name") or "")[:200],
+                                         values, bool(form.get("sync")))
+        except HubError as exc:
+            public = {k: v for k, v in values.items() if k not in _secrets_of(services, name)}
+            return await self._connections_page(db, services, me, status_of(exc), error=exc.detail, chosen=name,
+                                                values=public)
+        return Redirect(f"/console/connections/{made['id']}", status_code=303, headers=HEADERS)
+
+    @get("/connections/{connection_id:int}")
+    async def connection(self, request: Request[Any, Any, Any], db: Db, services: Svc,
+                         connection_id: PathId) -> Response[Any]:
+        """One store: its syncs, its webhook deliveries, and what can be done with it."""
+        me = await _session(request, db)
+        return await self._connection_page(db, services, me, connection_id)
+
+    async def _connection_page(self, db: Any, services: Any, me: SignedIn, connection_id: int, status: int = 200,
+                               **context: Any) -> Response[Any]:
+        row = await get_connection(db, me.shop_id, connection_id)
+        shown = connection_json(row, services.plugins.connectors().get(row.connector), services)
+        syncs, _ = await list_jobs(db, me.shop_id, 20, None, None, "sync", connection_id)
+        deliveries, _ = await list_deliveries(db, me.shop_id, connection_id, 50, None, None)
+        return page("connection.html", status, me=me, page="connections", c=shown,
+                    syncs=[job_json(job) for job in syncs], deliveries=deliveries, **context)
+
+    @post("/connections/{connection_id:int}/{action:str}", status_code=303, request_max_body_size=FORM_BYTES)
+    async def connection_action(self, request: Request[Any, Any, Any], db: Db, services: Svc,
+                                connection_id: PathId, action: Annotated[str, PathParameter(max_length=20)],
+                                ) -> Response[Any]:
+        """``sync`` now, change the ``schedule``, or ``delete`` (disconnect) one store."""
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
+        try:
+            if action == "sync":
+                await sync_connection(db, services, me.shop_id, connection_id)
+            elif action == "schedule":
+                await update_connection(db, me.shop_id, connection_id, None, _number(form.get("minutes")) or 0)
+            elif action == "delete":
+                await remove_connection(db, services, me.shop_id, connection_id)
+                return Redirect("/console/connections", status_code=303, headers=HEADERS)
+            else:
+                raise NotFoundException("no such action")
+        except HubError as exc:
+            return await self._connection_page(db, services, me, connection_id, status_of(exc), error=exc.detail)
+        return Redirect(f"/console/connections/{connection_id}", status_code=303, headers=HEADERS)
+
+    @get("/taxonomy")
+    async def taxonomy(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
+        me = await _session(request, db)
+        return await self._taxonomy_page(db, me)
+
+    async def _taxonomy_page(self, db: Any, me: SignedIn, status: int = 200, **context: Any) -> Response[Any]:
+        groups = [(kind, label, await taxonomy.list(db, me.shop_id)) for kind, (label, taxonomy) in TAXONOMIES.items()]
+        return page("taxonomy.html", status, me=me, page="taxonomy", groups=groups, **context)
+
+    @post("/taxonomy/{kind:str}/add", status_code=303, request_max_body_size=FORM_BYTES)
+    async def add_taxon(self, request: Request[Any, Any, Any], db: Db,
+                        kind: Annotated[str, PathParameter(max_length=20)]) -> Response[Any]:
+        return await self._taxon_change(request, db, kind, None, "add")
+
+    @post("/taxonomy/{kind:str}/{taxon_id:int}/{action:str}", status_code=303, request_max_body_size=FORM_BYTES)
+    async def change_taxon(self, request: Request[Any, Any, Any], db: Db, services: Svc,
+                           kind: Annotated[str, PathParameter(max_length=20)], taxon_id: PathId,
+                           action: Annotated[str, PathParameter(max_length=20)]) -> Response[Any]:
+        return await self._taxon_change(request, db, kind, taxon_id, action, services)
+
+    async def _taxon_change(self, request: Request[Any, Any, Any], db: Any, kind: str, taxon_id: int | None,
+                            action: str, services: Any = None) -> Response[Any]:
+        """Add, rename or delete a category, style or age group (the API's rules: names unique ignoring case;
+        a deleted group's images stay, without it)."""
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
+        if kind not in TAXONOMIES or action not in ("add", "rename", "delete"):
+            raise NotFoundException("no such taxonomy or action")
+        taxonomy = TAXONOMIES[kind][1]
+        try:
+            if action == "add":
+                await taxonomy.add(db, me.shop_id, TaxonCreate(name=str(form.get("name") or "")))
+            elif action == "rename" and taxon_id is not None:
+                await taxonomy.update(db, me.shop_id, taxon_id, TaxonUpdate(name=str(form.get("name") or "")))
+            elif taxon_id is not None:
+                await taxonomy.remove(db, services.pipeline, me.shop_id, taxon_id)
+        except ValidationError as exc:
+            return await self._taxonomy_page(db, me, 400, error=validation_detail(exc))
+        except HubError as exc:
+            return await self._taxonomy_page(db, me, status_of(exc), error=exc.detail)
+        return Redirect("/console/taxonomy", status_code=303, headers=HEADERS)
+
     @get("/keys")
     async def keys(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
+        me = await _session(request, db)
         return page("keys.html", me=me, page="keys", keys=await list_keys(db, me.shop_id))
 
-    @post("/keys", status_code=200)
+    @post("/keys", status_code=200, request_max_body_size=FORM_BYTES)
     async def create_key(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
-        form = await _form(request)
-        if not csrf_matches(me, form.get("csrf")):
-            return _refused(me)
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
         kind = form.get("kind") if form.get("kind") in ("secret", "publishable") else "publishable"
         try:
             new = await add_key(db, me.shop_id, str(kind), str(form.get("name") or "")[:100],
@@ -230,13 +499,10 @@ class ConsoleController(Controller):
         return page("keys.html", me=me, page="keys", keys=await list_keys(db, me.shop_id),
                     new_key={"kind": kind, "raw": new.raw})
 
-    @post("/keys/{key_id:int}/revoke", status_code=303)
+    @post("/keys/{key_id:int}/revoke", status_code=303, request_max_body_size=FORM_BYTES)
     async def revoke(self, request: Request[Any, Any, Any], db: Db, key_id: PathId) -> Response[Any]:
-        me = await _signed_in(request, db)
-        if me is None:
-            return _to_sign_in()
-        if not csrf_matches(me, (await _form(request)).get("csrf")):
-            return _refused(me)
+        me = await _session(request, db)
+        await _checked_form(request, me)
         try:
             await revoke_key(db, me.shop_id, key_id)
         except HubError as exc:
@@ -248,11 +514,70 @@ class ConsoleController(Controller):
 
 
 def _thumb_url(img: Image) -> str:
-    return f"/console/thumbs/{img.id}" if img.photo else (img.image_url or "")
+    return f"/console/thumbs/{img.id}"
+
+
+def _setting_fields(connector: Any) -> list[dict[str, Any]]:
+    """A connector's settings as form fields: title, description, required, secret (a password field), choices."""
+    schema = connector.settings_model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "title": spec.get("title", name), "description": spec.get("description", ""),
+             "required": name in required, "secret": bool(spec.get("secret")), "choices": spec.get("enum"),
+             "default": spec.get("default") if not isinstance(spec.get("default"), (dict, list)) else None}
+            for name, spec in schema.get("properties", {}).items()]
+
+
+def _secrets_of(services: Any, name: str) -> set[str]:
+    connector = services.plugins.connectors().get(name)
+    return secret_fields(connector.settings_model) if connector is not None else set()
+
+
+def _number(value: Any) -> int | None:
+    text = str(value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
+
+
+async def _taxa(db: Any, shop_id: int) -> list[tuple[str, str, list[Any]]]:
+    return [("category", "Category", await categories.list(db, shop_id)),
+            ("style", "Style", await styles.list(db, shop_id)),
+            ("age_group", "Age group", await age_groups.list(db, shop_id))]
+
+
+async def _fetch_original(services: Any, img: Image) -> bytes:
+    """A URL image's picture, for its thumbnail: through the same guarded fetch as indexing (limits, deadline,
+    address checks, the connection's image credentials)."""
+    settings = services.settings
+    headers = await image_fetch_headers(services, img)
+    async with make_client(settings.fetch_timeout, settings.allow_private_fetch, max_bytes=settings.max_upload_bytes,
+                           deadline=settings.fetch_deadline, min_rate=settings.fetch_min_rate) as http:
+        with anyio.fail_after(settings.fetch_deadline):
+            return await fetch_image(http, img.image_url or "", max_bytes=settings.max_upload_bytes,
+                                     allow_private=settings.allow_private_fetch,
+                                     max_redirects=settings.fetch_max_redirects, headers=headers)
+
+
+FAILED = ".failed"  # beside a thumbnail's path: the picture could not be had (at that file's time)
+RETRY_THUMB_AFTER = 600  # seconds
+PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="240" height="320" viewBox="0 0 240 320">'
+               b'<rect width="240" height="320" fill="#e5e7eb"/><text x="120" y="165" font-family="sans-serif" '
+               b'font-size="16" fill="#6b7280" text-anchor="middle">no picture</text></svg>')
+
+
+def _placeholder() -> Response[bytes]:
+    return Response(PLACEHOLDER, status_code=404, media_type="image/svg+xml",
+                    headers={"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"})
+
+
+def _failed_recently(media: Any, relative: str) -> bool:
+    try:
+        return time.time() - media.path(relative + FAILED).stat().st_mtime < RETRY_THUMB_AFTER
+    except FileNotFoundError:
+        return False
 
 
 def _make_thumb(data: bytes) -> bytes:
-    with PILImage.open(io.BytesIO(data)) as pil:
+    """A checked image's thumbnail (one more decode, reduced by the JPEG draft, in a decode slot)."""
+    with DECODES.slot(), PILImage.open(io.BytesIO(data)) as pil:
         pil.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
         pil = pil.convert("RGB")
         pil.thumbnail((THUMB_SIZE, THUMB_SIZE))

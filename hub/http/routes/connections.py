@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from litestar import Controller, delete, get, patch, post
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.domain.fields import JsonBool, JsonInt
@@ -23,6 +23,7 @@ from hub.domain.connections import (
     update_connection,
 )
 from hub.domain.jobs import JobOut, job_json
+from hub.domain.webhooks import DeliveryOut, list_deliveries
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
@@ -48,6 +49,11 @@ class ConnectionUpdate(BaseModel):
     name: str | None = Field(None, max_length=200)
     sync_interval_minutes: JsonInt | None = Field(
         None, ge=0, le=MAX_SYNC_INTERVAL, description="Minutes between scheduled full re-reads (5 to 10080; 0: off)")
+
+
+class DeliveryPage(TypedDict):
+    items: list[DeliveryOut]
+    next_cursor: str | None
 
 
 class ConnectionList(TypedDict):
@@ -88,6 +94,18 @@ class ConnectionController(Controller):
     async def get_connection(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> ConnectionOut:
         row = await get_connection(db, principal.shop_id, connection_id)
         return connection_json(row, services.plugins.connectors().get(row.connector), services)
+
+    @get("/{connection_id:int}/deliveries")
+    async def deliveries(
+        self, db: Db, principal: Caller, connection_id: PathId,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[Literal["received", "processing", "processed", "ignored", "rejected", "failed"] | None] = None,
+    ) -> DeliveryPage:
+        """The webhook deliveries this connection received, newest first, with what became of each and how often
+        the platform sent it again (pass ``next_cursor`` back as ``cursor``)."""
+        items, next_cursor = await list_deliveries(db, principal.shop_id, connection_id, limit, cursor, status)
+        return {"items": items, "next_cursor": next_cursor}
 
     @delete("/{connection_id:int}", status_code=204)
     async def remove(self, db: Db, services: Svc, principal: Caller, connection_id: PathId) -> None:

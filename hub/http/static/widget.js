@@ -33,10 +33,14 @@
 
   var uid = 0;
 
+  function web(url) {  /* only http(s) links and pictures: a product URL is data from a platform, never script */
+    return typeof url === "string" && /^https?:\/\//i.test(url) ? url : "";
+  }
+
   function imageUrl(item, key) {
-    if (item.file_url) return item.file_url + (item.file_url.indexOf("?") < 0 ? "?" : "&") +
+    if (web(item.file_url)) return item.file_url + (item.file_url.indexOf("?") < 0 ? "?" : "&") +
       "key=" + encodeURIComponent(key);
-    return item.image_url || "";
+    return web(item.image_url);
   }
 
   class FashionHubSearch extends HTMLElement {
@@ -149,7 +153,7 @@
         link.setAttribute("role", "option");
         link.setAttribute("part", "result");
         link.id = list.id + "-" + index;
-        link.href = item.product_url || imageUrl(item, key) || "#";
+        link.href = web(item.product_url) || imageUrl(item, key) || "#";
         link.tabIndex = -1;
         var img = document.createElement("img");
         img.src = imageUrl(item, key);

@@ -40,13 +40,17 @@
       }));
     }
   }
-  var delay = 2000;
+  var EVERY = 3000, delay = EVERY, timer = 0;
   function poll() {
+    if (document.hidden) return;  /* a tab nobody looks at asks nothing; it catches up when shown */
     fetch(live.getAttribute("data-live"), { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { if (r.status === 401) { location.href = "/console"; throw new Error("signed out"); } return r.json(); })
-      .then(function (data) { render(data); delay = 2000; })
+      .then(function (data) { render(data); delay = EVERY; })
       .catch(function () { delay = Math.min(delay * 2, 30000); })
-      .then(function () { setTimeout(poll, delay); });
+      .then(function () { clearTimeout(timer); timer = setTimeout(poll, delay); });
   }
-  setTimeout(poll, delay);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) { clearTimeout(timer); poll(); }
+  });
+  timer = setTimeout(poll, delay);
 })();

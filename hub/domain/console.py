@@ -5,19 +5,34 @@ that opened it is revoked. Each session has its own CSRF token for the console's
 from __future__ import annotations
 
 import hashlib
+import logging
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import ApiKey, Connection, ConsoleSession, Image, Job, Shop, WebhookDelivery, utcnow
+from hub.db.models import (
+    ApiKey,
+    Connection,
+    ConsoleLink,
+    ConsoleSession,
+    Image,
+    Job,
+    Shop,
+    WebhookDelivery,
+    utcnow,
+)
+from hub.domain.mail import send_mail
+from hub.domain.shops import check_email
+from hub.settings import Settings
 from hub.domain.keys import find_key
-from hub.errors import Forbidden, Unauthenticated
+from hub.errors import Forbidden, Invalid, Unauthenticated, Unavailable
 
+log = logging.getLogger("hub.console")
 SESSION_LIFETIME = timedelta(hours=12)
 MAX_TOKEN_LENGTH = 100
 
@@ -28,7 +43,7 @@ class SignedIn:
 
     session_id: int
     shop_id: int
-    key_id: int
+    key_id: int | None  # None: opened by a sign-in link
     shop_name: str
     csrf_token: str
 
@@ -59,14 +74,72 @@ async def find_session(session: AsyncSession, token: str | None) -> SignedIn | N
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     found = (await session.execute(
-        select(ConsoleSession, Shop.name).join(ApiKey, ApiKey.id == ConsoleSession.key_id)
+        select(ConsoleSession, Shop.name).outerjoin(ApiKey, ApiKey.id == ConsoleSession.key_id)
         .join(Shop, Shop.id == ConsoleSession.shop_id)
         .where(ConsoleSession.token_hash == _hash(token), ConsoleSession.expires_at > utcnow(),
-               ApiKey.revoked_at.is_(None), Shop.active.is_(True)))).first()
+               ConsoleSession.key_id.is_(None) | ApiKey.revoked_at.is_(None), Shop.active.is_(True)))).first()
     if found is None:
         return None
     row, shop_name = found
     return SignedIn(row.id, row.shop_id, row.key_id, shop_name, row.csrf_token)
+
+
+LINK_LIFETIME = timedelta(minutes=15)
+
+
+async def mail_sign_in_link(session: AsyncSession, settings: Settings, email: str) -> None:
+    """Mail a one-use sign-in link to the shop with this address; nothing (and no hint) when none has it — nor
+    when the mail server fails (logged): the answer must not tell which addresses belong to a shop."""
+    if not settings.smtp_url:
+        raise Unavailable("mail", "sign-in links need HUB_SMTP_URL; sign in with a secret key")
+    try:
+        address = check_email(email)
+    except Invalid:
+        return
+    shop = await session.scalar(select(Shop).where(Shop.email == address, Shop.active.is_(True)))
+    if shop is None:
+        await session.commit()
+        return
+    token = secrets.token_urlsafe(32)
+    session.add(ConsoleLink(shop_id=shop.id, token_hash=_hash(token), expires_at=utcnow() + LINK_LIFETIME))
+    await session.execute(delete(ConsoleLink).where(ConsoleLink.expires_at < utcnow()))
+    await session.commit()  # no transaction stays open while the mail server is called
+    minutes = int(LINK_LIFETIME.total_seconds() // 60)
+    try:
+        await send_mail(settings.smtp_url, settings.mail_from, address, "Your Fashion Hub sign-in link",
+                        f"Sign in to {shop.name}'s Fashion Hub console (the link works once, for {minutes} "
+                        f"minutes):\n\n{settings.public_url}/console/link?token={token}\n\n"
+                        "If you did not ask for it, ignore this mail: nobody can use it without this mailbox.")
+    except Unavailable as exc:
+        log.warning("sign-in link not sent", extra={"shop_id": shop.id, "reason": exc.detail})
+
+
+async def link_shop(session: AsyncSession, token: str) -> str | None:
+    """The shop name a sign-in link opens (to confirm), or None when it is unknown, used or expired."""
+    found = await session.scalar(select(Shop.name).join(ConsoleLink, ConsoleLink.shop_id == Shop.id).where(
+        ConsoleLink.token_hash == _hash(token[:MAX_TOKEN_LENGTH]), ConsoleLink.used_at.is_(None),
+        ConsoleLink.expires_at > utcnow(), Shop.active.is_(True)))
+    await session.commit()
+    return found
+
+
+async def sign_in_by_link(session: AsyncSession, token: str) -> tuple[str, SignedIn]:
+    """Use a sign-in link once: a new session for its shop (ended by sign-out or expiry)."""
+    now = utcnow()
+    used = await session.execute(update(ConsoleLink).where(
+        ConsoleLink.token_hash == _hash(token[:MAX_TOKEN_LENGTH]), ConsoleLink.used_at.is_(None),
+        ConsoleLink.expires_at > now).values(used_at=now).returning(ConsoleLink.shop_id))
+    shop_id = used.scalar()
+    shop = await session.get(Shop, shop_id) if shop_id is not None else None
+    if shop is None or not shop.active:
+        await session.rollback()
+        raise Unauthenticated("this sign-in link was used already or has expired; ask for a new one")
+    raw = secrets.token_urlsafe(32)
+    row = ConsoleSession(shop_id=shop.id, key_id=None, token_hash=_hash(raw), csrf_token=secrets.token_urlsafe(32),
+                         expires_at=now + SESSION_LIFETIME)
+    session.add(row)
+    await session.commit()
+    return raw, SignedIn(row.id, shop.id, None, shop.name, row.csrf_token)
 
 
 def csrf_matches(signed_in: SignedIn, given: str | None) -> bool:

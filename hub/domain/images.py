@@ -284,6 +284,7 @@ class ImageFilters:
     product_id: int | None = None
     embedded: bool | None = None
     q: str | None = None  # in the name or the description
+    connection_id: int | None = None
 
 
 async def list_images(session: AsyncSession, shop_id: int, limit: int, cursor: str | None,
@@ -301,6 +302,7 @@ async def list_images(session: AsyncSession, shop_id: int, limit: int, cursor: s
         (Image.age_group_id, filters.age_group_id),
         (Image.product_id, filters.product_id),
         (Image.processor_embedded, filters.embedded),
+        (Image.connection_id, filters.connection_id),
     ):
         if value is not None:
             stmt = stmt.where(column == value)

@@ -125,3 +125,31 @@ async def test_console_errors_are_console_pages(client, shop, make_shop):
         assert resp.status_code in (400, 404) and resp.headers["content-type"].startswith("text/html"), path
         assert "frame-ancestors" in resp.headers["content-security-policy"]
     assert (await client.get("/console/try", params={"prompt": "dress", "limit": "²"})).status_code == 200
+
+
+async def test_sign_in_links_need_mail_and_tell_nothing(client, shop, snapshot):
+    form = await client.get("/console")
+    assert "Email me a link" not in form.text  # no HUB_SMTP_URL here
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    before = await snapshot()
+    resp = await client.post("/console/sign-in-link", data={"csrf": token, "email": shop["email"]})
+    assert resp.status_code == 503 and "HUB_SMTP_URL" in resp.text
+    assert (await client.get("/console/link", params={"token": "made-up"})).status_code == 401
+    assert await snapshot() == before
+
+
+async def test_try_it_takes_the_storefronts_filters(client, shop):
+    categories = (await client.get("/api/v1/categories", headers=shop.secret)).json()["items"]
+    dresses = next(c for c in categories if c["name"] == "Dresses")
+    ids = []
+    for n, (name, category) in enumerate([("Red dress", dresses["id"]), ("Blue jeans", None)]):
+        up = await client.post("/api/v1/images", headers=shop.secret, files={"file": (f"{n}.jpg", photo(n), "image/jpeg")},
+                               data={"name": name, **({"category_id": str(category)} if category else {})})
+        ids.append(up.json()["id"])
+    await wait_for_images(client, shop.secret, ids, {"ready"})
+    await signed_in(client, shop["secret_key"])
+    every = await client.get("/console/try", params={"prompt": "clothes"})
+    assert "Red dress" in every.text and "Blue jeans" in every.text
+    only = await client.get("/console/try", params={"prompt": "clothes", "category": dresses["id"]})
+    assert "Red dress" in only.text and "Blue jeans" not in only.text
+    assert f'<option value="{dresses["id"]}" selected>' in only.text

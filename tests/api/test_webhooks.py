@@ -313,3 +313,13 @@ async def test_a_product_link_is_only_ever_http(client, shop, feed, settings):
     images = await wait_all_ready(client, shop)
     assert images["img1"]["product_url"] is None
     assert images["img2"]["product_url"] == "HTTPS://shop.example/p/2"
+
+
+async def test_images_are_listed_by_the_store_they_came_from(client, shop, feed, settings):
+    first, second = await connect(client, shop, feed), await connect(client, shop, feed)
+    await Hook(client, first, settings).send("product.updated", feed.put(1, [1]))
+    await Hook(client, second, settings).send("product.updated", feed.put(2, [2]))
+    await wait_all_ready(client, shop)
+    for conn, expected in ((first, {"img1"}), (second, {"img2"})):
+        listed = await client.get("/api/v1/images", params={"connection_id": conn["id"]}, headers=shop.secret)
+        assert {i["external_id"] for i in listed.json()["items"]} == expected

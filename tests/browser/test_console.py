@@ -4,6 +4,7 @@ revoking keys, sign-out."""
 
 from __future__ import annotations
 
+import email
 import re
 import time
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ async def test_sign_in_upload_watch_it_become_ready_try_it_and_sign_out(page, hu
     # upload through the overview's form; the counts update without a reload until it is ready
     upload = tmp_path / "dress.jpg"
     upload.write_bytes(photo(3, size=(240, 320)))
-    await page.locator("input[type=file]").set_input_files(str(upload))
+    await page.get_by_label("Photo", exact=True).set_input_files(str(upload))
     await page.get_by_label("Name").fill("Red floral dress")
     await page.get_by_role("button", name="Upload").click()
     await page.wait_for_url(re.compile(r"/console/overview\?uploaded=\d+$"))
@@ -351,3 +352,55 @@ async def test_manage_the_taxonomy(page, hub, shop):
     await page.wait_for_url(re.compile(r"/console/taxonomy$"))
     after = [s["name"] for s in httpx.get(f"{hub.base}/api/v1/styles", headers=secret).json()["items"]]
     assert "Prep school" not in after and len(after) == len(names) - 1
+
+
+async def test_import_a_zip_and_follow_its_progress(page, hub, shop, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "catalog.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for n in range(3):
+            zf.writestr(f"look-{n}.jpg", photo(50 + n, size=(240, 320)))
+        zf.writestr("manifest.csv", "file,name\nlook-0.jpg,Linen shirt\nlook-1.jpg,Wool coat\nlook-2.jpg,Silk scarf\n")
+    await sign_in_as(page, hub, shop["secret_key"])
+    await page.get_by_label("A ZIP of photos").set_input_files(str(archive))
+    await page.get_by_role("button", name="Import").click()
+    await page.wait_for_url(re.compile(r"/console/overview\?import=\d+$"))
+    job = page.locator("[data-jobs] li").first
+    assert "import #" in await job.inner_text()
+    await expect(job.locator("[data-status]")).to_have_text("succeeded", timeout=60_000)
+    assert "3 done, 0 failed of 3" in await job.inner_text()
+    await expect(page.locator('[data-count="ready"]')).to_have_text("3", timeout=60_000)
+    secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+    names = {i["name"] for i in httpx.get(f"{hub.base}/api/v1/images", headers=secret).json()["items"]}
+    assert names == {"Linen shirt", "Wool coat", "Silk scarf"}
+
+
+async def test_sign_in_with_a_link_mailed_to_the_shop(page, hub, shop):
+    mailed = len(hub.outbox)
+    await page.goto(hub.base + "/console")
+    await page.get_by_label("Or get a sign-in link").fill("nobody@unknown.example")
+    await page.get_by_role("button", name="Email me a link").click()
+    notice = await page.get_by_role("status").inner_text()
+    assert "If a shop uses this address" in notice and len(hub.outbox) == mailed  # no hint, no mail
+
+    await page.get_by_label("Or get a sign-in link").fill(shop["email"].upper())
+    await page.get_by_role("button", name="Email me a link").click()
+    assert await page.get_by_role("status").inner_text() == notice  # the same answer
+    for _ in range(100):
+        if len(hub.outbox) > mailed:
+            break
+        time.sleep(0.05)
+    recipients, raw = hub.outbox[-1]
+    assert recipients == [shop["email"]]
+    text = email.message_from_string(raw).get_payload(decode=True).decode()
+    link = re.search(r"http://\S+/console/link\?token=[\w-]+", text).group(0)
+
+    await page.goto(link)  # what a mail scanner sees too: a button, nothing used yet
+    assert "Console Boutique" in await page.locator("h1").inner_text()
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(re.compile(r"/console/overview$"))
+    assert await page.get_by_text("Console Boutique").is_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await page.goto(link)  # used once: never again
+    assert "used already or has expired" in await page.get_by_role("alert").inner_text()

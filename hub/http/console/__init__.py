@@ -26,7 +26,17 @@ from PIL import Image as PILImage
 from pydantic import ValidationError
 
 from hub.db.models import Image
-from hub.domain.console import SignedIn, csrf_matches, find_session, overview, sign_in, sign_out
+from hub.domain.console import (
+    SignedIn,
+    csrf_matches,
+    find_session,
+    link_shop,
+    mail_sign_in_link,
+    overview,
+    sign_in,
+    sign_in_by_link,
+    sign_out,
+)
 from hub.connectors import secret_fields
 from hub.domain.connections import (
     connection_json,
@@ -42,6 +52,7 @@ from hub.domain.connections import (
 from hub.domain.jobs import job_json, list_jobs
 from hub.domain.webhooks import list_deliveries
 from hub.domain.fetching import FetchError, fetch_image, make_client
+from hub.domain.imports import start_import
 from hub.domain.insights import insights, prompt_log_csv, svg_timeline
 from hub.domain.images import (
     ImageFields,
@@ -66,6 +77,7 @@ from hub.http.auth import client_address
 from hub.http.deps import Db, Svc
 from hub.http.errors import status_of
 from hub.http.routes.images import read_upload
+from hub.http.routes.imports import MAX_IMPORT_UPLOAD, content_length
 from hub.http.validation import PathId
 
 SESSION_COOKIE = "hub_console"
@@ -101,6 +113,35 @@ def _secure(services: Any) -> bool:
 
 async def _signed_in(request: Request[Any, Any, Any], db: Any) -> SignedIn | None:
     return await find_session(db, request.cookies.get(SESSION_COOKIE))
+
+
+def _pre_session_cookie(services: Any, token: str) -> Cookie:
+    return Cookie(key=SIGN_IN_COOKIE, value=token, path="/console", httponly=True, samesite="strict",
+                  secure=_secure(services))
+
+
+def _sign_in_page(services: Any, status: int = 200, **context: Any) -> Response[str]:
+    """The sign-in page with a fresh double-submit CSRF token (its cookie and its form field)."""
+    token = secrets.token_urlsafe(32)
+    return page("sign_in.html", status, csrf=token, mail=bool(services.settings.smtp_url),
+                cookies=[_pre_session_cookie(services, token)], **context)
+
+
+async def _pre_session_form(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """A form posted before there is a session (sign-in, a link): its token must match its cookie's."""
+    form = await _form(request)
+    expected = request.cookies.get(SIGN_IN_COOKIE) or ""
+    if not expected or not secrets.compare_digest(expected.encode(), str(form.get("csrf") or "").encode()):
+        raise _Leave(_refused(None))
+    return form
+
+
+def _opened(services: Any, token: str) -> Response[Any]:
+    """Signed in: the session's cookie, the pre-session one cleared, on to the overview."""
+    return Redirect("/console/overview", status_code=303, headers=HEADERS, cookies=[
+        Cookie(key=SESSION_COOKIE, value=token, path="/console", httponly=True, samesite="strict",
+               secure=_secure(services), max_age=12 * 3600),
+        Cookie(key=SIGN_IN_COOKIE, value="", path="/console", max_age=0)])
 
 
 def _to_sign_in() -> Response[Any]:
@@ -164,26 +205,53 @@ class ConsoleController(Controller):
         """The sign-in form, or the overview for a signed-in browser."""
         if await _signed_in(request, db):
             return Redirect("/console/overview", status_code=303, headers=HEADERS)
-        token = secrets.token_urlsafe(32)
-        return page("sign_in.html", csrf=token, cookies=[Cookie(key=SIGN_IN_COOKIE, value=token, path="/console", httponly=True, samesite="strict", secure=_secure(services))])
+        return _sign_in_page(services)
 
     @post("/sign-in", status_code=303, request_max_body_size=FORM_BYTES)
     async def sign_in(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
-        form = await _form(request)
-        expected = request.cookies.get(SIGN_IN_COOKIE) or ""
-        if not expected or not secrets.compare_digest(expected.encode(), str(form.get("csrf") or "").encode()):
-            return _refused(None)
+        form = await _pre_session_form(request)
         state = request.app.state
         try:
-            token, me = await sign_in(db, str(form.get("key") or ""))
+            token, _ = await sign_in(db, str(form.get("key") or ""))
         except HubError as exc:
             await state.limiter.hit(state.auth_failure_limits, "auth-failure", client_address(request))
-            fresh = secrets.token_urlsafe(32)
-            return page("sign_in.html", status_of(exc), error=exc.detail, csrf=fresh, cookies=[Cookie(key=SIGN_IN_COOKIE, value=fresh, path="/console", httponly=True, samesite="strict", secure=_secure(services))])
-        return Redirect("/console/overview", status_code=303, headers=HEADERS, cookies=[
-            Cookie(key=SESSION_COOKIE, value=token, path="/console", httponly=True, samesite="strict",
-                   secure=_secure(services), max_age=12 * 3600),
-            Cookie(key=SIGN_IN_COOKIE, value="", path="/console", max_age=0)])
+            return _sign_in_page(services, status_of(exc), error=exc.detail)
+        return _opened(services, token)
+
+    @post("/sign-in-link", status_code=200, request_max_body_size=FORM_BYTES)
+    async def sign_in_link(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """Mail a one-use sign-in link to the shop with this address (the answer never says whether one has it);
+        limited per client address like signups."""
+        form = await _pre_session_form(request)
+        state = request.app.state
+        await state.limiter.hit(state.signup_limits, "sign-in-link", client_address(request))
+        try:
+            await mail_sign_in_link(db, services.settings, str(form.get("email") or "")[:254])
+        except HubError as exc:
+            return _sign_in_page(services, status_of(exc), error=exc.detail)
+        return _sign_in_page(services, notice="If a shop uses this address, a sign-in link is on its way (it works "
+                                              "once, for 15 minutes).")
+
+    @get("/link")
+    async def link(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """A mailed link asks to confirm with a button (a mail scanner opening it must not use it up)."""
+        token = (request.query_params.get("token") or "")[:200]
+        shop_name = await link_shop(db, token) if token else None
+        if shop_name is None:
+            return _sign_in_page(services, 401, error="This sign-in link was used already or has expired; ask for "
+                                                      "a new one.")
+        fresh = secrets.token_urlsafe(32)
+        return page("link.html", csrf=fresh, token=token, shop_name=shop_name,
+                    cookies=[_pre_session_cookie(services, fresh)])
+
+    @post("/link", status_code=303, request_max_body_size=FORM_BYTES)
+    async def use_link(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        form = await _pre_session_form(request)
+        try:
+            token, _ = await sign_in_by_link(db, str(form.get("token") or ""))
+        except HubError as exc:
+            return _sign_in_page(services, status_of(exc), error=exc.detail)
+        return _opened(services, token)
 
     @post("/sign-out", status_code=303, request_max_body_size=FORM_BYTES)
     async def sign_out(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
@@ -196,7 +264,8 @@ class ConsoleController(Controller):
     @get("/overview")
     async def overview_page(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
         me = await _session(request, db)
-        notice = "Uploaded: it will be ready in a moment." if request.query_params.get("uploaded") else None
+        notice = ("Uploaded: it will be ready in a moment." if request.query_params.get("uploaded") else
+                  "Import started: its progress is below." if request.query_params.get("import") else None)
         return page("overview.html", me=me, page="overview", data=await overview(db, me.shop_id), notice=notice)
 
     @get("/overview.json")
@@ -219,6 +288,22 @@ class ConsoleController(Controller):
                         data=await overview(db, me.shop_id))
         return Redirect(f"/console/overview?uploaded={img.id}", status_code=303, headers=HEADERS)
 
+    @post("/imports", status_code=303, request_max_body_size=MAX_IMPORT_UPLOAD)
+    async def import_file(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """A ZIP of photos (with an optional manifest) or a CSV/JSON list of image URLs, streamed to disk as it
+        arrives (the same import as ``POST /api/v1/imports``); its progress shows on the overview. The CSRF token
+        comes in the query: the body is streamed, not parsed first."""
+        me = await _session(request, db)
+        if not csrf_matches(me, request.query_params.get("csrf")):
+            return _refused(me)
+        try:
+            job = await start_import(db, services, me.shop_id, request.stream(),
+                                     request.headers.get("content-type", ""), content_length(request), None)
+        except HubError as exc:
+            return page("overview.html", status_of(exc), me=me, page="overview", error=exc.detail,
+                        data=await overview(db, me.shop_id))
+        return Redirect(f"/console/overview?import={job.id}", status_code=303, headers=HEADERS)
+
     @get("/try")
     async def try_it(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
         """A prompt ranked exactly as the storefront would get it (a publishable key's view), with timings."""
@@ -226,19 +311,22 @@ class ConsoleController(Controller):
         prompt = (request.query_params.get("prompt") or "").strip()[:MAX_PROMPT]
         raw_limit = request.query_params.get("limit") or "12"
         limit = min(max(_number(raw_limit) or 12, 1), 100)
+        chosen = {f"{field}_id": _number(request.query_params.get(field)) for field in ("category", "style", "age_group")}
+        chosen = {key: value for key, value in chosen.items() if value}
+        common = {"me": me, "page": "try", "prompt": prompt, "limit": limit, "taxa": await _taxa(db, me.shop_id),
+                  "f": {key.removesuffix("_id"): value for key, value in chosen.items()}}
         if not prompt:
-            return page("try.html", me=me, page="try", prompt="", limit=limit, results=None)
+            return page("try.html", results=None, **common)
         try:
             state = request.app.state  # the session's key pays for its searches, as through the API
-            await state.limiter.hit(state.key_limits, "key", str(me.key_id))
-            storefront = Principal(shop_id=me.shop_id, key_id=me.key_id, kind="publishable")
-            ranked, timings = await recommend(db, services, storefront, prompt_text(prompt), limit, {},
+            await state.limiter.hit(state.key_limits, "key", str(me.key_id) if me.key_id else f"console:{me.shop_id}")
+            storefront = Principal(shop_id=me.shop_id, key_id=me.key_id or 0, kind="publishable")
+            ranked, timings = await recommend(db, services, storefront, prompt_text(prompt), limit, chosen,
                                               log_prompt=False)
         except HubError as exc:
-            return page("try.html", status_of(exc), me=me, page="try", prompt=prompt, limit=limit, results=None,
-                        error=exc.detail)
+            return page("try.html", status_of(exc), results=None, error=exc.detail, **common)
         results = [{"name": img.name, "score": score, "thumb": _thumb_url(img)} for img, score in ranked]
-        return page("try.html", me=me, page="try", prompt=prompt, limit=limit, results=results, timings=timings)
+        return page("try.html", results=results, timings=timings, **common)
 
     @get("/thumbs/{image_id:int}")
     async def thumb(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:
@@ -286,13 +374,15 @@ class ConsoleController(Controller):
         query = request.query_params
         filters = ImageFilters(
             status=query.get("status") or None, source=query.get("source") or None, q=(query.get("q") or "")[:200]
-            or None, **{f"{field}_id": _number(query.get(field)) for field in ("category", "style", "age_group")})
+            or None, connection_id=_number(query.get("connection")),
+            **{f"{field}_id": _number(query.get(field)) for field in ("category", "style", "age_group")})
         rows, next_cursor = await list_images(db, me.shop_id, CATALOG_PAGE, query.get("cursor") or None, filters)
-        shown = {"q": filters.q, "status": filters.status, "source": filters.source,
+        shown = {"q": filters.q, "status": filters.status, "source": filters.source, "connection": filters.connection_id,
                  **{field: getattr(filters, f"{field}_id") for field in ("category", "style", "age_group")}}
         next_query = urlencode({**{k: v for k, v in shown.items() if v}, "cursor": next_cursor or ""})
         return page("catalog.html", me=me, page="catalog", images=rows, f=shown, taxa=await _taxa(db, me.shop_id),
-                    sources=await image_sources(db, me.shop_id), failed=(await image_counts(db, me.shop_id)).get(
+                    sources=await image_sources(db, me.shop_id), connections=await list_connections(db, me.shop_id),
+                    failed=(await image_counts(db, me.shop_id)).get(
                         "failed", 0), next_cursor=next_cursor, next_query=next_query, thumb=_thumb_url)
 
     @get("/images/{image_id:int}")
@@ -307,7 +397,7 @@ class ConsoleController(Controller):
         similar = None
         if img.status == "ready":
             with contextlib.suppress(HubError):
-                owner = Principal(shop_id=me.shop_id, key_id=me.key_id, kind="secret")
+                owner = Principal(shop_id=me.shop_id, key_id=me.key_id or 0, kind="secret")
                 similar = await similar_images(db, services, owner, image_id, 8, {})
         return page("image.html", status, me=me, page="catalog", img=img, taxa=await _taxa(db, me.shop_id),
                     similar=similar, thumb=_thumb_url, **context)

@@ -151,10 +151,12 @@ class ImageController(Controller):
         product_id: QueryId = None,
         embedded: FromQuery[bool | None] = None,
         q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        connection_id: QueryId = None,
     ) -> ImagePage:
         """List images, newest first, ``limit`` per page; pass ``next_cursor`` back as ``cursor``."""
         filters = ImageFilters(status=status, source=source, category_id=category_id, style_id=style_id,
-                               age_group_id=age_group_id, product_id=product_id, embedded=embedded, q=q)
+                               age_group_id=age_group_id, product_id=product_id, embedded=embedded, q=q,
+                               connection_id=connection_id)
         items, next_cursor = await list_images(db, principal.shop_id, limit, cursor, filters)
         public_url = services.settings.public_url
         return {"items": [image_json(i, public_url) for i in items], "next_cursor": next_cursor}

@@ -9,6 +9,7 @@ the same store, reconnected — exactly as a connection made with credentials.
 from __future__ import annotations
 
 import secrets as random
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -41,19 +42,27 @@ def oauth_connector(services: Services, name: str) -> OAuthInstall:
 
 
 def start_install(services: Services, shop_id: int, connector_name: str, name: str, params: dict[str, Any],
-                  sync: bool) -> str:
-    """The platform URL to send the merchant to (valid for STATE_SECONDS)."""
+                  sync: bool, from_console: bool = False) -> str:
+    """The platform URL to send the merchant to (valid for STATE_SECONDS); ``from_console``: the callback sends
+    the browser back to the console rather than answering JSON."""
     connector = oauth_connector(services, connector_name)
     sealed = services.secrets.seal({"shop_id": shop_id, "connector": connector_name, "name": name, "sync": sync,
-                                    "params": params, "nonce": random.token_urlsafe(16)})
+                                    "params": params, "nonce": random.token_urlsafe(16),
+                                    "console": from_console})
     try:
         return connector.authorize_url(params, callback_url(services, connector_name), sealed)
     except ConnectorError as exc:
         raise Unprocessable(f"{connector_name}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Installed:
+    connection: ConnectedOut
+    from_console: bool  # started in the console: the browser goes back there
+
+
 async def finish_install(session: AsyncSession, services: Services, connector_name: str,
-                         query: dict[str, str]) -> ConnectedOut:
+                         query: dict[str, str]) -> Installed:
     """Where the platform sends the merchant back: the state opened, the callback verified and exchanged, the
     store connected (its earlier connection in this shop reconnected)."""
     connector = oauth_connector(services, connector_name)
@@ -75,5 +84,6 @@ async def finish_install(session: AsyncSession, services: Services, connector_na
     existing = next((row for row in await session.scalars(select(Connection).where(
         Connection.shop_id == sealed["shop_id"], Connection.connector == connector_name))
         if connector.connection_key(dict(row.settings)) == key), None)
-    return await open_connection(session, services, sealed["shop_id"], connector, sealed.get("name", ""), values,
-                                 bool(sealed.get("sync", True)), existing=existing, via_app=True)
+    connected = await open_connection(session, services, sealed["shop_id"], connector, sealed.get("name", ""), values,
+                                      bool(sealed.get("sync", True)), existing=existing, via_app=True)
+    return Installed(connected, bool(sealed.get("console")))

@@ -404,3 +404,33 @@ async def test_sign_in_with_a_link_mailed_to_the_shop(page, hub, shop):
     await page.get_by_role("button", name="Sign out").click()
     await page.goto(link)  # used once: never again
     assert "used already or has expired" in await page.get_by_role("alert").inner_text()
+
+
+async def test_install_a_shopify_store_through_the_app_from_the_console(page, tmp_path, test_model):
+    """The operator's public app configured; the merchant names the store, approves on Shopify (its emulator
+    answers the approval as Shopify would) and lands back on the new connection's console page."""
+    from tests.shopify_platform import APP_CLIENT_ID, APP_CLIENT_SECRET, DOMAIN, ShopifyEmulator
+
+    shopify = ShopifyEmulator()
+    shopify.put(1, [61])
+    try:
+        with live_hub(tmp_path / "hub", test_model, allow_private_fetch="true", shopify_api_url=shopify.base,
+                      shopify_client_id=APP_CLIENT_ID, shopify_client_secret=APP_CLIENT_SECRET) as hub:
+            shop = hub.create_shop("App Boutique", "app@shop.example")
+            await sign_in_as(page, hub, shop["secret_key"])
+            await page.get_by_role("link", name="Connections", exact=True).click()
+            await page.locator("summary", has_text="shopify").click()
+            install = page.locator('form[data-oauth="shopify"]')
+            await install.get_by_label("Shop Domain").fill(DOMAIN)
+            await install.get_by_role("button", name="Install the app").click()
+            link = page.locator("[data-authorize]")
+            approval = await link.get_attribute("href")
+            assert approval.startswith(f"{shopify.base}/admin/oauth/authorize?")
+            await page.goto(shopify.approve(approval))  # Shopify sends the merchant back with its signed code
+            await page.wait_for_url(re.compile(r"/console/connections/\d+$"))
+            assert "shopify" in await page.locator("h1").inner_text()
+            secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+            [connection] = httpx.get(f"{hub.base}/api/v1/connections", headers=secret).json()["items"]
+            assert connection["installed_via"] == "app" and connection["settings"]["shop_domain"] == DOMAIN
+    finally:
+        shopify.close()

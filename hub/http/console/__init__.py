@@ -37,7 +37,7 @@ from hub.domain.console import (
     sign_in_by_link,
     sign_out,
 )
-from hub.connectors import secret_fields
+from hub.connectors import OAuthConnector, secret_fields
 from hub.domain.connections import (
     connection_json,
     find_connector,
@@ -53,6 +53,7 @@ from hub.domain.jobs import job_json, list_jobs
 from hub.domain.webhooks import list_deliveries
 from hub.domain.fetching import FetchError, fetch_image, make_client
 from hub.domain.imports import start_import
+from hub.domain.oauth import start_install
 from hub.domain.insights import insights, prompt_log_csv, svg_timeline
 from hub.domain.images import (
     ImageFields,
@@ -468,7 +469,8 @@ class ConsoleController(Controller):
         installed = services.plugins.connectors()
         rows = [connection_json(row, installed.get(row.connector), services)
                 for row in await list_connections(db, me.shop_id)]
-        forms = [{"name": name, "fields": _setting_fields(connector)} for name, connector in sorted(installed.items())]
+        forms = [{"name": name, "fields": _setting_fields(connector), "oauth": isinstance(connector, OAuthConnector)}
+                 for name, connector in sorted(installed.items())]
         context.setdefault("values", {})
         return page("connections.html", status, me=me, page="connections", connections=rows, connectors=forms,
                     **context)
@@ -478,9 +480,7 @@ class ConsoleController(Controller):
         """Connect a store with the connector's settings: the same checks as ``POST /api/v1/connections``."""
         me = await _session(request, db)
         form = await _checked_form(request, me)
-        name = str(form.get("connector") or "")
-        values = {key.removeprefix("setting:"): str(value).strip() for key, value in form.items()
-                  if key.startswith("setting:") and str(value).strip() != ""}
+        name, values = _connector_form(form)
         try:
             connector = find_connector(services.plugins, name)
             made = await open_connection(db, services, me.shop_id, connector, str(form.get("name") or "")[:200],
@@ -490,6 +490,20 @@ class ConsoleController(Controller):
             return await self._connections_page(db, services, me, status_of(exc), error=exc.detail, chosen=name,
                                                 values=public)
         return Redirect(f"/console/connections/{made['id']}", status_code=303, headers=HEADERS)
+
+    @post("/connections/authorize", status_code=200, request_max_body_size=FORM_BYTES)
+    async def authorize(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
+        """Install a store through the platform's app (OAuth): a link to the platform's approval page, which sends
+        the merchant back to this console (a link, not a redirect: the console's pages only post to the hub)."""
+        me = await _session(request, db)
+        form = await _checked_form(request, me)
+        name, params = _connector_form(form)
+        try:
+            url = start_install(services, me.shop_id, name, str(form.get("name") or "")[:200], params, True,
+                                from_console=True)
+        except HubError as exc:
+            return await self._connections_page(db, services, me, status_of(exc), error=exc.detail, chosen=name)
+        return page("authorize.html", me=me, page="connections", url=url, connector=name)
 
     @get("/connections/{connection_id:int}")
     async def connection(self, request: Request[Any, Any, Any], db: Db, services: Svc,
@@ -615,6 +629,13 @@ def _setting_fields(connector: Any) -> list[dict[str, Any]]:
              "required": name in required, "secret": bool(spec.get("secret")), "choices": spec.get("enum"),
              "default": spec.get("default") if not isinstance(spec.get("default"), (dict, list)) else None}
             for name, spec in schema.get("properties", {}).items()]
+
+
+def _connector_form(form: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """A connection form's connector name and the settings filled in (``setting:<name>`` fields, blanks left out)."""
+    values = {key.removeprefix("setting:"): str(value).strip() for key, value in form.items()
+              if key.startswith("setting:") and str(value).strip() != ""}
+    return str(form.get("connector") or ""), values
 
 
 def _secrets_of(services: Any, name: str) -> set[str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi import ResponseSpec
+from litestar.response import Redirect
 from litestar.params import FromPath, JSONBody, QueryParameter
 from pydantic import BaseModel, Field
 
@@ -45,11 +47,16 @@ class OAuthCallbackController(Controller):
     path = "/oauth"
     tags = ["connections"]
 
-    @get("/{connector_name:str}/callback", status_code=201, responses=problems(409, 422, 502))
+    @get("/{connector_name:str}/callback", status_code=201, responses={**problems(409, 422, 502), 303: ResponseSpec(
+        data_container=None, description="An install started in the console: the browser goes back to the new "
+                                         "connection's page there (Location)")})
     async def callback(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str],
                        sealed: Annotated[str, QueryParameter(name="state", min_length=1, max_length=4096, description=(
                            "The sealed state of POST /api/v1/connections/authorize; the platform adds its own "
-                           "parameters (code, signature…)"))]) -> ConnectedOut:
+                           "parameters (code, signature…)"))]) -> Response[ConnectedOut]:
         """Where the platform sends the merchant back: verified, exchanged, connected."""
         query = {k: v for k, v in request.query_params.items()}
-        return await finish_install(db, services, connector_name, query)
+        installed = await finish_install(db, services, connector_name, query)
+        if installed.from_console:
+            return Redirect(f"/console/connections/{installed.connection['id']}", status_code=303)
+        return Response(installed.connection, status_code=201)

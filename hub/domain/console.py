@@ -194,16 +194,22 @@ async def overview(session: AsyncSession, shop_id: int) -> Overview:
         select(Image.status, func.count()).where(Image.shop_id == shop_id).group_by(Image.status))}
     images = {status: int(counts.get(status, 0)) for status in ("pending", "embedding", "ready", "failed")}
     images["total"] = sum(images.values())
+    rows = list(await session.scalars(select(Connection).where(Connection.shop_id == shop_id).order_by(Connection.id)))
+    ids = [row.id for row in rows]
+    # three grouped queries for all of the shop's connections (the overview polls this), not three per connection
+    deliveries = {cid: (last, failing) for cid, last, failing in await session.execute(
+        select(WebhookDelivery.connection_id, func.max(WebhookDelivery.received_at),
+               func.count().filter(WebhookDelivery.status.in_(("failed", "rejected"))))
+        .where(WebhookDelivery.connection_id.in_(ids)).group_by(WebhookDelivery.connection_id))}
+    latest = select(func.max(Job.id)).where(Job.connection_id.in_(ids), Job.kind == "sync").group_by(Job.connection_id)
+    syncs = {job.connection_id: job for job in await session.scalars(select(Job).where(Job.id.in_(latest)))}
     connections = []
-    for row in await session.scalars(select(Connection).where(Connection.shop_id == shop_id).order_by(Connection.id)):
-        last_delivery = await session.scalar(select(func.max(WebhookDelivery.received_at))
-                                             .where(WebhookDelivery.connection_id == row.id))
-        failing = await session.scalar(select(func.count()).where(
-            WebhookDelivery.connection_id == row.id, WebhookDelivery.status.in_(("failed", "rejected")))) or 0
-        sync = await session.scalar(select(Job).where(Job.connection_id == row.id, Job.kind == "sync")
-                                    .order_by(Job.id.desc()).limit(1))
+    for row in rows:
+        last_delivery, failing = deliveries.get(row.id, (None, 0))
+        sync = syncs.get(row.id)
         connections.append(ConnectionHealth(row.id, row.name, row.connector, row.status, _iso(last_delivery),
-                                            int(failing), _iso(sync.finished_at or sync.started_at) if sync else None,
+                                            int(failing or 0),
+                                            _iso(sync.finished_at or sync.started_at) if sync else None,
                                             sync.status if sync else None))
     active = list(await session.scalars(select(Job).where(Job.shop_id == shop_id,
                                                           Job.status.in_(("queued", "running")))

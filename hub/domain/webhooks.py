@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -381,11 +381,11 @@ class DeliveryOut(TypedDict):
     processed_at: datetime | None
 
 
-DELIVERY_STATUSES = ("received", "processing", "processed", "ignored", "rejected", "failed")
+DeliveryStatus = Literal["received", "processing", "processed", "ignored", "rejected", "failed"]
 
 
 async def list_deliveries(session: AsyncSession, shop_id: int, connection_id: int, limit: int, cursor: str | None,
-                          status: str | None) -> tuple[list[DeliveryOut], str | None]:
+                          status: DeliveryStatus | None) -> tuple[list[DeliveryOut], str | None]:
     """A page of one of the shop's connections' deliveries, newest first (kept HUB_DELIVERY_RETENTION_DAYS)."""
     owner = await session.scalar(select(Connection.shop_id).where(Connection.id == connection_id))
     if owner != shop_id:

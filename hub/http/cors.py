@@ -1,6 +1,6 @@
 """Cross-origin use of the storefront endpoints: the widget runs on the shop's own site and calls the hub with a
 publishable key. Only the storefront paths answer browsers from other origins; which origins a shop allows is
-decided per request, once the key says which shop it is (``hub.http.auth.check_origin``)."""
+decided per request, once the key says which shop it is (``hub.http.auth.check_origin``, run with every key's authentication)."""
 
 from __future__ import annotations
 

@@ -74,3 +74,21 @@ async def readme_screenshot(page: Any, name: str, locator: Any = None) -> None:
     target = ROOT / "docs" / "images" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     await (locator or page).screenshot(path=str(target))
+
+
+async def eventually(check: Any, what: str, timeout: float = 60) -> Any:
+    """Await ``check()`` until it returns something true (returned), yielding to the event loop (Playwright runs
+    on it) between tries; an ``AssertionError`` naming ``what`` when the time is up."""
+    import asyncio
+    import inspect
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        await asyncio.sleep(0.1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from hub.testing import FakePlatform, PlatformHandler
-from tests.browser.conftest import readme_screenshot
+from tests.browser.conftest import eventually, readme_screenshot
 from tests.images import photo
 from tests.live import live_hub
 
@@ -165,11 +164,11 @@ async def test_catalog_filters_detail_edit_and_retry_when_the_host_is_back(page,
             assert up.status_code == 202
         lost = httpx.post(f"{hub.base}/api/v1/images/from-url", headers=secret,
                           json={"image_url": f"{host.base}/coat.jpg", "name": "Camel coat"}).json()
-        for _ in range(600):
+        def settled() -> list[dict[str, Any]] | None:
             items = httpx.get(f"{hub.base}/api/v1/images", headers=secret).json()["items"]
-            if {i["status"] for i in items} <= {"ready", "failed"}:
-                break
-            time.sleep(0.1)
+            return items if {i["status"] for i in items} <= {"ready", "failed"} else None
+
+        items = await eventually(settled, "the images ending ready or failed")
         assert {i["name"]: i["status"] for i in items} == {
             "Green wool scarf": "ready", "Black leather boots": "ready", "Camel coat": "failed"}
 
@@ -193,12 +192,11 @@ async def test_catalog_filters_detail_edit_and_retry_when_the_host_is_back(page,
         assert "HTTP 404" in await page.locator("[data-error]").inner_text()
         host_is_up["up"] = True
         await page.get_by_role("button", name="Retry").click()
-        for _ in range(300):
+        async def shows_ready() -> bool:
             await page.goto(f"{hub.base}/console/images/{lost['id']}")
-            if await page.locator("dd[data-status]").inner_text() == "ready":
-                break
-            time.sleep(0.1)
-        assert await page.locator("dd[data-status]").inner_text() == "ready"
+            return await page.locator("dd[data-status]").inner_text() == "ready"
+
+        await eventually(shows_ready, "the retried image's page showing it ready", timeout=30)
         # fetched from its URL, the thumbnail is made by the console (resized, kept)
         size = await page.evaluate("""async () => { const img = document.querySelector('.detail img');
             await img.decode(); return [img.naturalWidth, img.naturalHeight]; }""")
@@ -220,10 +218,8 @@ async def test_insights_plot_top_and_weak_prompts_after_some_queries(page, hub, 
     storefront = {"Authorization": f"Bearer {shop['publishable_key']}"}
     up = httpx.post(f"{hub.base}/api/v1/images", headers=secret, data={"name": "Red floral dress"},
                     files={"file": ("d.jpg", photo(7, size=(240, 320)), "image/jpeg")})
-    for _ in range(600):
-        if httpx.get(f"{hub.base}/api/v1/images/{up.json()['id']}", headers=secret).json()["status"] == "ready":
-            break
-        time.sleep(0.1)
+    await eventually(lambda: httpx.get(f"{hub.base}/api/v1/images/{up.json()['id']}", headers=secret)
+                     .json()["status"] == "ready", "the uploaded image ready")
     asked = ["red dress"] * 3 + ["Red  Dress", "linen trousers", "=HYPERLINK(\"x\")"]
     for prompt in asked:
         assert httpx.post(f"{hub.base}/api/v1/recommendations", headers=storefront,
@@ -283,11 +279,11 @@ async def test_connect_stores_with_forms_see_syncs_and_deliveries_then_disconnec
         assert "My Woo store" in await page.locator("h1").inner_text()
         assert SECRET not in await page.content()
         woo_id = int(page.url.rsplit("/", 1)[1])
-        for _ in range(600):
+        def sync_finished() -> bool:
             jobs = httpx.get(f"{hub.base}/api/v1/jobs", headers=secret, params={"connection_id": woo_id}).json()
-            if jobs["items"] and jobs["items"][0]["status"] in ("succeeded", "failed"):
-                break
-            time.sleep(0.1)
+            return bool(jobs["items"]) and jobs["items"][0]["status"] in ("succeeded", "failed")
+
+        await eventually(sync_finished, "the WooCommerce store's first sync finishing")
         assert len(httpx.get(f"{hub.base}/api/v1/images", headers=secret).json()["items"]) == 2
         await page.reload()
         assert "succeeded" in await page.locator("[data-syncs]").inner_text()
@@ -387,10 +383,7 @@ async def test_sign_in_with_a_link_mailed_to_the_shop(page, hub, shop):
     await page.get_by_label("Or get a sign-in link").fill(shop["email"].upper())
     await page.get_by_role("button", name="Email me a link").click()
     assert await page.get_by_role("status").inner_text() == notice  # the same answer
-    for _ in range(100):
-        if len(hub.outbox) > mailed:
-            break
-        time.sleep(0.05)
+    await eventually(lambda: len(hub.outbox) > mailed, "the sign-in link mailed", timeout=10)
     recipients, raw = hub.outbox[-1]
     assert recipients == [shop["email"]]
     text = email.message_from_string(raw).get_payload(decode=True).decode()

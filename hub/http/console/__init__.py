@@ -183,14 +183,10 @@ async def _checked_form(request: Request[Any, Any, Any], me: SignedIn) -> dict[s
     return form
 
 
-def _problem_page(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+def _problem_page(request: Request[Any, Any, Any], exc: HubError | HTTPException) -> Response[str]:
     """A console error as a console page (with the console's headers), not the API's JSON."""
-    if isinstance(exc, HubError):
-        status, detail = status_of(exc), str(exc.detail)
-    elif isinstance(exc, HTTPException):
-        status, detail = exc.status_code, str(exc.detail)
-    else:
-        status, detail = 500, "internal error; it has been logged"
+    status = status_of(exc) if isinstance(exc, HubError) else exc.status_code
+    detail = str(exc.detail)
     titles = {400: "That did not work", 404: "Not found", 429: "Too many tries", 503: "Try again shortly"}
     return page("problem.html", status, title=titles.get(status, "That did not work"), detail=detail)
 

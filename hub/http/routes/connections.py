@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromQuery, JSONBody, QueryParameter
@@ -23,7 +23,7 @@ from hub.domain.connections import (
     update_connection,
 )
 from hub.domain.jobs import JobOut, job_json
-from hub.domain.webhooks import DeliveryOut, list_deliveries
+from hub.domain.webhooks import DeliveryOut, DeliveryStatus, list_deliveries
 from hub.http.auth import Caller
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
@@ -100,7 +100,7 @@ class ConnectionController(Controller):
         self, db: Db, principal: Caller, connection_id: PathId,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
-        status: FromQuery[Literal["received", "processing", "processed", "ignored", "rejected", "failed"] | None] = None,
+        status: FromQuery[DeliveryStatus | None] = None,
     ) -> DeliveryPage:
         """The webhook deliveries this connection received, newest first, with what became of each and how often
         the platform sent it again (pass ``next_cursor`` back as ``cursor``)."""

@@ -33,7 +33,7 @@ from hub.domain.images import (
 )
 from hub.domain.keys import Principal
 from hub.errors import Invalid, TooLarge, Unauthenticated, UnsupportedMedia, validation_detail
-from hub.http.auth import check_origin, Caller, authenticate, require_any_key
+from hub.http.auth import Caller, authenticate, require_any_key
 from hub.http.deps import Db, Svc
 from hub.http.openapi import model_schema, problems, request_body
 from hub.http.validation import PathId, QueryId
@@ -93,9 +93,7 @@ async def file_principal(request: Request, db: Db) -> Principal:
     if raw and not request.headers.get("authorization") and not request.headers.get("x-api-key"):
         if not raw.startswith("hub_pk_"):
             raise Unauthenticated("only a publishable key (hub_pk_…) may be passed as ?key=")
-        principal = await authenticate(request, db, raw, secret_only=False)
-        await check_origin(request, db, principal)
-        return principal
+        return await authenticate(request, db, raw, secret_only=False)
     return await require_any_key(request, db)
 
 

@@ -1,3 +1,3 @@
 """Fashion Hub: text-to-image product recommendations for clothing shops."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

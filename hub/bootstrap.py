@@ -25,6 +25,7 @@ from hub.db.engine import create_engine, dispose, session_factory
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.secrets import SecretBox
+from hub.domain import lexical
 from hub.domain.services import Services
 from hub.http.app import create_app
 from hub.plugin_manager import Plugins, load_plugins
@@ -67,6 +68,7 @@ def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
     for renamed in old_names_in_use():
         log.warning("a setting is set under its old name; it still works, rename it", extra={"setting": renamed})
     plugins = plugins if plugins is not None else load_plugins(settings.disabled_plugin_names)
+    lexical.track_changes()
     engine = create_engine(settings.db_url)
     services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
                         SecretBox(settings.secret_key), pipeline=None)

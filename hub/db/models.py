@@ -81,6 +81,10 @@ class Shop(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # the sites (origins) whose pages may use the shop's publishable key; empty: any site
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # how recommendations rank when a request does not say: vector | lexical | hybrid, and the lexical side's
+    # share of a hybrid ranking (0..1)
+    search_mode: Mapped[str] = mapped_column(String(10), default="hybrid", server_default="hybrid")
+    lexical_weight: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -278,6 +282,29 @@ class Image(Base):
     category: Mapped[Category | None] = relationship(lazy="joined")
     style: Mapped[Style | None] = relationship(lazy="joined")
     age_group: Mapped[AgeGroup | None] = relationship(lazy="joined")
+
+
+class SearchDoc(Base):
+    """An image's words for the lexical index, analysed by ``hub.search.text`` (space-separated terms):
+    ``title`` from the image's name, its product's title, tags and type, and its taxonomy names; ``body`` from
+    the descriptions. PostgreSQL indexes them as a generated ``tsvector`` (GIN), SQLite in an FTS5 table kept
+    by triggers (migration 0011); both see exactly these terms."""
+
+    __tablename__ = "search_docs"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True,
+                                          autoincrement=False)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    length: Mapped[int] = mapped_column(Integer, default=0)  # words in title and body
+
+
+def dialect_only(kind: str, name: str | None) -> bool:
+    """What migration 0011 adds beside the models on one backend only, the lexical index's native parts:
+    PostgreSQL's ``search_docs.terms`` column and its GIN index, SQLite's ``search_fts`` tables."""
+    return (kind == "table" and (name or "").startswith("search_fts")) or (
+        kind == "column" and name == "terms") or (kind == "index" and name == "ix_search_docs_terms")
 
 
 class Prompt(Base):

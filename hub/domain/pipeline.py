@@ -39,6 +39,17 @@ class Pipeline(Protocol):
     ) -> Any:
         """The shop's ready images ranked for a prompt (a ``Ranking``)."""
 
+    async def encode_prompt(self, prompt: str) -> Any:
+        """The prompt's text vector (a numpy array); ``Unavailable("model")`` while the model cannot load."""
+
+    async def rank_vector(
+        self, session: AsyncSession, shop_id: int, vector: Any, limit: int, filters: dict[str, Any]
+    ) -> list[Any]:
+        """The shop's ready images nearest to a vector, best first, as ``(Image, cosine)`` pairs."""
+
+    async def vectors(self, shop_id: int, image_ids: list[int]) -> dict[int, Any]:
+        """The stored vectors of these images (those the store has), by image id."""
+
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
     ) -> Any:

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
-from typing import Annotated, Any, TypedDict
+from functools import partial
+from typing import Annotated, Any, Literal, TypedDict, TypeVar, cast
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Image, Prompt
+from hub.db.models import Image, Prompt, Shop
+from hub.domain import lexical
+from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
+from hub.domain.lexical import LexicalHit
+from hub.domain.ranking import matching
 from hub.domain.fields import BodyId, JsonBool, JsonFloat, JsonInt, optional_id
 from hub.domain.images import get_visible_image
 from hub.domain.keys import Principal
 from hub.domain.pagination import decode_cursor, page
 from hub.domain.services import Services
 from hub.errors import Conflict, Invalid
+
+T = TypeVar("T")
 
 
 class Filters(BaseModel):
@@ -36,6 +49,12 @@ class Filters(BaseModel):
                                         json_schema_extra={"minimum": 0, "maximum": 1e12})
 
 
+SearchMode = Literal["vector", "lexical", "hybrid"]
+Distinct = Literal["product", "image"]
+MIN_DEPTH, MAX_DEPTH = 100, 400  # how deep each side of a fused or per-product ranking looks first
+DEEPEST = 6400  # and at most, when products with many images leave fewer than ``limit`` products
+
+
 class RecommendationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,6 +62,16 @@ class RecommendationRequest(BaseModel):
         description="What the shopper asked for (at least one character that is not a space)")
     limit: JsonInt = Field(10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
+    mode: SearchMode | None = Field(None, description=(
+        "``vector``: FashionCLIP similarity only; ``lexical``: the catalog's words only; ``hybrid``: both, fused by "
+        "reciprocal rank. Default: the shop's ``search_mode``."))
+    weight: JsonFloat | None = Field(None, ge=0, le=1, allow_inf_nan=False, description=(
+        "The lexical side's share of a hybrid ranking, 0 (looks only) to 1 (words first). Default: the shop's "
+        "``lexical_weight``."), json_schema_extra={"minimum": 0, "maximum": 1})
+    distinct: Distinct = Field("product", description=(
+        "``product``: one result per product, its best image (the others in ``other_image_ids``); ``image``: "
+        "every image on its own."))
+    explain: JsonBool = Field(False, description="Add each result's ranks and how its place was decided.")
 
 
 def prompt_text(prompt: str) -> str:
@@ -53,22 +82,158 @@ def prompt_text(prompt: str) -> str:
     return text
 
 
-async def recommend(session: AsyncSession, services: Services, principal: Principal, prompt: str, limit: int,
-                    filters: dict[str, Any], log_prompt: bool = True,
-                    ) -> tuple[list[tuple[Image, float]], dict[str, float]]:
-    """Rank the shop's ready images against the prompt, log the prompt (the original Prompt_API; not for the
-    console's own tries, which are not shoppers), and return the results, best first, with timings in ms."""
-    assert services.pipeline is not None, "recommendations need the pipeline (its encoder and vector store)"
+@dataclass
+class Recommended:
+    """One result: its image, the score it was ranked by, and where each side placed it."""
+
+    image: Image
+    score: float
+    vector_score: float | None = None
+    lexical_score: float | None = None
+    vector_rank: int | None = None
+    lexical_rank: int | None = None
+    other_image_ids: list[int] = dataclass_field(default_factory=list)
+    steps: list[str] = dataclass_field(default_factory=list)
+
+
+@dataclass
+class Recommendations:
+    results: list[Recommended]
+    mode: SearchMode
+    weight: float
+    distinct: Distinct
+    timings_ms: dict[str, float]
+
+
+async def _timed(timings: dict[str, float], name: str, work: Awaitable[T]) -> T:
     start = time.perf_counter()
-    ranking = await services.pipeline.rank(session, principal.shop_id, prompt, limit, filters)
+    try:
+        return await work
+    finally:
+        timings[name] = round((time.perf_counter() - start) * 1000, 2)
+
+
+async def recommend(session: AsyncSession, services: Services, principal: Principal, prompt: str, limit: int,
+                    filters: dict[str, Any], *, mode: SearchMode | None = None, weight: float | None = None,
+                    distinct: Distinct = "product", log_prompt: bool = True) -> Recommendations:
+    """Rank the shop's ready images of listed products for a prompt — by looks, by words or both (the shop's
+    defaults unless the request says) —, one per product unless asked otherwise; log the prompt (the original
+    Prompt_API; not for the console's own tries, which are not shoppers). The prompt is encoded while the
+    lexical index is searched."""
+    pipeline = services.pipeline
+    assert pipeline is not None, "recommendations need the pipeline (its encoder and vector store)"
+    start = time.perf_counter()
+    shop = await session.get(Shop, principal.shop_id)
+    assert shop is not None
+    chosen: SearchMode = mode or cast(SearchMode, shop.search_mode)
+    lexical_share = shop.lexical_weight if weight is None else weight
+    depth = limit if distinct == "image" and chosen != "hybrid" else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
+    timings: dict[str, float] = {}
+    narrow = partial(matching, shop_id=principal.shop_id, filters=filters, exclude=None)
+    encoding = asyncio.ensure_future(_timed(timings, "encode", pipeline.encode_prompt(prompt))) \
+        if chosen != "lexical" else None
+    vector = None
+    while True:  # deeper while products with many images leave fewer than ``limit`` products
+        try:
+            lexical_hits = await _timed(timings, "lexical", lexical.search(
+                session, principal.shop_id, prompt, depth, narrow)) if chosen != "vector" else []
+            if encoding is not None:
+                vector = await encoding
+        finally:
+            if encoding is not None and not encoding.done():
+                encoding.cancel()
+        vector_hits: list[tuple[Image, float]] = []
+        if vector is not None:
+            vector_hits = await _timed(timings, "search", pipeline.rank_vector(
+                session, principal.shop_id, vector, depth, filters))
+        ranked = await _fuse(session, principal.shop_id, chosen, lexical_share, vector_hits, lexical_hits)
+        results = _distinct(ranked, limit) if distinct == "product" else ranked[:limit]
+        exhausted = len(vector_hits) < depth and len(lexical_hits) < depth
+        if len(results) >= limit or exhausted or depth >= DEEPEST:
+            break
+        depth = min(depth * 4, DEEPEST)
+    if vector is not None:
+        await _fill_vector_scores(pipeline, principal.shop_id, vector, results)
     if log_prompt:
-        top = float(ranking.results[0][1]) if ranking.results else None
+        top = results[0].vector_score if results else None
         session.add(Prompt(shop_id=principal.shop_id, prompt=prompt, num_recommended=limit,
-                           result_count=len(ranking.results), top_score=top, filters=filters,
+                           result_count=len(results), top_score=top, filters=filters,
                            api_key_id=principal.key_id))
         await session.commit()
-    timings = ranking.timings_ms | {"total": round((time.perf_counter() - start) * 1000, 2)}
-    return ranking.results, timings
+    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
+    return Recommendations(results, chosen, lexical_share, distinct, timings)
+
+
+async def _fuse(session: AsyncSession, shop_id: int, mode: SearchMode, lexical_share: float,
+                vector_hits: list[tuple[Image, float]], lexical_hits: list[LexicalHit]) -> list[Recommended]:
+    """Both sides' candidates in the order ``mode`` gives them."""
+    images = {img.id: img for img, _ in vector_hits}
+    missing = [hit.image_id for hit in lexical_hits if hit.image_id not in images]
+    if missing:
+        images.update({img.id: img for img in await session.scalars(
+            select(Image).where(Image.id.in_(missing), Image.shop_id == shop_id))})
+    by_id: dict[int, Recommended] = {}
+    for rank, (img, cosine) in enumerate(vector_hits, start=1):
+        by_id[img.id] = Recommended(img, cosine, vector_score=cosine, vector_rank=rank)
+    for rank, hit in enumerate(lexical_hits, start=1):
+        if hit.image_id not in images:
+            continue
+        entry = by_id.setdefault(hit.image_id, Recommended(images[hit.image_id], hit.score))
+        entry.lexical_score, entry.lexical_rank = hit.score, rank
+    if mode == "vector":
+        order = [(img.id, cosine) for img, cosine in vector_hits]
+    elif mode == "lexical":
+        order = [(hit.image_id, hit.score) for hit in lexical_hits if hit.image_id in by_id]
+    else:
+        order = reciprocal_rank_fusion([(1 - lexical_share, [img.id for img, _ in vector_hits]),
+                                        (lexical_share, [h.image_id for h in lexical_hits if h.image_id in by_id])])
+    ranked = []
+    for ident, score in order:
+        entry = by_id[ident]
+        entry.score = round(score, 6) if mode == "hybrid" else score
+        entry.steps.append(_why(mode, lexical_share, entry))
+        ranked.append(entry)
+    return ranked
+
+
+def _why(mode: SearchMode, lexical_share: float, entry: Recommended) -> str:
+    if mode == "vector":
+        return f"vector: cosine {entry.vector_score}"
+    if mode == "lexical":
+        return f"lexical: words score {entry.lexical_score}"
+    parts = [f"{1 - lexical_share:g}/({RRF_K}+{entry.vector_rank}) by looks" if entry.vector_rank else "",
+             f"{lexical_share:g}/({RRF_K}+{entry.lexical_rank}) by words" if entry.lexical_rank else ""]
+    return "hybrid: " + " + ".join(p for p in parts if p)
+
+
+def _distinct(ranked: list[Recommended], limit: int) -> list[Recommended]:
+    """The best-placed image of each product (an image without a product stands for itself), the product's
+    other candidates listed in its ``other_image_ids``."""
+    kept: dict[object, Recommended] = {}
+    for entry in ranked:
+        key: object = entry.image.product_id if entry.image.product_id is not None else ("image", entry.image.id)
+        best = kept.get(key)
+        if best is None:
+            if len(kept) < limit:
+                kept[key] = entry
+        else:
+            best.other_image_ids.append(entry.image.id)
+    return list(kept.values())
+
+
+async def _fill_vector_scores(pipeline: Any, shop_id: int, vector: np.ndarray, results: list[Recommended]) -> None:
+    """Cosine similarity for results only the lexical side found (what the prompt log and ``explain`` show)."""
+    missing = [r.image.id for r in results if r.vector_score is None]
+    if not missing:
+        return
+    found = await pipeline.vectors(shop_id, missing)
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    query_norm = float(np.linalg.norm(query)) or 1.0
+    for entry in results:
+        stored = found.get(entry.image.id)
+        if stored is not None:
+            norm = float(np.linalg.norm(stored)) or 1.0
+            entry.vector_score = round(float(stored @ query) / (norm * query_norm), 6)
 
 
 async def similar_images(session: AsyncSession, services: Services, principal: Principal, image_id: int, limit: int,

@@ -65,9 +65,15 @@ async def create_shop(session: AsyncSession, name: str, email: str) -> CreatedSh
 
 
 async def update_shop(session: AsyncSession, shop_id: int, name: str | None,
-                      allowed_origins: list[str] | None) -> Shop:
-    """Rename the shop or set the sites its publishable key may be used from (None leaves a field)."""
+                      allowed_origins: list[str] | None, search_mode: str | None = None,
+                      lexical_weight: float | None = None) -> Shop:
+    """Rename the shop, set the sites its publishable key may be used from or its default ranking (None leaves
+    a field)."""
     shop = await session.get_one(Shop, shop_id)
+    if search_mode is not None:
+        shop.search_mode = search_mode
+    if lexical_weight is not None:
+        shop.lexical_weight = lexical_weight
     if allowed_origins is not None:
         shop.allowed_origins = check_origins(allowed_origins)
     if name is not None:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import MAX_ID, AgeGroup, Category, Image, Style
+from hub.domain import lexical
 from hub.domain.pipeline import Pipeline
 from hub.errors import Conflict, Unprocessable, not_found
 
@@ -114,6 +115,7 @@ class Taxonomy:
         row = await self.get(session, shop_id, ident)
         column = getattr(Image, f"{self.field}_id")
         affected = list(await session.scalars(select(Image.id).where(column == row.id)))
+        lexical.mark_changed(session, affected)  # the database clears their reference: no flush shows it
         await session.delete(row)
         await session.commit()
         if affected:

@@ -35,7 +35,8 @@ from hub.domain.work import RUNNERS
 from hub.search.batching import PromptBatcher
 from hub.domain.indexing import Embedder, metadata_for
 from hub.search.encoder import Encoder, ModelUnavailable
-from hub.domain.ranking import Ranker, Ranking
+from hub.domain import lexical
+from hub.domain.ranking import Ranker, Ranking, encode_prompt
 from hub.search.store import VectorStore
 from hub.worker.tasks import Tasks, make_broker, register_tasks, safe_kiq
 
@@ -66,6 +67,7 @@ class Runtime:
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None
         self._app_installs_recognised = False
+        self._backfill_after = 0  # where the sweep's lexical backfill goes on
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -214,6 +216,17 @@ class Runtime:
     ) -> Ranking:
         return await self.ranker.rank_prompt(session, shop_id, prompt, limit, filters)
 
+    async def encode_prompt(self, prompt: str) -> np.ndarray:
+        return await encode_prompt(self.prompts, prompt)
+
+    async def rank_vector(
+        self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int, filters: dict[str, Any]
+    ) -> list[tuple[Image, float]]:
+        return await self.ranker.rank_vector(session, shop_id, vector, limit, filters)
+
+    async def vectors(self, shop_id: int, image_ids: list[int]) -> dict[int, np.ndarray]:
+        return await self.store.vectors(shop_id, image_ids)
+
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
     ) -> list[tuple[Image, float]] | None:
@@ -274,11 +287,14 @@ class Runtime:
             removed = await embedder.remove_orphan_vectors()
             reach = await embedder.repair_unreachable()
         pruned = await prune_deliveries(self.services)
+        async with self.sessions() as session:  # documents the lexical index misses, a slice per sweep
+            indexed, self._backfill_after = await lexical.backfill(session, self._backfill_after)
         abandoned = await drop_abandoned_connections(self.services)
         if not self._app_installs_recognised:
             await recognise_app_installs(self.services)
             self._app_installs_recognised = True
         report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "scheduled_syncs": len(scheduled), "orphan_vectors_removed": removed,
+                  "search_docs_built": indexed,
                   "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned,
                   **reach, **await move_webhooks(self.services)}
         if any(value for key, value in report.items() if key != "vectors_checked"):

@@ -51,7 +51,7 @@ async def test_operator_creates_shop(client, snapshot):
     me = await client.get("/api/v1/shop", headers={"X-API-Key": body["secret_key"]})
     assert me.json() | {"images": None} == {
         "id": body["id"], "name": "Atelier", "email": "owner@atelier.example", "allowed_origins": [],
-        "created_at": body["created_at"], "images": None,
+        "search_mode": "hybrid", "lexical_weight": 0.5, "created_at": body["created_at"], "images": None,
     }
     assert me.json()["images"] == {"total": 0, "pending": 0, "embedding": 0, "ready": 0, "failed": 0}
 

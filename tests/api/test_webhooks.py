@@ -70,7 +70,8 @@ async def wait_all_ready(client, shop) -> dict[str, dict[str, Any]]:
 
 
 async def recommended(client, shop, **filters: Any) -> set[int]:
-    resp = await client.post("/api/v1/recommendations", json={"prompt": "a dress", "limit": 100, "filters": filters},
+    resp = await client.post("/api/v1/recommendations", json={"prompt": "a dress", "limit": 100, "filters": filters,
+                                                              "distinct": "image"},
                              headers=shop.publishable)
     assert resp.status_code == 200, resp.text
     return {r["id"] for r in resp.json()["results"]}

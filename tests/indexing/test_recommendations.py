@@ -57,18 +57,22 @@ def assert_same_ranking(api: list[dict], expected: list[tuple[int, float]]) -> N
 async def test_ranking_equals_brute_force_cosine(client, shop, test_model):
     seeds = list(range(100, 125))
     ids = await upload_many(client, shop, seeds)
-    resp = await client.post("/api/v1/recommendations", json={"prompt": PROMPT, "limit": 10}, headers=shop.publishable)
+    resp = await client.post("/api/v1/recommendations", json={"prompt": PROMPT, "limit": 10, "mode": "vector"},
+                             headers=shop.publishable)
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["count"] == 10 and body["prompt"] == PROMPT
+    assert body["count"] == 10 and body["prompt"] == PROMPT and body["mode"] == "vector"
     assert set(body["timings_ms"]) == {"encode", "search", "total"}
     assert "search;dur=" in resp.headers["server-timing"]
     assert_same_ranking(body["results"], brute_force(test_model, PROMPT, seeds, ids)[:10])
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
 
+    # the default (hybrid) with no word of the prompt in the catalog ranks by looks alone
     default = await client.post("/api/v1/recommendations", json={"prompt": PROMPT}, headers=shop.secret)
+    assert default.json()["mode"] == "hybrid"
     assert [r["id"] for r in default.json()["results"]] == [r["id"] for r in body["results"]]
+    assert [r["scores"]["vector"] for r in default.json()["results"]] == [r["score"] for r in body["results"]]
     everything = await client.post("/api/v1/recommendations", json={"prompt": PROMPT, "limit": 100},
                                    headers=shop.secret)
     assert everything.json()["count"] == 25
@@ -211,6 +215,9 @@ async def test_unloadable_model_gives_503_and_keeps_images(client, shop):
     resp = await client.post("/api/v1/recommendations", json={"prompt": PROMPT}, headers=shop.publishable)
     assert resp.status_code == 503, resp.text
     assert "HUB_MODEL" in resp.json()["detail"] and "Traceback" not in resp.text
+    words_only = await client.post("/api/v1/recommendations", json={"prompt": PROMPT, "mode": "lexical"},
+                                   headers=shop.publishable)
+    assert words_only.status_code == 200 and words_only.json()["results"] == []  # no model needed
     ready = await client.get("/ready")
     assert ready.status_code == 503 and "cannot load" in ready.json()["checks"]["model"]
     up = await client.post("/api/v1/images", files={"file": ("a.jpg", photo(1), "image/jpeg")}, headers=shop.secret)

@@ -96,7 +96,7 @@ def settings_overrides():
 
 async def recommended(client, shop, **filters: Any) -> set[int]:
     resp = await client.post("/api/v1/recommendations", json={"prompt": "a summer dress", "limit": 100,
-                                                              "filters": filters}, headers=shop.publishable)
+                                                              "filters": filters, "distinct": "image"}, headers=shop.publishable)
     assert resp.status_code == 200, resp.text
     return {r["id"] for r in resp.json()["results"]}
 

@@ -134,9 +134,14 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
                             headers=shop.publishable)
     assert len(top.json()["results"]) == 100
     assert {r["id"] for r in top.json()["results"]} <= {i["id"] for i in found.values()} - {found["5231"]["id"]}
-    variable = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "filters": {
-        "product_id": found["5025"]["product_id"]}}, headers=shop.publishable)
+    variable = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "distinct": "image",
+                                                                  "filters": {"product_id": found["5025"]["product_id"]}},
+                                 headers=shop.publishable)
     assert {r["id"] for r in variable.json()["results"]} == {found[k]["id"] for k in ("5025", "8025", "9025")}
+    one = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "filters": {
+        "product_id": found["5025"]["product_id"]}}, headers=shop.publishable)  # one result per product
+    assert [{r["id"], *r["other_image_ids"]} for r in one.json()["results"]] == \
+        [{found[k]["id"] for k in ("5025", "8025", "9025")}]
     draft = await client.post("/api/v1/recommendations", json={"prompt": "linen dress", "filters": {
         "product_id": found["5231"]["product_id"]}}, headers=shop.publishable)
     assert draft.json()["results"] == []  # drafts are indexed, never recommended
@@ -153,6 +158,19 @@ async def test_connect_import_recommend_then_webhooks_keep_it_in_step(client, sh
     assert (await store.send("product.updated", woo.products[2])).json()["status"] == "accepted"
     after = await wait_catalog(client, shop.secret, 249)
     assert "5002" not in after and after["14002"]["status"] == "ready"
+
+    async def by_words(prompt: str) -> list[str]:
+        resp = await client.post("/api/v1/recommendations", json={"prompt": prompt, "mode": "lexical"},
+                                 headers=shop.publishable)
+        return [r["name"] for r in resp.json()["results"]]
+
+    assert await by_words("tweed blazer") == []
+    woo.put(7, [7], name="Tweed blazer", date_modified_gmt="2026-11-02T08:00:00")  # renamed, same photo
+    assert (await store.send("product.updated", woo.products[7])).json()["status"] == "accepted"
+    deadline = asyncio.get_running_loop().time() + 30
+    while await by_words("tweed blazer") != ["Tweed blazer"]:  # the image's and the product's new title
+        assert asyncio.get_running_loop().time() < deadline, "the lexical index did not follow the rename"
+        await asyncio.sleep(0.1)
 
     woo.put(50, [50], variation_seeds=[3050], date_modified_gmt="2026-11-02T08:00:00")  # a variation photo changed
     await store.send("product.updated", woo.products[50])  # the payload lists variation ids, not their images
@@ -300,7 +318,8 @@ async def test_a_variation_delivery_is_a_change_of_its_parent(client, shop, woo,
     assert set(after) == {"5025", "7777", "9025"} and set(before) == {"5025", "8025", "9025"}
     assert len({i["product_id"] for i in after.values()}) == 1  # no "Product 25 - XL" product beside it
     assert not any(i["name"].endswith("- XL") for i in after.values())
-    found = await client.post("/api/v1/recommendations", json={"prompt": "shirt", "limit": 10},
+    found = await client.post("/api/v1/recommendations", json={"prompt": "shirt", "limit": 10,
+                                                                  "distinct": "image"},
                               headers=shop.publishable)
     ids = [r["id"] for r in found.json()["results"]]
     assert len(ids) == len(set(ids)) == 3

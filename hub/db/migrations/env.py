@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from hub.db.models import Base
+from hub.db.models import Base, dialect_only
 
 config = context.config
 target_metadata = Base.metadata
@@ -15,6 +15,7 @@ def run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=lambda obj, name, kind, reflected, other: not dialect_only(kind, name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -318,12 +318,11 @@ class ConsoleController(Controller):
             state = request.app.state  # the session's key pays for its searches, as through the API
             await state.limiter.hit(state.key_limits, "key", str(me.key_id) if me.key_id else f"console:{me.shop_id}")
             storefront = Principal(shop_id=me.shop_id, key_id=me.key_id or 0, kind="publishable")
-            ranked, timings = await recommend(db, services, storefront, prompt_text(prompt), limit, chosen,
-                                              log_prompt=False)
+            found = await recommend(db, services, storefront, prompt_text(prompt), limit, chosen, log_prompt=False)
         except HubError as exc:
             return page("try.html", status_of(exc), results=None, error=exc.detail, **common)
-        results = [{"name": img.name, "score": score, "thumb": _thumb_url(img)} for img, score in ranked]
-        return page("try.html", results=results, timings=timings, **common)
+        results = [{"name": r.image.name, "score": r.score, "thumb": _thumb_url(r.image)} for r in found.results]
+        return page("try.html", results=results, timings=found.timings_ms, **common)
 
     @get("/thumbs/{image_id:int}")
     async def thumb(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:

@@ -123,8 +123,10 @@ class LegacyRecommendationController(Controller):
                               data: JSONBody[LegacyRecommendationRequest]) -> LegacyRecommendationsOut:
         principal = await authenticate(request, db, data.api_key, secret_only=False)
         prompt = prompt_text(data.prompt)
-        results, _ = await recommend(db, services, principal, prompt, data.number_of_images, {})
+        # the original ranked every image by FashionCLIP similarity alone; so does this endpoint
+        found = await recommend(db, services, principal, prompt, data.number_of_images, {}, mode="vector",
+                                distinct="image")
         public_url = services.settings.public_url
         return {"prompt": prompt, "number_of_images": data.number_of_images,
-                "images": [{**image_collection_json(img, public_url), "score": score}  # type: ignore[typeddict-item]
-                           for img, score in results]}
+                "images": [{**image_collection_json(r.image, public_url), "score": r.score}  # type: ignore[typeddict-item]
+                           for r in found.results]}

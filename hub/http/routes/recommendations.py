@@ -13,6 +13,7 @@ from hub.domain.images import RankedImageOut, ranked_json
 from hub.domain.recommendations import (
     PromptOut,
     RecommendationRequest,
+    Recommended,
     list_prompts,
     prompt_text,
     recommend,
@@ -24,15 +25,45 @@ from hub.http.openapi import problems
 from hub.http.validation import PathId, QueryId
 
 
+class ScoresOut(TypedDict):
+    """Each side's score: ``vector`` the cosine similarity to the prompt, ``lexical`` the words score (null:
+    the prompt's words are not in this image's text, or that side was not asked)."""
+
+    vector: float | None
+    lexical: float | None
+
+
+class ExplainOut(TypedDict):
+    """Where each side placed the result (1 is first; null: not among that side's candidates) and the steps
+    that decided its place, in the order they were applied."""
+
+    vector_rank: int | None
+    lexical_rank: int | None
+    steps: list[str]
+
+
+class RecommendedImageOut(RankedImageOut):
+    """A result: ``score`` is what it was ranked by (cosine in ``vector`` mode, the words score in ``lexical``,
+    the fused reciprocal-rank score in ``hybrid``); ``other_image_ids``: the product's other images among the
+    candidates, best first (with ``distinct: "product"``); ``explain`` only when asked."""
+
+    scores: ScoresOut
+    other_image_ids: list[int]
+    explain: ExplainOut | None
+
+
 class RecommendationsOut(TypedDict):
-    """``results``: images with their ``score`` (cosine similarity), best first; ``timings_ms``: where the time
-    went (also in the ``Server-Timing`` header)."""
+    """``results``: best first; ``mode``, ``weight`` and ``distinct`` as applied (the request's or the shop's
+    defaults); ``timings_ms``: where the time went (also in the ``Server-Timing`` header)."""
 
     prompt: str
     limit: int
     filters: dict[str, Any]
+    mode: str
+    weight: float
+    distinct: str
     count: int
-    results: list[RankedImageOut]
+    results: list[RecommendedImageOut]
     timings_ms: dict[str, float]
 
 
@@ -51,6 +82,14 @@ def _server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={ms}" for name, ms in timings.items())
 
 
+def _result_json(found: Recommended, public_url: str, explain: bool) -> RecommendedImageOut:
+    return {**ranked_json(found.image, found.score, public_url),
+            "scores": {"vector": found.vector_score, "lexical": found.lexical_score},
+            "other_image_ids": found.other_image_ids,
+            "explain": {"vector_rank": found.vector_rank, "lexical_rank": found.lexical_rank,
+                        "steps": found.steps} if explain else None}
+
+
 class RecommendationController(Controller):
     path = "/api/v1"
     tags = ["recommendations"]
@@ -59,17 +98,20 @@ class RecommendationController(Controller):
     @post("/recommendations", status_code=200)
     async def recommendations(self, db: Db, services: Svc, principal: Caller,
                               data: JSONBody[RecommendationRequest]) -> Response[RecommendationsOut]:
-        """The shop's ready images ranked by FashionCLIP similarity to ``prompt`` (best first)."""
+        """The shop's ready images of listed products ranked for ``prompt``, best first: by FashionCLIP similarity,
+        by the catalog's words, or both (``mode``)."""
         prompt = prompt_text(data.prompt)
         filters = data.filters.model_dump(exclude_none=True)
-        results, timings = await recommend(db, services, principal, prompt, data.limit, filters)
+        found = await recommend(db, services, principal, prompt, data.limit, filters, mode=data.mode,
+                                weight=data.weight, distinct=data.distinct)
         public_url = services.settings.public_url
         body: RecommendationsOut = {
-            "prompt": prompt, "limit": data.limit, "filters": filters, "count": len(results),
-            "results": [ranked_json(img, score, public_url) for img, score in results],
-            "timings_ms": timings,
+            "prompt": prompt, "limit": data.limit, "filters": filters, "mode": found.mode, "weight": found.weight,
+            "distinct": found.distinct, "count": len(found.results),
+            "results": [_result_json(r, public_url, data.explain) for r in found.results],
+            "timings_ms": found.timings_ms,
         }
-        return Response(body, headers={"Server-Timing": _server_timing(timings)})
+        return Response(body, headers={"Server-Timing": _server_timing(found.timings_ms)})
 
     @get("/images/{image_id:int}/similar", responses=problems(409))
     async def similar(

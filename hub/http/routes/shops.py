@@ -12,7 +12,9 @@ from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.db.models import Shop
+from hub.domain.fields import JsonFloat
 from hub.domain.origins import ORIGIN_PATTERN
+from hub.domain.recommendations import SearchMode
 from hub.domain.shops import (
     EMAIL_PATTERN,
     commit_new_shop,
@@ -45,13 +47,16 @@ class ShopOut:
     name: str
     email: str
     allowed_origins: list[str]
+    search_mode: str
+    lexical_weight: float
     created_at: datetime
 
     @staticmethod
     def fields(shop: Shop) -> dict[str, Any]:
         """The row's public fields, for this class and the responses that extend it."""
         return {"id": shop.id, "name": shop.name, "email": shop.email,
-                "allowed_origins": list(shop.allowed_origins or []), "created_at": shop.created_at}
+                "allowed_origins": list(shop.allowed_origins or []), "search_mode": shop.search_mode,
+                "lexical_weight": shop.lexical_weight, "created_at": shop.created_at}
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,11 @@ class ShopUpdate(BaseModel):
     allowed_origins: list[Annotated[str, StringConstraints(max_length=300, pattern=ORIGIN_PATTERN)]] | None = Field(
         None, max_length=50, description="Sites whose pages may use the publishable key, as origins "
                                          "(scheme://host[:port]); empty: any site")
+    search_mode: SearchMode | None = Field(None, description="How recommendations rank when a request does not "
+                                                             "say: vector, lexical or hybrid")
+    lexical_weight: JsonFloat | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                             description="The lexical side's share of a hybrid ranking (0..1)",
+                                             json_schema_extra={"minimum": 0, "maximum": 1})
 
 
 class ShopController(Controller):
@@ -104,9 +114,11 @@ class ShopController(Controller):
     # pydantic's own schema for the body: Litestar drops the item pattern of a list of constrained strings
     @patch("/", responses=problems(400), operation_class=request_body({"application/json": model_schema(ShopUpdate)}))
     async def update(self, db: Db, principal: Caller, data: JSONBody[ShopUpdate]) -> ShopOut:
-        """Rename the shop, or list the sites (origins, like ``https://shop.example``) whose pages may use its
+        """Rename the shop, set how its recommendations rank by default (``search_mode``, ``lexical_weight``),
+        or list the sites (origins, like ``https://shop.example``) whose pages may use its
         publishable key — the storefront widget; an empty list lets any site use it."""
-        shop = await update_shop(db, principal.shop_id, data.name, data.allowed_origins)
+        shop = await update_shop(db, principal.shop_id, data.name, data.allowed_origins, data.search_mode,
+                                 data.lexical_weight)
         return ShopOut(**ShopOut.fields(shop))
 
 

@@ -1,0 +1,269 @@
+"""The lexical index: each image's words (its name, its product's title, tags, type and description, its taxonomy
+names) and the shop's images ranked by the words of a prompt.
+
+Kept in step by the database session itself: when a transaction that added an image or changed a field the index
+reads (an image's name, description, taxonomy or product; a product's title, description, tags or type; a
+category, style or age group's name) commits, the affected images' documents are rebuilt in it, just before. Images
+that predate the index, and those of a change too large to rebuild in its own commit, get theirs from the
+sweep (``backfill``).
+
+Scoring is the same on PostgreSQL and SQLite because it does not use either engine's own rank function (their
+statistics differ, and SQLite's span every shop): the native index (a GIN ``tsvector`` or FTS5) only decides which
+of the shop's documents contain a term, and each matching term adds its inverse document frequency within the
+shop, ``ln(1 + (N - n + 0.5) / (n + 0.5))`` (BM25's, with term presence rather than counts: product texts are
+short), in full when the term is in the title part and half when only in the descriptions. Ties go to the
+lower image id.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Float, Integer, delete, event, inspect, literal_column, or_, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, SessionTransaction, aliased
+from sqlalchemy.sql import Select
+
+from hub.db.models import AgeGroup, Category, Image, Product, SearchDoc, Style
+from hub.search.text import query_terms, words
+
+TITLE_WEIGHT = 1.0
+BODY_WEIGHT = 0.5
+IMAGE_FIELDS = ("name", "description", "category_id", "style_id", "age_group_id", "product_id")
+PRODUCT_FIELDS = ("title", "description", "tags", "category_hint")
+REFRESH_BATCH = 500
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    image_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Source:
+    """The texts one image's document is made of (a row of ``_SOURCES``)."""
+
+    image_id: int
+    shop_id: int
+    name: str
+    description: str
+    product_title: str | None
+    product_description: str | None
+    product_tags: list[str] | None
+    product_type: str | None
+    category: str | None
+    style: str | None
+    age_group: str | None
+
+    def document(self) -> dict[str, Any]:
+        """The ``search_docs`` row: title and body terms (space-separated) and how many words they hold."""
+        title_text = [self.name, self.category or "", self.style or "", self.age_group or "",
+                      self.product_title or "", self.product_type or "", *[str(t) for t in self.product_tags or []]]
+        title = words(" \n ".join(title_text))
+        body = words(" \n ".join([self.description, self.product_description or ""]))
+        return {"image_id": self.image_id, "shop_id": self.shop_id, "title": " ".join(title),
+                "body": " ".join(body), "length": len(title) + len(body)}
+
+
+_product = aliased(Product)
+_SOURCES = (
+    select(Image.id, Image.shop_id, Image.name, Image.description, _product.title, _product.description,
+           _product.tags, _product.category_hint, Category.name, Style.name, AgeGroup.name)
+    .outerjoin(_product, _product.id == Image.product_id)
+    .outerjoin(Category, Category.id == Image.category_id)
+    .outerjoin(Style, Style.id == Image.style_id)
+    .outerjoin(AgeGroup, AgeGroup.id == Image.age_group_id)
+)
+
+
+def refresh(conn: Connection, image_ids: Iterable[int]) -> int:
+    """Rebuild these images' documents (a gone image's goes with it, by its foreign key). Written as upserts:
+    two transactions rebuilding one image never collide on its key."""
+    wanted = sorted(set(image_ids))
+    done = 0
+    upsert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    for start in range(0, len(wanted), REFRESH_BATCH):
+        chunk = wanted[start:start + REFRESH_BATCH]
+        values = [Source(*row).document() for row in conn.execute(_SOURCES.where(Image.id.in_(chunk))).all()]
+        if values:
+            stmt = upsert(SearchDoc)
+            conn.execute(stmt.on_conflict_do_update(index_elements=[SearchDoc.image_id], set_={
+                name: stmt.excluded[name] for name in ("shop_id", "title", "body", "length")}), values)
+        done += len(values)
+    return done
+
+
+def forget_documents(conn: Connection, image_ids: Iterable[int]) -> None:
+    """Drop these images' documents; the sweep builds them again (``backfill``)."""
+    wanted = sorted(set(image_ids))
+    for start in range(0, len(wanted), REFRESH_BATCH):
+        conn.execute(delete(SearchDoc).where(SearchDoc.image_id.in_(wanted[start:start + REFRESH_BATCH])))
+
+
+def _changed(obj: Any, fields: tuple[str, ...]) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[name].history.has_changes() for name in fields)
+
+
+_PENDING = "lexical_pending"
+INLINE_MAX = 1000  # documents a commit rebuilds itself; more (a category renamed) are left to the sweep
+
+
+def _pending(session: Session) -> dict[str, Any]:
+    pending: dict[str, Any] = session.info.setdefault(_PENDING, {"images": set(), "products": set(), "taxa": {}})
+    return pending
+
+
+def _after_flush(session: Session, _context: Any) -> None:
+    """Note what a flush changed that documents are made of; ``_before_commit`` rebuilds them."""
+    for obj in [*session.new, *session.dirty]:
+        if isinstance(obj, Image) and (obj in session.new or _changed(obj, IMAGE_FIELDS)):
+            _pending(session)["images"].add(obj.id)
+        elif isinstance(obj, Product) and obj not in session.new and _changed(obj, PRODUCT_FIELDS):
+            _pending(session)["products"].add(obj.id)
+        elif isinstance(obj, Category | Style | AgeGroup) and obj not in session.new and _changed(obj, ("name",)):
+            _pending(session)["taxa"].setdefault(type(obj), set()).add(obj.id)
+
+
+def mark_changed(session: AsyncSession, image_ids: Iterable[int]) -> None:
+    """Rebuild these images' documents when the transaction commits: for changes the session's flushes do not
+    show (a deleted category clears its images' reference in the database, by its foreign key)."""
+    _pending(session.sync_session)["images"].update(image_ids)
+
+
+def _before_commit(session: Session) -> None:
+    """Rebuild the documents of what this transaction changed, in it, once (not after every flush: an import
+    flushes each row). A change that touches more than ``INLINE_MAX`` images drops their documents instead, and
+    the sweep rebuilds them: a commit never analyses a whole catalog while it holds the write lock."""
+    session.flush()
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    conn = session.connection()
+    images: set[int] = pending["images"]
+    column = {Category: Image.category_id, Style: Image.style_id, AgeGroup: Image.age_group_id}
+    clauses = [Image.product_id.in_(pending["products"])] if pending["products"] else []
+    clauses += [column[kind].in_(ids) for kind, ids in pending["taxa"].items()]
+    if clauses:
+        images.update(conn.scalars(select(Image.id).where(or_(*clauses))))
+    if len(images) > INLINE_MAX:
+        forget_documents(conn, images)
+    else:
+        refresh(conn, images)
+
+
+def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:  # the whole transaction, not a savepoint within it
+        session.info.pop(_PENDING, None)
+
+
+def track_changes() -> None:
+    """Keep documents in step with every session's transactions (idempotent; the composition root calls it)."""
+    for name, listener in (("after_flush", _after_flush), ("before_commit", _before_commit),
+                           ("after_soft_rollback", _forget)):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
+
+
+async def backfill(session: AsyncSession, after: int = 0, limit: int = 2000) -> tuple[int, int]:
+    """Build the documents of images that have none (images from before the index, documents a large change
+    dropped), looking at ids above ``after``: how many were built and where the next call goes on (0: start
+    again from the first image)."""
+    missing = list(await session.scalars(
+        select(Image.id).outerjoin(SearchDoc, SearchDoc.image_id == Image.id)
+        .where(SearchDoc.image_id.is_(None), Image.id > after).order_by(Image.id).limit(limit)))
+    if not missing:
+        return 0, 0
+    done = await session.run_sync(lambda sync: refresh(sync.connection(), missing))
+    await session.commit()
+    return done, missing[-1] if len(missing) == limit else 0
+
+
+# -- ranking ---------------------------------------------------------------------------------------------------
+
+def _match_title(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
+    if postgres:
+        return "terms @@ to_tsquery('simple', {p})", f"{term}:A"
+    return "search_fts MATCH {p}", f'shop : "s{shop_id}" AND title : "{term}"'
+
+
+def _match_body_only(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
+    if postgres:
+        return "terms @@ to_tsquery('simple', {p})", f"{term}:D & !{term}:A"
+    return "search_fts MATCH {p}", f'shop : "s{shop_id}" AND (body : "{term}" NOT title : "{term}")'
+
+
+def _match_any(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
+    if postgres:
+        return "terms @@ to_tsquery('simple', {p})", term
+    return "search_fts MATCH {p}", f'shop : "s{shop_id}" AND {{title body}} : "{term}"'
+
+
+def _source(postgres: bool) -> str:
+    return "search_docs WHERE shop_id = :shop AND " if postgres else "search_fts WHERE "
+
+
+def _id(postgres: bool) -> str:
+    return "image_id" if postgres else "rowid"
+
+
+async def term_statistics(session: AsyncSession, shop_id: int, terms: list[str]) -> tuple[int, list[int]]:
+    """The shop's number of documents and, for each term, how many contain it."""
+    postgres = _is_postgres(session)
+    parts = ["SELECT -1 AS term, count(*) AS n FROM search_docs WHERE shop_id = :shop"]
+    params: dict[str, Any] = {"shop": shop_id}
+    for i, term in enumerate(terms):
+        clause, value = _match_any(postgres, shop_id, term)
+        parts.append(f"SELECT {i}, count(*) FROM {_source(postgres)}{clause.format(p=f':q{i}')}")
+        params[f"q{i}"] = value
+    counts = {int(term): int(n) for term, n in (await session.execute(text(" UNION ALL ".join(parts)), params)).all()}
+    return int(counts.get(-1, 0)), [int(counts.get(i, 0)) for i in range(len(terms))]
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def idf(documents: int, containing: int) -> float:
+    return math.log(1 + (documents - containing + 0.5) / (containing + 0.5))
+
+
+async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int,
+                 narrow: Any) -> list[LexicalHit]:
+    """The shop's images ranked by the prompt's words, best first (at most ``limit``); ``narrow`` restricts a
+    select over ``Image`` to the images that may be ranked (ready, listed, matching the filters)."""
+    terms = query_terms(prompt)
+    if not terms:
+        return []
+    assert all(t.isalnum() for t in terms), terms  # analysed terms are plain words, safe inside a query string
+    postgres = _is_postgres(session)
+    documents, containing = await term_statistics(session, shop_id, terms)
+    parts: list[str] = []
+    params: dict[str, Any] = {"shop": shop_id}
+    weight = "CAST(:{w} AS NUMERIC)" if postgres else ":{w}"
+    for i, term in enumerate(terms):
+        if not containing[i]:
+            continue
+        term_idf = idf(documents, containing[i])
+        for kind, match, share in (("t", _match_title, TITLE_WEIGHT), ("b", _match_body_only, BODY_WEIGHT)):
+            clause, value = match(postgres, shop_id, term)
+            key = f"{kind}{i}"
+            parts.append(f"SELECT {_id(postgres)} AS image_id, {weight.format(w='w' + key)} AS w "
+                         f"FROM {_source(postgres)}{clause.format(p=':q' + key)}")
+            params["q" + key] = value
+            params["w" + key] = round(term_idf * share, 6)
+    if not parts:
+        return []
+    hits = text(" UNION ALL ".join(parts)).columns(image_id=Integer, w=Float).subquery("hits")
+    score: Any = literal_column("ROUND(SUM(hits.w), 6)").label("score")
+    stmt: Select[Any] = narrow(select(hits.c.image_id, score).join(Image, Image.id == hits.c.image_id))
+    stmt = stmt.group_by(hits.c.image_id).order_by(score.desc(), hits.c.image_id).limit(limit)
+    rows = (await session.execute(stmt, params)).all()
+    return [LexicalHit(int(image_id), float(value)) for image_id, value in rows]

@@ -28,7 +28,10 @@ CONTENT_DEPENDENT = {"POST /api/v1/images": (409, 413, 415, 422), "POST /api/ima
                      "POST /api/v1/images/from-url": (422,), "PATCH /api/v1/images/{image_id}": (422,),
                      "POST /api/v1/imports": (400, 413, 415), "POST /api/v1/connections": (422, 502),
                      "POST /api/v1/connections/authorize": (422,),
-                     "GET /oauth/{connector_name}/callback": (400, 422, 502)}
+                     "GET /oauth/{connector_name}/callback": (400, 422, 502),
+                     # a photo's contents, an image_url's reachability, the JSON text of a multipart field
+                     "POST /api/v1/recommendations": (422,),
+                     "POST /api/v1/recommendations/by-photo": (400, 413, 415, 422)}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,8 @@ def _run(schema: Any, token: str, examples: int) -> set[str]:
                     if check.failure_info is not None:
                         failure = check.failure_info.failure
                         found.add(f"{event.recorder.label}: {check.name}: {failure.title}: "
-                                  f"{getattr(failure, 'message', '')}"[:400])
+                                  f"{getattr(failure, 'message', '')}"[:400]
+                                  + f"\n  reproduce: {getattr(check.failure_info, 'code_sample', '')}"[:1200])
         elif isinstance(event, events.FatalError | events.NonFatalError):
             found.add(f"error: {event!r}"[:400])
     return found

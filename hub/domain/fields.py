@@ -24,6 +24,9 @@ def _boolean(value: Any) -> Any:
 
 
 BodyId = Annotated[int, BeforeValidator(_number), Field(ge=1, le=MAX_ID)]
+# an id inside a list (the JSON schema of a list item needs its bounds spelt out)
+ListedId = Annotated[int, BeforeValidator(_number), Field(ge=1, le=MAX_ID, json_schema_extra={"minimum": 1,
+                                                                                              "maximum": MAX_ID})]
 JsonFloat = Annotated[float, BeforeValidator(_number)]
 JsonInt = Annotated[int, BeforeValidator(_number)]
 JsonBool = Annotated[bool, BeforeValidator(_boolean)]

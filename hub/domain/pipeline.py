@@ -50,6 +50,17 @@ class Pipeline(Protocol):
     async def vectors(self, shop_id: int, image_ids: list[int]) -> dict[int, Any]:
         """The stored vectors of these images (those the store has), by image id."""
 
+    async def rank_examples(
+        self, session: AsyncSession, shop_id: int, positives: list[Any], negatives: list[Any], strategy: str,
+        limit: int, filters: dict[str, Any], exclude: tuple[int, ...]
+    ) -> list[Any]:
+        """The shop's ready images ranked by example vectors (``hub.domain.ranking.average_vector`` or
+        ``best_score``), best first, as ``(Image, score)`` pairs."""
+
+    async def photo_vector(self, data: bytes | None, url: str | None) -> Any:
+        """A shopper's photo, sent (``data``) or fetched (``url``), as a vector; checked like an upload, never
+        stored."""
+
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
     ) -> Any:

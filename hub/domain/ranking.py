@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,7 +51,7 @@ async def encode_prompt(prompts: PromptBatcher, prompt: str) -> np.ndarray:
         raise Unavailable("model", str(exc)) from None
 
 
-def matching(stmt: SelectT, shop_id: int, filters: dict[str, Any], exclude: int | None) -> SelectT:
+def matching(stmt: SelectT, shop_id: int, filters: dict[str, Any], exclude: Collection[int] = ()) -> SelectT:
     """The shop's ready images of listed products that match every filter: the same rules as the vector
     store's metadata (``hub.search.store.where_clause`` with ``listed``), decided by the database."""
     stmt = stmt.outerjoin(Product, Product.id == Image.product_id).where(
@@ -68,8 +69,8 @@ def matching(stmt: SelectT, shop_id: int, filters: dict[str, Any], exclude: int 
         stmt = stmt.where(Product.price >= filters["price_min"])
     if filters.get("price_max") is not None:
         stmt = stmt.where(Product.price <= filters["price_max"])
-    if exclude is not None:
-        stmt = stmt.where(Image.id != exclude)
+    if exclude:
+        stmt = stmt.where(Image.id.not_in(list(exclude)))
     return stmt
 
 
@@ -128,13 +129,13 @@ class Ranker:
         return Ranking(results, {"encode": round((t1 - t0) * 1000, 2), "search": round((t2 - t1) * 1000, 2)})
 
     async def rank_vector(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
-                          filters: dict[str, Any], exclude: int | None = None) -> list[tuple[Image, float]]:
+                          filters: dict[str, Any], exclude: Collection[int] = ()) -> list[tuple[Image, float]]:
         """The ``limit`` nearest ready images of listed products that match ``filters``, best first."""
         candidates = list((await session.execute(
             matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude)
             .order_by(Image.id).limit(self.exact_max + 1))).all())
         if len(candidates) <= self.exact_max:
-            return await self._exact(session, shop_id, vector, limit, candidates)
+            return await self._exact(session, shop_id, cosine_to(vector), limit, candidates)
         results = await self._indexed(session, shop_id, vector, limit, filters, exclude)
         if len(results) < limit:
             count = await session.scalar(matching(select(func.count(Image.id)), shop_id, filters, exclude)) or 0
@@ -144,10 +145,30 @@ class Ranker:
                             extra={"shop_id": shop_id, "returned": len(results), "expected": min(limit, count)})
                 everything = list((await session.execute(
                     matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude))).all())
-                return await self._exact(session, shop_id, vector, limit, everything)
+                return await self._exact(session, shop_id, cosine_to(vector), limit, everything)
         return results
 
-    async def _exact(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
+    async def rank_examples(self, session: AsyncSession, shop_id: int, positives: list[np.ndarray],
+                            negatives: list[np.ndarray], strategy: str, limit: int, filters: dict[str, Any],
+                            exclude: Collection[int] = ()) -> list[tuple[Image, float]]:
+        """Images like the positive vectors and unlike the negative ones (``hub.domain.examples``)."""
+        if strategy == "average_vector":
+            return await self.rank_vector(session, shop_id, average_vector(positives, negatives), limit, filters,
+                                          exclude)
+        scorer = best_score(positives, negatives)
+        candidates = list((await session.execute(
+            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude)
+            .order_by(Image.id).limit(self.exact_max + 1))).all())
+        if len(candidates) > self.exact_max:  # the index's nearest to each positive, scored exactly
+            near: set[int] = set()
+            for vector in positives:
+                near.update(img.id for img, _ in await self._indexed(session, shop_id, vector, max(limit * 4, 100),
+                                                                     filters, exclude))
+            candidates = list((await session.execute(
+                select(Image.id, Image.embedded_at).where(Image.id.in_(sorted(near))))).all())
+        return await self._exact(session, shop_id, scorer, limit, candidates)
+
+    async def _exact(self, session: AsyncSession, shop_id: int, scorer: Scorer, limit: int,
                      candidates: list[Any]) -> list[tuple[Image, float]]:
         if not candidates:
             return []
@@ -161,10 +182,7 @@ class Ranker:
         ids = [ident for ident, _ in wanted if ident in have]  # (a ready image without a vector: the sweep re-embeds it)
         if not ids:
             return []
-        matrix = np.stack([have[i] for i in ids])
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
-        scores = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+        scores = scorer(np.stack([have[i] for i in ids]))
         top = min(limit, len(ids))
         best = np.argpartition(-scores, top - 1)[:top] if top < len(ids) else np.arange(len(ids))
         best = best[np.argsort(-scores[best], kind="stable")]
@@ -174,10 +192,10 @@ class Ranker:
         return [(rows[i], score) for i, score in ranked if i in rows]
 
     async def _indexed(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
-                       filters: dict[str, Any], exclude: int | None) -> list[tuple[Image, float]]:
+                       filters: dict[str, Any], exclude: Collection[int]) -> list[tuple[Image, float]]:
         """The index's answer. It is first asked without the "listed" filter (a ``where`` slows Chroma down);
         only when drafts crowd the results out is it asked again with it."""
-        wanted = limit + OVERFETCH + (1 if exclude else 0)
+        wanted = limit + OVERFETCH + len(exclude)
         hits = await self.store.query(shop_id, vector, wanted, filters)
         results = await _rows(session, shop_id, hits, exclude)
         if len(results) < limit and len(hits) == wanted:
@@ -186,8 +204,9 @@ class Ranker:
         return results[:limit]
 
 
-async def _rows(session: AsyncSession, shop_id: int, hits: list[Any], exclude: int | None) -> list[tuple[Image, float]]:
-    ids = [h.image_id for h in hits if h.image_id != exclude]
+async def _rows(session: AsyncSession, shop_id: int, hits: list[Any],
+                exclude: Collection[int]) -> list[tuple[Image, float]]:
+    ids = [h.image_id for h in hits if h.image_id not in exclude]
     if not ids:
         return []
     rows = {
@@ -200,3 +219,42 @@ async def _rows(session: AsyncSession, shop_id: int, hits: list[Any], exclude: i
         )
     }
     return [(rows[h.image_id], h.score) for h in hits if h.image_id in rows]
+
+
+Scorer = Callable[[np.ndarray], np.ndarray]  # a matrix of vectors (one per row) -> one score per row
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.asarray(vectors / np.where(norms == 0, 1.0, norms), dtype=np.float32)
+
+
+def cosine_to(vector: np.ndarray) -> Scorer:
+    query = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
+    return lambda matrix: np.asarray(_unit(matrix) @ query)
+
+
+def average_vector(positives: list[np.ndarray], negatives: list[np.ndarray]) -> np.ndarray:
+    """Qdrant's ``average_vector``: the mean of the (unit) positives, moved away from the mean of the negatives
+    by as much again: ``p + (p - n)``."""
+    mean = _unit(np.stack(positives)).mean(axis=0)
+    if negatives:
+        mean = mean + (mean - _unit(np.stack(negatives)).mean(axis=0))
+    return np.asarray(mean, dtype=np.float32)
+
+
+def best_score(positives: list[np.ndarray], negatives: list[np.ndarray]) -> Scorer:
+    """Qdrant's ``best_score``: an image's best cosine to any positive; an image nearer to a negative than to
+    every positive scores minus its best cosine to a negative, below every other."""
+    pos = _unit(np.stack(positives))
+    neg = _unit(np.stack(negatives)) if negatives else None
+
+    def score(matrix: np.ndarray) -> np.ndarray:
+        unit = _unit(matrix)
+        best_pos = (unit @ pos.T).max(axis=1)
+        if neg is None:
+            return np.asarray(best_pos)
+        best_neg = (unit @ neg.T).max(axis=1)
+        return np.asarray(np.where(best_pos > best_neg, best_pos, -best_neg))
+
+    return score

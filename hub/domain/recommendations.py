@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypedDict, TypeVar, cast
 
 import numpy as np
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,8 +22,8 @@ from hub.domain import lexical
 from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
 from hub.domain.lexical import LexicalHit
 from hub.domain.ranking import matching
-from hub.domain.fields import BodyId, JsonBool, JsonFloat, JsonInt, optional_id
-from hub.domain.images import get_visible_image
+from hub.domain.fields import BodyId, ListedId, JsonBool, JsonFloat, JsonInt, optional_id
+from hub.domain.images import URL_PATTERN, get_visible_image
 from hub.domain.keys import Principal
 from hub.domain.pagination import decode_cursor, page
 from hub.domain.services import Services
@@ -50,16 +50,27 @@ class Filters(BaseModel):
 
 
 SearchMode = Literal["vector", "lexical", "hybrid"]
+Strategy = Literal["average_vector", "best_score"]
+MAX_EXAMPLES = 20
+# a character that is not white space, for every engine: Python folds U+001C..U+001F as spaces, Rust's regex does not
+PROMPT_PATTERN = r"[^\s\x1c-\x1f]"
 Distinct = Literal["product", "image"]
 MIN_DEPTH, MAX_DEPTH = 100, 400  # how deep each side of a fused or per-product ranking looks first
 DEEPEST = 6400  # and at most, when products with many images leave fewer than ``limit`` products
 
 
 class RecommendationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # something to look for (words, examples or a photo), and words for lexical mode: said in the schema too
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+                  {"required": ["positive"], "properties": {"positive": {"minItems": 1}}},
+                  {"required": ["image_url"], "properties": {"image_url": {"type": "string"}}}],
+        "if": {"required": ["mode"], "properties": {"mode": {"const": "lexical"}}},
+        "then": {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}}})
 
-    prompt: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"\S")] = Field(
-        description="What the shopper asked for (at least one character that is not a space)")
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=PROMPT_PATTERN)] | None = Field(
+        None, description="What the shopper asked for (at least one character that is not a space); optional "
+                          "with positive examples or a photo")
     limit: JsonInt = Field(10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     mode: SearchMode | None = Field(None, description=(
@@ -72,6 +83,28 @@ class RecommendationRequest(BaseModel):
         "``product``: one result per product, its best image (the others in ``other_image_ids``); ``image``: "
         "every image on its own."))
     explain: JsonBool = Field(False, description="Add each result's ranks and how its place was decided.")
+    positive: list[ListedId] = Field(default_factory=list, max_length=MAX_EXAMPLES, description=(
+        "Images (ids) the results should look like"))
+    negative: list[ListedId] = Field(default_factory=list, max_length=MAX_EXAMPLES, description=(
+        "Images (ids) the results should not look like"))
+    strategy: Strategy = Field("average_vector", description=(
+        "How examples combine: ``average_vector`` ranks by one vector, the positives' mean moved away from the "
+        "negatives'; ``best_score`` ranks each image by its best similarity to any positive, and below all "
+        "others when it is nearer to a negative"))
+    image_url: str | None = Field(None, max_length=2000, pattern=URL_PATTERN, description=(
+        "A shopper's photo to look for (fetched with the limits of image intake, never stored); a photo can "
+        "also be sent as multipart ``file``"))
+
+    @model_validator(mode="after")
+    def _something_to_look_for(self, info: ValidationInfo) -> RecommendationRequest:
+        sent_photo = bool(info.context and info.context.get("photo"))
+        if sent_photo and self.image_url:
+            raise ValueError("send the photo once: as the file or as image_url")
+        if not (self.prompt or self.positive or self.image_url or sent_photo):
+            raise ValueError("give a prompt, positive examples or a photo")
+        if self.mode == "lexical" and not self.prompt:
+            raise ValueError("lexical mode needs a prompt (words to look for)")
+        return self
 
 
 def prompt_text(prompt: str) -> str:
@@ -113,9 +146,38 @@ async def _timed(timings: dict[str, float], name: str, work: Awaitable[T]) -> T:
         timings[name] = round((time.perf_counter() - start) * 1000, 2)
 
 
-async def recommend(session: AsyncSession, services: Services, principal: Principal, prompt: str, limit: int,
-                    filters: dict[str, Any], *, mode: SearchMode | None = None, weight: float | None = None,
-                    distinct: Distinct = "product", log_prompt: bool = True) -> Recommendations:
+@dataclass(frozen=True)
+class Examples:
+    """What a query looks like besides its words: example images and a shopper's photo."""
+
+    positive: tuple[int, ...] = ()
+    negative: tuple[int, ...] = ()
+    strategy: Strategy = "average_vector"
+    photo: bytes | None = None
+    photo_url: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.positive or self.negative or self.photo is not None or self.photo_url)
+
+
+async def _example_vectors(session: AsyncSession, pipeline: Any, principal: Principal,
+                           ids: tuple[int, ...]) -> list[np.ndarray]:
+    """The stored vectors of example images the caller may see (404 otherwise; 409 while one has none)."""
+    for image_id in ids:
+        img = await get_visible_image(session, principal, image_id)
+        if img.status != "ready":
+            raise Conflict(f"image {image_id} is {img.status}, not ready; an example needs its embedding")
+    found = await pipeline.vectors(principal.shop_id, list(ids))
+    for image_id in ids:
+        if image_id not in found:
+            raise Conflict(f"image {image_id} has no vector yet; it is being re-embedded")
+    return [found[i] for i in ids]
+
+
+async def recommend(session: AsyncSession, services: Services, principal: Principal, prompt: str | None,
+                    limit: int, filters: dict[str, Any], *, mode: SearchMode | None = None,
+                    weight: float | None = None, distinct: Distinct = "product", examples: Examples = Examples(),
+                    log_prompt: bool = True) -> Recommendations:
     """Rank the shop's ready images of listed products for a prompt — by looks, by words or both (the shop's
     defaults unless the request says) —, one per product unless asked otherwise; log the prompt (the original
     Prompt_API; not for the console's own tries, which are not shoppers). The prompt is encoded while the
@@ -126,24 +188,49 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     shop = await session.get(Shop, principal.shop_id)
     assert shop is not None
     chosen: SearchMode = mode or cast(SearchMode, shop.search_mode)
+    if not prompt:
+        if chosen == "lexical":
+            raise Invalid("lexical mode needs a prompt (words to look for)")
+        chosen = "vector"  # no words: looks alone
+    if not (prompt or examples.positive or examples.photo is not None or examples.photo_url):
+        raise Invalid("give a prompt, positive examples or a photo")
     lexical_share = shop.lexical_weight if weight is None else weight
     depth = limit if distinct == "image" and chosen != "hybrid" else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
     timings: dict[str, float] = {}
-    narrow = partial(matching, shop_id=principal.shop_id, filters=filters, exclude=None)
+    narrow = partial(matching, shop_id=principal.shop_id, filters=filters,
+                     exclude=(*examples.positive, *examples.negative))
     encoding = asyncio.ensure_future(_timed(timings, "encode", pipeline.encode_prompt(prompt))) \
-        if chosen != "lexical" else None
+        if chosen != "lexical" and prompt else None
+    positives: list[np.ndarray] = []
+    negatives: list[np.ndarray] = []
+    if examples and chosen != "lexical":
+        try:
+            if examples.photo is not None or examples.photo_url:
+                positives.append(await _timed(timings, "photo", pipeline.photo_vector(examples.photo,
+                                                                                       examples.photo_url)))
+            positives += await _example_vectors(session, pipeline, principal, examples.positive)
+            negatives += await _example_vectors(session, pipeline, principal, examples.negative)
+        except BaseException:
+            if encoding is not None:
+                encoding.cancel()
+            raise
+    exclude = (*examples.positive, *examples.negative)
     vector = None
     while True:  # deeper while products with many images leave fewer than ``limit`` products
         try:
             lexical_hits = await _timed(timings, "lexical", lexical.search(
-                session, principal.shop_id, prompt, depth, narrow)) if chosen != "vector" else []
+                session, principal.shop_id, prompt, depth, narrow)) if chosen != "vector" and prompt else []
             if encoding is not None:
                 vector = await encoding
         finally:
             if encoding is not None and not encoding.done():
                 encoding.cancel()
         vector_hits: list[tuple[Image, float]] = []
-        if vector is not None:
+        if positives or negatives:
+            looks = [*([vector] if vector is not None else []), *positives]
+            vector_hits = await _timed(timings, "search", pipeline.rank_examples(
+                session, principal.shop_id, looks, negatives, examples.strategy, depth, filters, exclude))
+        elif vector is not None:
             vector_hits = await _timed(timings, "search", pipeline.rank_vector(
                 session, principal.shop_id, vector, depth, filters))
         ranked = await _fuse(session, principal.shop_id, chosen, lexical_share, vector_hits, lexical_hits)
@@ -152,9 +239,9 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
         if len(results) >= limit or exhausted or depth >= DEEPEST:
             break
         depth = min(depth * 4, DEEPEST)
-    if vector is not None:
+    if vector is not None and not (positives or negatives):
         await _fill_vector_scores(pipeline, principal.shop_id, vector, results)
-    if log_prompt:
+    if log_prompt and prompt:  # (a query by photo or examples alone is not a prompt)
         top = results[0].vector_score if results else None
         session.add(Prompt(shop_id=principal.shop_id, prompt=prompt, num_recommended=limit,
                            result_count=len(results), top_score=top, filters=filters,

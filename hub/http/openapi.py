@@ -83,21 +83,26 @@ class ErrorResponses(ReceiveRoutePlugin):
 BINARY = Schema(type=OpenAPIType.STRING, format="binary")
 _KEYS = {"maxLength": "max_length", "minLength": "min_length", "exclusiveMinimum": "exclusive_minimum",
          "exclusiveMaximum": "exclusive_maximum", "maxItems": "max_items", "minItems": "min_items"}
-_PLAIN = {"minimum", "maximum", "format", "pattern", "description", "default", "enum", "title", "required"}
+_PLAIN = {"minimum", "maximum", "format", "pattern", "description", "default", "enum", "title", "required", "const"}
 
 
-def _schema(data: dict[str, Any]) -> Schema:
-    """A pydantic JSON schema (no ``$ref``s) as Litestar's OpenAPI ``Schema``."""
+def _schema(data: dict[str, Any], defs: dict[str, Any] | None = None) -> Schema:
+    """A pydantic JSON schema as Litestar's OpenAPI ``Schema`` (``$ref``s to its ``$defs`` inlined)."""
+    defs = {**(defs or {}), **data.get("$defs", {})}
+    if "$ref" in data:
+        return _schema(defs[data["$ref"].rsplit("/", 1)[-1]] | {k: v for k, v in data.items() if k != "$ref"}, defs)
     fields: dict[str, Any] = {}
     for key, value in data.items():
         if key == "type":
             fields["type"] = OpenAPIType(value)
-        elif key == "anyOf":
-            fields["any_of"] = [_schema(part) for part in value]
+        elif key in ("anyOf", "allOf"):
+            fields[_snake(key)] = [_schema(part, defs) for part in value]
         elif key == "properties":
-            fields["properties"] = {name: _schema(part) for name, part in value.items()}
-        elif key == "items":
-            fields["items"] = _schema(value)
+            fields["properties"] = {name: _schema(part, defs) for name, part in value.items()}
+        elif key in ("items", "then"):
+            fields[key] = _schema(value, defs)
+        elif key == "if":
+            fields["schema_if"] = _schema(value, defs)
         elif key in _KEYS:
             fields[_KEYS[key]] = value
         elif key in _PLAIN:
@@ -105,6 +110,10 @@ def _schema(data: dict[str, Any]) -> Schema:
         elif key == "additionalProperties" and value is False:
             fields["additional_properties"] = False
     return Schema(**fields)
+
+
+def _snake(key: str) -> str:
+    return {"anyOf": "any_of", "allOf": "all_of"}[key]
 
 
 def model_schema(model: type[BaseModel], *, files: tuple[str, ...] = (), text: tuple[str, ...] = (),

@@ -36,6 +36,7 @@ from hub.search.batching import PromptBatcher
 from hub.domain.indexing import Embedder, metadata_for
 from hub.search.encoder import Encoder, ModelUnavailable
 from hub.domain import lexical
+from hub.domain.photos import PhotoQueries
 from hub.domain.ranking import Ranker, Ranking, encode_prompt
 from hub.search.store import VectorStore
 from hub.worker.tasks import Tasks, make_broker, register_tasks, safe_kiq
@@ -67,6 +68,7 @@ class Runtime:
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None
         self._app_installs_recognised = False
+        self.photos = PhotoQueries(settings, self.encoder)
         self._backfill_after = 0  # where the sweep's lexical backfill goes on
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -93,6 +95,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._background.clear()
+        await self.photos.close()
         if hasattr(self.broker, "wait_all"):
             with contextlib.suppress(Exception), anyio.move_on_after(10):
                 await self.broker.wait_all()
@@ -227,13 +230,22 @@ class Runtime:
     async def vectors(self, shop_id: int, image_ids: list[int]) -> dict[int, np.ndarray]:
         return await self.store.vectors(shop_id, image_ids)
 
+    async def rank_examples(self, session: AsyncSession, shop_id: int, positives: list[np.ndarray],
+                            negatives: list[np.ndarray], strategy: str, limit: int, filters: dict[str, Any],
+                            exclude: tuple[int, ...]) -> list[tuple[Image, float]]:
+        return await self.ranker.rank_examples(session, shop_id, positives, negatives, strategy, limit, filters,
+                                               exclude)
+
+    async def photo_vector(self, data: bytes | None, url: str | None) -> np.ndarray:
+        return await self.photos.vector(data, url)
+
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
     ) -> list[tuple[Image, float]] | None:
         vector: np.ndarray | None = await self.store.vector(shop_id, image_id)
         if vector is None:
             return None
-        return await self.ranker.rank_vector(session, shop_id, vector, limit, filters, exclude=image_id)
+        return await self.ranker.rank_vector(session, shop_id, vector, limit, filters, exclude=(image_id,))
 
     async def readiness(self) -> dict[str, str]:
         checks = {"vector_store": await self.store.ping(), "broker": await self._broker_check()}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
+from pydantic import BaseModel, Field, ValidationError
 
 from hub.domain.images import RankedImageOut, ranked_json
 from hub.domain.recommendations import (
+    Examples,
     PromptOut,
     RecommendationRequest,
     Recommended,
@@ -21,7 +23,9 @@ from hub.domain.recommendations import (
 )
 from hub.http.auth import Caller, require_any_key
 from hub.http.deps import Db, Svc
-from hub.http.openapi import problems
+from hub.errors import Invalid, UnsupportedMedia, validation_detail
+from hub.http.openapi import model_schema, problems, request_body
+from hub.http.routes.images import read_upload
 from hub.http.validation import PathId, QueryId
 
 
@@ -52,11 +56,19 @@ class RecommendedImageOut(RankedImageOut):
     explain: ExplainOut | None
 
 
+class PhotoForm(BaseModel):
+    """A search by photo: the photo in ``file``; the other fields of a recommendation request as JSON text in
+    ``query`` (optional)."""
+
+    query: str | None = Field(None, description="The JSON of a recommendation request (``prompt``, ``limit``, "
+                                                "``filters``, ``mode``…), without ``image_url``")
+
+
 class RecommendationsOut(TypedDict):
     """``results``: best first; ``mode``, ``weight`` and ``distinct`` as applied (the request's or the shop's
     defaults); ``timings_ms``: where the time went (also in the ``Server-Timing`` header)."""
 
-    prompt: str
+    prompt: str | None
     limit: int
     filters: dict[str, Any]
     mode: str
@@ -95,15 +107,44 @@ class RecommendationController(Controller):
     tags = ["recommendations"]
     dependencies = {"principal": Provide(require_any_key)}
 
-    @post("/recommendations", status_code=200)
+    @post("/recommendations", status_code=200, responses=problems(404, 409, 413, 415, 422),
+          operation_class=request_body({"application/json": model_schema(RecommendationRequest)}))
     async def recommendations(self, db: Db, services: Svc, principal: Caller,
                               data: JSONBody[RecommendationRequest]) -> Response[RecommendationsOut]:
         """The shop's ready images of listed products ranked for ``prompt``, best first: by FashionCLIP similarity,
-        by the catalog's words, or both (``mode``)."""
-        prompt = prompt_text(data.prompt)
+        by the catalog's words, or both (``mode``); or by example images (``positive``, ``negative``), or like a
+        shopper's photo on the web (``image_url``: fetched, never stored)."""
+        return await self._recommend(db, services, principal, data, None)
+
+    @post("/recommendations/by-photo", status_code=200, responses=problems(404, 409, 413, 415, 422),
+          operation_class=request_body({
+              "multipart/form-data": model_schema(PhotoForm, files=("file",), title="RecommendationByPhoto")}))
+    async def by_photo(self, request: Request[Any, Any, Any], db: Db, services: Svc,
+                       principal: Caller) -> Response[RecommendationsOut]:
+        """The shop's images ranked like a shopper's photo (multipart ``file``; never stored), alone or with the
+        other fields of a recommendation request as JSON text in ``query`` ("this, but in red")."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise UnsupportedMedia("send multipart/form-data with the photo in 'file'")
+        form = await request.form()
+        if "file" not in form:
+            raise Invalid("a search by photo needs the photo in the multipart field 'file'")
+        photo = await read_upload(form.get("file"), services.settings.max_upload_bytes)
+        query = form.get("query")
+        if query is not None and not isinstance(query, str):
+            raise Invalid("the multipart field 'query' must be JSON text")
+        try:
+            data = RecommendationRequest.model_validate_json(query or "{}", context={"photo": True})
+        except ValidationError as exc:
+            raise Invalid(f"invalid query: {validation_detail(exc)}") from None
+        return await self._recommend(db, services, principal, data, photo)
+
+    async def _recommend(self, db: Db, services: Svc, principal: Caller, data: RecommendationRequest,
+                         photo: bytes | None) -> Response[RecommendationsOut]:
+        prompt = prompt_text(data.prompt) if data.prompt else None
         filters = data.filters.model_dump(exclude_none=True)
+        examples = Examples(tuple(data.positive), tuple(data.negative), data.strategy, photo, data.image_url)
         found = await recommend(db, services, principal, prompt, data.limit, filters, mode=data.mode,
-                                weight=data.weight, distinct=data.distinct)
+                                weight=data.weight, distinct=data.distinct, examples=examples)
         public_url = services.settings.public_url
         body: RecommendationsOut = {
             "prompt": prompt, "limit": data.limit, "filters": filters, "mode": found.mode, "weight": found.weight,

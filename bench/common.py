@@ -10,7 +10,9 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def hub_server(home: Path, model: Path, **env: str):
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
         "HUB_HOME": str(home), "HUB_MODEL": str(model), "HUB_RATE_LIMIT": "1000000/minute",
+        "HUB_STOREFRONT_RATE_LIMIT": "1000000/minute",
         "HUB_LOG_LEVEL": os.environ.get("HUB_LOG_LEVEL", "WARNING"), **env,
     }
     log = (home / "serve.log").open("wb") if home.mkdir(parents=True, exist_ok=True) is None else None
@@ -84,6 +87,18 @@ def hub_server(home: Path, model: Path, **env: str):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+@contextmanager
+def shop_home(model: Path) -> Iterator[tuple[Path, dict]]:
+    """A fresh, migrated HUB_HOME (the embedded default) with one shop: ``(home, shop)``."""
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        home = Path(tmp)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
+            "HUB_HOME": str(home), "HUB_MODEL": str(model)}
+        subprocess.run([sys.executable, "-m", "hub", "migrate"], env=environ, cwd=home, check=True,
+                       capture_output=True)
+        yield home, create_shop(environ, home)
 
 
 def create_shop(environ: dict[str, str], home: Path) -> dict:

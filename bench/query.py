@@ -1,4 +1,5 @@
-"""Query latency: POST /api/v1/recommendations with 10,000 images in a shop and 4 concurrent clients.
+"""Query latency: POST /api/v1/recommendations with 10,000 images in a shop and 4 concurrent clients, ranked by
+looks alone (``mode: vector``; ``bench.modes`` compares the modes).
 
     .venv/bin/python -m bench.query [--images 10000] [--queries 400]
 
@@ -12,18 +13,14 @@ import argparse
 import asyncio
 import concurrent.futures
 import itertools
-import os
 import random
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.common import create_shop, full_size_model, hub_server, machine, write_section
+from bench.common import full_size_model, hub_server, machine, shop_home, write_section
 
 COLOURS = ["red", "blue", "black", "white", "green", "pink", "beige", "navy", "yellow", "grey"]
 PATTERNS = ["floral", "striped", "plain", "dotted", "plaid", "leather", "denim", "lace", "silk", "knit"]
@@ -74,7 +71,8 @@ def run_clients(base: str, key: str, texts: list[str], clients: int) -> list[tup
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
             for text in chunk:
                 start = time.perf_counter()
-                r = api.post("/api/v1/recommendations", json={"prompt": text, "limit": 10})
+                r = api.post("/api/v1/recommendations", json={"prompt": text, "limit": 10, "mode": "vector",
+                                                               "distinct": "image"})
                 elapsed = (time.perf_counter() - start) * 1000
                 assert r.status_code == 200 and r.json()["count"] == 10, r.text
                 out.append((elapsed, r.json()["timings_ms"]))
@@ -121,13 +119,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
     model = full_size_model()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        home = Path(tmp)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
-            "HUB_HOME": str(home), "HUB_MODEL": str(model)}
-        subprocess.run([sys.executable, "-m", "hub", "migrate"], env=environ, cwd=home, check=True,
-                       capture_output=True)
-        shop = create_shop(environ, home)
+    with shop_home(model) as (home, shop):
         seed_start = time.perf_counter()
         asyncio.run(seed(home, model, shop["id"], args.images))
         seed_s = time.perf_counter() - seed_start

@@ -5,7 +5,8 @@ Kept in step by the database session itself: when a transaction that added an im
 reads (an image's name, description, taxonomy or product; a product's title, description, tags or type; a
 category, style or age group's name) commits, the affected images' documents are rebuilt in it, just before. Images
 that predate the index, and those of a change too large to rebuild in its own commit, get theirs from the
-sweep (``backfill``).
+sweep (``backfill``). Core ``insert()``/``update()`` statements bypass the session's events: code that changes
+indexed text that way must call ``mark_changed`` (none does today: bulk statements only move statuses).
 
 Scoring is the same on PostgreSQL and SQLite because it does not use either engine's own rank function (their
 statistics differ, and SQLite's span every shop): the native index (a GIN ``tsvector`` or FTS5) only decides which
@@ -263,6 +264,15 @@ async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int,
         return []
     hits = text(" UNION ALL ".join(parts)).columns(image_id=Integer, w=Float).subquery("hits")
     score: Any = literal_column("ROUND(SUM(hits.w), 6)").label("score")
+    # first the best documents by words alone (no join: the index's rows only), then which of them may be ranked;
+    # when the filters leave too few of them, the whole ranking again with the filters inside
+    wide = limit * 2 + 50
+    best = (await session.execute(select(hits.c.image_id, score).group_by(hits.c.image_id)
+                                  .order_by(score.desc(), hits.c.image_id).limit(wide), params)).all()
+    allowed = set(await session.scalars(narrow(select(Image.id)).where(Image.id.in_([i for i, _ in best]))))
+    kept = [LexicalHit(int(ident), float(value)) for ident, value in best if ident in allowed]
+    if len(kept) >= limit or len(best) < wide:
+        return kept[:limit]
     stmt: Select[Any] = narrow(select(hits.c.image_id, score).join(Image, Image.id == hits.c.image_id))
     stmt = stmt.group_by(hits.c.image_id).order_by(score.desc(), hits.c.image_id).limit(limit)
     rows = (await session.execute(stmt, params)).all()

@@ -365,3 +365,18 @@ async def test_two_transactions_rebuilding_one_document_do_not_collide(settings,
         await engine.dispose()
     assert [r["name"] for r in (await rank(client, shop, "linen", mode="lexical", distinct="image"))["results"]] == \
         ["Linen shirt", "Linen shirt, back"]
+
+
+async def test_filters_that_leave_out_the_best_words_still_find_the_rest(client, shop):
+    """The best documents by words alone are looked at first; when the filters leave too few of them, the
+    ranking is made again with the filters inside it."""
+    rows = [(f"Alpha top {n}", "", "", "Tops") for n in range(55)]
+    rows += [(f"Dress {n}", "alpha", "", "Dresses") for n in range(5)]
+    ids = await import_catalog(client, shop, rows)
+    categories = (await client.get("/api/v1/categories", headers=shop.secret)).json()["items"]
+    dresses = next(c["id"] for c in categories if c["name"] == "Dresses")
+    got = await rank(client, shop, "alpha", mode="lexical", distinct="image", limit=2,
+                     filters={"category_id": dresses})
+    assert [r["id"] for r in got["results"]] == [ids["Dress 0"], ids["Dress 1"]]
+    assert [r["id"] for r in (await rank(client, shop, "alpha", mode="lexical", distinct="image", limit=3))
+            ["results"]] == [ids["Alpha top 0"], ids["Alpha top 1"], ids["Alpha top 2"]]

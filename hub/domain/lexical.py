@@ -189,22 +189,26 @@ async def backfill(session: AsyncSession, after: int = 0, limit: int = 2000) -> 
 
 # -- ranking ---------------------------------------------------------------------------------------------------
 
+# SQLite's FTS5 table holds each word with its shop in front (``s12xred``; migration 0011): a look-up reads
+# that shop's postings of that word only
+
+
 def _match_title(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
     if postgres:
         return "terms @@ to_tsquery('simple', {p})", f"{term}:A"
-    return "search_fts MATCH {p}", f'shop : "s{shop_id}" AND title : "{term}"'
+    return "search_fts MATCH {p}", f'title : "s{shop_id}x{term}"'
 
 
 def _match_body_only(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
     if postgres:
         return "terms @@ to_tsquery('simple', {p})", f"{term}:D & !{term}:A"
-    return "search_fts MATCH {p}", f'shop : "s{shop_id}" AND (body : "{term}" NOT title : "{term}")'
+    return "search_fts MATCH {p}", f'body : "s{shop_id}x{term}" NOT title : "s{shop_id}x{term}"'
 
 
 def _match_any(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
     if postgres:
         return "terms @@ to_tsquery('simple', {p})", term
-    return "search_fts MATCH {p}", f'shop : "s{shop_id}" AND {{title body}} : "{term}"'
+    return "search_fts MATCH {p}", f'{{title body}} : "s{shop_id}x{term}"'
 
 
 def _source(postgres: bool) -> str:

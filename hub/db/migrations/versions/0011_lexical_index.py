@@ -17,14 +17,16 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+# SQLite: each word is indexed with its shop in front (``s12xred``: the shop's id is digits, so the first "x"
+# ends it), so a look-up reads that shop's postings of that word only, never another shop's
+_PREFIXED = "replace(' ' || new.{col}, ' ', ' s' || new.shop_id || 'x')"
+_INSERT = (f"INSERT INTO search_fts(rowid, title, body) VALUES "
+           f"(new.image_id, {_PREFIXED.format(col='title')}, {_PREFIXED.format(col='body')});")
 FTS_TRIGGERS = {
-    "search_docs_ai": "AFTER INSERT ON search_docs BEGIN "
-                      "INSERT INTO search_fts(rowid, title, body, shop) "
-                      "VALUES (new.image_id, new.title, new.body, 's' || new.shop_id); END",
+    "search_docs_ai": f"AFTER INSERT ON search_docs BEGIN {_INSERT} END",
     "search_docs_ad": "AFTER DELETE ON search_docs BEGIN DELETE FROM search_fts WHERE rowid = old.image_id; END",
-    "search_docs_au": "AFTER UPDATE ON search_docs BEGIN DELETE FROM search_fts WHERE rowid = old.image_id; "
-                      "INSERT INTO search_fts(rowid, title, body, shop) "
-                      "VALUES (new.image_id, new.title, new.body, 's' || new.shop_id); END",
+    "search_docs_au": f"AFTER UPDATE ON search_docs BEGIN DELETE FROM search_fts WHERE rowid = old.image_id; "
+                      f"{_INSERT} END",
 }
 
 
@@ -51,7 +53,7 @@ def upgrade() -> None:
                    "STORED")
         op.execute("CREATE INDEX ix_search_docs_terms ON search_docs USING gin (terms)")
     else:
-        op.execute("CREATE VIRTUAL TABLE search_fts USING fts5(title, body, shop, "
+        op.execute("CREATE VIRTUAL TABLE search_fts USING fts5(title, body, "
                    "tokenize = 'unicode61 remove_diacritics 0')")
         for name, body in FTS_TRIGGERS.items():
             op.execute(f"CREATE TRIGGER {name} {body}")

@@ -1,4 +1,4 @@
-"""The ``hub`` command: serve, worker, migrate, plugins, model, import, shops."""
+"""The ``hub`` command: serve, worker, migrate, plugins, model, import, shops, eval."""
 
 from __future__ import annotations
 
@@ -192,6 +192,55 @@ def cmd_import(args: argparse.Namespace) -> None:
     raise SystemExit(asyncio.run(_import(_settings(), args.path, args.shop, args.json)))
 
 
+async def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hub.bootstrap import build
+    from hub.db.models import Shop
+    from hub.domain.evaluation import as_json, evaluate, read_judgements, table
+    from hub.errors import HubError
+    from hub.plugin_manager import PluginError
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise SystemExit(f"hub: {args.path} is not a file")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"vector", "lexical", "hybrid"}:
+        raise SystemExit("hub: --modes takes vector, lexical and hybrid, separated by commas")
+    try:
+        weights = [float(w) for w in args.weights.split(",") if w.strip()]
+    except ValueError:
+        raise SystemExit("hub: --weights takes numbers between 0 and 1, separated by commas") from None
+    if not weights or any(not 0 <= w <= 1 for w in weights):
+        raise SystemExit("hub: --weights takes numbers between 0 and 1, separated by commas")
+    configurations = [(m, w) for m in modes for w in (weights if m == "hybrid" else [None])]
+    try:
+        judgements = read_judgements(path.read_text(encoding="utf-8").splitlines())
+        hub = build(settings, "api")  # the encoder and the vector store, without serving anything
+    except HubError as exc:
+        raise SystemExit(f"hub: {path.name}: {exc.detail}") from None
+    except (PluginError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"hub: {exc}") from None
+    try:
+        async with hub.services.sessions() as session:
+            if await session.get(Shop, args.shop) is None:
+                raise SystemExit(f"hub: shop {args.shop} not found")
+        results = await evaluate(hub.services, args.shop, judgements, configurations, args.k)  # type: ignore[arg-type]
+    except HubError as exc:
+        raise SystemExit(f"hub: {exc.detail}") from None
+    finally:
+        await hub.stop()
+    if args.json:
+        print(json.dumps(as_json(results, args.k)))
+    else:
+        print(table(results, args.k))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    raise SystemExit(asyncio.run(_eval(_settings(), args)))
+
+
 def cmd_plugins(args: argparse.Namespace) -> None:
     from hub.plugin_manager import PluginError, load_plugins
 
@@ -242,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--shop", type=int, required=True, help="the shop's id")
     bulk.add_argument("--json", action="store_true", help="print the finished job as JSON (no progress bar)")
     bulk.set_defaults(func=cmd_import)
+
+    judge = sub.add_parser("eval", help="score each ranking mode and weight against a shop's judged queries")
+    judge.add_argument("path", help='JSON lines: {"query": "...", "relevant": [product ids], "relevant_images": [...]}')
+    judge.add_argument("--shop", type=int, required=True, help="the shop's id")
+    judge.add_argument("--modes", default="vector,lexical,hybrid", help="comma-separated (default: all three)")
+    judge.add_argument("--weights", default="0.25,0.5,0.75", help="hybrid's lexical weights to compare")
+    judge.add_argument("--k", type=int, default=10, choices=range(1, 101), metavar="K", help="recall@K (1-100)")
+    judge.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    judge.set_defaults(func=cmd_eval)
 
     shops = sub.add_parser("shops", help="manage shops").add_subparsers(dest="shops_command", required=True)
     create = shops.add_parser("create", help="create a shop and print its keys once")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Image, Prompt, Shop
+from hub.db.models import Image, Product, Prompt, Shop
 from hub.domain import lexical
 from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
 from hub.domain.lexical import LexicalHit
@@ -83,6 +83,8 @@ class RecommendationRequest(BaseModel):
         "``product``: one result per product, its best image (the others in ``other_image_ids``); ``image``: "
         "every image on its own."))
     explain: JsonBool = Field(False, description="Add each result's ranks and how its place was decided.")
+    facets: JsonBool = Field(False, description=(
+        "Count the query's candidates by category, style, age group and availability (for filter menus)"))
     positive: list[ListedId] = Field(default_factory=list, max_length=MAX_EXAMPLES, description=(
         "Images (ids) the results should look like"))
     negative: list[ListedId] = Field(default_factory=list, max_length=MAX_EXAMPLES, description=(
@@ -136,6 +138,49 @@ class Recommendations:
     weight: float
     distinct: Distinct
     timings_ms: dict[str, float]
+    facets: Facets | None = None
+
+
+class FacetValue(TypedDict):
+    id: int
+    name: str
+    count: int
+
+
+class Facets(TypedDict):
+    """How many of the query's candidates (products with ``distinct: "product"``, images otherwise) fall in each
+    category, style and age group (those with none are not listed), and how many are available or not."""
+
+    category: list[FacetValue]
+    style: list[FacetValue]
+    age_group: list[FacetValue]
+    available: dict[str, int]
+
+
+async def count_facets(session: AsyncSession, ranked: list[Recommended], distinct: Distinct) -> Facets:
+    """Facets over every candidate of the ranking (the best 100 to 400 of each side, filters applied)."""
+    if distinct == "product":
+        seen: dict[object, Recommended] = {}
+        for entry in ranked:
+            seen.setdefault(entry.image.product_id or ("image", entry.image.id), entry)
+        ranked = list(seen.values())
+    product_ids = {e.image.product_id for e in ranked if e.image.product_id is not None}
+    available: dict[int, bool] = {}
+    if product_ids:
+        rows = await session.execute(select(Product.id, Product.available).where(Product.id.in_(product_ids)))
+        available = {int(ident): bool(flag) for ident, flag in rows.all()}
+
+    def count(kind: str) -> list[FacetValue]:
+        tally: dict[int, FacetValue] = {}
+        for entry in ranked:
+            taxon = getattr(entry.image, kind)
+            if taxon is not None:
+                tally.setdefault(taxon.id, {"id": taxon.id, "name": taxon.name, "count": 0})["count"] += 1
+        return sorted(tally.values(), key=lambda v: (-v["count"], v["name"].casefold(), v["id"]))
+
+    in_stock = sum(1 for e in ranked if e.image.product_id is None or available.get(e.image.product_id, True))
+    return {"category": count("category"), "style": count("style"), "age_group": count("age_group"),
+            "available": {"true": in_stock, "false": len(ranked) - in_stock}}
 
 
 async def _timed(timings: dict[str, float], name: str, work: Awaitable[T]) -> T:
@@ -177,7 +222,7 @@ async def _example_vectors(session: AsyncSession, pipeline: Any, principal: Prin
 async def recommend(session: AsyncSession, services: Services, principal: Principal, prompt: str | None,
                     limit: int, filters: dict[str, Any], *, mode: SearchMode | None = None,
                     weight: float | None = None, distinct: Distinct = "product", examples: Examples = Examples(),
-                    log_prompt: bool = True) -> Recommendations:
+                    facets: bool = False, log_prompt: bool = True) -> Recommendations:
     """Rank the shop's ready images of listed products for a prompt — by looks, by words or both (the shop's
     defaults unless the request says) —, one per product unless asked otherwise; log the prompt (the original
     Prompt_API; not for the console's own tries, which are not shoppers). The prompt is encoded while the
@@ -195,7 +240,8 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     if not (prompt or examples.positive or examples.photo is not None or examples.photo_url):
         raise Invalid("give a prompt, positive examples or a photo")
     lexical_share = shop.lexical_weight if weight is None else weight
-    depth = limit if distinct == "image" and chosen != "hybrid" else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
+    depth = limit if distinct == "image" and chosen != "hybrid" and not facets \
+        else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
     timings: dict[str, float] = {}
     narrow = partial(matching, shop_id=principal.shop_id, filters=filters,
                      exclude=(*examples.positive, *examples.negative))
@@ -247,8 +293,9 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
                            result_count=len(results), top_score=top, filters=filters,
                            api_key_id=principal.key_id))
         await session.commit()
+    counted = await count_facets(session, ranked, distinct) if facets else None
     timings["total"] = round((time.perf_counter() - start) * 1000, 2)
-    return Recommendations(results, chosen, lexical_share, distinct, timings)
+    return Recommendations(results, chosen, lexical_share, distinct, timings, counted)
 
 
 async def _fuse(session: AsyncSession, shop_id: int, mode: SearchMode, lexical_share: float,

@@ -380,3 +380,27 @@ async def test_filters_that_leave_out_the_best_words_still_find_the_rest(client,
     assert [r["id"] for r in got["results"]] == [ids["Dress 0"], ids["Dress 1"]]
     assert [r["id"] for r in (await rank(client, shop, "alpha", mode="lexical", distinct="image", limit=3))
             ["results"]] == [ids["Alpha top 0"], ids["Alpha top 1"], ids["Alpha top 2"]]
+
+
+async def test_facets_count_the_query_candidates(client, shop):
+    ids = await import_catalog(client, shop)
+    names = {v: k for k, v in ids.items()}
+    category_of = {name: category for name, _, _, category in CATALOG}
+    product_of = {name: product for name, _, product, _ in CATALOG}
+    for distinct in ("image", "product"):
+        got = await rank(client, shop, "red", mode="lexical", distinct=distinct, facets=True)
+        every = await rank(client, shop, "red", mode="lexical", distinct="image")  # all candidates (< 100)
+        units: dict[Any, str] = {}
+        for r in every["results"]:
+            name = names[r["id"]]
+            key = product_of[name] or name if distinct == "product" else name
+            units.setdefault(key, category_of[name])
+        expected: dict[str, int] = {}
+        for category in units.values():
+            expected[category] = expected.get(category, 0) + 1
+        assert {v["name"]: v["count"] for v in got["facets"]["category"]} == expected, distinct
+        counts = [v["count"] for v in got["facets"]["category"]]
+        assert counts == sorted(counts, reverse=True)
+        assert got["facets"]["available"] == {"true": len(units), "false": 0}
+        assert got["facets"]["style"] == [] and got["facets"]["age_group"] == []
+    assert (await rank(client, shop, "red"))["facets"] is None

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 from hub.domain.images import RankedImageOut, ranked_json
 from hub.domain.recommendations import (
     Examples,
+    Facets,
     PromptOut,
     RecommendationRequest,
     Recommended,
@@ -76,6 +77,7 @@ class RecommendationsOut(TypedDict):
     distinct: str
     count: int
     results: list[RecommendedImageOut]
+    facets: Facets | None
     timings_ms: dict[str, float]
 
 
@@ -144,12 +146,12 @@ class RecommendationController(Controller):
         filters = data.filters.model_dump(exclude_none=True)
         examples = Examples(tuple(data.positive), tuple(data.negative), data.strategy, photo, data.image_url)
         found = await recommend(db, services, principal, prompt, data.limit, filters, mode=data.mode,
-                                weight=data.weight, distinct=data.distinct, examples=examples)
+                                weight=data.weight, distinct=data.distinct, examples=examples, facets=data.facets)
         public_url = services.settings.public_url
         body: RecommendationsOut = {
             "prompt": prompt, "limit": data.limit, "filters": filters, "mode": found.mode, "weight": found.weight,
             "distinct": found.distinct, "count": len(found.results),
-            "results": [_result_json(r, public_url, data.explain) for r in found.results],
+            "results": [_result_json(r, public_url, data.explain) for r in found.results], "facets": found.facets,
             "timings_ms": found.timings_ms,
         }
         return Response(body, headers={"Server-Timing": _server_timing(found.timings_ms)})

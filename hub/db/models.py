@@ -300,6 +300,28 @@ class SearchDoc(Base):
     length: Mapped[int] = mapped_column(Integer, default=0)  # words in title and body
 
 
+class MerchRule(Base):
+    """A shop's merchandising rule (``hub.domain.merchandising``): ``pin`` a product (or image) at a position for a
+    query, ``hide`` one (for a query or every query), ``synonyms`` (a group of words that find each other),
+    ``boost`` what is in stock or new."""
+
+    __tablename__ = "merch_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # pin | hide | synonyms | boost
+    query: Mapped[str | None] = mapped_column(String(1000), default=None)  # as the merchant wrote it
+    query_key: Mapped[str | None] = mapped_column(String(1000), default=None)  # its analysed words
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), default=None)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), default=None)
+    position: Mapped[int | None] = mapped_column(Integer, default=None)
+    words: Mapped[list[str]] = mapped_column(JSON, default=list)
+    condition: Mapped[str | None] = mapped_column(String(20), default=None)  # in_stock | new
+    weight: Mapped[float | None] = mapped_column(Float, default=None)
+    days: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def dialect_only(kind: str, name: str | None) -> bool:
     """What migration 0011 adds beside the models on one backend only, the lexical index's native parts:
     PostgreSQL's ``search_docs.terms`` column and its GIN index, SQLite's ``search_fts`` tables."""

@@ -190,25 +190,33 @@ async def backfill(session: AsyncSession, after: int = 0, limit: int = 2000) -> 
 # -- ranking ---------------------------------------------------------------------------------------------------
 
 # SQLite's FTS5 table holds each word with its shop in front (``s12xred``; migration 0011): a look-up reads
-# that shop's postings of that word only
+# that shop's postings of that word only. A term is a group of words (synonyms): any of them matches.
 
 
-def _match_title(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
+def _words(postgres: bool, shop_id: int, group: list[str], weight: str = "") -> str:
     if postgres:
-        return "terms @@ to_tsquery('simple', {p})", f"{term}:A"
-    return "search_fts MATCH {p}", f'title : "s{shop_id}x{term}"'
+        return "(" + " | ".join(f"{w}{weight}" for w in group) + ")"
+    return "(" + " OR ".join(f'"s{shop_id}x{w}"' for w in group) + ")"
 
 
-def _match_body_only(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
+def _match_title(postgres: bool, shop_id: int, group: list[str]) -> tuple[str, str]:
     if postgres:
-        return "terms @@ to_tsquery('simple', {p})", f"{term}:D & !{term}:A"
-    return "search_fts MATCH {p}", f'body : "s{shop_id}x{term}" NOT title : "s{shop_id}x{term}"'
+        return "terms @@ to_tsquery('simple', {p})", _words(True, shop_id, group, ":A")
+    return "search_fts MATCH {p}", f"title : {_words(False, shop_id, group)}"
 
 
-def _match_any(postgres: bool, shop_id: int, term: str) -> tuple[str, str]:
+def _match_body_only(postgres: bool, shop_id: int, group: list[str]) -> tuple[str, str]:
     if postgres:
-        return "terms @@ to_tsquery('simple', {p})", term
-    return "search_fts MATCH {p}", f'{{title body}} : "s{shop_id}x{term}"'
+        return ("terms @@ to_tsquery('simple', {p})",
+                f"{_words(True, shop_id, group, ':D')} & !{_words(True, shop_id, group, ':A')}")
+    return ("search_fts MATCH {p}",
+            f"body : {_words(False, shop_id, group)} NOT title : {_words(False, shop_id, group)}")
+
+
+def _match_any(postgres: bool, shop_id: int, group: list[str]) -> tuple[str, str]:
+    if postgres:
+        return "terms @@ to_tsquery('simple', {p})", _words(True, shop_id, group)
+    return "search_fts MATCH {p}", f"{{title body}} : {_words(False, shop_id, group)}"
 
 
 def _source(postgres: bool) -> str:
@@ -219,8 +227,9 @@ def _id(postgres: bool) -> str:
     return "image_id" if postgres else "rowid"
 
 
-async def term_statistics(session: AsyncSession, shop_id: int, terms: list[str]) -> tuple[int, list[int]]:
-    """The shop's number of documents and, for each term, how many contain it."""
+async def term_statistics(session: AsyncSession, shop_id: int,
+                          terms: list[list[str]]) -> tuple[int, list[int]]:
+    """The shop's number of documents and, for each term (a group of synonyms), how many contain it."""
     postgres = _is_postgres(session)
     parts = ["SELECT -1 AS term, count(*) AS n FROM search_docs WHERE shop_id = :shop"]
     params: dict[str, Any] = {"shop": shop_id}
@@ -240,14 +249,15 @@ def idf(documents: int, containing: int) -> float:
     return math.log(1 + (documents - containing + 0.5) / (containing + 0.5))
 
 
-async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int,
-                 narrow: Any) -> list[LexicalHit]:
+async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,
+                 synonyms: dict[str, list[str]] | None = None) -> list[LexicalHit]:
     """The shop's images ranked by the prompt's words, best first (at most ``limit``); ``narrow`` restricts a
-    select over ``Image`` to the images that may be ranked (ready, listed, matching the filters)."""
-    terms = query_terms(prompt)
+    select over ``Image`` to the images that may be ranked (ready, listed, matching the filters); ``synonyms``
+    maps a word to its group (the word included): a document with any word of the group matches."""
+    terms = [(synonyms or {}).get(t, [t]) for t in query_terms(prompt)]
     if not terms:
         return []
-    assert all(t.isalnum() for t in terms), terms  # analysed terms are plain words, safe inside a query string
+    assert all(w.isalnum() for group in terms for w in group), terms  # plain words, safe inside a query string
     postgres = _is_postgres(session)
     documents, containing = await term_statistics(session, shop_id, terms)
     parts: list[str] = []

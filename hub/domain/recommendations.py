@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Image, Product, Prompt, Shop
+from hub.db.models import Image, MerchRule, Product, Prompt, Shop
 from hub.domain import lexical
 from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
 from hub.domain.lexical import LexicalHit
+from hub.domain.merchandising import Rules, boosted, load_rules, query_key
 from hub.domain.ranking import matching
 from hub.domain.fields import BodyId, ListedId, JsonBool, JsonFloat, JsonInt, optional_id
 from hub.domain.images import URL_PATTERN, get_visible_image
@@ -240,12 +241,15 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     if not (prompt or examples.positive or examples.photo is not None or examples.photo_url):
         raise Invalid("give a prompt, positive examples or a photo")
     lexical_share = shop.lexical_weight if weight is None else weight
-    depth = limit if distinct == "image" and chosen != "hybrid" and not facets \
+    rules = await load_rules(session, principal.shop_id)
+    key = query_key(prompt) if prompt else ""
+    encoded, added = rules.expanded_prompt(prompt) if prompt else ("", [])
+    depth = limit if distinct == "image" and chosen != "hybrid" and not facets and not rules \
         else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
     timings: dict[str, float] = {}
     narrow = partial(matching, shop_id=principal.shop_id, filters=filters,
                      exclude=(*examples.positive, *examples.negative))
-    encoding = asyncio.ensure_future(_timed(timings, "encode", pipeline.encode_prompt(prompt))) \
+    encoding = asyncio.ensure_future(_timed(timings, "encode", pipeline.encode_prompt(encoded))) \
         if chosen != "lexical" and prompt else None
     positives: list[np.ndarray] = []
     negatives: list[np.ndarray] = []
@@ -265,7 +269,8 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     while True:  # deeper while products with many images leave fewer than ``limit`` products
         try:
             lexical_hits = await _timed(timings, "lexical", lexical.search(
-                session, principal.shop_id, prompt, depth, narrow)) if chosen != "vector" and prompt else []
+                session, principal.shop_id, prompt, depth, narrow, rules.synonyms or None)) \
+                if chosen != "vector" and prompt else []
             if encoding is not None:
                 vector = await encoding
         finally:
@@ -280,11 +285,18 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
             vector_hits = await _timed(timings, "search", pipeline.rank_vector(
                 session, principal.shop_id, vector, depth, filters))
         ranked = await _fuse(session, principal.shop_id, chosen, lexical_share, vector_hits, lexical_hits)
+        if added:
+            for entry in ranked:
+                entry.steps.insert(0, f"synonyms: the prompt also looks for {' '.join(added)}")
+        if rules:
+            ranked = await _hide_and_boost(session, rules, key, ranked)
         results = _distinct(ranked, limit) if distinct == "product" else ranked[:limit]
         exhausted = len(vector_hits) < depth and len(lexical_hits) < depth
         if len(results) >= limit or exhausted or depth >= DEEPEST:
             break
         depth = min(depth * 4, DEEPEST)
+    if rules.pins and key:
+        results = await _pin(session, rules, key, ranked, results, limit, narrow)
     if vector is not None and not (positives or negatives):
         await _fill_vector_scores(pipeline, principal.shop_id, vector, results)
     if log_prompt and prompt:  # (a query by photo or examples alone is not a prompt)
@@ -296,6 +308,59 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     counted = await count_facets(session, ranked, distinct) if facets else None
     timings["total"] = round((time.perf_counter() - start) * 1000, 2)
     return Recommendations(results, chosen, lexical_share, distinct, timings, counted)
+
+
+async def _hide_and_boost(session: AsyncSession, rules: Rules, key: str,
+                          ranked: list[Recommended]) -> list[Recommended]:
+    """Hidden products and images out; then each boost fused in: the ranking so far as one ranking (weight 1)
+    and each boost's candidates in that order (its weight), by reciprocal rank."""
+    hidden_products, hidden_images = rules.hidden(key)
+    ranked = [e for e in ranked if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
+    if not rules.boosts or not ranked:
+        return ranked
+    images = [e.image for e in ranked]
+    lists: list[tuple[float, list[int]]] = [(1.0, [img.id for img in images])]
+    for rule in rules.boosts:
+        lists.append((float(rule.weight or 0), await boosted(session, rule, images)))
+    by_id = {e.image.id: e for e in ranked}
+    out = []
+    for ident, fused in reciprocal_rank_fusion(lists):
+        entry = by_id[ident]
+        for rule, (share, ids) in zip(rules.boosts, lists[1:], strict=True):
+            if ident in ids:
+                entry.steps.append(f"boost {rule.condition} (rule {rule.id}): +{share:g}/({RRF_K}+{ids.index(ident) + 1})")
+        entry.score = round(fused, 6)
+        out.append(entry)
+    return out
+
+
+async def _pin(session: AsyncSession, rules: Rules, key: str, ranked: list[Recommended],
+               results: list[Recommended], limit: int, narrow: Any) -> list[Recommended]:
+    """Each pin of this query puts its product (or image) at its position: its best candidate, or else its first
+    ready image that the filters allow (none: not pinned). A hidden product is not pinned."""
+    hidden_products, hidden_images = rules.hidden(key)
+    results = list(results)
+    for rule in rules.pinned(key):
+        if rule.product_id in hidden_products or rule.image_id in hidden_images:
+            continue
+
+        def is_target(entry: Recommended, rule: MerchRule = rule) -> bool:
+            if rule.product_id is not None:
+                return entry.image.product_id == rule.product_id
+            return entry.image.id == rule.image_id
+
+        entry = next((e for e in ranked if is_target(e)), None)
+        if entry is None:
+            target = Image.product_id == rule.product_id if rule.product_id is not None else Image.id == rule.image_id
+            image = await session.scalar(narrow(select(Image)).where(target).order_by(Image.id).limit(1))
+            if image is None:
+                continue
+            entry = Recommended(image, 0.0)
+        others = [e for e in results if not is_target(e)]
+        entry.steps.append(f"pinned at {rule.position} for {rule.query!r} (rule {rule.id})")
+        others.insert(min((rule.position or 1) - 1, len(others)), entry)
+        results = others[:limit]
+    return results
 
 
 async def _fuse(session: AsyncSession, shop_id: int, mode: SearchMode, lexical_share: float,

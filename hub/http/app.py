@@ -37,6 +37,7 @@ from hub.http.routes.keys import KeyController
 from hub.http.routes.oauth import OAuthCallbackController, OAuthStartController
 from hub.http.ratelimit import RateLimiter, parse_limits
 from hub.http.routes.recommendations import PromptController, RecommendationController
+from hub.http.routes.rules import RuleController
 from hub.domain.services import Services
 from hub.http.routes.shops import OperatorController, ShopController, SignupController
 from hub.http.routes.taxonomy import AgeGroupController, CategoryController, StyleController
@@ -139,6 +140,7 @@ def create_app(
             AgeGroupController,
             ImageController,
             PromptController,
+            RuleController,
             ConnectionController,
             OAuthStartController,
             JobController,

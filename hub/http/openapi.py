@@ -95,7 +95,7 @@ def _schema(data: dict[str, Any], defs: dict[str, Any] | None = None) -> Schema:
     for key, value in data.items():
         if key == "type":
             fields["type"] = OpenAPIType(value)
-        elif key in ("anyOf", "allOf"):
+        elif key in ("anyOf", "allOf", "oneOf"):
             fields[_snake(key)] = [_schema(part, defs) for part in value]
         elif key == "properties":
             fields["properties"] = {name: _schema(part, defs) for name, part in value.items()}
@@ -113,7 +113,12 @@ def _schema(data: dict[str, Any], defs: dict[str, Any] | None = None) -> Schema:
 
 
 def _snake(key: str) -> str:
-    return {"anyOf": "any_of", "allOf": "all_of"}[key]
+    return {"anyOf": "any_of", "allOf": "all_of", "oneOf": "one_of"}[key]
+
+
+def json_schema(schema: dict[str, Any]) -> Schema:
+    """A JSON schema pydantic made (of a model or a ``TypeAdapter``) as an OpenAPI ``Schema``."""
+    return _schema(schema)
 
 
 def model_schema(model: type[BaseModel], *, files: tuple[str, ...] = (), text: tuple[str, ...] = (),

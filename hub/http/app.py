@@ -24,6 +24,7 @@ from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
 from hub.db.engine import migrate
 from hub.http.console import ConsoleController
+from hub.http.console.search import SearchSettingsController
 from hub.http.cors import cors_middleware
 from hub.http.errors import EXCEPTION_HANDLERS
 from hub.http.routes.plugin_routes import plugin_handler
@@ -174,6 +175,7 @@ def create_app(
         WebhookController,
         OAuthCallbackController,
         ConsoleController,
+        SearchSettingsController,
         *(plugin_handler(plugin, plugin_route) for plugin, plugin_route in services.plugins.routes()),
     ]
     app = Litestar(

@@ -427,3 +427,45 @@ async def test_install_a_shopify_store_through_the_app_from_the_console(page, tm
             assert connection["installed_via"] == "app" and connection["settings"]["shop_domain"] == DOMAIN
     finally:
         shopify.close()
+
+
+async def test_search_settings_and_merchandising_rules(page, hub, shop):
+    secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+    up = httpx.post(f"{hub.base}/api/v1/images", files={"file": ("a.jpg", photo(91), "image/jpeg")},
+                    data={"name": "Scarf"}, headers=secret, timeout=30)
+    assert up.status_code == 202, up.text
+    await sign_in_as(page, hub, shop["secret_key"])
+    await page.get_by_role("link", name="Search").click()
+    ranking = page.get_by_role("region", name="Ranking")
+    await ranking.get_by_label("Mode").select_option("lexical")
+    await ranking.get_by_label("Weight of words (0 to 1)").fill("0.7")
+    await ranking.get_by_role("button", name="Save").click()
+    await page.wait_for_url(re.compile(r"/console/search$"))
+    me = httpx.get(f"{hub.base}/api/v1/shop", headers=secret).json()
+    assert (me["search_mode"], me["lexical_weight"]) == ("lexical", 0.7)
+
+    synonyms = page.get_by_role("region", name="Synonyms")
+    await synonyms.get_by_label("Words that mean the same, separated by commas").fill("jumper, sweater")
+    await synonyms.get_by_role("button", name="Add synonyms").click()
+    await expect(page.get_by_role("region", name="Synonyms")).to_contain_text("jumper ⇄ sweater")
+    # refused with the API's reason, nothing stored
+    await page.get_by_role("region", name="Synonyms").get_by_label(
+        "Words that mean the same, separated by commas").fill("red dress, gown")
+    await page.get_by_role("region", name="Synonyms").get_by_role("button", name="Add synonyms").click()
+    assert "single words" in await page.get_by_role("alert").inner_text()
+
+    await page.get_by_role("region", name="Boosts").get_by_role("button", name="Add boost").click()
+    await page.wait_for_url(re.compile(r"/console/search$"))
+    hidden = page.get_by_role("region", name="Hidden")
+    await hidden.get_by_label("Hidden: product id (or “image 12”)").fill(f"image {up.json()['id']}")
+    await hidden.get_by_role("button", name="Hide").click()
+    await expect(page.get_by_role("region", name="Hidden")).to_contain_text("every query")
+    rules = httpx.get(f"{hub.base}/api/v1/rules", headers=secret).json()["items"]
+    assert [(r["kind"], r["words"], r["condition"], r["image_id"]) for r in rules] == [
+        ("synonyms", ["jumper", "sweater"], None, None), ("boost", [], "in_stock", None),
+        ("hide", [], None, up.json()["id"])]
+
+    await page.get_by_role("button", name="Delete jumper ⇄ sweater").click()
+    await page.wait_for_url(re.compile(r"/console/search$"))
+    assert [r["kind"] for r in httpx.get(f"{hub.base}/api/v1/rules", headers=secret).json()["items"]] == \
+        ["boost", "hide"]

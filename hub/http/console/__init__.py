@@ -191,11 +191,15 @@ def _problem_page(request: Request[Any, Any, Any], exc: HubError | HTTPException
     return page("problem.html", status, title=titles.get(status, "That did not work"), detail=detail)
 
 
+# every console controller answers errors as console pages, and leaves (sign-in, refusals) as they say
+CONSOLE_ERRORS: dict[Any, Any] = {HubError: _problem_page, HTTPException: _problem_page,
+                                  _Leave: lambda request, exc: exc.response}
+
+
 class ConsoleController(Controller):
     path = "/console"
     include_in_schema = False
-    exception_handlers = {HubError: _problem_page, HTTPException: _problem_page,
-                          _Leave: lambda request, exc: exc.response}
+    exception_handlers = CONSOLE_ERRORS
 
     @get("/")
     async def home(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import NotFoundException
 from litestar.params import PathParameter
 from litestar.response import Redirect
 from pydantic import ValidationError
@@ -16,7 +16,7 @@ from hub.domain.merchandising import RULE_CREATE, create_rule, delete_rule, list
 from hub.domain.shops import update_shop
 from hub.errors import HubError, validation_detail
 from hub.domain.console import SignedIn
-from hub.http.console import FORM_BYTES, HEADERS, _checked_form, _Leave, _problem_page, _session, page
+from hub.http.console import CONSOLE_ERRORS, FORM_BYTES, HEADERS, _checked_form, _session, page
 from hub.http.deps import Db
 from hub.http.errors import status_of
 from hub.http.validation import PathId
@@ -60,8 +60,7 @@ def _rule_body(kind: str, form: dict[str, Any]) -> dict[str, Any]:
 class SearchSettingsController(Controller):
     path = "/console/search"
     include_in_schema = False
-    exception_handlers = {HubError: _problem_page, HTTPException: _problem_page,
-                          _Leave: lambda request, exc: exc.response}
+    exception_handlers = CONSOLE_ERRORS
 
     @get("/")
     async def search_settings(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:

@@ -257,7 +257,8 @@ async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, n
     terms = [(synonyms or {}).get(t, [t]) for t in query_terms(prompt)]
     if not terms:
         return []
-    assert all(w.isalnum() for group in terms for w in group), terms  # plain words, safe inside a query string
+    if not all(w.isalnum() for group in terms for w in group):  # analysed words are plain: safe in a query string
+        raise ValueError(f"not an analysed word in {terms!r}")
     postgres = _is_postgres(session)
     documents, containing = await term_statistics(session, shop_id, terms)
     parts: list[str] = []

@@ -33,6 +33,9 @@ from hub.errors import Conflict, Invalid, not_found, validation_detail
 from hub.search.text import query_terms, words
 
 MAX_RULES = 500
+MAX_GROUP = 20  # words in one synonym group, merged with the groups it joins
+MAX_SYNONYM_WORDS = 500  # synonym words of a shop, all rules together
+MAX_BOOSTS = 2  # one per condition
 Query = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"[^\s\x1c-\x1f]")]
 
 
@@ -115,6 +118,10 @@ async def create_rule(session: AsyncSession, shop_id: int, data: PinRule | HideR
             owner = await session.scalar(select(Image.shop_id).where(Image.id == data.image_id))
             if owner != shop_id:
                 raise not_found("image", data.image_id)
+        if data.image_id is not None:
+            product = await session.scalar(select(Image.product_id).where(Image.id == data.image_id))
+            if product is not None:
+                raise Invalid(f"image {data.image_id} belongs to product {product}: pin or hide the product")
         row.product_id, row.image_id = data.product_id, data.image_id
         if data.query is not None:
             row.query, row.query_key = data.query, query_key(data.query)
@@ -131,8 +138,21 @@ async def create_rule(session: AsyncSession, shop_id: int, data: PinRule | HideR
             kept.setdefault(terms[0], word.strip())
         if len(kept) < 2:
             raise Invalid("synonyms need at least two different words")
+        existing = [r for r in await list_rules(session, shop_id) if r.kind == "synonyms"]
+        if sum(len(r.words) for r in existing) + len(kept) > MAX_SYNONYM_WORDS:
+            raise Conflict(f"a shop has at most {MAX_SYNONYM_WORDS} synonym words; delete some first")
+        merged = set(kept)
+        for other in existing:
+            theirs = {t for w in other.words for t in words(w)[:1]}
+            if theirs & set(kept):
+                merged |= theirs
+        if len(merged) > MAX_GROUP:
+            raise Invalid(f"with the synonyms it joins, this group would have {len(merged)} words; at most {MAX_GROUP}")
         row.words = list(kept.values())
     else:
+        boosts = [r for r in await list_rules(session, shop_id) if r.kind == "boost"]
+        if any(r.condition == data.condition for r in boosts) or len(boosts) >= MAX_BOOSTS:
+            raise Conflict(f"the shop has a {data.condition} boost already; delete it to change it")
         row.condition, row.weight, row.days = data.condition, data.weight, data.days
     session.add(row)
     await session.commit()
@@ -167,9 +187,16 @@ class Rules:
     def expanded_prompt(self, prompt: str) -> tuple[str, list[str]]:
         """The prompt with the other words of its synonym groups after it, and which were added."""
         terms = query_terms(prompt)
-        added = [w for t in terms for w in self.written.get(t, []) if words(w)[0] not in terms]
+        added = [w for t in terms for w in self.written.get(t, []) if words(w)[:1] != [t] and
+                 not set(words(w)) & set(terms)]
         added = list(dict.fromkeys(added))
         return (f"{prompt} {' '.join(added)}" if added else prompt), added
+
+    def trimmed(self) -> Rules:
+        """Groups cut to ``MAX_GROUP`` words (rules made before a cap, or merged by several rules)."""
+        self.synonyms = {t: g[:MAX_GROUP] for t, g in self.synonyms.items()}
+        self.written = {t: g[:MAX_GROUP] for t, g in self.written.items()}
+        return self
 
     def hidden(self, key: str) -> tuple[set[int], set[int]]:
         """Hidden product ids and image ids for a query (its analysed words)."""
@@ -185,19 +212,19 @@ async def load_rules(session: AsyncSession, shop_id: int) -> Rules:
     rules = Rules()
     for row in await list_rules(session, shop_id):
         if row.kind == "synonyms":
-            analysed = [words(w)[0] for w in row.words]
-            for term in analysed:
+            spelt = {w: terms[0] for w in row.words if len(terms := words(w)) == 1}  # (a word the analyser
+            for term in set(spelt.values()):                                        # no longer keeps: skipped)
                 group = rules.synonyms.setdefault(term, [term])
-                group.extend(t for t in analysed if t not in group)
-                spelt = rules.written.setdefault(term, [])
-                spelt.extend(w for w in row.words if w not in spelt)
+                group.extend(t for t in dict.fromkeys(spelt.values()) if t not in group)
+                written = rules.written.setdefault(term, [])
+                written.extend(w for w in spelt if w not in written)
         elif row.kind == "hide":
             rules.hides.append(row)
         elif row.kind == "pin":
             rules.pins.append(row)
-        elif row.kind == "boost":
+        elif row.kind == "boost" and len(rules.boosts) < MAX_BOOSTS:
             rules.boosts.append(row)
-    return rules
+    return rules.trimmed()
 
 
 async def boosted(session: AsyncSession, rule: MerchRule, images: list[Image]) -> list[int]:

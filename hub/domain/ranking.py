@@ -35,6 +35,7 @@ from hub.search.store import VectorStore
 
 log = logging.getLogger("hub.search")
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
+BEST_SCORE_EACH = 1000  # the index's nearest to each positive that best_score scores, at most
 OVERFETCH = 10  # vectors of images deleted a moment ago may still be in the store
 
 
@@ -161,11 +162,14 @@ class Ranker:
             .order_by(Image.id).limit(self.exact_max + 1))).all())
         if len(candidates) > self.exact_max:  # the index's nearest to each positive, scored exactly
             near: set[int] = set()
+            each = min(max(limit * 2, 100), BEST_SCORE_EACH)
             for vector in positives:
-                near.update(img.id for img, _ in await self._indexed(session, shop_id, vector, max(limit * 4, 100),
-                                                                     filters, exclude))
-            candidates = list((await session.execute(
-                select(Image.id, Image.embedded_at).where(Image.id.in_(sorted(near))))).all())
+                near.update(img.id for img, _ in await self._indexed(session, shop_id, vector, each, filters, exclude))
+            ids = sorted(near)
+            candidates = []
+            for start in range(0, len(ids), 1000):  # (a query takes at most 32,767 parameters on PostgreSQL)
+                candidates += list((await session.execute(select(Image.id, Image.embedded_at).where(
+                    Image.id.in_(ids[start:start + 1000])))).all())
         return await self._exact(session, shop_id, scorer, limit, candidates)
 
     async def _exact(self, session: AsyncSession, shop_id: int, scorer: Scorer, limit: int,

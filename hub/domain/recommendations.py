@@ -67,7 +67,8 @@ class RecommendationRequest(BaseModel):
                   {"required": ["positive"], "properties": {"positive": {"minItems": 1}}},
                   {"required": ["image_url"], "properties": {"image_url": {"type": "string"}}}],
         "if": {"required": ["mode"], "properties": {"mode": {"const": "lexical"}}},
-        "then": {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}}})
+        "then": {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "positive": {"maxItems": 0},
+                                                        "negative": {"maxItems": 0}, "image_url": {"type": "null"}}}})
 
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=PROMPT_PATTERN)] | None = Field(
         None, description="What the shopper asked for (at least one character that is not a space); optional "
@@ -105,8 +106,9 @@ class RecommendationRequest(BaseModel):
             raise ValueError("send the photo once: as the file or as image_url")
         if not (self.prompt or self.positive or self.image_url or sent_photo):
             raise ValueError("give a prompt, positive examples or a photo")
-        if self.mode == "lexical" and not self.prompt:
-            raise ValueError("lexical mode needs a prompt (words to look for)")
+        if self.mode == "lexical" and (not self.prompt or self.positive or self.negative or self.image_url
+                                       or sent_photo):
+            raise ValueError("lexical mode ranks by words: it needs a prompt, and takes no examples or photo")
         return self
 
 
@@ -231,22 +233,27 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     pipeline = services.pipeline
     assert pipeline is not None, "recommendations need the pipeline (its encoder and vector store)"
     start = time.perf_counter()
+    if not (prompt or examples.positive or examples.photo is not None or examples.photo_url):
+        raise Invalid("give a prompt, positive examples or a photo")
+    if mode == "lexical" and (not prompt or examples):
+        raise Invalid("lexical mode ranks by words: it needs a prompt, and takes no examples or photo")
+    timings: dict[str, float] = {}
+    photo = None  # read and embedded before any database work: no connection is held while a host answers
+    if examples.photo is not None or examples.photo_url:
+        photo = await _timed(timings, "photo", pipeline.photo_vector(examples.photo, examples.photo_url))
     shop = await session.get(Shop, principal.shop_id)
     assert shop is not None
     chosen: SearchMode = mode or cast(SearchMode, shop.search_mode)
     if not prompt:
-        if chosen == "lexical":
-            raise Invalid("lexical mode needs a prompt (words to look for)")
         chosen = "vector"  # no words: looks alone
-    if not (prompt or examples.positive or examples.photo is not None or examples.photo_url):
-        raise Invalid("give a prompt, positive examples or a photo")
+    elif examples and chosen == "lexical":
+        chosen = "hybrid"  # the shop's default is words, and the request brought looks too
     lexical_share = shop.lexical_weight if weight is None else weight
     rules = await load_rules(session, principal.shop_id)
     key = query_key(prompt) if prompt else ""
     encoded, added = rules.expanded_prompt(prompt) if prompt else ("", [])
     depth = limit if distinct == "image" and chosen != "hybrid" and not facets and not rules \
         else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
-    timings: dict[str, float] = {}
     narrow = partial(matching, shop_id=principal.shop_id, filters=filters,
                      exclude=(*examples.positive, *examples.negative))
     encoding = asyncio.ensure_future(_timed(timings, "encode", pipeline.encode_prompt(encoded))) \
@@ -255,9 +262,7 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     negatives: list[np.ndarray] = []
     if examples and chosen != "lexical":
         try:
-            if examples.photo is not None or examples.photo_url:
-                positives.append(await _timed(timings, "photo", pipeline.photo_vector(examples.photo,
-                                                                                       examples.photo_url)))
+            positives += [photo] if photo is not None else []
             positives += await _example_vectors(session, pipeline, principal, examples.positive)
             negatives += await _example_vectors(session, pipeline, principal, examples.negative)
         except BaseException:
@@ -323,12 +328,13 @@ async def _hide_and_boost(session: AsyncSession, rules: Rules, key: str,
     for rule in rules.boosts:
         lists.append((float(rule.weight or 0), await boosted(session, rule, images)))
     by_id = {e.image.id: e for e in ranked}
+    places = [{ident: n for n, ident in enumerate(ids, start=1)} for _, ids in lists[1:]]
     out = []
     for ident, fused in reciprocal_rank_fusion(lists):
         entry = by_id[ident]
-        for rule, (share, ids) in zip(rules.boosts, lists[1:], strict=True):
-            if ident in ids:
-                entry.steps.append(f"boost {rule.condition} (rule {rule.id}): +{share:g}/({RRF_K}+{ids.index(ident) + 1})")
+        for rule, (share, _), place in zip(rules.boosts, lists[1:], places, strict=True):
+            if ident in place:
+                entry.steps.append(f"boost {rule.condition} (rule {rule.id}): +{share:g}/({RRF_K}+{place[ident]})")
         entry.score = round(fused, 6)
         out.append(entry)
     return out
@@ -342,7 +348,7 @@ async def _pin(session: AsyncSession, rules: Rules, key: str, ranked: list[Recom
     results = list(results)
     for rule in rules.pinned(key):
         if rule.product_id in hidden_products or rule.image_id in hidden_images:
-            continue
+            continue  # (an image rule's image has no product: create_rule sees to it)
 
         def is_target(entry: Recommended, rule: MerchRule = rule) -> bool:
             if rule.product_id is not None:
@@ -352,7 +358,8 @@ async def _pin(session: AsyncSession, rules: Rules, key: str, ranked: list[Recom
         entry = next((e for e in ranked if is_target(e)), None)
         if entry is None:
             target = Image.product_id == rule.product_id if rule.product_id is not None else Image.id == rule.image_id
-            image = await session.scalar(narrow(select(Image)).where(target).order_by(Image.id).limit(1))
+            image = await session.scalar(narrow(select(Image)).where(target, Image.id.not_in(list(hidden_images) or [0]))
+                                         .order_by(Image.id).limit(1))
             if image is None:
                 continue
             entry = Recommended(image, 0.0)

@@ -105,6 +105,7 @@ async def test_bad_examples_are_refused(client, shop, make_shop):
     cases = [
         ({"negative": [ids[0]]}, 400),  # nothing to look for
         ({"positive": [ids[0]], "mode": "lexical"}, 400),
+        ({"positive": [ids[0]], "prompt": "red", "mode": "lexical"}, 400),  # words only: no examples
         ({"positive": ids * 7}, 400),  # more than 20
         ({"positive": [ids[0]], "strategy": "median"}, 400),
         ({"positive": [theirs[0]]}, 404),  # another shop's image is not found
@@ -114,6 +115,13 @@ async def test_bad_examples_are_refused(client, shop, make_shop):
         resp = await client.post("/api/v1/recommendations", json=body, headers=shop.publishable)
         assert resp.status_code == status, (body, resp.text)
         assert "Traceback" not in resp.text
+    # a shop whose default is words: a query by examples alone ranks by looks, with a prompt by both
+    assert (await client.patch("/api/v1/shop", json={"search_mode": "lexical"}, headers=shop.secret)).status_code == 200
+    alone = await client.post("/api/v1/recommendations", json={"positive": [ids[0]]}, headers=shop.publishable)
+    assert alone.status_code == 200 and alone.json()["mode"] == "vector", alone.text
+    both = await client.post("/api/v1/recommendations", json={"positive": [ids[0]], "prompt": "item"},
+                             headers=shop.publishable)
+    assert both.status_code == 200 and both.json()["mode"] == "hybrid", both.text
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True}])

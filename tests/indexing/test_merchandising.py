@@ -70,6 +70,10 @@ async def test_rules_are_managed_and_checked(client, shop, make_shop):
         ({"kind": "hide", "product_id": their_product}, 404),  # another shop's
         ({"kind": "hide", "image_id": theirs["Their dress"]}, 404),
         ({"kind": "sparkle"}, 400),
+        ({"kind": "hide", "image_id": ids["Red dress"]}, 400),  # an image of a product: the product is the target
+        ({"kind": "synonyms", "words": [f"word{n}" for n in range(21)]}, 400),  # more than 20
+        ({"kind": "synonyms", "words": ["pullover", *[f"knit{n}" for n in range(18)]]}, 400),  # joins to 21
+        ({"kind": "boost", "condition": "new", "weight": 0.5}, 409),  # one boost per condition
     ]:
         await rule(client, shop, status, **body)
     assert (await client.post("/api/v1/rules", json={"kind": "hide", "product_id": product["Red dress"]},

@@ -238,8 +238,10 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     if mode == "lexical" and (not prompt or examples):
         raise Invalid("lexical mode ranks by words: it needs a prompt, and takes no examples or photo")
     timings: dict[str, float] = {}
-    photo = None  # read and embedded before any database work: no connection is held while a host answers
+    photo = None  # read and embedded with no database connection held (a host may take its time)
     if examples.photo is not None or examples.photo_url:
+        if session.in_transaction():
+            await session.commit()  # (the key's look-up read; nothing is written here) the connection goes back
         photo = await _timed(timings, "photo", pipeline.photo_vector(examples.photo, examples.photo_url))
     shop = await session.get(Shop, principal.shop_id)
     assert shop is not None

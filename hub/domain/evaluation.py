@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.domain.keys import Principal
-from hub.domain.recommendations import SearchMode, recommend
+from hub.domain.recommendations import SearchMode, recommend, stands_for
 from hub.domain.services import Services
 from hub.errors import Invalid
 
@@ -91,8 +91,7 @@ async def evaluate(services: Services, shop_id: int, judgements: list[Judgement]
             async with services.sessions() as session:
                 found = await recommend(session, services, storefront, judged.query, max(k, 10), {}, mode=mode,
                                         weight=weight, log_prompt=False)
-            ranked: list[Key] = [("product", r.image.product_id) if r.image.product_id is not None
-                                 else ("image", r.image.id) for r in found.results]
+            ranked: list[Key] = [stands_for(r.image) for r in found.results]
             for i, value in enumerate(score(ranked, judged.relevant, k)):
                 totals[i] += value
         n = len(judgements)

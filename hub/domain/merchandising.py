@@ -20,7 +20,7 @@ is "summer dress").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
@@ -227,22 +227,24 @@ async def load_rules(session: AsyncSession, shop_id: int) -> Rules:
     return rules.trimmed()
 
 
-async def boosted(session: AsyncSession, rule: MerchRule, images: list[Image]) -> list[int]:
-    """The ids of these images that meet the boost's condition, in the order given."""
+async def product_facts(session: AsyncSession, images: list[Image]) -> dict[int, tuple[bool, datetime]]:
+    """Whether each image's product is available and when it was created, by image id (an image without a
+    product: available, created when the image was)."""
     product_ids = {img.product_id for img in images if img.product_id is not None}
-    products: dict[int, tuple[bool, Any]] = {}
+    products: dict[int, tuple[bool, datetime]] = {}
     if product_ids:
         rows = await session.execute(select(Product.id, Product.available, Product.created_at)
                                      .where(Product.id.in_(product_ids)))
         products = {int(i): (bool(a), c) for i, a, c in rows.all()}
+    return {img.id: products.get(img.product_id, (True, img.created_at)) if img.product_id is not None
+            else (True, img.created_at) for img in images}
+
+
+def boosted(rule: MerchRule, ids: list[int], facts: dict[int, tuple[bool, datetime]]) -> list[int]:
+    """The ids (in the order given) whose product meets the boost's condition."""
     since = utcnow() - timedelta(days=rule.days or 30)
-    out = []
-    for img in images:
-        available, created = products.get(img.product_id, (True, img.created_at)) if img.product_id is not None \
-            else (True, img.created_at)
-        if (rule.condition == "in_stock" and available) or (rule.condition == "new" and created >= since):
-            out.append(img.id)
-    return out
+    return [i for i in ids if (rule.condition == "in_stock" and facts[i][0])
+            or (rule.condition == "new" and facts[i][1] >= since)]
 
 
 def rule_json(row: MerchRule) -> dict[str, Any]:

@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Image, MerchRule, Product, Prompt, Shop
+from hub.db.models import Image, MerchRule, Prompt, Shop
 from hub.domain import lexical
 from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
 from hub.domain.lexical import LexicalHit
-from hub.domain.merchandising import Rules, boosted, load_rules, query_key
-from hub.domain.ranking import matching
+from hub.domain.merchandising import Rules, boosted, load_rules, product_facts, query_key
+from hub.domain.ranking import cosine_to, matching
 from hub.domain.fields import BodyId, ListedId, JsonBool, JsonFloat, JsonInt, optional_id
 from hub.domain.images import URL_PATTERN, get_visible_image
 from hub.domain.keys import Principal
@@ -160,18 +160,19 @@ class Facets(TypedDict):
     available: dict[str, int]
 
 
+def stands_for(image: Image) -> tuple[str, int]:
+    """What a result stands for: its product, or the image itself when it has none."""
+    return ("product", image.product_id) if image.product_id is not None else ("image", image.id)
+
+
 async def count_facets(session: AsyncSession, ranked: list[Recommended], distinct: Distinct) -> Facets:
     """Facets over every candidate of the ranking (the best 100 to 400 of each side, filters applied)."""
     if distinct == "product":
-        seen: dict[object, Recommended] = {}
+        seen: dict[tuple[str, int], Recommended] = {}
         for entry in ranked:
-            seen.setdefault(entry.image.product_id or ("image", entry.image.id), entry)
+            seen.setdefault(stands_for(entry.image), entry)
         ranked = list(seen.values())
-    product_ids = {e.image.product_id for e in ranked if e.image.product_id is not None}
-    available: dict[int, bool] = {}
-    if product_ids:
-        rows = await session.execute(select(Product.id, Product.available).where(Product.id.in_(product_ids)))
-        available = {int(ident): bool(flag) for ident, flag in rows.all()}
+    facts = await product_facts(session, [e.image for e in ranked])
 
     def count(kind: str) -> list[FacetValue]:
         tally: dict[int, FacetValue] = {}
@@ -181,7 +182,7 @@ async def count_facets(session: AsyncSession, ranked: list[Recommended], distinc
                 tally.setdefault(taxon.id, {"id": taxon.id, "name": taxon.name, "count": 0})["count"] += 1
         return sorted(tally.values(), key=lambda v: (-v["count"], v["name"].casefold(), v["id"]))
 
-    in_stock = sum(1 for e in ranked if e.image.product_id is None or available.get(e.image.product_id, True))
+    in_stock = sum(1 for e in ranked if facts[e.image.id][0])
     return {"category": count("category"), "style": count("style"), "age_group": count("age_group"),
             "available": {"true": in_stock, "false": len(ranked) - in_stock}}
 
@@ -256,8 +257,8 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     encoded, added = rules.expanded_prompt(prompt) if prompt else ("", [])
     depth = limit if distinct == "image" and chosen != "hybrid" and not facets and not rules \
         else min(max(limit * 4, MIN_DEPTH), MAX_DEPTH)
-    narrow = partial(matching, shop_id=principal.shop_id, filters=filters,
-                     exclude=(*examples.positive, *examples.negative))
+    exclude = (*examples.positive, *examples.negative)  # examples are never results
+    narrow = partial(matching, shop_id=principal.shop_id, filters=filters, exclude=exclude)
     encoding = asyncio.ensure_future(_timed(timings, "encode", pipeline.encode_prompt(encoded))) \
         if chosen != "lexical" and prompt else None
     positives: list[np.ndarray] = []
@@ -271,7 +272,6 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
             if encoding is not None:
                 encoding.cancel()
             raise
-    exclude = (*examples.positive, *examples.negative)
     vector = None
     while True:  # deeper while products with many images leave fewer than ``limit`` products
         try:
@@ -325,10 +325,10 @@ async def _hide_and_boost(session: AsyncSession, rules: Rules, key: str,
     ranked = [e for e in ranked if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
     if not rules.boosts or not ranked:
         return ranked
-    images = [e.image for e in ranked]
-    lists: list[tuple[float, list[int]]] = [(1.0, [img.id for img in images])]
-    for rule in rules.boosts:
-        lists.append((float(rule.weight or 0), await boosted(session, rule, images)))
+    order = [e.image.id for e in ranked]
+    facts = await product_facts(session, [e.image for e in ranked])
+    lists: list[tuple[float, list[int]]] = [(1.0, order)]
+    lists += [(float(rule.weight or 0), boosted(rule, order, facts)) for rule in rules.boosts]
     by_id = {e.image.id: e for e in ranked}
     places = [{ident: n for n, ident in enumerate(ids, start=1)} for _, ids in lists[1:]]
     out = []
@@ -417,9 +417,9 @@ def _why(mode: SearchMode, lexical_share: float, entry: Recommended) -> str:
 def _distinct(ranked: list[Recommended], limit: int) -> list[Recommended]:
     """The best-placed image of each product (an image without a product stands for itself), the product's
     other candidates listed in its ``other_image_ids``."""
-    kept: dict[object, Recommended] = {}
+    kept: dict[tuple[str, int], Recommended] = {}
     for entry in ranked:
-        key: object = entry.image.product_id if entry.image.product_id is not None else ("image", entry.image.id)
+        key = stands_for(entry.image)
         best = kept.get(key)
         if best is None:
             if len(kept) < limit:
@@ -435,13 +435,11 @@ async def _fill_vector_scores(pipeline: Any, shop_id: int, vector: np.ndarray, r
     if not missing:
         return
     found = await pipeline.vectors(shop_id, missing)
-    query = np.asarray(vector, dtype=np.float32).reshape(-1)
-    query_norm = float(np.linalg.norm(query)) or 1.0
-    for entry in results:
-        stored = found.get(entry.image.id)
-        if stored is not None:
-            norm = float(np.linalg.norm(stored)) or 1.0
-            entry.vector_score = round(float(stored @ query) / (norm * query_norm), 6)
+    have = [r for r in results if r.image.id in found]
+    if have:
+        scores = cosine_to(vector)(np.stack([found[r.image.id] for r in have]))
+        for entry, score in zip(have, scores.tolist(), strict=True):
+            entry.vector_score = round(float(score), 6)
 
 
 async def similar_images(session: AsyncSession, services: Services, principal: Principal, image_id: int, limit: int,

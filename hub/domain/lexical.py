@@ -14,17 +14,23 @@ of the shop's documents contain a term, and each matching term adds its inverse 
 shop, ``ln(1 + (N - n + 0.5) / (n + 0.5))`` (BM25's, with term presence rather than counts: product texts are
 short), in full when the term is in the title part and half when only in the descriptions. Ties go to the
 lower image id.
+
+A search has a deadline (``HUB_LEXICAL_DEADLINE``): PostgreSQL's ``statement_timeout`` inside a savepoint, SQLite's
+progress handler; past it, ``LexicalTimeout`` and the transaction goes on as before the search.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Float, Integer, delete, event, inspect, literal_column, or_, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -39,6 +45,12 @@ BODY_WEIGHT = 0.5
 IMAGE_FIELDS = ("name", "description", "category_id", "style_id", "age_group_id", "product_id")
 PRODUCT_FIELDS = ("title", "description", "tags", "category_hint")
 REFRESH_BATCH = 500
+PROGRESS_STEPS = 1000  # SQLite virtual-machine steps between two looks at the clock
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+
+
+class LexicalTimeout(Exception):
+    """The word search did not finish within its deadline (its statements were cancelled)."""
 
 
 @dataclass(frozen=True)
@@ -249,11 +261,57 @@ def idf(documents: int, containing: int) -> float:
     return math.log(1 + (documents - containing + 0.5) / (containing + 0.5))
 
 
+def _cancelled(exc: DBAPIError, postgres: bool) -> bool:
+    if postgres:
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        return QUERY_CANCELED in (getattr(exc.orig, "sqlstate", None), getattr(exc.orig, "pgcode", None),
+                                  getattr(cause, "sqlstate", None))
+    return "interrupted" in str(exc.orig)
+
+
+@asynccontextmanager
+async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[None]:
+    """The statements run inside are cancelled once ``seconds`` have passed (``LexicalTimeout``)."""
+    postgres = _is_postgres(session)
+    if postgres:
+        try:
+            async with session.begin_nested():  # a cancelled statement aborts its transaction: only the savepoint
+                await session.execute(text(f"SET LOCAL statement_timeout = {max(1, round(seconds * 1000))}"))
+                yield
+                await session.execute(text("SET LOCAL statement_timeout TO DEFAULT"))
+        except DBAPIError as exc:
+            if _cancelled(exc, True):
+                raise LexicalTimeout(f"the word search took over {seconds:g} s") from None
+            raise
+        return
+    raw = (await (await session.connection()).get_raw_connection()).driver_connection
+    assert raw is not None
+    end = time.monotonic() + seconds
+    await raw.set_progress_handler(lambda: time.monotonic() > end, PROGRESS_STEPS)
+    try:
+        yield
+    except DBAPIError as exc:
+        if _cancelled(exc, False):
+            raise LexicalTimeout(f"the word search took over {seconds:g} s") from None
+        raise
+    finally:
+        await raw.set_progress_handler(None, PROGRESS_STEPS)
+
+
 async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,
-                 synonyms: dict[str, list[str]] | None = None) -> list[LexicalHit]:
+                 synonyms: dict[str, list[str]] | None = None, seconds: float | None = None) -> list[LexicalHit]:
     """The shop's images ranked by the prompt's words, best first (at most ``limit``); ``narrow`` restricts a
     select over ``Image`` to the images that may be ranked (ready, listed, matching the filters); ``synonyms``
-    maps a word to its group (the word included): a document with any word of the group matches."""
+    maps a word to its group (the word included): a document with any word of the group matches; past
+    ``seconds`` (if given), ``LexicalTimeout``."""
+    if seconds is None:
+        return await _search(session, shop_id, prompt, limit, narrow, synonyms)
+    async with deadline(session, seconds):
+        return await _search(session, shop_id, prompt, limit, narrow, synonyms)
+
+
+async def _search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,
+                  synonyms: dict[str, list[str]] | None) -> list[LexicalHit]:
     terms = [(synonyms or {}).get(t, [t]) for t in query_terms(prompt)]
     if not terms:
         return []

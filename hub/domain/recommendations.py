@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.db.models import Image, MerchRule, Prompt, Shop
 from hub.domain import lexical
 from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
-from hub.domain.lexical import LexicalHit
+from hub.domain.lexical import LexicalHit, LexicalTimeout
 from hub.domain.merchandising import Rules, boosted, load_rules, product_facts, query_key
 from hub.domain.ranking import cosine_to, matching
 from hub.domain.fields import BodyId, ListedId, JsonBool, JsonFloat, JsonInt, optional_id
@@ -28,7 +29,9 @@ from hub.domain.images import URL_PATTERN, get_visible_image
 from hub.domain.keys import Principal
 from hub.domain.pagination import decode_cursor, page
 from hub.domain.services import Services
-from hub.errors import Conflict, Invalid
+from hub.errors import Conflict, Invalid, Unavailable
+
+log = logging.getLogger("hub.recommendations")
 
 T = TypeVar("T")
 
@@ -165,26 +168,37 @@ def stands_for(image: Image) -> tuple[str, int]:
     return ("product", image.product_id) if image.product_id is not None else ("image", image.id)
 
 
-async def count_facets(session: AsyncSession, ranked: list[Recommended], distinct: Distinct) -> Facets:
-    """Facets over every candidate of the ranking (the best 100 to 400 of each side, filters applied)."""
+FACET_FILTERS = {"category": "category_id", "style": "style_id", "age_group": "age_group_id",
+                 "available": "available"}  # each facet and the filter that chooses one of its values
+
+
+def _one_per_product(ranked: list[Recommended]) -> list[Recommended]:
+    seen: dict[tuple[str, int], Recommended] = {}
+    for entry in ranked:
+        seen.setdefault(stands_for(entry.image), entry)
+    return list(seen.values())
+
+
+async def count_facets(session: AsyncSession, ranked: list[Recommended], distinct: Distinct,
+                       wider: dict[str, list[Recommended]] | None = None) -> Facets:
+    """Facets over every candidate of the ranking (the best 100 to 400 of each side, filters applied); a facet
+    named in ``wider`` counts those candidates instead (the ranking without that facet's own filter)."""
+    sources = {kind: (wider or {}).get(kind, ranked) for kind in FACET_FILTERS}
     if distinct == "product":
-        seen: dict[tuple[str, int], Recommended] = {}
-        for entry in ranked:
-            seen.setdefault(stands_for(entry.image), entry)
-        ranked = list(seen.values())
-    facts = await product_facts(session, [e.image for e in ranked])
+        sources = {kind: _one_per_product(entries) for kind, entries in sources.items()}
+    facts = await product_facts(session, list({e.image.id: e.image for es in sources.values() for e in es}.values()))
 
     def count(kind: str) -> list[FacetValue]:
         tally: dict[int, FacetValue] = {}
-        for entry in ranked:
+        for entry in sources[kind]:
             taxon = getattr(entry.image, kind)
             if taxon is not None:
                 tally.setdefault(taxon.id, {"id": taxon.id, "name": taxon.name, "count": 0})["count"] += 1
         return sorted(tally.values(), key=lambda v: (-v["count"], v["name"].casefold(), v["id"]))
 
-    in_stock = sum(1 for e in ranked if facts[e.image.id][0])
+    in_stock = sum(1 for e in sources["available"] if facts[e.image.id][0])
     return {"category": count("category"), "style": count("style"), "age_group": count("age_group"),
-            "available": {"true": in_stock, "false": len(ranked) - in_stock}}
+            "available": {"true": in_stock, "false": len(sources["available"]) - in_stock}}
 
 
 async def _timed(timings: dict[str, float], name: str, work: Awaitable[T]) -> T:
@@ -273,28 +287,36 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
                 encoding.cancel()
             raise
     vector = None
+    gave_up = ""  # the word search's deadline passed: a hybrid ranking goes on by looks alone
     while True:  # deeper while products with many images leave fewer than ``limit`` products
         try:
-            lexical_hits = await _timed(timings, "lexical", lexical.search(
-                session, principal.shop_id, prompt, depth, narrow, rules.synonyms or None)) \
-                if chosen != "vector" and prompt else []
+            lexical_hits = []
+            if chosen != "vector" and prompt:
+                try:
+                    lexical_hits = await _timed(timings, "lexical", lexical.search(
+                        session, principal.shop_id, prompt, depth, narrow, rules.synonyms or None,
+                        seconds=services.settings.lexical_deadline))
+                except LexicalTimeout as exc:
+                    if chosen == "lexical":
+                        raise Unavailable("database", f"{exc}: try fewer words, or again shortly") from None
+                    log.warning("word search past its deadline; ranking by looks alone",
+                                extra={"shop_id": principal.shop_id, "seconds": services.settings.lexical_deadline})
+                    chosen, gave_up = "vector", str(exc)
             if encoding is not None:
                 vector = await encoding
         finally:
             if encoding is not None and not encoding.done():
                 encoding.cancel()
-        vector_hits: list[tuple[Image, float]] = []
-        if positives or negatives:
-            looks = [*([vector] if vector is not None else []), *positives]
-            vector_hits = await _timed(timings, "search", pipeline.rank_examples(
-                session, principal.shop_id, looks, negatives, examples.strategy, depth, filters, exclude))
-        elif vector is not None:
-            vector_hits = await _timed(timings, "search", pipeline.rank_vector(
-                session, principal.shop_id, vector, depth, filters))
+        looks = Looks(vector, positives, negatives, examples.strategy, exclude)
+        vector_hits = await _timed(timings, "search", _by_looks(session, pipeline, principal.shop_id, looks,
+                                                                  depth, filters))
         ranked = await _fuse(session, principal.shop_id, chosen, lexical_share, vector_hits, lexical_hits)
         if added:
             for entry in ranked:
                 entry.steps.insert(0, f"synonyms: the prompt also looks for {' '.join(added)}")
+        if gave_up:
+            for entry in ranked:
+                entry.steps.insert(0, f"words: {gave_up}; ranked by looks alone")
         if rules:
             ranked = await _hide_and_boost(session, rules, key, ranked)
         results = _distinct(ranked, limit) if distinct == "product" else ranked[:limit]
@@ -312,9 +334,62 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
                            result_count=len(results), top_score=top, filters=filters,
                            api_key_id=principal.key_id))
         await session.commit()
-    counted = await count_facets(session, ranked, distinct) if facets else None
+    counted = None
+    if facets:  # a facet whose own filter is set counts the candidates without it (disjunctive faceting)
+        counted = await _timed(timings, "facets", _facets(
+            session, pipeline, principal.shop_id, ranked, distinct, filters, depth,
+            Looks(vector, positives, negatives, examples.strategy, exclude),
+            prompt if chosen != "vector" else None, rules, key, services.settings.lexical_deadline))
     timings["total"] = round((time.perf_counter() - start) * 1000, 2)
     return Recommendations(results, chosen, lexical_share, distinct, timings, counted)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """What the vector side ranks by: the prompt's vector, example (and photo) vectors, and what to leave out."""
+
+    vector: np.ndarray | None
+    positives: list[np.ndarray]
+    negatives: list[np.ndarray]
+    strategy: Strategy
+    exclude: tuple[int, ...]
+
+
+async def _by_looks(session: AsyncSession, pipeline: Any, shop_id: int, looks: Looks, depth: int,
+                    filters: dict[str, Any]) -> list[tuple[Image, float]]:
+    if looks.positives or looks.negatives:
+        return list(await pipeline.rank_examples(
+            session, shop_id, [*([looks.vector] if looks.vector is not None else []), *looks.positives],
+            looks.negatives, looks.strategy, depth, filters, looks.exclude))
+    if looks.vector is not None:
+        return list(await pipeline.rank_vector(session, shop_id, looks.vector, depth, filters))
+    return []
+
+
+async def _facets(session: AsyncSession, pipeline: Any, shop_id: int, ranked: list[Recommended],
+                  distinct: Distinct, filters: dict[str, Any], depth: int, looks: Looks, prompt: str | None,
+                  rules: Rules, key: str, seconds: float) -> Facets:
+    """The facets of the ranking; for each facet whose filter is set, both sides searched again without it
+    (the same vector: nothing is encoded again) and the hidden results left out."""
+    hidden_products, hidden_images = rules.hidden(key)
+    wider: dict[str, list[Recommended]] = {}
+    for kind, name in FACET_FILTERS.items():
+        if filters.get(name) is None:
+            continue
+        others = {k: v for k, v in filters.items() if k != name}
+        words: list[LexicalHit] = []
+        if prompt:
+            try:
+                words = await lexical.search(session, shop_id, prompt, depth,
+                                             partial(matching, shop_id=shop_id, filters=others, exclude=looks.exclude),
+                                             rules.synonyms or None, seconds=seconds)
+            except LexicalTimeout:
+                words = []
+        candidates = await _fuse(session, shop_id, "hybrid", 0.5,
+                                 await _by_looks(session, pipeline, shop_id, looks, depth, others), words)
+        wider[kind] = [e for e in candidates
+                       if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
+    return await count_facets(session, ranked, distinct, wider)
 
 
 async def _hide_and_boost(session: AsyncSession, rules: Rules, key: str,

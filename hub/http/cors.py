@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-# what a publishable key may call from a browser: recommendations, similar images, an image's file
-STOREFRONT_PATHS = re.compile(r"/api/v1/(?:recommendations|images/[0-9]+/(?:similar|file))/?")
+# what a publishable key may call from a browser: recommendations (by words or photo), similar images, an
+# image's file
+STOREFRONT_PATHS = re.compile(r"/api/v1/(?:recommendations(?:/by-photo)?|images/[0-9]+/(?:similar|file))/?")
 ALLOWED_METHODS = b"GET, POST"
 ALLOWED_HEADERS = b"authorization, content-type, x-api-key"
 PREFLIGHT_MAX_AGE = b"600"

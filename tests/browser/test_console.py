@@ -86,6 +86,25 @@ async def test_sign_in_upload_watch_it_become_ready_try_it_and_sign_out(page, hu
     assert thumb[0] <= 320 and thumb[1] <= 320 and "/console/thumbs/" in thumb[2]
     await readme_screenshot(page, "console-try.png")
 
+    # by words alone: only the image whose text has the word; "Why here" says how it was ranked
+    await page.get_by_label("Mode").select_option("lexical")
+    await page.get_by_label("Prompt").fill("floral")
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.locator("[data-applied]")).to_have_text("lexical")
+    assert await results.count() == 1 and await results.first.locator(".name").inner_text() == "Red floral dress"
+    await results.first.get_by_text("Why here").click()
+    assert (await results.first.locator(".steps").inner_text()).startswith("lexical: words score ")
+    # both sides, all the weight on words: the word match first, then the rest by looks
+    await page.get_by_label("Mode").select_option("hybrid")
+    await page.get_by_label("Weight of words").fill("1")
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.locator("[data-applied]")).to_have_text("hybrid, words 1")
+    assert [await results.nth(n).locator(".name").inner_text() for n in range(2)] == [
+        "Red floral dress", "Blue denim jacket"]
+    # a weight out of range is refused with the reason, nothing ranked
+    await page.goto(hub.base + "/console/try?prompt=floral&weight=2")
+    assert "from 0 to 1" in await page.get_by_role("alert").inner_text()
+
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url(re.compile(r"/console$"))
     assert await page.get_by_label("Secret key").is_visible()

@@ -13,11 +13,14 @@ import csv
 import io
 import math
 import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.engine import create_engine
 from hub.db.models import SearchDoc
@@ -404,3 +407,79 @@ async def test_facets_count_the_query_candidates(client, shop):
         assert got["facets"]["available"] == {"true": len(units), "false": 0}
         assert got["facets"]["style"] == [] and got["facets"]["age_group"] == []
     assert (await rank(client, shop, "red"))["facets"] is None
+
+    # a facet whose own filter is set counts the candidates as if it were not; the other filters still apply
+    for mode in ("lexical", "hybrid"):
+        unfiltered = await rank(client, shop, "red", mode=mode, distinct="image", facets=True)
+        dresses = next(v for v in unfiltered["facets"]["category"] if v["name"] == "Dresses")
+        chosen = await rank(client, shop, "red", mode=mode, distinct="image", facets=True,
+                            filters={"category_id": dresses["id"], "available": True})
+        assert {category_of[names[r["id"]]] for r in chosen["results"]} == {"Dresses"}
+        assert len(chosen["results"]) == dresses["count"]
+        assert chosen["facets"]["category"] == unfiltered["facets"]["category"], mode
+        # availability: without its own filter, with the category's
+        assert chosen["facets"]["available"] == {"true": dresses["count"], "false": 0}, mode
+        assert chosen["facets"]["style"] == []
+
+
+@asynccontextmanager
+async def words_held(settings: Any) -> AsyncIterator[None]:
+    """PostgreSQL: the lexical table locked by another transaction, so a word search cannot finish before its
+    deadline. (SQLite needs nothing: with a deadline of 0 its first look at the clock interrupts the search; this
+    catalog's search of "red linen dress" takes ≈ 3,300 virtual-machine steps, the clock is read every 1,000.)"""
+    if not settings.db_url.startswith("postgresql"):
+        yield
+        return
+    engine = create_engine(settings.db_url)
+    try:
+        async with engine.connect() as other:
+            await other.begin()
+            await other.execute(text("LOCK TABLE search_docs IN ACCESS EXCLUSIVE MODE"))
+            yield
+            await other.rollback()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"lexical_deadline": 0}])
+async def test_a_word_search_past_its_deadline(settings, client, shop):
+    """A hybrid query whose word search cannot finish in time is ranked by looks alone and says so; a lexical
+    one answers 503; nothing else in the request is disturbed (its prompt is logged)."""
+    await import_catalog(client, shop)
+    by_looks = await rank(client, shop, "red linen dress", mode="vector", distinct="image")
+    vector = [r["id"] for r in by_looks["results"]]
+    async with words_held(settings):
+        hybrid = await rank(client, shop, "red linen dress", distinct="image", explain=True)
+        assert hybrid["mode"] == "vector" and [r["id"] for r in hybrid["results"]] == vector
+        assert {r["explain"]["steps"][0] for r in hybrid["results"]} == {
+            "words: the word search took over 0 s; ranked by looks alone"}
+        refused = await client.post("/api/v1/recommendations", json={"prompt": "red linen dress", "mode": "lexical"},
+                                    headers=shop.publishable)
+        assert refused.status_code == 503, refused.text
+        assert "word search took over 0 s" in refused.json()["detail"]
+    logged = (await client.get("/api/v1/prompts", headers=shop.secret)).json()["items"]
+    assert [p["prompt"] for p in logged] == ["red linen dress"] * 2  # the vector query and the hybrid one
+
+
+async def test_the_deadline_cancels_a_statement_and_the_transaction_goes_on(settings, client, shop):
+    """The mechanism on each engine: a statement that would never end is cancelled at the deadline; the
+    transaction stays usable, and PostgreSQL's statement timeout is back to its default afterwards."""
+    from hub.domain.lexical import LexicalTimeout, deadline
+
+    endless = text("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n")
+    postgres = settings.db_url.startswith("postgresql")
+    engine = create_engine(settings.db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            default = (await session.execute(text("SHOW statement_timeout"))).scalar() if postgres else None
+            with pytest.raises(LexicalTimeout):
+                async with deadline(session, 0.2):
+                    await session.execute(endless)
+            assert (await session.execute(text("SELECT 41 + 1"))).scalar() == 42
+            async with deadline(session, 5):
+                assert (await session.execute(text("SELECT 1"))).scalar() == 1
+            if postgres:
+                assert (await session.execute(text("SHOW statement_timeout"))).scalar() == default
+            await session.commit()
+    finally:
+        await engine.dispose()

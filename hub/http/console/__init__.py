@@ -73,7 +73,7 @@ from hub.domain.shops import image_counts
 from hub.domain.taxonomy import TaxonCreate, TaxonUpdate, age_groups, categories, styles
 from hub.domain.keys import Principal, add_key, list_keys, revoke_key
 from hub.domain.recommendations import prompt_text, recommend, similar_images
-from hub.errors import HubError, validation_detail
+from hub.errors import HubError, Invalid, validation_detail
 from hub.http.auth import client_address
 from hub.http.deps import Db, Svc
 from hub.http.errors import status_of
@@ -314,19 +314,29 @@ class ConsoleController(Controller):
         limit = min(max(_number(raw_limit) or 12, 1), 100)
         chosen = {f"{field}_id": _number(request.query_params.get(field)) for field in ("category", "style", "age_group")}
         chosen = {key: value for key, value in chosen.items() if value}
+        mode = request.query_params.get("mode") or None  # none: the shop's default
+        raw_weight = (request.query_params.get("weight") or "").strip()
         common = {"me": me, "page": "try", "prompt": prompt, "limit": limit, "taxa": await _taxa(db, me.shop_id),
-                  "f": {key.removesuffix("_id"): value for key, value in chosen.items()}}
+                  "f": {key.removesuffix("_id"): value for key, value in chosen.items()}, "mode": mode,
+                  "weight": raw_weight}
         if not prompt:
             return page("try.html", results=None, **common)
         try:
+            if mode not in (None, "vector", "lexical", "hybrid"):
+                raise Invalid("mode must be vector, lexical or hybrid")
+            weight = lexical_weight(raw_weight) if raw_weight else None
+            if raw_weight and weight is None:
+                raise Invalid("the weight of words is a number from 0 to 1")
             state = request.app.state  # the session's key pays for its searches, as through the API
             await state.limiter.hit(state.key_limits, "key", str(me.key_id) if me.key_id else f"console:{me.shop_id}")
             storefront = Principal(shop_id=me.shop_id, key_id=me.key_id or 0, kind="publishable")
-            found = await recommend(db, services, storefront, prompt_text(prompt), limit, chosen, log_prompt=False)
+            found = await recommend(db, services, storefront, prompt_text(prompt), limit, chosen, mode=mode,
+                                    weight=weight, log_prompt=False)
         except HubError as exc:
             return page("try.html", status_of(exc), results=None, error=exc.detail, **common)
-        results = [{"name": r.image.name, "score": r.score, "thumb": _thumb_url(r.image)} for r in found.results]
-        return page("try.html", results=results, timings=found.timings_ms, **common)
+        results = [{"name": r.image.name, "score": r.score, "thumb": _thumb_url(r.image), "steps": r.steps,
+                    "others": len(r.other_image_ids)} for r in found.results]
+        return page("try.html", results=results, timings=found.timings_ms, applied=found, **common)
 
     @get("/thumbs/{image_id:int}")
     async def thumb(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:
@@ -640,6 +650,15 @@ def _connector_form(form: dict[str, Any]) -> tuple[str, dict[str, str]]:
 def _secrets_of(services: Any, name: str) -> set[str]:
     connector = services.plugins.connectors().get(name)
     return secret_fields(connector.settings_model) if connector is not None else set()
+
+
+def lexical_weight(text: str) -> float | None:
+    """A weight of words typed in a form, 0 to 1 (None: not one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 1 else None
 
 
 def _number(value: Any) -> int | None:

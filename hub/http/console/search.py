@@ -16,7 +16,8 @@ from hub.domain.merchandising import RULE_CREATE, create_rule, delete_rule, list
 from hub.domain.shops import update_shop
 from hub.errors import HubError, validation_detail
 from hub.domain.console import SignedIn
-from hub.http.console import CONSOLE_ERRORS, FORM_BYTES, HEADERS, _checked_form, _session, page
+from hub.http.console import (CONSOLE_ERRORS, FORM_BYTES, HEADERS, _checked_form, _session, lexical_weight,
+                               page)
 from hub.http.deps import Db
 from hub.http.errors import status_of
 from hub.http.validation import PathId
@@ -79,11 +80,8 @@ class SearchSettingsController(Controller):
         me = await _session(request, db)
         form = await _checked_form(request, me)
         mode = str(form.get("mode") or "")
-        try:
-            weight = float(str(form.get("weight") or ""))
-        except ValueError:
-            weight = -1.0
-        if mode not in ("vector", "lexical", "hybrid") or not 0 <= weight <= 1:
+        weight = lexical_weight(str(form.get("weight") or ""))
+        if mode not in ("vector", "lexical", "hybrid") or weight is None:
             return await self._page(db, me, 400, error="choose a mode, and a lexical weight between 0 and 1")
         await update_shop(db, me.shop_id, None, None, mode, weight)
         return Redirect("/console/search", status_code=303, headers=HEADERS)

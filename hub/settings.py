@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     platform_deadline: float = Field(60.0, gt=0, description="Seconds one call to a shop platform may take in all.")
     connect_deadline: float = Field(180.0, gt=0,
                                     description="Seconds connecting a store (check, webhooks) may take in all.")
-    lexical_deadline: float = Field(2.0, ge=0, le=60, description="Seconds a query's word search may take; past "
-                                    "it a hybrid query is ranked by looks alone, a lexical one answers 503.")
+    lexical_deadline: float = Field(2.0, ge=0, le=60, description="Seconds a query's word searches may take in "
+                                    "all; past it a hybrid query is ranked by looks alone, a lexical one answers "
+                                    "503 (0: no word search at all).")
     exact_max_vectors: int = Field(5_000, ge=0, le=1_000_000, description="Queries matching at most this many "
                                    "images are ranked exactly (cosine against each) instead of through the index.")
     exact_cache_mb: int = Field(256, ge=1, description="Memory for the vectors kept for exact ranking.")

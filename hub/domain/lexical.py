@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,33 +269,64 @@ def _cancelled(exc: DBAPIError, postgres: bool) -> bool:
     return "interrupted" in str(exc.orig)
 
 
+class Deadline:
+    """Time left for a word search. On PostgreSQL the first statement gets it all as its ``statement_timeout``,
+    each later one what is left (``before_statement``); on SQLite the progress handler reads ``end`` (None: no
+    longer watched)."""
+
+    def __init__(self, session: AsyncSession, seconds: float) -> None:
+        self.session, self.seconds = session, seconds
+        self.end: float | None = time.monotonic() + seconds
+
+    def expired(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end
+
+    def timeout(self) -> LexicalTimeout:
+        return LexicalTimeout(f"took over {self.seconds:g} s")
+
+    async def before_statement(self) -> None:
+        if self.end is None:
+            return
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.timeout()
+        if _is_postgres(self.session):
+            await self.session.execute(text(f"SET LOCAL statement_timeout = {max(1, math.ceil(left * 1000))}"))
+
+
 @asynccontextmanager
-async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[None]:
-    """The statements run inside are cancelled once ``seconds`` have passed (``LexicalTimeout``)."""
-    postgres = _is_postgres(session)
-    if postgres:
+async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[Deadline]:
+    """Statements run inside (each after ``before_statement``) are cancelled once ``seconds`` have passed in all:
+    ``LexicalTimeout``, and the transaction goes on as it was. No time left (``seconds`` ≤ 0): at once."""
+    clock = Deadline(session, seconds)
+    if seconds <= 0:
+        raise clock.timeout()
+    if _is_postgres(session):
         try:
             async with session.begin_nested():  # a cancelled statement aborts its transaction: only the savepoint
-                await session.execute(text(f"SET LOCAL statement_timeout = {max(1, round(seconds * 1000))}"))
-                yield
+                await clock.before_statement()
+                yield clock
                 await session.execute(text("SET LOCAL statement_timeout TO DEFAULT"))
         except DBAPIError as exc:
             if _cancelled(exc, True):
-                raise LexicalTimeout(f"the word search took over {seconds:g} s") from None
+                raise clock.timeout() from None
             raise
         return
     raw = (await (await session.connection()).get_raw_connection()).driver_connection
     assert raw is not None
-    end = time.monotonic() + seconds
-    await raw.set_progress_handler(lambda: time.monotonic() > end, PROGRESS_STEPS)
     try:
-        yield
+        # the handler only interrupts while this search is watched: left behind on the pooled connection by a
+        # cancellation (at either await below), it does nothing
+        await raw.set_progress_handler(clock.expired, PROGRESS_STEPS)
+        yield clock
     except DBAPIError as exc:
         if _cancelled(exc, False):
-            raise LexicalTimeout(f"the word search took over {seconds:g} s") from None
+            raise clock.timeout() from None
         raise
     finally:
-        await raw.set_progress_handler(None, PROGRESS_STEPS)
+        clock.end = None
+        with suppress(ValueError):  # (a connection closed by a cancelled statement has no handler to remove)
+            await raw.set_progress_handler(None, PROGRESS_STEPS)
 
 
 async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,
@@ -303,21 +334,22 @@ async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, n
     """The shop's images ranked by the prompt's words, best first (at most ``limit``); ``narrow`` restricts a
     select over ``Image`` to the images that may be ranked (ready, listed, matching the filters); ``synonyms``
     maps a word to its group (the word included): a document with any word of the group matches; past
-    ``seconds`` (if given), ``LexicalTimeout``."""
+    ``seconds`` in all (if given), ``LexicalTimeout``."""
     if seconds is None:
-        return await _search(session, shop_id, prompt, limit, narrow, synonyms)
-    async with deadline(session, seconds):
-        return await _search(session, shop_id, prompt, limit, narrow, synonyms)
+        return await _search(session, shop_id, prompt, limit, narrow, synonyms, None)
+    async with deadline(session, seconds) as clock:
+        return await _search(session, shop_id, prompt, limit, narrow, synonyms, clock)
 
 
 async def _search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,
-                  synonyms: dict[str, list[str]] | None) -> list[LexicalHit]:
+                  synonyms: dict[str, list[str]] | None, clock: Deadline | None) -> list[LexicalHit]:
     terms = [(synonyms or {}).get(t, [t]) for t in query_terms(prompt)]
     if not terms:
         return []
     if not all(w.isalnum() for group in terms for w in group):  # analysed words are plain: safe in a query string
         raise ValueError(f"not an analysed word in {terms!r}")
     postgres = _is_postgres(session)
+    tick = clock.before_statement if clock is not None else _no_deadline
     documents, containing = await term_statistics(session, shop_id, terms)
     parts: list[str] = []
     params: dict[str, Any] = {"shop": shop_id}
@@ -340,13 +372,20 @@ async def _search(session: AsyncSession, shop_id: int, prompt: str, limit: int, 
     # first the best documents by words alone (no join: the index's rows only), then which of them may be ranked;
     # when the filters leave too few of them, the whole ranking again with the filters inside
     wide = limit * 2 + 50
+    await tick()
     best = (await session.execute(select(hits.c.image_id, score).group_by(hits.c.image_id)
                                   .order_by(score.desc(), hits.c.image_id).limit(wide), params)).all()
+    await tick()
     allowed = set(await session.scalars(narrow(select(Image.id)).where(Image.id.in_([i for i, _ in best]))))
     kept = [LexicalHit(int(ident), float(value)) for ident, value in best if ident in allowed]
     if len(kept) >= limit or len(best) < wide:
         return kept[:limit]
     stmt: Select[Any] = narrow(select(hits.c.image_id, score).join(Image, Image.id == hits.c.image_id))
     stmt = stmt.group_by(hits.c.image_id).order_by(score.desc(), hits.c.image_id).limit(limit)
+    await tick()
     rows = (await session.execute(stmt, params)).all()
     return [LexicalHit(int(image_id), float(value)) for image_id, value in rows]
+
+
+async def _no_deadline() -> None:
+    return None

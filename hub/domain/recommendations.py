@@ -288,6 +288,8 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
             raise
     vector = None
     gave_up = ""  # the word search's deadline passed: a hybrid ranking goes on by looks alone
+    words_end = time.monotonic() + services.settings.lexical_deadline  # one budget for every word search here
+    passes = 0
     while True:  # deeper while products with many images leave fewer than ``limit`` products
         try:
             lexical_hits = []
@@ -295,13 +297,16 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
                 try:
                     lexical_hits = await _timed(timings, "lexical", lexical.search(
                         session, principal.shop_id, prompt, depth, narrow, rules.synonyms or None,
-                        seconds=services.settings.lexical_deadline))
-                except LexicalTimeout as exc:
+                        seconds=words_end - time.monotonic()))
+                except LexicalTimeout:
+                    log.warning("word search past its deadline", extra={
+                        "shop_id": principal.shop_id, "seconds": services.settings.lexical_deadline, "depth": depth})
+                    if passes:
+                        break  # the shallower pass's ranking stands
+                    budget = f"took over {services.settings.lexical_deadline:g} s"
                     if chosen == "lexical":
-                        raise Unavailable("database", f"{exc}: try fewer words, or again shortly") from None
-                    log.warning("word search past its deadline; ranking by looks alone",
-                                extra={"shop_id": principal.shop_id, "seconds": services.settings.lexical_deadline})
-                    chosen, gave_up = "vector", str(exc)
+                        raise Unavailable("word search", f"it {budget}; try fewer words, or again shortly") from None
+                    chosen, gave_up = "vector", f"the word search {budget}"
             if encoding is not None:
                 vector = await encoding
         finally:
@@ -323,7 +328,7 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
         exhausted = len(vector_hits) < depth and len(lexical_hits) < depth
         if len(results) >= limit or exhausted or depth >= DEEPEST:
             break
-        depth = min(depth * 4, DEEPEST)
+        depth, passes = min(depth * 4, DEEPEST), passes + 1
     if rules.pins and key:
         results = await _pin(session, rules, key, ranked, results, limit, narrow)
     if vector is not None and not (positives or negatives):
@@ -337,9 +342,9 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     counted = None
     if facets:  # a facet whose own filter is set counts the candidates without it (disjunctive faceting)
         counted = await _timed(timings, "facets", _facets(
-            session, pipeline, principal.shop_id, ranked, distinct, filters, depth,
+            session, pipeline, principal.shop_id, ranked, distinct, filters, min(depth, MAX_DEPTH),
             Looks(vector, positives, negatives, examples.strategy, exclude),
-            prompt if chosen != "vector" else None, rules, key, services.settings.lexical_deadline))
+            prompt if chosen != "vector" else None, rules, key, words_end))
     timings["total"] = round((time.perf_counter() - start) * 1000, 2)
     return Recommendations(results, chosen, lexical_share, distinct, timings, counted)
 
@@ -368,27 +373,38 @@ async def _by_looks(session: AsyncSession, pipeline: Any, shop_id: int, looks: L
 
 async def _facets(session: AsyncSession, pipeline: Any, shop_id: int, ranked: list[Recommended],
                   distinct: Distinct, filters: dict[str, Any], depth: int, looks: Looks, prompt: str | None,
-                  rules: Rules, key: str, seconds: float) -> Facets:
-    """The facets of the ranking; for each facet whose filter is set, both sides searched again without it
-    (the same vector: nothing is encoded again) and the hidden results left out."""
+                  rules: Rules, key: str, words_end: float) -> Facets:
+    """The facets of the ranking, disjunctive: when facet filters are set, both sides are searched once more
+    without any of them (the same vector: nothing is encoded again; the request's word budget), the hidden
+    results left out, and each such facet counts those candidates that pass the other facets' filters. Past the
+    word budget, the plain counts (logged)."""
+    chosen = {kind: name for kind, name in FACET_FILTERS.items() if filters.get(name) is not None}
+    if not chosen:
+        return await count_facets(session, ranked, distinct)
+    others = {k: v for k, v in filters.items() if k not in chosen.values()}
+    words: list[LexicalHit] = []
+    if prompt:
+        try:
+            words = await lexical.search(session, shop_id, prompt, depth,
+                                         partial(matching, shop_id=shop_id, filters=others, exclude=looks.exclude),
+                                         rules.synonyms or None, seconds=words_end - time.monotonic())
+        except LexicalTimeout:
+            log.warning("word search for the facets past its deadline: facets counted without it",
+                        extra={"shop_id": shop_id})
+            return await count_facets(session, ranked, distinct)
     hidden_products, hidden_images = rules.hidden(key)
-    wider: dict[str, list[Recommended]] = {}
-    for kind, name in FACET_FILTERS.items():
-        if filters.get(name) is None:
-            continue
-        others = {k: v for k, v in filters.items() if k != name}
-        words: list[LexicalHit] = []
-        if prompt:
-            try:
-                words = await lexical.search(session, shop_id, prompt, depth,
-                                             partial(matching, shop_id=shop_id, filters=others, exclude=looks.exclude),
-                                             rules.synonyms or None, seconds=seconds)
-            except LexicalTimeout:
-                words = []
-        candidates = await _fuse(session, shop_id, "hybrid", 0.5,
-                                 await _by_looks(session, pipeline, shop_id, looks, depth, others), words)
-        wider[kind] = [e for e in candidates
-                       if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
+    wide = [e for e in await _fuse(session, shop_id, "hybrid", 0.5,
+                                   await _by_looks(session, pipeline, shop_id, looks, depth, others), words)
+            if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
+    facts = await product_facts(session, [e.image for e in wide])
+
+    def passes(entry: Recommended, name: str) -> bool:
+        if name == "available":
+            return facts[entry.image.id][0] is bool(filters[name])
+        return bool(getattr(entry.image, name) == int(filters[name]))
+
+    wider = {kind: [e for e in wide if all(passes(e, other) for other in chosen.values() if other != name)]
+             for kind, name in chosen.items()}
     return await count_facets(session, ranked, distinct, wider)
 
 

@@ -13,8 +13,6 @@ import csv
 import io
 import math
 import zipfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,52 +420,35 @@ async def test_facets_count_the_query_candidates(client, shop):
         assert chosen["facets"]["style"] == []
 
 
-@asynccontextmanager
-async def words_held(settings: Any) -> AsyncIterator[None]:
-    """PostgreSQL: the lexical table locked by another transaction, so a word search cannot finish before its
-    deadline. (SQLite needs nothing: with a deadline of 0 its first look at the clock interrupts the search; this
-    catalog's search of "red linen dress" takes ≈ 3,300 virtual-machine steps, the clock is read every 1,000.)"""
-    if not settings.db_url.startswith("postgresql"):
-        yield
-        return
-    engine = create_engine(settings.db_url)
-    try:
-        async with engine.connect() as other:
-            await other.begin()
-            await other.execute(text("LOCK TABLE search_docs IN ACCESS EXCLUSIVE MODE"))
-            yield
-            await other.rollback()
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.parametrize("settings_overrides", [{"lexical_deadline": 0}])
 async def test_a_word_search_past_its_deadline(settings, client, shop):
-    """A hybrid query whose word search cannot finish in time is ranked by looks alone and says so; a lexical
-    one answers 503; nothing else in the request is disturbed (its prompt is logged)."""
+    """A hybrid query whose word search has no time left is ranked by looks alone and says so; a lexical one
+    answers 503; nothing else in the request is disturbed (its prompt is logged). (How a running statement is
+    cancelled: the next test.)"""
     await import_catalog(client, shop)
     by_looks = await rank(client, shop, "red linen dress", mode="vector", distinct="image")
     vector = [r["id"] for r in by_looks["results"]]
-    async with words_held(settings):
-        hybrid = await rank(client, shop, "red linen dress", distinct="image", explain=True)
-        assert hybrid["mode"] == "vector" and [r["id"] for r in hybrid["results"]] == vector
-        assert {r["explain"]["steps"][0] for r in hybrid["results"]} == {
-            "words: the word search took over 0 s; ranked by looks alone"}
-        refused = await client.post("/api/v1/recommendations", json={"prompt": "red linen dress", "mode": "lexical"},
-                                    headers=shop.publishable)
-        assert refused.status_code == 503, refused.text
-        assert "word search took over 0 s" in refused.json()["detail"]
+    hybrid = await rank(client, shop, "red linen dress", distinct="image", explain=True)
+    assert hybrid["mode"] == "vector" and [r["id"] for r in hybrid["results"]] == vector
+    assert {r["explain"]["steps"][0] for r in hybrid["results"]} == {
+        "words: the word search took over 0 s; ranked by looks alone"}
+    refused = await client.post("/api/v1/recommendations", json={"prompt": "red linen dress", "mode": "lexical"},
+                                headers=shop.publishable)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["detail"].startswith("word search unavailable: it took over 0 s; try fewer words")
     logged = (await client.get("/api/v1/prompts", headers=shop.secret)).json()["items"]
     assert [p["prompt"] for p in logged] == ["red linen dress"] * 2  # the vector query and the hybrid one
 
 
 async def test_the_deadline_cancels_a_statement_and_the_transaction_goes_on(settings, client, shop):
-    """The mechanism on each engine: a statement that would never end is cancelled at the deadline; the
+    """The mechanism on each engine: a statement that would take long is cancelled at the deadline; the
     transaction stays usable, and PostgreSQL's statement timeout is back to its default afterwards."""
     from hub.domain.lexical import LexicalTimeout, deadline
 
-    endless = text("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n")
     postgres = settings.db_url.startswith("postgresql")
+    # ≈ 30 s unless cancelled (finite, so that a broken deadline fails the test instead of running on forever)
+    endless = text("SELECT pg_sleep(30)") if postgres else text(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000000) SELECT count(*) FROM n")
     engine = create_engine(settings.db_url)
     try:
         async with AsyncSession(engine) as session:
@@ -479,6 +460,13 @@ async def test_the_deadline_cancels_a_statement_and_the_transaction_goes_on(sett
             async with deadline(session, 5):
                 assert (await session.execute(text("SELECT 1"))).scalar() == 1
             if postgres:
+                assert (await session.execute(text("SHOW statement_timeout"))).scalar() == default
+                # the deadline is for the whole search: each statement gets only what the ones before it left
+                with pytest.raises(LexicalTimeout):
+                    async with deadline(session, 0.3) as clock:
+                        for _ in range(2):
+                            await clock.before_statement()
+                            await session.execute(text("SELECT pg_sleep(0.2)"))
                 assert (await session.execute(text("SHOW statement_timeout"))).scalar() == default
             await session.commit()
     finally:

@@ -126,9 +126,15 @@
       });
     }
 
-    _photoAllowed() { return this.getAttribute("photo") !== "off" && !this._input.disabled; }
+    disconnectedCallback() { if (this._photoUrl) URL.revokeObjectURL(this._photoUrl); this._photoUrl = ""; }
+
+    _photoAllowed() {
+      var key = this._key();
+      return this.getAttribute("photo") !== "off" && !this._input.disabled && key.indexOf("hub_pk_") === 0;
+    }
 
     searchByPhoto(file) {
+      if (!this._photoAllowed()) return Promise.resolve();
       if (!file || (file.type && file.type.indexOf("image/") !== 0)) {
         this._show("error", "That is not a photo: choose an image file.");
         return Promise.resolve();
@@ -148,13 +154,14 @@
       });
     }
 
-    clearPhoto() {
+    clearPhoto(quietly) {
       if (this._photoUrl) URL.revokeObjectURL(this._photoUrl);
       this._photo = null;
       this._photoUrl = "";
       this._photos++;
       this._chip.hidden = true;
       this._asked = null;
+      if (quietly) return Promise.resolve();
       this._input.focus();
       return this.search(this._input.value);
     }
@@ -164,8 +171,10 @@
       this._input.setAttribute("aria-label", this.getAttribute("label") || this._input.placeholder);
       this._camera.hidden = this.getAttribute("photo") === "off";
       var key = this._key();
-      if (!key) this._show("error", "Fashion Hub: no key. Add data-key=\"hub_pk_…\" to the widget's script tag.");
-      else if (key.indexOf("hub_pk_") !== 0) {
+      if (!key) {
+        this._show("error", "Fashion Hub: no key. Add data-key=\"hub_pk_…\" to the widget's script tag.");
+        this._camera.disabled = true;
+      } else if (key.indexOf("hub_pk_") !== 0) {
         this._show("error", "Fashion Hub: this widget takes a publishable key (hub_pk_…). " +
           "A secret key must never be put in a web page: revoke it and use a publishable key.");
         this._input.disabled = true;
@@ -298,7 +307,7 @@
     _fromInput(event) {
       if (event.key === "ArrowDown" && this._links().length) { event.preventDefault(); this._focus(0); }
       else if (event.key === "Enter") { clearTimeout(this._timer); this.search(this._input.value); }
-      else if (event.key === "Escape") { this._input.value = ""; this.search(""); }
+      else if (event.key === "Escape") { this._input.value = ""; this.clearPhoto(true); this.search(""); }
     }
 
     _inList(event) {

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,25 @@ def make_pg_database(request: pytest.FixtureRequest) -> Iterator[Callable[[], st
         asyncio.run(_pg_exec(pg_service.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded database migrated once; each test gets a copy (as PostgreSQL tests clone ``pg_template``)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "hub.db"
+    asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy through SQLite's backup API (whatever its journal holds)."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-        asyncio.run(migrate(url))
-        return url
+        copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "hub.db")
+        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
     return request.getfixturevalue("make_pg_database")()
 
 

@@ -270,13 +270,13 @@ def _cancelled(exc: DBAPIError, postgres: bool) -> bool:
 
 
 class Deadline:
-    """Time left for a word search. On PostgreSQL the first statement gets it all as its ``statement_timeout``,
+    """Time left for a word search (none watched: ``seconds`` None). On PostgreSQL the first statement gets it all as its ``statement_timeout``,
     each later one what is left (``before_statement``); on SQLite the progress handler reads ``end`` (None: no
     longer watched)."""
 
-    def __init__(self, session: AsyncSession, seconds: float) -> None:
-        self.session, self.seconds = session, seconds
-        self.end: float | None = time.monotonic() + seconds
+    def __init__(self, session: AsyncSession, seconds: float | None) -> None:
+        self.session, self.seconds = session, seconds or 0.0
+        self.end: float | None = None if seconds is None else time.monotonic() + seconds
 
     def expired(self) -> bool:
         return self.end is not None and time.monotonic() >= self.end
@@ -336,20 +336,19 @@ async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, n
     maps a word to its group (the word included): a document with any word of the group matches; past
     ``seconds`` in all (if given), ``LexicalTimeout``."""
     if seconds is None:
-        return await _search(session, shop_id, prompt, limit, narrow, synonyms, None)
+        return await _search(session, shop_id, prompt, limit, narrow, synonyms, Deadline(session, None))
     async with deadline(session, seconds) as clock:
         return await _search(session, shop_id, prompt, limit, narrow, synonyms, clock)
 
 
 async def _search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,
-                  synonyms: dict[str, list[str]] | None, clock: Deadline | None) -> list[LexicalHit]:
+                  synonyms: dict[str, list[str]] | None, clock: Deadline) -> list[LexicalHit]:
     terms = [(synonyms or {}).get(t, [t]) for t in query_terms(prompt)]
     if not terms:
         return []
     if not all(w.isalnum() for group in terms for w in group):  # analysed words are plain: safe in a query string
         raise ValueError(f"not an analysed word in {terms!r}")
     postgres = _is_postgres(session)
-    tick = clock.before_statement if clock is not None else _no_deadline
     documents, containing = await term_statistics(session, shop_id, terms)
     parts: list[str] = []
     params: dict[str, Any] = {"shop": shop_id}
@@ -372,20 +371,17 @@ async def _search(session: AsyncSession, shop_id: int, prompt: str, limit: int, 
     # first the best documents by words alone (no join: the index's rows only), then which of them may be ranked;
     # when the filters leave too few of them, the whole ranking again with the filters inside
     wide = limit * 2 + 50
-    await tick()
+    await clock.before_statement()
     best = (await session.execute(select(hits.c.image_id, score).group_by(hits.c.image_id)
                                   .order_by(score.desc(), hits.c.image_id).limit(wide), params)).all()
-    await tick()
+    await clock.before_statement()
     allowed = set(await session.scalars(narrow(select(Image.id)).where(Image.id.in_([i for i, _ in best]))))
     kept = [LexicalHit(int(ident), float(value)) for ident, value in best if ident in allowed]
     if len(kept) >= limit or len(best) < wide:
         return kept[:limit]
     stmt: Select[Any] = narrow(select(hits.c.image_id, score).join(Image, Image.id == hits.c.image_id))
     stmt = stmt.group_by(hits.c.image_id).order_by(score.desc(), hits.c.image_id).limit(limit)
-    await tick()
+    await clock.before_statement()
     rows = (await session.execute(stmt, params)).all()
     return [LexicalHit(int(image_id), float(value)) for image_id, value in rows]
 
-
-async def _no_deadline() -> None:
-    return None

@@ -19,6 +19,7 @@ is "summer dress").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -203,6 +204,11 @@ class Rules:
         rules = [r for r in self.hides if r.query_key is None or r.query_key == key]
         return ({r.product_id for r in rules if r.product_id is not None},
                 {r.image_id for r in rules if r.image_id is not None})
+
+    def is_hidden(self, key: str) -> Callable[[Image], bool]:
+        """Whether an image is hidden for a query (its analysed words): itself or its product."""
+        products, images = self.hidden(key)
+        return lambda image: image.id in images or image.product_id in products
 
     def pinned(self, key: str) -> list[MerchRule]:
         return sorted((r for r in self.pins if r.query_key == key), key=lambda r: (r.position or 0, r.id))

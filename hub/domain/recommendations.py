@@ -342,8 +342,7 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     counted = None
     if facets:  # a facet whose own filter is set counts the candidates without it (disjunctive faceting)
         counted = await _timed(timings, "facets", _facets(
-            session, pipeline, principal.shop_id, ranked, distinct, filters, min(depth, MAX_DEPTH),
-            Looks(vector, positives, negatives, examples.strategy, exclude),
+            session, pipeline, principal.shop_id, ranked, distinct, filters, min(depth, MAX_DEPTH), looks,
             prompt if chosen != "vector" else None, rules, key, words_end))
     timings["total"] = round((time.perf_counter() - start) * 1000, 2)
     return Recommendations(results, chosen, lexical_share, distinct, timings, counted)
@@ -392,10 +391,10 @@ async def _facets(session: AsyncSession, pipeline: Any, shop_id: int, ranked: li
             log.warning("word search for the facets past its deadline: facets counted without it",
                         extra={"shop_id": shop_id})
             return await count_facets(session, ranked, distinct)
-    hidden_products, hidden_images = rules.hidden(key)
+    hidden = rules.is_hidden(key)
     wide = [e for e in await _fuse(session, shop_id, "hybrid", 0.5,
                                    await _by_looks(session, pipeline, shop_id, looks, depth, others), words)
-            if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
+            if not hidden(e.image)]
     facts = await product_facts(session, [e.image for e in wide])
 
     def passes(entry: Recommended, name: str) -> bool:
@@ -412,8 +411,8 @@ async def _hide_and_boost(session: AsyncSession, rules: Rules, key: str,
                           ranked: list[Recommended]) -> list[Recommended]:
     """Hidden products and images out; then each boost fused in: the ranking so far as one ranking (weight 1)
     and each boost's candidates in that order (its weight), by reciprocal rank."""
-    hidden_products, hidden_images = rules.hidden(key)
-    ranked = [e for e in ranked if e.image.id not in hidden_images and e.image.product_id not in hidden_products]
+    hidden = rules.is_hidden(key)
+    ranked = [e for e in ranked if not hidden(e.image)]
     if not rules.boosts or not ranked:
         return ranked
     order = [e.image.id for e in ranked]

@@ -15,16 +15,19 @@ shop, ``ln(1 + (N - n + 0.5) / (n + 0.5))`` (BM25's, with term presence rather t
 short), in full when the term is in the title part and half when only in the descriptions. Ties go to the
 lower image id.
 
-A search has a deadline (``HUB_LEXICAL_DEADLINE``): PostgreSQL's ``statement_timeout`` inside a savepoint, SQLite's
-progress handler; past it, ``LexicalTimeout`` and the transaction goes on as before the search.
+A search has a deadline (``HUB_LEXICAL_DEADLINE``): PostgreSQL's ``statement_timeout`` inside a savepoint, on SQLite
+a timer on the event loop that interrupts the connection (not a progress handler: its Python callback must take
+the GIL thousands of times per search, which a busy server makes cost seconds); past it, ``LexicalTimeout`` and the transaction goes on as before the search.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +48,7 @@ BODY_WEIGHT = 0.5
 IMAGE_FIELDS = ("name", "description", "category_id", "style_id", "age_group_id", "product_id")
 PRODUCT_FIELDS = ("title", "description", "tags", "category_hint")
 REFRESH_BATCH = 500
-PROGRESS_STEPS = 1000  # SQLite virtual-machine steps between two looks at the clock
+INTERRUPT_EVERY = 0.01  # seconds between two interrupts of a SQLite search past its deadline
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
 
 
@@ -270,16 +273,13 @@ def _cancelled(exc: DBAPIError, postgres: bool) -> bool:
 
 
 class Deadline:
-    """Time left for a word search (none watched: ``seconds`` None). On PostgreSQL the first statement gets it all as its ``statement_timeout``,
-    each later one what is left (``before_statement``); on SQLite the progress handler reads ``end`` (None: no
-    longer watched)."""
+    """Time left for a word search (none watched: ``seconds`` None). Each statement starts only with time left
+    (``before_statement``); on PostgreSQL it gets what is left as its ``statement_timeout``, on SQLite the
+    ``deadline``'s timer interrupts it."""
 
     def __init__(self, session: AsyncSession, seconds: float | None) -> None:
         self.session, self.seconds = session, seconds or 0.0
         self.end: float | None = None if seconds is None else time.monotonic() + seconds
-
-    def expired(self) -> bool:
-        return self.end is not None and time.monotonic() >= self.end
 
     def timeout(self) -> LexicalTimeout:
         return LexicalTimeout(f"took over {self.seconds:g} s")
@@ -314,19 +314,26 @@ async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[Deadl
         return
     raw = (await (await session.connection()).get_raw_connection()).driver_connection
     assert raw is not None
+    database: sqlite3.Connection = raw._conn  # (aiosqlite's own interrupt() would queue behind the statement)
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        # interrupting a connection with no statement running does nothing (SQLite clears the flag when the next
+        # one starts): so again every INTERRUPT_EVERY seconds until the search is over, for a statement that
+        # started just after
+        database.interrupt()
+        nonlocal timer
+        timer = loop.call_later(INTERRUPT_EVERY, interrupt)
+
+    timer = loop.call_later(seconds, interrupt)
     try:
-        # the handler only interrupts while this search is watched: left behind on the pooled connection by a
-        # cancellation (at either await below), it does nothing
-        await raw.set_progress_handler(clock.expired, PROGRESS_STEPS)
         yield clock
     except DBAPIError as exc:
         if _cancelled(exc, False):
             raise clock.timeout() from None
         raise
     finally:
-        clock.end = None
-        with suppress(ValueError):  # (a connection closed by a cancelled statement has no handler to remove)
-            await raw.set_progress_handler(None, PROGRESS_STEPS)
+        timer.cancel()  # (on the event loop, as the timer runs: nothing interrupts the connection's next user)
 
 
 async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,

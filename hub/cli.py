@@ -122,6 +122,25 @@ def cmd_model_download(args: argparse.Namespace) -> None:
     print(f"model {name} is in the local cache: {path}")
 
 
+def cmd_model_prepare(args: argparse.Namespace) -> None:
+    from hub.search.encoder import Encoder, ModelUnavailable
+
+    settings = _settings()
+    name = args.model or settings.model
+    encoder = Encoder(name, settings.device, settings.inference, settings.inference_threads, settings.home,
+                      settings.inference_int8)
+    try:
+        encoder.text.get()
+        encoder.vision.get()
+    except ModelUnavailable as exc:
+        raise SystemExit(f"hub: {exc}") from None
+    for tower in ("text", "vision"):
+        print(f"{tower} model: {encoder.runtimes[tower]}")
+    if encoder.inference == "onnx":
+        cached = [str(place) for place in encoder.export_places() if place.is_dir()]
+        print(f"ONNX exports: {', '.join(cached) or 'none'}")
+
+
 def cmd_model_init_test(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -280,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     download = model.add_parser("download", help="fetch the model into the local cache ahead of time")
     download.add_argument("model", nargs="?", help="Hugging Face id (default: HUB_MODEL)")
     download.set_defaults(func=cmd_model_download)
+    prepare = model.add_parser("prepare", help="load both towers once (exporting them to ONNX if HUB_INFERENCE "
+                               "uses it) and say what runs them")
+    prepare.add_argument("model", nargs="?", help="Hugging Face id or folder (default: HUB_MODEL)")
+    prepare.set_defaults(func=cmd_model_prepare)
     init_test = model.add_parser("init-test", help="write a randomly initialised CLIP checkpoint (tests, smoke runs)")
     init_test.add_argument("dir")
     init_test.add_argument("--full-size", action="store_true", help="the real ViT-B/32 architecture (benchmarks)")

@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -78,6 +80,13 @@ class Settings(BaseSettings):
     max_keys_per_shop: int = Field(50, ge=2, le=10_000, description="Active API keys one shop may have.")
     rate_limit_storage_url: str = Field("memory://", description="memory:// or redis://… shared by API nodes.")
     device: str | None = Field(None, description="cpu, cuda or cuda:N; default cuda when present.")
+    inference: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="What runs the model: onnx (ONNX Runtime, exported from the checkpoint once), torch, or "
+        "auto (ONNX Runtime on CPU, torch on a GPU).")
+    inference_threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime threads per model tower; "
+                                          "default the cores the process may use.")
+    inference_int8: bool = Field(False, description="ONNX Runtime runs the model's weights quantized to int8: "
+                                 "faster, less exact (docs/benchmarks.md).")
     embed_batch_size: int = Field(32, ge=1, le=256, description="Images per forward pass.")
     embed_batch_wait_ms: int = Field(100, ge=0, le=5000, description="How long a batch waits to fill.")
     retry_max_attempts: int = Field(13, ge=1, le=100, validation_alias=_renamed("retry_max_attempts"),

@@ -294,6 +294,24 @@ class Deadline:
             await self.session.execute(text(f"SET LOCAL statement_timeout = {max(1, math.ceil(left * 1000))}"))
 
 
+class _Interrupter:
+    """Interrupts a SQLite connection once ``seconds`` have passed, from the event loop (``interrupt`` is safe from
+    any thread). Interrupting a connection with no statement running does nothing (SQLite clears the flag when the
+    next one starts): so again every ``INTERRUPT_EVERY`` seconds until stopped, for a statement that started just
+    after."""
+
+    def __init__(self, database: sqlite3.Connection, seconds: float) -> None:
+        self.database, self.loop = database, asyncio.get_running_loop()
+        self.handle = self.loop.call_later(seconds, self.fire)
+
+    def fire(self) -> None:
+        self.database.interrupt()
+        self.handle = self.loop.call_later(INTERRUPT_EVERY, self.fire)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+
+
 @asynccontextmanager
 async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[Deadline]:
     """Statements run inside (each after ``before_statement``) are cancelled once ``seconds`` have passed in all:
@@ -314,18 +332,7 @@ async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[Deadl
         return
     raw = (await (await session.connection()).get_raw_connection()).driver_connection
     assert raw is not None
-    database: sqlite3.Connection = raw._conn  # (aiosqlite's own interrupt() would queue behind the statement)
-    loop = asyncio.get_running_loop()
-
-    def interrupt() -> None:
-        # interrupting a connection with no statement running does nothing (SQLite clears the flag when the next
-        # one starts): so again every INTERRUPT_EVERY seconds until the search is over, for a statement that
-        # started just after
-        database.interrupt()
-        nonlocal timer
-        timer = loop.call_later(INTERRUPT_EVERY, interrupt)
-
-    timer = loop.call_later(seconds, interrupt)
+    interrupter = _Interrupter(raw._conn, seconds)  # (aiosqlite's own interrupt() would queue behind the statement)
     try:
         yield clock
     except DBAPIError as exc:
@@ -333,7 +340,7 @@ async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[Deadl
             raise clock.timeout() from None
         raise
     finally:
-        timer.cancel()  # (on the event loop, as the timer runs: nothing interrupts the connection's next user)
+        interrupter.stop()  # (on the event loop, as the timer runs: nothing interrupts the connection's next user)
 
 
 async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,

@@ -68,3 +68,6 @@ class Pipeline(Protocol):
 
     async def readiness(self) -> dict[str, str]:
         """Component name -> "ok" or what is wrong."""
+
+    def model_warnings(self) -> list[str]:
+        """What an operator should know about the model though it serves (a fallback from ONNX Runtime)."""

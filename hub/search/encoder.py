@@ -1,4 +1,8 @@
-"""FashionCLIP through ``transformers``: text and image towers, loaded lazily and separately, once per process."""
+"""FashionCLIP through ``transformers``: text and image towers, loaded lazily and separately, once per process.
+
+On CPU each tower runs on ONNX Runtime by default (``HUB_INFERENCE``), exported from the torch tower this module
+loads (``hub.search.onnx``); torch runs it on a GPU, when asked to, or when ONNX Runtime cannot be used.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from hub.search import onnx
 
 log = logging.getLogger("hub.model")
 
@@ -96,7 +102,7 @@ def _processor_params(processor: Any) -> tuple[int, int, int, np.ndarray, np.nda
 
 
 def _normalise(x: Any) -> np.ndarray:
-    arr = x.detach().float().cpu().numpy()
+    arr = x if isinstance(x, np.ndarray) else x.detach().float().cpu().numpy()
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     return (arr / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -142,12 +148,35 @@ class _Tower:
             self._lock.release()
 
 
-class Encoder:
-    """L2-normalised FashionCLIP embeddings of prompts and product images."""
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        return os.cpu_count() or 1
 
-    def __init__(self, name: str, device: str | None = None) -> None:
+
+class Encoder:
+    """L2-normalised FashionCLIP embeddings of prompts and product images.
+
+    ``inference``: ``onnx`` runs both towers on ONNX Runtime, ``torch`` on torch, ``auto`` (the default) ONNX
+    Runtime on CPU and torch on a GPU. ``threads``: ONNX Runtime's threads per tower (default: the cores this
+    process may use). ``home``: where an export goes when the checkpoint's folder is read-only. ``int8``: ONNX
+    Runtime runs weights quantized to int8 (faster, less exact: ``docs/benchmarks.md``; off by default).
+    """
+
+    def __init__(self, name: str, device: str | None = None, inference: str = "auto", threads: int | None = None,
+                 home: Path | None = None, int8: bool = False) -> None:
+        if inference not in ("auto", "onnx", "torch"):
+            raise ValueError(f"inference must be auto, onnx or torch, not {inference!r}")
         self.name = name
         self._device = device
+        self._inference = inference
+        self.threads = threads or available_cores()
+        self._home = home
+        self.int8 = int8
+        self._export_places: list[Path] | None = None
+        self._places_lock = threading.Lock()
+        self.runtimes: dict[str, str] = {}  # tower → what runs it ("onnxruntime", "torch", or why torch)
         self._key: str | None = None
         self.text = _Tower(self._load_text)
         self.vision = _Tower(self._load_vision)
@@ -182,22 +211,83 @@ class Encoder:
             "(`hub model download` fetches it ahead of time)"
         )
 
-    def _load_tower(self, which: str, preprocessor_cls: Any, model_cls: Any) -> tuple[Any, Any]:
+    @property
+    def inference(self) -> str:
+        """What runs the towers: ``onnx`` or ``torch`` (``auto`` resolved)."""
+        if self._inference == "auto":
+            return "onnx" if self.device == "cpu" else "torch"
+        return self._inference
+
+    def _torch_model(self, model_cls: Any) -> Any:
         try:
-            preprocessor = _from_pretrained(preprocessor_cls, self.name)
-            model = _from_pretrained(model_cls, self.name).to(self.device).eval()
+            return _from_pretrained(model_cls, self.name).to(self.device).eval()
         except Exception as exc:
             raise self._explain(exc) from None
-        log.info(f"{which} model loaded", extra={"model": self.name, "device": self.device})
+
+    def export_places(self) -> list[Path]:
+        """Where this checkpoint's ONNX exports are cached, in order of preference (``hub.search.onnx``)."""
+        with self._places_lock:  # (the two towers load in two threads: the checkpoint is digested once)
+            if self._export_places is None:
+                self._export_places = onnx.export_places(self.name, self._home)
+            return self._export_places
+
+    def _onnx_tower(self, which: str, model_cls: Any, export: Any) -> tuple[onnx.OnnxTower | None, Any]:
+        """The tower on ONNX Runtime (exported first if no cached export exists; quantized to int8 from that
+        export if asked), or None and the reason, with the torch model if it had to be loaded for the export."""
+        filename, model = f"{which}.onnx", None
+        wanted = f"{which}-int8.onnx" if self.int8 else filename
+        try:
+            places = self.export_places()
+            path = onnx.cached(places, wanted)
+            if path is None:
+                source = onnx.cached(places, filename)
+                if source is None:
+                    model = self._torch_model(model_cls)
+                    if not Path(self.name).is_dir():  # a hub id's weights may have arrived only now: digest them
+                        with self._places_lock:
+                            self._export_places = None
+                        places = self.export_places()
+                    source = onnx.export_into(places, filename, lambda target: export(model, target))
+                path = source if not self.int8 else onnx.export_into(
+                    places, wanted, lambda target: onnx.quantize_int8(source, target))
+            return onnx.OnnxTower(path, self.threads), model
+        except ModelUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch is the fallback; the reason is logged and reported
+            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            self.runtimes[which] = f"torch (ONNX Runtime not used: {reason})"
+            log.warning(f"{which} model: ONNX Runtime not used, torch runs it", extra={"reason": reason})
+            return None, model
+
+    def _load_tower(self, which: str, preprocessor_cls: Any, model_cls: Any, export: Any) -> tuple[Any, Any]:
+        try:
+            preprocessor = _from_pretrained(preprocessor_cls, self.name)
+        except Exception as exc:
+            raise self._explain(exc) from None
+        model = None
+        if self.inference == "onnx":
+            tower, model = self._onnx_tower(which, model_cls, lambda m, target: export(m, preprocessor, target))
+            if tower is not None:
+                self.runtimes[which] = "onnxruntime int8" if self.int8 else "onnxruntime"
+                log.info(f"{which} model loaded", extra={"model": self.name, "runtime": self.runtimes[which],
+                                                         "threads": self.threads, "export": str(tower.path)})
+                return preprocessor, tower
+        else:
+            self.runtimes[which] = "torch"
+        if model is None:
+            model = self._torch_model(model_cls)
+        log.info(f"{which} model loaded", extra={"model": self.name, "device": self.device, "runtime": "torch"})
         return preprocessor, model
 
     def _load_text(self) -> tuple[Any, Any]:
         tokenizer_cls, text_cls, _, _ = _clip_classes()
-        return self._load_tower("text", tokenizer_cls, text_cls)
+        return self._load_tower("text", tokenizer_cls, text_cls, lambda model, _, target: onnx.export_text(
+            model, target))
 
     def _load_vision(self) -> tuple[Any, Any]:
         _, _, processor_cls, vision_cls = _clip_classes()
-        processor, model = self._load_tower("vision", processor_cls, vision_cls)
+        processor, model = self._load_tower("vision", processor_cls, vision_cls, lambda m, proc, target: (
+            onnx.export_vision(m, _processor_params(proc)[1:3], target)))
         self._params = _processor_params(processor)  # read once, not for every image
         return processor, model
 
@@ -205,16 +295,20 @@ class Encoder:
     def normalise_prompt(prompt: str) -> str:
         return " ".join(prompt.split()).lower()
 
-    def tokenize(self, texts: list[str]) -> Any:
+    def tokenize(self, texts: list[str], tensors: str = "pt") -> Any:
         """Token ids padded to the longest text of the batch only: short prompts stay short (and fast)."""
         tokenizer, _ = self.text.get(wait=self.request_wait)
-        return tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+        return tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors=tensors)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` (padded to the longest, never to 77 tokens), one row each."""
+        _, model = self.text.get(wait=self.request_wait)
+        if isinstance(model, onnx.OnnxTower):
+            batch = self.tokenize(texts, "np")
+            return _normalise(model.run({"input_ids": batch["input_ids"].astype(np.int64),
+                                         "attention_mask": batch["attention_mask"].astype(np.int64)}))
         import torch
 
-        _, model = self.text.get(wait=self.request_wait)
         batch = self.tokenize(texts)
         with torch.inference_mode():
             out = model(**{k: v.to(self.device) for k, v in batch.items()})
@@ -280,9 +374,11 @@ class Encoder:
 
     def encode_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         """One forward pass over a batch of preprocessed images."""
+        _, model = self.vision.get()
+        if isinstance(model, onnx.OnnxTower):
+            return _normalise(model.run({"pixel_values": np.stack(pixels).astype(np.float32, copy=False)}))
         import torch
 
-        _, model = self.vision.get()
         tensor = torch.from_numpy(np.stack(pixels)).to(self.device)
         with torch.inference_mode():
             out = model(pixel_values=tensor)

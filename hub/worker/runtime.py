@@ -56,7 +56,8 @@ class Runtime:
         self.sessions = services.sessions
         self.media = services.media
         self.role = role
-        self.encoder = Encoder(settings.model, settings.device)
+        self.encoder = Encoder(settings.model, settings.device, settings.inference, settings.inference_threads,
+                               settings.home, settings.inference_int8)
         self.store = VectorStore(settings.chroma_url, settings.home, self.encoder.key)
         self.broker = make_broker(settings)
         self.broker.is_worker_process = role == "worker"
@@ -257,6 +258,11 @@ class Runtime:
         else:
             checks["model"] = "loading"
         return checks
+
+    def model_warnings(self) -> list[str]:
+        """A tower that runs on torch though ONNX Runtime was asked for (the export or its session failed)."""
+        return [f"the {tower} model runs on {runtime}" for tower, runtime in sorted(self.encoder.runtimes.items())
+                if runtime.startswith("torch (")]
 
     async def _broker_check(self) -> str:
         if not self.settings.broker_is_redis:

@@ -57,11 +57,12 @@ async def ready(services: Svc) -> Response[ReadyOut]:
 
 async def _warnings(services: Services) -> list[str]:
     """What an operator should act on though the service can serve (it does not make /ready fail)."""
+    found = services.pipeline.model_warnings() if services.pipeline is not None else []
     try:
         stale = await stale_webhook_connections(services)
     except Exception:  # noqa: BLE001 - readiness reports, never raises
-        return []
+        return found
     if not stale:
-        return []
-    return [f"{len(stale)} connection(s) have webhooks at an old HUB_PUBLIC_URL; the workers are moving them to "
+        return found
+    return [*found, f"{len(stale)} connection(s) have webhooks at an old HUB_PUBLIC_URL; the workers are moving them to "
             f"{services.settings.public_url} (connections {', '.join(map(str, stale[:50]))})"]

@@ -55,6 +55,7 @@ class Hub:
             if self.services.pipeline is not None:
                 await self.services.pipeline.stop()
         finally:
+            await self.services.prompt_log.close()
             await dispose(self.engine)
 
 

@@ -334,11 +334,8 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     if vector is not None and not (positives or negatives):
         await _fill_vector_scores(pipeline, principal.shop_id, vector, results)
     if log_prompt and prompt:  # (a query by photo or examples alone is not a prompt)
-        top = results[0].vector_score if results else None
-        session.add(Prompt(shop_id=principal.shop_id, prompt=prompt, num_recommended=limit,
-                           result_count=len(results), top_score=top, filters=filters,
-                           api_key_id=principal.key_id))
-        await session.commit()
+        services.prompt_log.add(principal.shop_id, prompt, limit, len(results),
+                                results[0].vector_score if results else None, filters, principal.key_id)
     counted = None
     if facets:  # a facet whose own filter is set counts the candidates without it (disjunctive faceting)
         counted = await _timed(timings, "facets", _facets(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -11,6 +11,7 @@ from hub.connectors import ConnectionContext, Connector
 from hub.domain.media import MediaStore
 from hub.db.models import Connection
 from hub.domain.pipeline import Pipeline
+from hub.domain.prompt_log import PromptLog
 from hub.domain.secrets import SecretBox
 from hub.plugin_manager import Plugins
 from hub.settings import Settings
@@ -26,6 +27,10 @@ class Services:
     plugins: Plugins
     secrets: SecretBox
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
+    prompt_log: PromptLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prompt_log = PromptLog(self.sessions)
 
     def webhook_url(self, row: Connection) -> str:
         """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""

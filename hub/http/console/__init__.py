@@ -447,9 +447,10 @@ class ConsoleController(Controller):
         return Redirect("/console/catalog" + ("?more_failed=1" if more else ""), status_code=303, headers=HEADERS)
 
     @get("/insights")
-    async def insights_page(self, request: Request[Any, Any, Any], db: Db) -> Response[Any]:
+    async def insights_page(self, request: Request[Any, Any, Any], db: Db, services: Svc) -> Response[Any]:
         """What shoppers asked in the last 30 days: per day (a plot), most asked, worst answered, filters."""
         me = await _session(request, db)
+        await services.prompt_log.flush()
         data = await insights(db, me.shop_id)
         return page("insights.html", me=me, page="insights", data=data, plot=svg_timeline(data.days))
 
@@ -458,6 +459,7 @@ class ConsoleController(Controller):
         """The whole prompt log, streamed as CSV (from a session of its own: the request's ends before)."""
         me = await _session(request, db)
         shop_id = me.shop_id
+        await services.prompt_log.flush()
 
         async def rows() -> AsyncIterator[str]:
             async with services.sessions() as session:

@@ -186,10 +186,12 @@ class PromptController(Controller):
     async def list_prompts(
         self,
         db: Db,
+        services: Svc,
         principal: Caller,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> PromptPage:
         """What shoppers asked, newest first."""
+        await services.prompt_log.flush()  # (this process's newest prompts are still being gathered)
         items, next_cursor = await list_prompts(db, principal.shop_id, limit, cursor)
         return {"items": items, "next_cursor": next_cursor}

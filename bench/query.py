@@ -39,6 +39,7 @@ async def seed(home: Path, model: Path, shop_id: int, n: int) -> None:
 
     from hub.db.engine import create_engine
     from hub.db.models import Image, utcnow
+    from hub.domain.lexical import refresh
     from hub.search.encoder import model_key
     from hub.search.store import VectorStore
     from hub.settings import load_settings
@@ -54,6 +55,7 @@ async def seed(home: Path, model: Path, shop_id: int, n: int) -> None:
               "embedded_at": now, "attempts": 1, "created_at": now, "updated_at": now} for i in range(n)],
         )
         ids = list(result.scalars())
+        await conn.run_sync(lambda sync: refresh(sync, ids))  # their lexical documents (rows written without the ORM)
     await engine.dispose()
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, 512)).astype(np.float32)

@@ -139,6 +139,8 @@ def cmd_model_prepare(args: argparse.Namespace) -> None:
     if encoder.inference == "onnx":
         cached = [str(place) for place in encoder.export_places() if place.is_dir()]
         print(f"ONNX exports: {', '.join(cached) or 'none'}")
+    if any("(" in runtime for runtime in encoder.runtimes.values()):
+        raise SystemExit("hub: a tower does not run as HUB_INFERENCE asks (above); the log says why")
 
 
 def cmd_model_init_test(args: argparse.Namespace) -> None:

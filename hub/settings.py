@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         self.home = self.home.expanduser().resolve()
         return self
 
+    @model_validator(mode="after")
+    def _onnx_on_cpu(self) -> Settings:
+        if self.inference == "onnx" and self.device not in (None, "cpu"):
+            raise ValueError(f"HUB_INFERENCE=onnx runs the model on the CPU; with HUB_DEVICE={self.device} set "
+                             "HUB_INFERENCE=torch (or auto)")
+        return self
+
     def retry_delay(self, attempts: int) -> timedelta:
         """Exponential backoff after the n-th failed attempt (images, deliveries, jobs), capped at
         HUB_RETRY_MAX_SECONDS: 10 s, 20 s, 40 s … 1 h, so a host that is down for hours is still waited for."""

@@ -146,6 +146,9 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
     return load_settings(**values)
 
 
+RUNNING_APPS: list[Any] = []  # the services of the apps ``serve_app`` runs (their prompt logs)
+
+
 @asynccontextmanager
 async def serve_app(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan, called over HTTP semantics in the test's own event loop."""
@@ -161,12 +164,14 @@ async def serve_app(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.As
     await asyncio.wait([lifespan, asyncio.ensure_future(started.wait())], return_when=asyncio.FIRST_COMPLETED)
     if lifespan.done():
         lifespan.result()
+    RUNNING_APPS.append(app.state.services)
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local", timeout=60) as http:
             http.app = app  # type: ignore[attr-defined]
             yield http
     finally:
+        RUNNING_APPS.remove(app.state.services)
         stopping.set()
         await lifespan
 
@@ -249,7 +254,10 @@ async def _settle(engine: Any, timeout: float = 60) -> None:
 
 
 async def db_snapshot(settings: Settings) -> dict[str, Any]:
-    """Every row of every table (but key usage times) and every media file: to prove nothing changed."""
+    """Every row of every table (but key usage times) and every media file: to prove nothing changed. The prompts
+    that running apps have gathered are written first (else a timed flush could land between two snapshots)."""
+    for running in RUNNING_APPS:
+        await running.prompt_log.flush()
     engine = create_engine(settings.db_url)
     state: dict[str, Any] = {}
     try:

@@ -27,7 +27,7 @@ import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,7 +305,8 @@ class _Interrupter:
         self.handle = self.loop.call_later(seconds, self.fire)
 
     def fire(self) -> None:
-        self.database.interrupt()
+        with suppress(sqlite3.ProgrammingError):  # (closed meanwhile: nothing left to interrupt)
+            self.database.interrupt()
         self.handle = self.loop.call_later(INTERRUPT_EVERY, self.fire)
 
     def stop(self) -> None:
@@ -332,7 +333,9 @@ async def deadline(session: AsyncSession, seconds: float) -> AsyncIterator[Deadl
         return
     raw = (await (await session.connection()).get_raw_connection()).driver_connection
     assert raw is not None
-    interrupter = _Interrupter(raw._conn, seconds)  # (aiosqlite's own interrupt() would queue behind the statement)
+    # the sqlite3 connection itself, interrupted synchronously from the timer (aiosqlite's interrupt() is a
+    # coroutine: scheduled from the timer, it could run after the search is over, on the connection's next user)
+    interrupter = _Interrupter(raw._conn, seconds)
     try:
         yield clock
     except DBAPIError as exc:
@@ -349,10 +352,11 @@ async def search(session: AsyncSession, shop_id: int, prompt: str, limit: int, n
     select over ``Image`` to the images that may be ranked (ready, listed, matching the filters); ``synonyms``
     maps a word to its group (the word included): a document with any word of the group matches; past
     ``seconds`` in all (if given), ``LexicalTimeout``."""
-    if seconds is None:
-        return await _search(session, shop_id, prompt, limit, narrow, synonyms, Deadline(session, None))
-    async with deadline(session, seconds) as clock:
-        return await _search(session, shop_id, prompt, limit, narrow, synonyms, clock)
+    with session.no_autoflush:  # (only reads: an interrupted write would roll back the caller's transaction)
+        if seconds is None:
+            return await _search(session, shop_id, prompt, limit, narrow, synonyms, Deadline(session, None))
+        async with deadline(session, seconds) as clock:
+            return await _search(session, shop_id, prompt, limit, narrow, synonyms, clock)
 
 
 async def _search(session: AsyncSession, shop_id: int, prompt: str, limit: int, narrow: Any,

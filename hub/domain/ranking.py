@@ -132,11 +132,9 @@ class Ranker:
     async def rank_vector(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
                           filters: dict[str, Any], exclude: Collection[int] = ()) -> list[tuple[Image, float]]:
         """The ``limit`` nearest ready images of listed products that match ``filters``, best first."""
-        candidates = list((await session.execute(
-            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude)
-            .order_by(Image.id).limit(self.exact_max + 1))).all())
-        if len(candidates) <= self.exact_max:
-            return await self._exact(session, shop_id, cosine_to(vector), limit, candidates)
+        if await self._few(session, shop_id, filters, exclude):
+            return await self._exact(session, shop_id, cosine_to(vector), limit,
+                                     await self._candidates(session, shop_id, filters, exclude))
         results = await self._indexed(session, shop_id, vector, limit, filters, exclude)
         if len(results) < limit:
             count = await session.scalar(matching(select(func.count(Image.id)), shop_id, filters, exclude)) or 0
@@ -157,10 +155,9 @@ class Ranker:
             return await self.rank_vector(session, shop_id, average_vector(positives, negatives), limit, filters,
                                           exclude)
         scorer = best_score(positives, negatives)
-        candidates = list((await session.execute(
-            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude)
-            .order_by(Image.id).limit(self.exact_max + 1))).all())
-        if len(candidates) > self.exact_max:  # the index's nearest to each positive, scored exactly
+        if await self._few(session, shop_id, filters, exclude):
+            candidates = await self._candidates(session, shop_id, filters, exclude)
+        else:  # the index's nearest to each positive, scored exactly
             near: set[int] = set()
             each = min(max(limit * 2, 100), BEST_SCORE_EACH)
             for vector in positives:
@@ -171,6 +168,22 @@ class Ranker:
                 candidates += list((await session.execute(select(Image.id, Image.embedded_at).where(
                     Image.id.in_(ids[start:start + 1000])))).all())
         return await self._exact(session, shop_id, scorer, limit, candidates)
+
+    async def _few(self, session: AsyncSession, shop_id: int, filters: dict[str, Any],
+                   exclude: Collection[int]) -> bool:
+        """Whether at most ``exact_max`` images match: counted by the database, at most ``exact_max + 1`` of them
+        (a large shop's candidates are never brought over to be counted: at 10,000 images that cost 5,001 rows
+        decoded per query, ≈ 20 ms of the event loop's time)."""
+        if self.exact_max <= 0:
+            return False
+        bounded = matching(select(Image.id), shop_id, filters, exclude).limit(self.exact_max + 1).subquery()
+        return int(await session.scalar(select(func.count()).select_from(bounded)) or 0) <= self.exact_max
+
+    @staticmethod
+    async def _candidates(session: AsyncSession, shop_id: int, filters: dict[str, Any],
+                          exclude: Collection[int]) -> list[Any]:
+        return list((await session.execute(
+            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude).order_by(Image.id))).all())
 
     async def _exact(self, session: AsyncSession, shop_id: int, scorer: Scorer, limit: int,
                      candidates: list[Any]) -> list[tuple[Image, float]]:

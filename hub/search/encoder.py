@@ -168,6 +168,9 @@ class Encoder:
                  home: Path | None = None, int8: bool = False) -> None:
         if inference not in ("auto", "onnx", "torch"):
             raise ValueError(f"inference must be auto, onnx or torch, not {inference!r}")
+        if inference == "onnx" and device not in (None, "cpu"):
+            raise ValueError(f"ONNX Runtime runs the model on the CPU here; with device {device!r} use torch "
+                             "(or auto)")
         self.name = name
         self._device = device
         self._inference = inference
@@ -232,32 +235,49 @@ class Encoder:
             return self._export_places
 
     def _onnx_tower(self, which: str, model_cls: Any, export: Any) -> tuple[onnx.OnnxTower | None, Any]:
-        """The tower on ONNX Runtime (exported first if no cached export exists; quantized to int8 from that
-        export if asked), or None and the reason, with the torch model if it had to be loaded for the export."""
-        filename, model = f"{which}.onnx", None
-        wanted = f"{which}-int8.onnx" if self.int8 else filename
+        """The tower on ONNX Runtime (exported first if no cached export exists or the cached one cannot be
+        opened; quantized to int8 from that export if asked), or None, with the torch model if it had to be
+        loaded for the export."""
+        model = None
         try:
             places = self.export_places()
-            path = onnx.cached(places, wanted)
+            path = onnx.cached(places, f"{which}.onnx")
+            if path is not None:
+                try:
+                    tower = onnx.OnnxTower(path, self.threads)
+                except Exception as exc:  # noqa: BLE001 - a damaged or unreadable export: made again below
+                    log.warning(f"{which} model: the cached ONNX export cannot be used; exporting again",
+                                extra={"path": str(path), "reason": f"{type(exc).__name__}: {exc}"[:300]})
+                    path = None
             if path is None:
-                source = onnx.cached(places, filename)
-                if source is None:
-                    model = self._torch_model(model_cls)
-                    if not Path(self.name).is_dir():  # a hub id's weights may have arrived only now: digest them
-                        with self._places_lock:
-                            self._export_places = None
-                        places = self.export_places()
-                    source = onnx.export_into(places, filename, lambda target: export(model, target))
-                path = source if not self.int8 else onnx.export_into(
-                    places, wanted, lambda target: onnx.quantize_int8(source, target))
-            return onnx.OnnxTower(path, self.threads), model
+                model = self._torch_model(model_cls)
+                if not Path(self.name).is_dir():  # a hub id's weights may have arrived only now: digest them
+                    with self._places_lock:
+                        self._export_places = None
+                    places = self.export_places()
+                path = onnx.export_into(places, f"{which}.onnx", lambda target: export(model, target))
+                (path.parent / f"{which}-int8.onnx").unlink(missing_ok=True)  # made from the export it replaces
+                tower = onnx.OnnxTower(path, self.threads)
         except ModelUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - torch is the fallback; the reason is logged and reported
-            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-            self.runtimes[which] = f"torch (ONNX Runtime not used: {reason})"
-            log.warning(f"{which} model: ONNX Runtime not used, torch runs it", extra={"reason": reason})
+            self._fell_back(which, "torch (ONNX Runtime not used", exc)
             return None, model
+        self.runtimes[which] = "onnxruntime"
+        if self.int8:
+            try:
+                quantized = onnx.cached([path.parent], f"{which}-int8.onnx") or onnx.export_into(
+                    [path.parent], f"{which}-int8.onnx", lambda target: onnx.quantize_int8(path, target))
+                tower = onnx.OnnxTower(quantized, self.threads)
+                self.runtimes[which] = "onnxruntime int8"
+            except Exception as exc:  # noqa: BLE001 - the float32 export runs it
+                self._fell_back(which, "onnxruntime (int8 not used", exc)
+        return tower, model
+
+    def _fell_back(self, which: str, runtime: str, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        self.runtimes[which] = f"{runtime}: {reason})"
+        log.warning(f"{which} model: {runtime})", extra={"reason": reason})
 
     def _load_tower(self, which: str, preprocessor_cls: Any, model_cls: Any, export: Any) -> tuple[Any, Any]:
         try:
@@ -268,7 +288,6 @@ class Encoder:
         if self.inference == "onnx":
             tower, model = self._onnx_tower(which, model_cls, lambda m, target: export(m, preprocessor, target))
             if tower is not None:
-                self.runtimes[which] = "onnxruntime int8" if self.int8 else "onnxruntime"
                 log.info(f"{which} model loaded", extra={"model": self.name, "runtime": self.runtimes[which],
                                                          "threads": self.threads, "export": str(tower.path)})
                 return preprocessor, tower

@@ -18,8 +18,11 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ log = logging.getLogger("hub.model")
 
 EXPORT_FORMAT = 1  # bump when what an export holds changes (inputs, outputs, opset)
 OPSET = 17
+STALE_TEMPORARY_SECONDS = 24 * 3600
+_EXPORT_LOCK = threading.Lock()
 
 
 def checkpoint_folder(name: str) -> Path | None:
@@ -45,15 +50,20 @@ def checkpoint_folder(name: str) -> Path | None:
 
 
 def export_digest(folder: Path) -> str:
-    """A short digest of the checkpoint's files (names, sizes, their first and last MiB), the export format and
-    torch's version (the exporter)."""
-    digest = hashlib.sha256(f"{EXPORT_FORMAT}:{OPSET}:{version('torch')}".encode())
+    """A short digest of the checkpoint's files and of what makes an export of them (the export's format; torch,
+    transformers and ONNX Runtime's versions). A file counts by its name, size and modification time and its
+    first and last MiB; in the Hugging Face cache, by the name of the blob it links to (a hash of its content)."""
+    makers = [version(package) for package in ("torch", "transformers", "onnxruntime")]
+    digest = hashlib.sha256(f"{EXPORT_FORMAT}:{OPSET}:{':'.join(makers)}".encode())
     for file in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        size = file.stat().st_size
-        digest.update(file.name.encode() + b":" + str(size).encode())
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        if file.is_symlink():
+            digest.update(Path(os.readlink(file)).name.encode())
+            continue
         with file.open("rb") as fh:
             digest.update(fh.read(1 << 20))
-            fh.seek(max(0, size - (1 << 20)))
+            fh.seek(max(0, stat.st_size - (1 << 20)))
             digest.update(fh.read(1 << 20))
     return digest.hexdigest()[:16]
 
@@ -85,40 +95,52 @@ def export_into(places: list[Path], filename: str, export: Callable[[Path], None
             continue
         log.info("model exported to ONNX", extra={"path": str(place / filename)})
         return place / filename
-    raise OSError("no writable place for the ONNX export" + (f" ({'; '.join(errors)})" if errors else ""))
+    log.warning("no writable place for the ONNX export", extra={"tried": "; ".join(errors) or "nowhere"})
+    raise OSError("no writable place for the ONNX export (the log says where it tried)")
+
+
+@contextmanager
+def _written(target: Path) -> Iterator[str]:
+    """A temporary file next to ``target`` to write, renamed to it when done (a concurrent reader never sees half
+    a file; two processes writing at once both succeed), readable as the umask allows (``mkstemp`` makes it
+    owner-only: a service running as another user than ``hub model prepare`` could not read it). Temporary files
+    that a killed process left behind are removed after a day."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(".*.onnx"):
+        with suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                stale.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _export(module: Any, args: tuple[Any, ...], names: list[str], axes: dict[str, dict[int, str]],
             target: Path) -> None:
-    """Trace ``module`` into ``target`` (a temporary file first, then renamed: a concurrent reader never sees
-    half a file, and two processes exporting at once both succeed)."""
+    """Trace ``module`` into ``target``. One export at a time in a process: torch's exporter keeps global state
+    (the text and image towers load in two threads)."""
     import torch
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(module, args, tmp, input_names=names, output_names=["embeds"],
-                              dynamic_axes={**axes, "embeds": {0: "batch"}}, opset_version=OPSET, dynamo=False)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with _EXPORT_LOCK, _written(target) as tmp, warnings.catch_warnings(), torch.inference_mode(False), \
+            torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(module, args, tmp, input_names=names, output_names=["embeds"],
+                          dynamic_axes={**axes, "embeds": {0: "batch"}}, opset_version=OPSET, dynamo=False)
 
 
 def quantize_int8(source: Path, target: Path) -> None:
     """ONNX Runtime's dynamic quantization of ``source``'s weights to int8 (activations quantized as they run)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
+    with _written(target) as tmp:
         quantize_dynamic(source, tmp, weight_type=QuantType.QInt8)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _embeds(model: Any, output: str) -> Any:

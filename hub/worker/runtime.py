@@ -262,7 +262,7 @@ class Runtime:
     def model_warnings(self) -> list[str]:
         """A tower that runs on torch though ONNX Runtime was asked for (the export or its session failed)."""
         return [f"the {tower} model runs on {runtime}" for tower, runtime in sorted(self.encoder.runtimes.items())
-                if runtime.startswith("torch (")]
+                if "(" in runtime]
 
     async def _broker_check(self) -> str:
         if not self.settings.broker_is_redis:

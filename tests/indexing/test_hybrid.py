@@ -459,6 +459,17 @@ async def test_the_deadline_cancels_a_statement_and_the_transaction_goes_on(sett
             assert (await session.execute(text("SELECT 41 + 1"))).scalar() == 42
             async with deadline(session, 5):
                 assert (await session.execute(text("SELECT 1"))).scalar() == 1
+            # a statement that starts once the deadline has passed on an idle connection is cancelled too
+            with pytest.raises(LexicalTimeout):
+                async with deadline(session, 0.1):
+                    await asyncio.sleep(0.3)  # (past the deadline; nothing running when it passed)
+                    await session.execute(endless)
+            # a search that ended before its deadline leaves nothing behind to cancel a later statement
+            async with deadline(session, 0.1):
+                assert (await session.execute(text("SELECT 2"))).scalar() == 2
+            await asyncio.sleep(0.3)
+            short = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000) SELECT count(*) FROM n"
+            assert (await session.execute(text(short))).scalar() == 300000  # (≈ 0.1 s: long enough to be hit)
             if postgres:
                 assert (await session.execute(text("SHOW statement_timeout"))).scalar() == default
                 # the deadline is for the whole search: each statement gets only what the ones before it left

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ def catalog(n: int, seed: int = 0) -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def towers(test_model: Path) -> tuple[Encoder, Encoder]:
     ort, torch = Encoder(str(test_model), inference="onnx"), Encoder(str(test_model), inference="torch")
+    assert isinstance(ort.text.get()[1], onnx.OnnxTower) and isinstance(ort.vision.get()[1], onnx.OnnxTower)
+    assert not isinstance(torch.text.get()[1], onnx.OnnxTower)  # (else the parity below compares a runtime to itself)
     return ort, torch
 
 
@@ -60,6 +63,8 @@ def test_onnx_runtime_runs_both_towers_by_default_on_cpu(test_model):
     assert Encoder(str(test_model), inference="torch").inference == "torch"
     with pytest.raises(ValueError, match="auto, onnx or torch"):
         Encoder(str(test_model), inference="tensorflow")
+    with pytest.raises(ValueError, match="use torch"):
+        Encoder(str(test_model), device="cuda", inference="onnx")
 
 
 def test_prompts_match_torch_alone_and_in_batches_of_any_length(towers):
@@ -126,6 +131,29 @@ def test_an_export_is_made_once_and_a_changed_checkpoint_gets_its_own(test_model
     assert len(list((folder / "onnx").glob("*/text.onnx"))) == 2
 
 
+def test_both_towers_export_at_once_and_the_files_are_readable(test_model, tmp_path):
+    folder = copy_checkpoint(test_model, tmp_path / "ckpt")
+    encoder = Encoder(str(folder))
+    with ThreadPoolExecutor(2) as pool:  # (as at start-up: the text tower warms up while images are embedded)
+        list(pool.map(lambda tower: tower.get(), [encoder.text, encoder.vision]))
+    assert encoder.runtimes == {"text": "onnxruntime", "vision": "onnxruntime"}
+    umask = os.umask(0)
+    os.umask(umask)
+    for export in (folder / "onnx").glob("*/*.onnx"):
+        assert export.stat().st_mode & 0o777 == 0o666 & ~umask, export  # not owner-only: another user may serve
+
+
+def test_a_damaged_export_is_made_again(test_model, tmp_path):
+    folder = copy_checkpoint(test_model, tmp_path / "ckpt")
+    Encoder(str(folder)).encode_text(["red dress"])
+    (export,) = (folder / "onnx").glob("*/text.onnx")
+    export.write_bytes(b"not an onnx model")
+    encoder = Encoder(str(folder))
+    reference = Encoder(str(test_model), inference="torch").encode_text(["red dress"])
+    assert cosines(encoder.encode_text(["red dress"]), reference).min() >= 0.9999
+    assert encoder.runtimes["text"] == "onnxruntime" and export.stat().st_size > 1000
+
+
 def test_a_read_only_checkpoint_exports_into_the_home(test_model, tmp_path):
     folder = copy_checkpoint(test_model, tmp_path / "ckpt")
     (folder / "onnx").write_text("not a folder: nothing can be written here")
@@ -156,6 +184,14 @@ def test_hub_model_prepare_exports_both_towers(test_model, tmp_path):
     torch = subprocess.run([sys.executable, "-m", "hub", "model", "prepare", str(folder)], capture_output=True,
                            text=True, timeout=300, env=env | {"HUB_INFERENCE": "torch"})
     assert torch.returncode == 0 and "text model: torch\nvision model: torch" in torch.stdout, torch.stderr
+    nowhere = copy_checkpoint(test_model, tmp_path / "nowhere")
+    (nowhere / "onnx").write_text("not a folder")
+    (tmp_path / "home").mkdir(exist_ok=True)
+    (tmp_path / "home" / "onnx").write_text("not a folder")
+    fallback = subprocess.run([sys.executable, "-m", "hub", "model", "prepare", str(nowhere)], capture_output=True,
+                              text=True, timeout=300, env=env)
+    assert fallback.returncode == 1 and "text model: torch (ONNX Runtime not used" in fallback.stdout
+    assert "does not run as HUB_INFERENCE asks" in fallback.stderr
     missing = subprocess.run([sys.executable, "-m", "hub", "model", "prepare", str(tmp_path / "nothing")],
                              capture_output=True, text=True, timeout=300, env=env)
     assert missing.returncode != 0 and "cannot load model" in missing.stderr

@@ -7,8 +7,8 @@ local folder, the same loading path), so the two never disagree about the weight
 
 An export is cached in ``onnx/<digest>/`` inside the checkpoint's folder (a local folder, or the Hugging Face
 cache's snapshot of that revision), or under ``HUB_HOME/onnx/`` when that folder is read-only. ``<digest>`` covers
-the checkpoint's files (as ``model_key`` reads them), the export's format and torch's version: a changed
-checkpoint gets a new export.
+the checkpoint's files, the export's format and the versions of torch, transformers and ONNX Runtime: a changed
+checkpoint, or an upgrade of what makes the export, gets a new one.
 Two processes exporting at once each write their own temporary file and the rename is atomic.
 """
 
@@ -99,6 +99,15 @@ def export_into(places: list[Path], filename: str, export: Callable[[Path], None
     raise OSError("no writable place for the ONNX export (the log says where it tried)")
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, for every thread, meanwhile)."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
 @contextmanager
 def _written(target: Path) -> Iterator[str]:
     """A temporary file next to ``target`` to write, renamed to it when done (a concurrent reader never sees half
@@ -114,9 +123,7 @@ def _written(target: Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -137,8 +137,8 @@ def test_both_towers_export_at_once_and_the_files_are_readable(test_model, tmp_p
     with ThreadPoolExecutor(2) as pool:  # (as at start-up: the text tower warms up while images are embedded)
         list(pool.map(lambda tower: tower.get(), [encoder.text, encoder.vision]))
     assert encoder.runtimes == {"text": "onnxruntime", "vision": "onnxruntime"}
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = onnx.current_umask()
+    assert umask == os.umask(umask)  # (read right: set to what it was, it returns what it was)
     for export in (folder / "onnx").glob("*/*.onnx"):
         assert export.stat().st_mode & 0o777 == 0o666 & ~umask, export  # not owner-only: another user may serve
 

@@ -59,6 +59,7 @@ class PromptLog:
         self._scheduled = None
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush_in_background(), name="hub-prompt-log")
+        # (else the running flush, once done, schedules the next for the rows that came meanwhile)
 
     async def _flush_in_background(self) -> None:
         try:
@@ -67,6 +68,9 @@ class PromptLog:
             log.warning("prompt log not written; retrying", extra={"reason": f"{type(exc).__name__}: {exc}"[:300],
                                                                    "pending": len(self.pending)})
             self._schedule(RETRY_SECONDS)
+            return
+        if self.pending:  # added while this flush was writing
+            self._schedule(self.flush_seconds)
 
     async def flush(self) -> int:
         """Write every row gathered so far, in one statement; how many. Raises (the rows kept) if the database

@@ -107,6 +107,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
             "(with the embedded default, `hub serve` runs the workers itself)"
         )
     from hub.bootstrap import build
+    from hub.search.priority import lower_this_thread
+
+    lower_this_thread(settings.worker_nice)  # before any other thread starts: they all inherit it
 
     async def work() -> None:
         await run_worker(settings, build(settings, "worker"))

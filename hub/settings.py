@@ -89,6 +89,12 @@ class Settings(BaseSettings):
                                  "faster, less exact (docs/benchmarks.md).")
     embed_batch_size: int = Field(32, ge=1, le=256, description="Images per forward pass.")
     embed_batch_wait_ms: int = Field(100, ge=0, le=5000, description="How long a batch waits to fill.")
+    worker_nice: int = Field(10, ge=0, le=19, description="CPU priority of `hub worker` (Linux nice value; 0 "
+                             "leaves it as started): a worker sharing a host with the API leaves the API the "
+                             "cores it needs to answer.")
+    embed_nice: int = Field(10, ge=0, le=19, description="CPU priority of embedding images (Linux nice value of "
+                            "its threads; 0 leaves it at the process's): where the API shares the cores with "
+                            "embedding, requests and webhooks are answered first.")
     retry_max_attempts: int = Field(13, ge=1, le=100, validation_alias=_renamed("retry_max_attempts"),
                                     description="Attempts before an image, a webhook delivery or a job fails: with "
                                     "the default delays, about 4.4 hours of retrying.")

@@ -97,8 +97,8 @@ class Embedder:
         self.store = store
         self.media = media
         self.batcher = Batcher(
-            encoder, settings.embed_batch_size, settings.embed_batch_wait_ms, self._decode_and_preprocess
-        )
+            encoder, settings.embed_batch_size, settings.embed_batch_wait_ms, self._decode_and_preprocess,
+            settings.embed_nice)
         self.writer = Coalescer(self._store_and_mark_ready)
         self._http = make_client(settings.fetch_timeout, settings.allow_private_fetch,
                                  max_bytes=settings.max_upload_bytes, deadline=settings.fetch_deadline,

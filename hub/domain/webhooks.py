@@ -74,9 +74,10 @@ def content_key(parsed: ParsedDelivery, body: bytes) -> str:
 
 
 async def accept(services: Services, db: Any, row: Connection, connector: Connector, delivery: Delivery,
-                 *, verified: bool = False) -> tuple[str, WebhookDelivery | None]:
+                 *, verified: bool = False) -> tuple[str, int | None]:
     """Verify (unless the caller did, with the app's secret), parse, deduplicate and record one delivery for one
-    connection; (status, the recorded row)."""
+    connection; (status, the recorded delivery's id). Answered once the delivery is durable, and nothing else:
+    the work it asks for is queued (see ``DeliveryInbox``)."""
     ctx = services.context(row, connector, None)
     if not verified:
         try:
@@ -109,38 +110,35 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
         return "processed", None  # a ping: nothing to apply, and (unsigned) nothing worth keeping
 
     key = content_key(parsed, delivery.body)
-    seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row.id,
-                                                         WebhookDelivery.content_key == key))
-    if seen is not None:
-        if seen.status == "rejected":  # the same answer as the first time
-            raise Invalid(f"malformed delivery: {seen.error}")
-        await db.execute(update(WebhookDelivery).where(WebhookDelivery.id == seen.id)
-                         .values(duplicates=WebhookDelivery.duplicates + 1))
-        await db.commit()
-        return "duplicate", seen
     bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
-    record = WebhookDelivery(**common, delivery_id=(parsed.delivery_id or None) and parsed.delivery_id[:200],
-                             content_key=key, topic=parsed.topic[:100])
+    row = {**common, "delivery_id": (parsed.delivery_id or None) and parsed.delivery_id[:200], "content_key": key,
+           "topic": parsed.topic[:100], "status": "received", "error": None, "body": None, "processed_at": None,
+           "next_attempt_at": None, "attempts": 0, "duplicates": 0, "summary": {}}
     if bad is not None:
-        record.status, record.error, record.body, record.processed_at = "rejected", bad, delivery.body, utcnow()
+        row.update(status="rejected", error=bad, body=delivery.body, processed_at=utcnow())
     elif parsed.ignored:  # acknowledged, applied nowhere (and its body, maybe customer data, is not kept)
-        record.status, record.error, record.processed_at = "ignored", parsed.ignored[:2000], utcnow()
+        row.update(status="ignored", error=parsed.ignored[:2000], processed_at=utcnow())
     elif not parsed.events:  # a ping or a topic with nothing to apply: done
-        record.status, record.processed_at = "processed", utcnow()
+        row.update(status="processed", processed_at=utcnow())
     else:
-        record.body = delivery.body
-        record.next_attempt_at = utcnow() + services.settings.lease
-    db.add(record)
-    try:
-        await db.commit()
-    except IntegrityError:  # the same delivery, concurrently: the other request has it
-        await db.rollback()
-        return "duplicate", None
+        row.update(body=delivery.body, next_attempt_at=utcnow() + services.settings.lease)
+    await db.commit()  # (the connection was read in this session: end its transaction before waiting)
+    delivery_pk = await services.inbox.record(row)
+    if delivery_pk is None:  # stored before (a replay), or by a request that came at the same moment
+        seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row["connection_id"],
+                                                             WebhookDelivery.content_key == key))
+        if seen is not None and seen.status == "rejected":  # the same answer as the first time
+            raise Invalid(f"malformed delivery: {seen.error}")
+        if seen is not None:
+            await db.execute(update(WebhookDelivery).where(WebhookDelivery.id == seen.id)
+                             .values(duplicates=WebhookDelivery.duplicates + 1))
+            await db.commit()
+        return "duplicate", seen.id if seen is not None else None
     if bad is not None:
         raise Invalid(f"malformed delivery: {bad}")
-    if record.status == "received" and services.pipeline is not None:
-        await services.pipeline.deliveries_received([record.id])
-    return ("accepted" if record.status == "received" else record.status), record
+    if row["status"] == "received" and services.pipeline is not None:
+        await services.pipeline.deliveries_received([delivery_pk])
+    return ("accepted" if row["status"] == "received" else row["status"]), delivery_pk
 
 
 class DeliveryAnswer(TypedDict):
@@ -173,8 +171,8 @@ async def receive(db: AsyncSession, services: Services, connector_name: str, con
         if isinstance(connector, AppDeliveries) and connector.compliance_topic(delivery):
             return {"status": "ignored", "delivery": None}
         raise NotFound(f"no {connector_name} connection {connection_id}")
-    status, record = await accept(services, db, row, connector, delivery)
-    return {"status": status, "delivery": record.id if record else None}
+    status, delivery_pk = await accept(services, db, row, connector, delivery)
+    return {"status": status, "delivery": delivery_pk}
 
 
 async def receive_for_app(db: AsyncSession, services: Services, connector_name: str,

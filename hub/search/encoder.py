@@ -162,10 +162,11 @@ class Encoder:
     Runtime on CPU and torch on a GPU. ``threads``: ONNX Runtime's threads per tower (default: the cores this
     process may use). ``home``: where an export goes when the checkpoint's folder is read-only. ``int8``: ONNX
     Runtime runs weights quantized to int8 (faster, less exact: ``docs/benchmarks.md``; off by default).
+    ``vision_nice``: the image tower's ONNX Runtime threads run at this nice value (``hub.search.priority``).
     """
 
     def __init__(self, name: str, device: str | None = None, inference: str = "auto", threads: int | None = None,
-                 home: Path | None = None, int8: bool = False) -> None:
+                 home: Path | None = None, int8: bool = False, vision_nice: int = 0) -> None:
         if inference not in ("auto", "onnx", "torch"):
             raise ValueError(f"inference must be auto, onnx or torch, not {inference!r}")
         if inference == "onnx" and device not in (None, "cpu"):
@@ -177,6 +178,7 @@ class Encoder:
         self.threads = threads or available_cores()
         self._home = home
         self.int8 = int8
+        self.nice = {"text": 0, "vision": vision_nice}
         self._export_places: list[Path] | None = None
         self._places_lock = threading.Lock()
         self.runtimes: dict[str, str] = {}  # tower → what runs it ("onnxruntime", "torch", or why torch)
@@ -244,7 +246,7 @@ class Encoder:
             path = onnx.cached(places, f"{which}.onnx")
             if path is not None:
                 try:
-                    tower = onnx.OnnxTower(path, self.threads)
+                    tower = onnx.OnnxTower(path, self.threads, self.nice[which])
                 except Exception as exc:  # noqa: BLE001 - a damaged or unreadable export: made again below
                     log.warning(f"{which} model: the cached ONNX export cannot be used; exporting again",
                                 extra={"path": str(path), "reason": f"{type(exc).__name__}: {exc}"[:300]})
@@ -257,7 +259,7 @@ class Encoder:
                     places = self.export_places()
                 path = onnx.export_into(places, f"{which}.onnx", lambda target: export(model, target))
                 (path.parent / f"{which}-int8.onnx").unlink(missing_ok=True)  # made from the export it replaces
-                tower = onnx.OnnxTower(path, self.threads)
+                tower = onnx.OnnxTower(path, self.threads, self.nice[which])
         except ModelUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - torch is the fallback; the reason is logged and reported
@@ -268,7 +270,7 @@ class Encoder:
             try:
                 quantized = onnx.cached([path.parent], f"{which}-int8.onnx") or onnx.export_into(
                     [path.parent], f"{which}-int8.onnx", lambda target: onnx.quantize_int8(path, target))
-                tower = onnx.OnnxTower(quantized, self.threads)
+                tower = onnx.OnnxTower(quantized, self.threads, self.nice[which])
                 self.runtimes[which] = "onnxruntime int8"
             except Exception as exc:  # noqa: BLE001 - the float32 export runs it
                 self._fell_back(which, "onnxruntime (int8 not used", exc)

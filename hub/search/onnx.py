@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from hub.search.priority import created_at
+
 log = logging.getLogger("hub.model")
 
 EXPORT_FORMAT = 1  # bump when what an export holds changes (inputs, outputs, opset)
@@ -187,7 +189,8 @@ def export_vision(model: Any, side: tuple[int, int], target: Path) -> None:
 class OnnxTower:
     """One exported tower in an ONNX Runtime session (its ``run`` releases the GIL)."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, nice: int = 0) -> None:
+        """``nice``: the session's threads start at this nice value (``hub.search.priority``)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -198,7 +201,8 @@ class OnnxTower:
         # like torch's OMP_WAIT_POLICY=PASSIVE: idle threads must not spin on the cores the rest of the hub needs
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = created_at(nice, lambda: ort.InferenceSession(str(path), options,
+                                                                     providers=["CPUExecutionProvider"]))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         out = self.session.run(["embeds"], feeds)[0]

@@ -57,7 +57,7 @@ class Runtime:
         self.media = services.media
         self.role = role
         self.encoder = Encoder(settings.model, settings.device, settings.inference, settings.inference_threads,
-                               settings.home, settings.inference_int8)
+                               settings.home, settings.inference_int8, settings.embed_nice)
         self.store = VectorStore(settings.chroma_url, settings.home, self.encoder.key)
         self.broker = make_broker(settings)
         self.broker.is_worker_process = role == "worker"

@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, InMemoryBroker
+from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, BrokerMessage, InMemoryBroker
+from taskiq.exceptions import UnknownTaskError
 
 from hub.errors import Unavailable
 from hub.settings import Settings
@@ -38,7 +40,31 @@ def make_broker(settings: Settings) -> AsyncBroker:
             idle_timeout=int(settings.lease_seconds * 1000),
             socket_timeout=None,
         )
-    return InMemoryBroker(max_async_tasks=settings.worker_concurrency)
+    return BoundedInMemoryBroker(settings.worker_concurrency)
+
+
+class BoundedInMemoryBroker(InMemoryBroker):
+    """The in-process broker of the embedded default, running at most ``concurrency`` tasks at once.
+
+    taskiq's ``InMemoryBroker`` starts every task the moment it is sent (its ``max_async_tasks`` only bounds a
+    listening receiver, which an in-memory broker never has): a burst of 1,000 webhook deliveries became 1,000
+    tasks at once on the event loop that answers the HTTP requests, all queued for the same database
+    connections. Here the tasks wait their turn (first come, first run) and the API keeps its share."""
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__(max_async_tasks=concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def kick(self, message: BrokerMessage) -> None:
+        if self.find_task(message.task_name) is None:
+            raise UnknownTaskError(task_name=message.task_name)
+        task = asyncio.create_task(self._run(message))
+        self._running_tasks.add(task)
+        task.add_done_callback(self._running_tasks.discard)
+
+    async def _run(self, message: BrokerMessage) -> None:
+        async with self._slots:
+            await self.receiver.callback(message=message.message)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -214,3 +215,51 @@ async def test_ready_warns_when_torch_stands_in_for_onnx_runtime(client):
     assert body["checks"]["model"] == "ok"
     assert [w for w in body["warnings"] if w.startswith(
         "the text model runs on torch (ONNX Runtime not used: OSError: no writable place for the ONNX export")]
+
+
+def _nice_by_thread() -> dict[int, int]:
+    """This process's threads and their nice values (Linux)."""
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            found[int(tid)] = int(Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return found
+
+
+def test_the_image_tower_runs_at_the_background_priority_and_the_text_tower_does_not(test_model, tmp_path):
+    """HUB_EMBED_NICE: ONNX Runtime's threads for the image tower start at that nice value (they inherit it from
+    the thread that creates the session), the caller's own thread is left alone, and the text tower (queries)
+    keeps the process's priority."""
+    encoder = Encoder(str(test_model), inference="onnx", threads=2, home=tmp_path, vision_nice=7)
+    before = _nice_by_thread()
+    encoder.vision.get()
+    after_vision = _nice_by_thread()
+    vision_threads = {tid: n for tid, n in after_vision.items() if tid not in before}
+    assert 7 in vision_threads.values()  # the session's pool thread
+    assert after_vision[threading.get_native_id()] == before[threading.get_native_id()] == 0
+    encoder.text.get()
+    text_threads = {tid: n for tid, n in _nice_by_thread().items() if tid not in after_vision}
+    assert text_threads and set(text_threads.values()) == {0}
+    assert encoder.encode_pixels([encoder.preprocess(catalog(1)[0])]).shape[0] == 1
+
+
+async def test_the_embedding_batches_run_in_a_thread_at_the_background_priority(test_model):
+    from hub.search.batching import Batcher
+    from hub.search.priority import thread_nice
+
+    seen: list[int] = []
+
+    def prepare(item):
+        seen.append(thread_nice())
+        raise ValueError(f"not an image: {item}")
+
+    batcher = Batcher(Encoder(str(test_model)), size=4, wait_ms=0, prepare=prepare, nice=5)
+    try:
+        with pytest.raises(ValueError):
+            await batcher.embed("x")
+    finally:
+        await batcher.stop()
+    assert seen == [5]
+    assert _nice_by_thread()[threading.get_native_id()] == 0

@@ -138,13 +138,16 @@ async def upload(client, shop, seeds):
 
 
 async def test_upload_ready_recommended(server_settings, workers):
-    workers.start()
+    worker = workers.start()
     async with serve_app(server_settings) as client:
         assert client.app.state.services.pipeline.role == "api"
         shop = await new_shop(client)
         ids = await upload(client, shop, range(200, 206))
         images = await wait_for_images(client, shop.secret, ids)
         assert {i["status"] for i in images.values()} == {"ready"}
+        # the worker (which embedded them) runs at the background priority (HUB_WORKER_NICE, 10 unless set): on
+        # a host it shares with the API, webhooks and queries are answered first
+        assert int(Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 10
         found = await client.post("/api/v1/recommendations", json={"prompt": "red dress", "limit": 10},
                                   headers=shop.publishable)
         assert sorted(r["id"] for r in found.json()["results"]) == sorted(ids)

@@ -1,0 +1,329 @@
+"""Webhook acknowledgement under load: how long a platform waits for the hub's answer.
+
+A WooCommerce store (the emulator from the tests, on loopback) is connected to a real ``hub serve``; then signed
+``product.updated`` deliveries — each one giving a product a new photo, so the hub also fetches and embeds an
+image per delivery while it answers the next ones — are sent open-loop at each rate for ``--seconds``. Latency is
+measured from the moment a delivery was due, not from when the client got round to sending it (a client that
+falls behind must not hide the hub's delay). Between rates the hub is given time to finish the work it accepted.
+
+``--mode embedded`` is the default deployment (SQLite, in-process workers and vector store); ``--mode server``
+runs ``hub serve`` (API only) and one ``hub worker`` with PostgreSQL, Redis and a Chroma server.
+
+    .venv/bin/python -m bench.webhooks --rates 20,50,100,200 --seconds 5 --mode embedded --mode server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, ExitStack
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from bench.common import free_port, full_size_model, machine, write_section
+
+OPERATOR = "bench-operator-token-0000000000000001"
+POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _wait_ready(base: str, procs: list[subprocess.Popen], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            raise RuntimeError(f"the hub did not become ready; see {log}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Iterator[subprocess.Popen]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _admin(sql: str) -> None:
+    """One statement on the local PostgreSQL's admin database (in a thread: the caller may be in an event loop)."""
+    import asyncpg
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@contextmanager
+def _postgres_database(name: str) -> Iterator[str]:
+    """A fresh database on the local PostgreSQL, dropped afterwards."""
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def hub(mode: str, home: Path, model: Path) -> Iterator[tuple[str, list[int]]]:
+    """A running hub in ``mode``: (its URL, the pids whose memory and CPU are the hub's)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
+        "HUB_HOME": str(home / "data"), "HUB_MODEL": str(model), "HUB_ADMIN_TOKEN": OPERATOR,
+        "HUB_SECRET_KEY": "bench-secret-key-000000000000000001", "HUB_PUBLIC_URL": base,
+        "HUB_ALLOW_PRIVATE_FETCH": "true", "HUB_RATE_LIMIT": "1000000/minute",
+        "HUB_AUTH_FAILURE_LIMIT": "1000000/minute", "HUB_SIGNUP_RATE_LIMIT": "1000000/minute",
+        "HUB_STOREFRONT_RATE_LIMIT": "1000000/minute", "HUB_LOG_LEVEL": os.environ.get("HUB_LOG_LEVEL", "WARNING"),
+    }
+    hub_cmd = [sys.executable, "-m", "hub"]
+    with ExitStack() as stack:
+        if mode == "server":
+            env["HUB_DATABASE_URL"] = stack.enter_context(_postgres_database(f"bench_webhooks_{time.time_ns()}"))
+            env["HUB_BROKER_URL"] = REDIS
+            chroma_port = free_port()
+            chroma = stack.enter_context(_process(
+                [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(home / "chroma"), "--port",
+                 str(chroma_port)], env, home / "chroma.log", home))
+            env["HUB_CHROMA_URL"] = f"http://127.0.0.1:{chroma_port}"
+            _wait_chroma(env["HUB_CHROMA_URL"], chroma)
+        subprocess.run([*hub_cmd, "migrate"], env=env, cwd=home, check=True, capture_output=True)
+        procs = [stack.enter_context(_process([*hub_cmd, "serve", "--port", str(port)], env, home / "serve.log",
+                                              home))]
+        if mode == "server":
+            procs.append(stack.enter_context(_process([*hub_cmd, "worker"], env, home / "worker.log", home)))
+        _wait_ready(base, procs, home / "serve.log")
+        yield base, [p.pid for p in procs]
+
+
+def _wait_chroma(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the Chroma server did not start")
+        time.sleep(0.3)
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drain(client: httpx.AsyncClient, base: str, headers: dict[str, str], connection: int,
+                 timeout: float) -> tuple[float, bool]:
+    """Wait until every accepted delivery is applied and every image embedded: (seconds waited, drained)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        busy = 0
+        for status in ("received", "processing"):
+            resp = await client.get(f"{base}/api/v1/connections/{connection}/deliveries",
+                                    params={"status": status, "limit": 1}, headers=headers)
+            busy += len(resp.json()["items"])
+        for status in ("pending", "embedding"):
+            resp = await client.get(f"{base}/api/v1/images", params={"status": status, "limit": 1}, headers=headers)
+            busy += len(resp.json()["items"])
+        if not busy:
+            return time.monotonic() - start, True
+        await asyncio.sleep(1)
+    return time.monotonic() - start, False
+
+
+class _Sender:
+    """A lean HTTP/1.1 client for the burst: kept-alive connections, requests written as bytes, answers read by
+    their Content-Length. httpx spent 5 ms of CPU per request at 200/s here, a core of this two-core machine,
+    which measured the client rather than the hub."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        parts = httpx.URL(url)
+        self.host, self.port, self.path = parts.host, parts.port or 80, parts.raw_path.decode()
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(connections)
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> int:
+        async with self.slots:
+            stream = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+            reader, writer = stream
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            try:
+                status_line = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                status = int(status_line.split()[1])
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                writer.close()
+                return 0
+            self.idle.append(stream)
+            return status
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _burst(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
+                 rate: float) -> tuple[list[float], dict[int, int]]:
+    """Send ``deliveries`` open-loop at ``rate`` per second: the latency of each from its due time, in ms."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sender = _Sender(url, 256)
+    start = time.perf_counter()
+
+    async def one(i: int, body: bytes, headers: dict[str, str]) -> None:
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        code = await sender.post(body, headers)
+        latencies.append((time.perf_counter() - due) * 1000)
+        statuses[code] = statuses.get(code, 0) + 1
+
+    await asyncio.gather(*(one(i, body, headers) for i, (body, headers) in enumerate(deliveries)))
+    await sender.close()
+    return latencies, statuses
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def measure(mode: str, rates: list[int], seconds: float, model: Path, products: int) -> list[dict]:
+    from tests.woo_platform import WooEmulator
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hub-bench-webhooks-") as tmp, WooEmulator() as woo:
+        home = Path(tmp)
+        for pid in range(1, products + 1):
+            woo.put(pid, [pid])
+        with hub(mode, home, model) as (base, pids):
+            woo.sender = lambda url, body, headers: httpx.post(url, content=body, headers=headers, timeout=30).status_code
+            shop = httpx.post(f"{base}/api/v1/shops", json={"name": "Bench", "email": "bench@example.com"},
+                              headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30).json()
+            auth = {"Authorization": f"Bearer {shop['secret_key']}"}
+            resp = httpx.post(f"{base}/api/v1/connections", json={
+                "connector": "woocommerce", "name": "Bench store", "settings": woo.settings()}, headers=auth,
+                timeout=120)
+            resp.raise_for_status()
+            connection = resp.json()
+            url = connection["webhook_url"]
+            limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+            seed = 10_000
+            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+                await _drain(client, base, auth, connection["id"], 600)
+                for rate in rates:
+                    deliveries = []
+                    for i in range(int(rate * seconds)):
+                        seed += 1
+                        product = woo.put(1 + i % products, [seed])
+                        deliveries.append(woo.delivery("product.updated", product,
+                                                       delivery_id=f"bench-{seed}"))
+                    cpu, own = _cpu_seconds(pids[0]), _cpu_seconds(os.getpid())
+                    profiler = None
+                    if os.environ.get("BENCH_PROFILE"):  # a folder: py-spy's samples of `hub serve`, per rate
+                        profiler = subprocess.Popen(
+                            ["py-spy", "record", "-p", str(pids[0]), "--nonblocking", "--format", "raw", "-d",
+                             str(int(seconds) + 1), "-o", f"{os.environ['BENCH_PROFILE']}/{mode}-{rate}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    latencies, statuses = await _burst(url, deliveries, rate)
+                    if profiler is not None:
+                        profiler.wait()
+                    cpu, own = _cpu_seconds(pids[0]) - cpu, _cpu_seconds(os.getpid()) - own
+                    rss = _rss_mb(pids)
+                    waited, drained = await _drain(client, base, auth, connection["id"], 900)
+                    rows.append({"mode": mode, "rate": rate, "sent": len(deliveries), "statuses": statuses,
+                                 "p50": statistics.median(latencies), "p99": _pct(latencies, 0.99),
+                                 "max": max(latencies), "cpu_ms": cpu * 1000 / len(deliveries),
+                                 "client_cpu_ms": own * 1000 / len(deliveries), "drain": waited, "drained": drained, "rss": rss})
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="20,50,100,200", help="deliveries per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each rate is sent")
+    parser.add_argument("--mode", action="append", choices=("embedded", "server"),
+                        help="repeat for both (default: embedded)")
+    parser.add_argument("--products", type=int, default=50, help="products the deliveries cycle over")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    modes = args.mode or ["embedded"]
+    rates = [int(r) for r in args.rates.split(",")]
+    model = full_size_model()
+    rows = []
+    for mode in modes:
+        rows += asyncio.run(measure(mode, rates, args.seconds, model, args.products))
+    command = (f"`.venv/bin/python -m bench.webhooks --rates {args.rates} --seconds {args.seconds:g} "
+               + " ".join(f"--mode {m}" for m in modes) + f"` — {date.today().isoformat()}")
+    lines = [command, "", f"Machine: {machine()}.", "",
+             "Signed WooCommerce `product.updated` deliveries, each giving one of "
+             f"{args.products} products a new photo (so the hub fetches the product and embeds an image per delivery "
+             f"while it answers), sent open-loop for {args.seconds:g} s at each rate; latency from the moment each "
+             "was due to the hub's answer. *Drain*: how long the hub then took to apply every accepted delivery and "
+             "embed every image. *RSS*: the hub's processes (API and worker), at the end of the burst. *CPU*: the "
+             "CPU time `hub serve` used during the burst, per delivery (in embedded mode that includes the work "
+             "it started).", "",
+             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | drain s | RSS MB |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        answers = ", ".join(f"{n}× {code or 'error'}" for code, n in sorted(r["statuses"].items()))
+        drain = f"{r['drain']:.0f}" + ("" if r["drained"] else " (not drained)")
+        lines.append(f"| {r['mode']} | {r['rate']} | {r['sent']} | {answers} | {r['p50']:.1f} | {r['p99']:.1f} | "
+                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {drain} | {r['rss']:.0f} |")
+    print("\n".join(lines))
+    if not args.no_write:
+        write_section("Webhook acknowledgement", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Webhook intake under load: deliveries that arrive while one is being stored share the next write (group
+commit), each is answered only once its row is durable, a replay within the same write is still a duplicate,
+and a database that cannot take them answers 503 with nothing stored. The in-process broker runs a bounded number
+of tasks at once, so a burst of deliveries does not become a burst of tasks on the API's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from hub.db.engine import create_engine, dispose, session_factory
+from hub.db.models import WebhookDelivery
+from hub.worker.tasks import BoundedInMemoryBroker
+from tests.feed_platform import FeedPlatform, signed
+from tests.services import free_port
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True}
+
+
+@pytest.fixture
+def feed():
+    platform = FeedPlatform()
+    yield platform
+    platform.close()
+
+
+async def until(check: Any, what: str) -> None:
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never: {what}")
+
+
+async def stored(services) -> dict[str, Any]:
+    async with services.sessions() as session:
+        rows = (await session.execute(select(WebhookDelivery.delivery_id, WebhookDelivery.duplicates))).all()
+    return {r.delivery_id: r.duplicates for r in rows}
+
+
+async def test_deliveries_that_arrive_during_a_write_share_the_next(client, shop, feed, settings):
+    """The interleaving: the first delivery's write is held up by another transaction's lock; five more arrive
+    (one of them twice) and wait; once the lock goes, they are stored in one more write and each is answered."""
+    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
+                                                          "sync": False}, headers=shop.secret)
+    path = f"/webhooks/example/{resp.json()['id']}"
+    services = client.app.state.services
+    inbox = services.inbox
+    pipeline_received = services.pipeline.deliveries_received
+    queued: list[int] = []
+
+    async def hold_processing(ids: list[int]) -> None:  # (what is queued is counted; applying it is not tested here)
+        queued.extend(ids)
+
+    services.pipeline.deliveries_received = hold_processing
+    deliveries = [signed({"event": "product.updated", "delivery_id": f"d{n}", "product": feed.put(n, [n])})
+                  for n in range(1, 7)]
+    holder = create_engine(settings.db_url)
+    try:
+        async with holder.connect() as conn:
+            if settings.db_url.startswith("postgresql"):
+                await conn.execute(text("LOCK TABLE webhook_deliveries IN SHARE ROW EXCLUSIVE MODE"))
+            else:
+                await conn.execute(text("UPDATE shops SET name = name WHERE id = -1"))  # SQLite's write lock
+            first = asyncio.create_task(client.post(path, content=deliveries[0][0], headers=deliveries[0][1]))
+            await until(lambda: inbox._writer is not None and not inbox._writer.done() and not inbox._waiting,
+                        "the first delivery's write is under way")
+            later = [asyncio.create_task(client.post(path, content=body, headers=headers))
+                     for body, headers in [*deliveries[1:], deliveries[3]]]
+            await until(lambda: len(inbox._waiting) == 6, "the later deliveries wait for the next write")
+            assert not first.done() and not any(t.done() for t in later)  # nobody answered before the write
+            assert inbox.batches == 0
+            await conn.rollback()  # the first write goes in, then the next
+        answers = [await first] + [await t for t in later]
+    finally:
+        services.pipeline.deliveries_received = pipeline_received
+        await dispose(holder)
+    assert [a.status_code for a in answers] == [200] * 7
+    statuses = [a.json()["status"] for a in answers]
+    assert statuses.count("accepted") == 6 and statuses.count("duplicate") == 1
+    twice = [answers[3].json(), answers[6].json()]  # d4, sent twice: stored once, answered with its id both times
+    assert sorted(a["status"] for a in twice) == ["accepted", "duplicate"]
+    assert twice[0]["delivery"] == twice[1]["delivery"]
+    assert inbox.batches == 2
+    assert await stored(services) == {"d1": 0, "d2": 0, "d3": 0, "d4": 1, "d5": 0, "d6": 0}
+    assert sorted(queued) == sorted(a.json()["delivery"] for a in answers if a.json()["status"] == "accepted")
+
+
+async def test_a_database_that_cannot_store_deliveries_answers_503_and_stores_nothing(client, shop, feed):
+    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
+                                                          "sync": False}, headers=shop.secret)
+    path = f"/webhooks/example/{resp.json()['id']}"
+    services = client.app.state.services
+    down = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing")
+    working = services.inbox.sessions
+    services.inbox.sessions = session_factory(down)
+    try:
+        answers = await asyncio.gather(*(client.post(path, content=body, headers=headers) for body, headers in [
+            signed({"event": "product.updated", "delivery_id": f"d{n}", "product": feed.put(n, [n])})
+            for n in range(3)]))
+    finally:
+        services.inbox.sessions = working
+        await dispose(down)
+    assert [a.status_code for a in answers] == [503] * 3
+    assert all(a.headers["content-type"].startswith("application/") and "Traceback" not in a.text for a in answers)
+    async with services.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+    # the platform retries; now it is stored
+    body, headers = signed({"event": "product.updated", "delivery_id": "d0", "product": feed.put(0, [0])})
+    again = await client.post(path, content=body, headers=headers)
+    assert again.status_code == 200 and again.json()["status"] == "accepted"
+
+
+async def test_the_in_process_broker_runs_at_most_its_concurrency():
+    broker = BoundedInMemoryBroker(2)
+    running, most, done = 0, 0, []
+    release = asyncio.Event()
+
+    @broker.task(task_name="Hold")
+    async def hold(n: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        done.append(n)
+        return n
+
+    await broker.startup()
+    try:
+        for n in range(6):
+            await hold.kiq(n)  # sending never waits for a slot
+        await until(lambda: running == 2, "two tasks run")
+        for _ in range(20):  # the others wait, however long the loop runs
+            await asyncio.sleep(0)
+        assert running == 2 and not done
+        release.set()
+        await broker.wait_all()
+    finally:
+        await broker.shutdown()
+    assert most == 2 and sorted(done) == list(range(6))

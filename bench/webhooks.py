@@ -119,7 +119,12 @@ def hub(mode: str, home: Path, model: Path) -> Iterator[tuple[str, list[int]]]:
         if mode == "server":
             procs.append(stack.enter_context(_process([*hub_cmd, "worker"], env, home / "worker.log", home)))
         _wait_ready(base, procs, home / "serve.log")
-        yield base, [p.pid for p in procs]
+        try:
+            yield base, [p.pid for p in procs]
+        except BaseException:
+            for log in sorted(home.glob("*.log")):
+                print(f"--- {log.name} (end)\n{log.read_text(errors='replace')[-6000:]}", file=sys.stderr)
+            raise
 
 
 def _wait_chroma(url: str, proc: subprocess.Popen) -> None:
@@ -165,9 +170,11 @@ async def _drain(client: httpx.AsyncClient, base: str, headers: dict[str, str], 
         for status in ("received", "processing"):
             resp = await client.get(f"{base}/api/v1/connections/{connection}/deliveries",
                                     params={"status": status, "limit": 1}, headers=headers)
+            resp.raise_for_status()
             busy += len(resp.json()["items"])
         for status in ("pending", "embedding"):
             resp = await client.get(f"{base}/api/v1/images", params={"status": status, "limit": 1}, headers=headers)
+            resp.raise_for_status()
             busy += len(resp.json()["items"])
         if not busy:
             return time.monotonic() - start, True
@@ -271,7 +278,7 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
                     profiler = None
                     if os.environ.get("BENCH_PROFILE"):  # a folder: py-spy's samples of `hub serve`, per rate
                         profiler = subprocess.Popen(
-                            ["py-spy", "record", "-p", str(pids[0]), "--nonblocking", "--format", "raw", "-d",
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pids[0]), "--nonblocking", "--format", "raw", "-d",
                              str(int(seconds) + 1), "-o", f"{os.environ['BENCH_PROFILE']}/{mode}-{rate}.txt"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     latencies, statuses = await _burst(url, deliveries, rate)

@@ -8,18 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from hub.db import sqlite_writes
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets foreign keys, WAL and a busy timeout so workers and API can share it."""
+def create_engine(url: str, *, urgent_writes: bool = False, pool_size: int = 8, max_overflow: int = 8) -> AsyncEngine:
+    """An async engine; SQLite gets foreign keys, WAL and a busy timeout so workers and API can share it, and its
+    writers take turns in the event loop (``hub.db.sqlite_writes``; ``urgent_writes`` go first)."""
     if url.startswith("sqlite"):
+        database = url.split(":///", 1)[1] if ":///" in url else ":memory:"
         if ":///" in url:
-            Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=8, max_overflow=8)
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        address = make_url(url)
+        if address.drivername == "sqlite+aiosqlite":
+            address = address.set(drivername=f"sqlite+{sqlite_writes.DRIVER}")
+        engine = create_async_engine(address, connect_args={"timeout": 30}, pool_size=pool_size,
+                                     max_overflow=max_overflow, urgent_writes=urgent_writes)
+        engine.sync_engine.dialect.database = str(Path(database).resolve()) if ":///" in url else database
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -31,7 +41,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=pool_size + 2, max_overflow=max_overflow + 2)
 
 
 async def dispose(engine: AsyncEngine, timeout: float = 5.0) -> None:

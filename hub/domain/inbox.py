@@ -25,6 +25,9 @@ Key = tuple[int, str]
 
 
 class DeliveryInbox:
+    """``sessions``: the intake's own (the webhook routes read the connection through them too, so a pool busy
+    with background work never holds a platform's answer up)."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = []

@@ -9,7 +9,7 @@ from litestar.params import FromPath
 from hub.connectors import Delivery
 from hub.db.models import utcnow
 from hub.domain.webhooks import MAX_WEBHOOK_BYTES, AppDeliveryAnswer, DeliveryAnswer, receive, receive_for_app
-from hub.http.deps import Db, Svc
+from hub.http.deps import Svc
 from hub.http.validation import PathId
 
 
@@ -23,15 +23,15 @@ class WebhookController(Controller):
     tags = ["webhooks"]
 
     @post("/{connector_name:str}/{connection_id:int}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
-    async def receive(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str],
+    async def receive(self, request: Request, services: Svc, connector_name: FromPath[str],
                       connection_id: PathId) -> DeliveryAnswer:
         """A delivery for one connection (the URL ``register_webhooks`` gave the platform)."""
-        return await receive(db, services, connector_name, connection_id,
-                             await read_delivery(request))
+        async with services.inbox.sessions() as db:  # the intake's own connections (hub.domain.inbox)
+            return await receive(db, services, connector_name, connection_id, await read_delivery(request))
 
     @post("/{connector_name:str}", status_code=200, request_max_body_size=MAX_WEBHOOK_BYTES)
-    async def receive_for_app(self, request: Request, db: Db, services: Svc, connector_name: FromPath[str]) -> AppDeliveryAnswer:
+    async def receive_for_app(self, request: Request, services: Svc, connector_name: FromPath[str]) -> AppDeliveryAnswer:
         """An app-wide delivery (a public app's compliance topics): verified once with the operator's app
         secret, then routed to the connections of that store installed through the app."""
-        return await receive_for_app(db, services, connector_name,
-                                     await read_delivery(request, app_wide=True))
+        async with services.inbox.sessions() as db:
+            return await receive_for_app(db, services, connector_name, await read_delivery(request, app_wide=True))

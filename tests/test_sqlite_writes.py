@@ -1,0 +1,99 @@
+"""SQLite writers of one process take turns in the event loop (``hub.db.sqlite_writes``): a write waits for the
+holder's commit, not in SQLite's sleeping busy handler; urgent engines (the webhook intake) go first; a turn
+whose end went unseen is given back; a turn never given is ``database is locked``, as before."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from hub.db import sqlite_writes
+from hub.db.engine import create_engine, dispose
+from hub.db.sqlite_writes import turns_for
+
+
+@pytest.fixture
+async def engines(tmp_path: Path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}"
+    normal, urgent = create_engine(url), create_engine(url, urgent_writes=True)
+    async with normal.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (who TEXT)"))
+    yield normal, urgent
+    await dispose(normal)
+    await dispose(urgent)
+
+
+async def queued(turns, urgent: bool, n: int) -> None:
+    for _ in range(1000):
+        if len(turns._waiting[urgent]) == n:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never {n} {'urgent ' if urgent else ''}writers waiting")
+
+
+async def test_writers_wait_for_the_holders_commit_and_urgent_ones_go_first(engines):
+    normal, urgent = engines
+    turns = turns_for(normal.sync_engine.dialect.database)
+    order: list[str] = []
+
+    async def write(engine, who: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (:who)"), {"who": who})
+            order.append(who)  # it has the turn
+
+    async with normal.connect() as holder:
+        await holder.execute(text("INSERT INTO t VALUES ('holder')"))
+        assert turns.holder is not None
+        background = asyncio.create_task(write(normal, "background"))
+        await queued(turns, False, 1)
+        intake = asyncio.create_task(write(urgent, "intake"))  # came later, goes first
+        await queued(turns, True, 1)
+        assert order == [] and not background.done() and not intake.done()
+        await holder.commit()
+    await asyncio.wait_for(asyncio.gather(background, intake), 10)
+    assert order == ["intake", "background"]
+    assert turns.holder is None
+    async with normal.connect() as conn:
+        assert sorted((await conn.execute(text("SELECT who FROM t"))).scalars()) == ["background", "holder", "intake"]
+
+
+async def test_a_rolled_back_or_failed_write_gives_the_turn_back(engines):
+    normal, urgent = engines
+    turns = turns_for(normal.sync_engine.dialect.database)
+    async with normal.connect() as conn:
+        await conn.execute(text("INSERT INTO t VALUES ('x')"))
+        await conn.rollback()
+    assert turns.holder is None
+    with pytest.raises(OperationalError):
+        async with normal.begin() as conn:
+            await conn.execute(text("INSERT INTO nowhere VALUES (1)"))
+    assert turns.holder is None
+    async with urgent.begin() as conn:  # and the next writer is not held up
+        await asyncio.wait_for(conn.execute(text("INSERT INTO t VALUES ('y')")), 5)
+
+
+async def test_a_turn_whose_end_went_unseen_is_given_back(engines, monkeypatch):
+    normal, _ = engines
+    monkeypatch.setattr(sqlite_writes, "CHECK_EVERY", 0.05)
+    turns = turns_for(normal.sync_engine.dialect.database)
+    await turns.take(object(), urgent=False)  # a holder that is not writing anything (closed, say)
+    async with normal.begin() as conn:
+        await asyncio.wait_for(conn.execute(text("INSERT INTO t VALUES ('after')")), 5)
+
+
+async def test_a_turn_never_given_is_database_is_locked(engines, monkeypatch):
+    normal, urgent = engines
+    monkeypatch.setattr(sqlite_writes, "TURN_TIMEOUT", 0.3)
+    monkeypatch.setattr(sqlite_writes, "CHECK_EVERY", 0.05)
+    async with normal.connect() as holder:
+        await holder.execute(text("INSERT INTO t VALUES ('holder')"))
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with urgent.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES ('waited')"))
+        await holder.commit()
+    async with normal.connect() as conn:
+        assert list((await conn.execute(text("SELECT who FROM t"))).scalars()) == ["holder"]

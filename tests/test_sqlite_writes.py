@@ -97,3 +97,23 @@ async def test_a_turn_never_given_is_database_is_locked(engines, monkeypatch):
         await holder.commit()
     async with normal.connect() as conn:
         assert list((await conn.execute(text("SELECT who FROM t"))).scalars()) == ["holder"]
+
+
+async def test_many_writers_with_a_watchful_waiter_never_lock_each_other_out(engines, monkeypatch):
+    """A holder that was just given the turn shows no transaction until its first write runs: a waiter that
+    checks the holder in that moment must not take the turn from it (that deadlocked two writers: one holding
+    SQLite's lock and waiting for the turn, the other holding the turn and waiting for SQLite's lock)."""
+    normal, _ = engines
+    monkeypatch.setattr(sqlite_writes, "CHECK_EVERY", 0.001)  # a waiter checks the holder all the time
+    monkeypatch.setattr(sqlite_writes, "TURN_TIMEOUT", 3.0)
+
+    async def writer(n: int) -> None:
+        for _ in range(10):
+            async with normal.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": str(n)})
+                await asyncio.sleep(0)
+                await conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": str(n)})
+
+    await asyncio.wait_for(asyncio.gather(*(writer(n) for n in range(6))), 30)
+    async with normal.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 120

@@ -10,7 +10,7 @@ intake's) goes before the others waiting. Other processes (``hub`` commands) sti
 
 A turn not given within ``TURN_TIMEOUT`` raises ``database is locked``, as SQLite's busy timeout would. A holder
 whose connection was closed, or whose transaction ended by a path that did not give the turn back, loses it
-to the waiters within ``CHECK_EVERY``.
+to the waiters within ``CHECK_EVERY`` (never before its first write has run: until then it shows no transaction).
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ class WriteTurns:
 
     def __init__(self) -> None:
         self.holder: object | None = None
+        self.started = False  # whether the holder's first write has run (before that it is not "in a transaction")
         self._waiting: dict[bool, deque[tuple[object, asyncio.Future[None]]]] = {True: deque(), False: deque()}
 
     async def take(self, owner: object, urgent: bool) -> None:
-        if self.holder is owner:
-            return
+        if self.holder is owner or _writing(owner):  # (a transaction that already writes holds SQLite's lock:
+            return                                   # making it wait for a turn could only deadlock)
         if self.holder is None and not self._waiting[True] and not self._waiting[False]:
-            self.holder = owner
+            self.holder, self.started = owner, False
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._waiting[urgent]
@@ -56,8 +57,8 @@ class WriteTurns:
                     if asyncio.get_running_loop().time() >= deadline:
                         raise
                     holder = self.holder
-                    if holder is not None and not _writing(holder):  # its end went unseen: the turn is free
-                        self.give_back(holder)
+                    if holder is not None and (_closed(holder) or (self.started and not _writing(holder))):
+                        self.give_back(holder)  # its end went unseen: the turn is free
         except BaseException:
             if turn.done() and not turn.cancelled():  # given at the last moment: pass it on
                 self.give_back(owner)
@@ -69,6 +70,11 @@ class WriteTurns:
                     pass
             raise
 
+    def wrote(self, owner: object) -> None:
+        """The holder's write ran: from now on its transaction shows (``in_transaction``) until it ends."""
+        if self.holder is owner:
+            self.started = True
+
     def give_back(self, owner: object) -> None:
         if self.holder is not owner:
             return
@@ -78,18 +84,27 @@ class WriteTurns:
             while queue:
                 waiter, turn = queue.popleft()
                 if not turn.done():
-                    self.holder = waiter
+                    self.holder, self.started = waiter, False
                     turn.set_result(None)
                     return
 
 
+def _sqlite(connection: object) -> Any:
+    """The sqlite3 connection under SQLAlchemy's adapter of an aiosqlite connection (None once closed)."""
+    return getattr(getattr(connection, "_connection", None), "_connection", None)
+
+
 def _writing(connection: object) -> bool:
-    """Whether an aiosqlite connection (SQLAlchemy's adapter of it) is open and inside a transaction."""
+    """Whether an aiosqlite connection is open and inside a transaction (pysqlite begins one at a write)."""
     try:
-        raw = getattr(getattr(connection, "_connection", None), "_connection", None)
+        raw = _sqlite(connection)
         return raw is not None and bool(raw.in_transaction)
-    except Exception:  # noqa: BLE001 - closed meanwhile, or not inspectable: assume it still writes
-        return True
+    except Exception:  # noqa: BLE001 - closed meanwhile, or not inspectable
+        return False
+
+
+def _closed(connection: object) -> bool:
+    return _sqlite(connection) is None
 
 
 _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, WriteTurns]] = weakref.WeakKeyDictionary()
@@ -113,14 +128,21 @@ class TurnTakingSQLiteDialect(SQLiteDialect_aiosqlite):
         self.urgent_writes = urgent_writes
         self.database = ""  # set by hub.db.engine.create_engine: the file the turns are for
 
-    def _take_turn(self, cursor: Any, statement: str) -> None:
-        if _is_write(statement):
-            connection = cursor._adapt_connection
-            try:
-                await_(turns_for(self.database).take(connection, self.urgent_writes))
-            except TimeoutError:
-                raise self.loaded_dbapi.OperationalError("database is locked (waited for this process's "
-                                                         "other writers)") from None
+    def _take_turn(self, cursor: Any, statement: str) -> WriteTurns | None:
+        if not _is_write(statement):
+            return None
+        turns = turns_for(self.database)
+        try:
+            await_(turns.take(cursor._adapt_connection, self.urgent_writes))
+        except TimeoutError:
+            raise self.loaded_dbapi.OperationalError("database is locked (waited for this process's "
+                                                     "other writers)") from None
+        return turns
+
+    @staticmethod
+    def _wrote(turns: WriteTurns | None, cursor: Any) -> None:
+        if turns is not None:
+            turns.wrote(cursor._adapt_connection)
 
     def _give_back(self, dbapi_connection: Any) -> None:
         # (commit and rollback get the pool's proxy of the connection a cursor belongs to)
@@ -131,16 +153,25 @@ class TurnTakingSQLiteDialect(SQLiteDialect_aiosqlite):
             pass
 
     def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
-        self._take_turn(cursor, statement)
-        super().do_execute(cursor, statement, parameters, context)
+        turns = self._take_turn(cursor, statement)
+        try:
+            super().do_execute(cursor, statement, parameters, context)
+        finally:
+            self._wrote(turns, cursor)
 
     def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
-        self._take_turn(cursor, statement)
-        super().do_executemany(cursor, statement, parameters, context)
+        turns = self._take_turn(cursor, statement)
+        try:
+            super().do_executemany(cursor, statement, parameters, context)
+        finally:
+            self._wrote(turns, cursor)
 
     def do_execute_no_params(self, cursor: Any, statement: str, context: Any = None) -> None:
-        self._take_turn(cursor, statement)
-        super().do_execute_no_params(cursor, statement, context)
+        turns = self._take_turn(cursor, statement)
+        try:
+            super().do_execute_no_params(cursor, statement, context)
+        finally:
+            self._wrote(turns, cursor)
 
     def do_commit(self, dbapi_connection: Any) -> None:
         try:

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.db.models import WebhookDelivery
@@ -50,7 +51,7 @@ class DeliveryInbox:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:
-                    ids = await self._insert([row for row, _ in batch])
+                    ids = await self._insert_each_or_all([row for row, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - every caller of this batch gets the database's answer
                     for _, future in batch:
                         if not future.done():
@@ -61,17 +62,38 @@ class DeliveryInbox:
                         if not future.done():
                             future.cancel()
                     raise
-                for (_, future), delivery_id in zip(batch, ids, strict=True):
-                    if not future.done():
-                        future.set_result(delivery_id)
+                for (_, future), outcome in zip(batch, ids, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
         finally:
             for _, future in self._waiting:  # only left here when this task was cancelled
                 if not future.done():
                     future.cancel()
 
+    async def _insert_each_or_all(self, rows: list[dict[str, Any]]) -> list[int | None | Exception]:
+        """All rows in one write; if the database refuses one of them (its connection deleted meanwhile: a foreign
+        key), each on its own, so that only that row's caller gets the refusal."""
+        try:
+            return list(await self._insert(rows))
+        except (IntegrityError, DataError):
+            if len(rows) == 1:
+                raise
+        outcomes: list[int | None | Exception] = []
+        for row in rows:
+            try:
+                outcomes.extend(await self._insert([row]))
+            except (IntegrityError, DataError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
     async def _insert(self, rows: list[dict[str, Any]]) -> list[int | None]:
         first: dict[Key, int] = {}
-        for index, row in enumerate(rows):
+        for index, row in sorted(enumerate(rows), key=lambda item: (item[1]["connection_id"], item[1]["content_key"])):
+            # (in key order: two processes storing the same deliveries never wait for each other's rows)
             first.setdefault((row["connection_id"], row["content_key"]), index)
         table = WebhookDelivery.__table__
         async with self.sessions() as session:

@@ -123,7 +123,10 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
     else:
         row.update(body=delivery.body, next_attempt_at=utcnow() + services.settings.lease)
     await db.commit()  # (the connection was read in this session: end its transaction before waiting)
-    delivery_pk = await services.inbox.record(row)
+    try:
+        delivery_pk = await services.inbox.record(row)
+    except IntegrityError:  # (the only constraint left to break: the connection was deleted since it was read)
+        raise NotFound(f"no {connector.name} connection {row['connection_id']}") from None
     if delivery_pk is None:  # stored before (a replay), or by a request that came at the same moment
         seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row["connection_id"],
                                                              WebhookDelivery.content_key == key))

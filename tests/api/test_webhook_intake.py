@@ -145,3 +145,45 @@ async def test_the_in_process_broker_runs_at_most_its_concurrency():
     finally:
         await broker.shutdown()
     assert most == 2 and sorted(done) == list(range(6))
+
+
+def delivery_row(connection_id: int, key: str) -> dict[str, Any]:
+    """A ``webhook_deliveries`` row as the intake stores it."""
+    from hub.db.models import utcnow
+
+    return {"connection_id": connection_id, "headers": {}, "app_wide": False, "received_at": utcnow(),
+            "delivery_id": key, "content_key": key, "topic": "product.updated", "status": "received", "error": None,
+            "body": b"{}", "processed_at": None, "next_attempt_at": utcnow(), "attempts": 0, "duplicates": 0,
+            "summary": {}}
+
+
+async def test_a_row_the_database_refuses_fails_only_its_own_delivery(client, shop, feed, settings):
+    """A connection deleted between a delivery's check and its write: that delivery fails (a foreign key), the
+    others written with it are stored and answered."""
+    from sqlalchemy.exc import IntegrityError
+
+    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
+                                                          "sync": False}, headers=shop.secret)
+    connection_id = resp.json()["id"]
+    services = client.app.state.services
+    inbox = services.inbox
+    holder = create_engine(settings.db_url)
+    try:
+        async with holder.connect() as conn:
+            if settings.db_url.startswith("postgresql"):
+                await conn.execute(text("LOCK TABLE webhook_deliveries IN SHARE ROW EXCLUSIVE MODE"))
+            else:
+                await conn.execute(text("UPDATE shops SET name = name WHERE id = -1"))
+            first = asyncio.create_task(inbox.record(delivery_row(connection_id, "k1")))
+            await until(lambda: inbox._writer is not None and not inbox._writer.done() and not inbox._waiting,
+                        "the first write is under way")
+            gone = asyncio.create_task(inbox.record(delivery_row(connection_id + 1000, "k2")))
+            kept = asyncio.create_task(inbox.record(delivery_row(connection_id, "k3")))
+            await until(lambda: len(inbox._waiting) == 2, "both wait for the next write")
+            await conn.rollback()
+        assert isinstance(await first, int) and isinstance(await kept, int)
+        with pytest.raises(IntegrityError):
+            await gone
+    finally:
+        await dispose(holder)
+    assert set(await stored(services)) == {"k1", "k3"}

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.db.models import ApiKey, Shop, utcnow
 from hub.errors import Conflict, not_found
@@ -59,12 +63,83 @@ async def find_key(session: AsyncSession, raw: str) -> ApiKey | None:
                                                                 Shop.active.is_(True)))
 
 
-async def mark_used(session: AsyncSession, row: ApiKey) -> None:
-    """Record that a key was used, at most once a minute (a write per request would serialise them)."""
+@dataclass(frozen=True)
+class KnownKey:
+    """What authenticating a request needs from a key's row and its shop's."""
+
+    id: int
+    shop_id: int
+    kind: str
+    revoked: bool
+    allowed_origins: tuple[str, ...]
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> KnownKey:
+        return cls(row.id, row.shop_id, row.kind, row.revoked_at is not None, tuple(row.shop.allowed_origins or ()),
+                   row.last_used_at)
+
+
+class KeyCache:
+    """Keys that authenticated recently, by hash, for ``seconds`` (``HUB_KEY_CACHE_SECONDS``): a query then
+    reads neither its key nor its shop. A change to a key or a shop made in this process (a revocation, a new
+    ``allowed_origins``, a deleted shop) empties every cache of the process at once; another process (a second
+    API replica) sees it within ``seconds``. Unknown keys are never cached (their failures are counted)."""
+
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self.clock = time.monotonic
+        self._known: OrderedDict[str, tuple[float, KnownKey]] = OrderedDict()
+        _CACHES.add(self)
+
+    def get(self, raw: str) -> KnownKey | None:
+        if self.seconds <= 0:
+            return None
+        found = self._known.get(hash_key(raw))
+        if found is None or self.clock() - found[0] > self.seconds:
+            return None
+        return found[1]
+
+    def put(self, raw: str, known: KnownKey, *, refreshed: bool = True) -> None:
+        """Keep ``known`` (``refreshed``: read from the database just now; else its time stays)."""
+        if self.seconds <= 0:
+            return
+        digest = hash_key(raw)
+        since = self.clock() if refreshed or digest not in self._known else self._known[digest][0]
+        self._known[digest] = (since, known)
+        self._known.move_to_end(digest)
+        while len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+    def clear(self) -> None:
+        self._known.clear()
+
+
+_CACHES: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+
+
+def _forget_changed_keys(session: Session, _context: Any) -> None:
+    if any(isinstance(obj, (ApiKey, Shop)) for obj in (*session.dirty, *session.deleted)):
+        for cache in list(_CACHES):
+            cache.clear()
+
+
+def track_key_changes() -> None:
+    """Empty the key caches when a key or a shop changes (idempotent; the composition root calls it)."""
+    if not event.contains(Session, "after_flush", _forget_changed_keys):
+        event.listen(Session, "after_flush", _forget_changed_keys)
+
+
+async def mark_used(session: AsyncSession, known: KnownKey) -> KnownKey:
+    """Record that a key was used, at most once a minute (a write per request would serialise them); the key as
+    it now is."""
     now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        await session.commit()
+    if known.last_used_at is not None and now - known.last_used_at <= LAST_USED_RESOLUTION:
+        return known
+    await session.execute(update(ApiKey).where(ApiKey.id == known.id).values(last_used_at=now))
+    await session.commit()
+    return replace(known, last_used_at=now)
 
 
 async def list_keys(session: AsyncSession, shop_id: int) -> list[ApiKey]:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.connectors import ConnectionContext, Connector
 from hub.domain.inbox import DeliveryInbox
+from hub.domain.keys import KeyCache
 from hub.domain.media import MediaStore
 from hub.db.models import Connection
 from hub.domain.pipeline import Pipeline
@@ -30,10 +31,12 @@ class Services:
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
     prompt_log: PromptLog = field(init=False)
     inbox: DeliveryInbox = field(init=False)
+    keys: KeyCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.prompt_log = PromptLog(self.sessions)
         self.inbox = DeliveryInbox(self.sessions)
+        self.keys = KeyCache(self.settings.key_cache_seconds)
 
     def webhook_url(self, row: Connection) -> str:
         """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""

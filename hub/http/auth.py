@@ -13,7 +13,7 @@ from hub.domain.origins import origin_of
 
 from hub.http.deps import Db
 from hub.errors import Forbidden, Unauthenticated
-from hub.domain.keys import Principal, find_key, mark_used
+from hub.domain.keys import KnownKey, Principal, find_key, mark_used
 
 def key_from_headers(request: Request) -> str | None:
     auth = request.headers.get("authorization")
@@ -50,6 +50,7 @@ async def authenticate(
     request: Request, session: AsyncSession, raw: str | None, *, secret_only: bool
 ) -> Principal:
     """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute.
+    A key that authenticated in the last ``HUB_KEY_CACHE_SECONDS`` is not read again (``KeyCache``).
 
     Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): past the limit, a failure is a
     429 instead of a 401.
@@ -57,19 +58,26 @@ async def authenticate(
     if not raw:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     state = request.app.state
-    row = await find_key(session, raw)
-    if row is None:
-        raise await _failed(request, "invalid API key")
-    if row.revoked_at is not None:
+    keys = state.services.keys
+    known = keys.get(raw)
+    if known is None:
+        row = await find_key(session, raw)
+        if row is None:
+            raise await _failed(request, "invalid API key")
+        known = KnownKey.of(row)
+        keys.put(raw, known)
+    if known.revoked:
         raise await _failed(request, "this API key has been revoked")
-    if secret_only and row.kind != "secret":
+    if secret_only and known.kind != "secret":
         raise Forbidden("this endpoint needs a secret key (hub_sk_…); publishable keys only get recommendations")
-    check_origin(request, row.kind, row.shop.allowed_origins)
-    await state.limiter.hit(state.key_limits, "key", str(row.id))
-    if row.kind == "publishable":  # a storefront key: one shopper's address cannot use up the shop's allowance
-        await state.limiter.hit(state.storefront_limits, "storefront", f"{row.id}:{client_address(request)}")
-    await mark_used(session, row)
-    return Principal(shop_id=row.shop_id, key_id=row.id, kind=row.kind)
+    check_origin(request, known.kind, list(known.allowed_origins))
+    await state.limiter.hit(state.key_limits, "key", str(known.id))
+    if known.kind == "publishable":  # a storefront key: one shopper's address cannot use up the shop's allowance
+        await state.limiter.hit(state.storefront_limits, "storefront", f"{known.id}:{client_address(request)}")
+    used = await mark_used(session, known)
+    if used is not known:
+        keys.put(raw, used, refreshed=False)
+    return Principal(shop_id=known.shop_id, key_id=known.id, kind=known.kind)
 
 
 def check_origin(request: Request, kind: str, allowed: list[str] | None) -> None:

@@ -87,3 +87,32 @@ async def test_rate_limit_per_key(client, shop, make_shop):
     assert limited.json()["error"] == "rate_limited"
     other = await make_shop()
     assert (await client.get("/api/v1/shop", headers=other.secret)).status_code == 200  # per key, not global
+
+
+async def test_a_key_is_read_once_per_cache_time_and_another_process_revoking_it_counts_within_it(client, shop,
+                                                                                                   settings):
+    """HUB_KEY_CACHE_SECONDS: a key that authenticated is not read again for that long, so a revocation made by
+    another process (here: another engine, writing the database directly) counts here once that time is up —
+    and a revocation through this process counts at once (``test_key_lifecycle``)."""
+    from sqlalchemy import update
+
+    from hub.db.engine import create_engine, dispose
+    from hub.db.models import ApiKey, utcnow
+    from hub.domain.keys import hash_key
+
+    services = client.app.state.services
+    now = [1000.0]
+    services.keys.clock = lambda: now[0]
+    assert (await client.get("/api/v1/shop", headers=shop.publishable)).status_code == 403  # read and kept
+    other = create_engine(settings.db_url)
+    try:
+        async with other.begin() as conn:
+            await conn.execute(update(ApiKey).where(ApiKey.key_hash == hash_key(shop["publishable_key"]))
+                               .values(revoked_at=utcnow()))
+    finally:
+        await dispose(other)
+    found = await client.post("/api/v1/recommendations", json={"prompt": "dress"}, headers=shop.publishable)
+    assert found.status_code == 200  # still trusted: within the cache time
+    now[0] += settings.key_cache_seconds + 0.01
+    found = await client.post("/api/v1/recommendations", json={"prompt": "dress"}, headers=shop.publishable)
+    assert found.status_code == 401 and "revoked" in found.json()["detail"]

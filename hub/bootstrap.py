@@ -26,7 +26,7 @@ from hub.domain.inbox import DeliveryInbox
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.secrets import SecretBox
-from hub.domain import keys, lexical
+from hub.domain import lexical, recent
 from hub.domain.services import Services
 from hub.http.app import create_app
 from hub.plugin_manager import Plugins, load_plugins
@@ -74,7 +74,7 @@ def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
         log.warning("a setting is set under its old name; it still works, rename it", extra={"setting": renamed})
     plugins = plugins if plugins is not None else load_plugins(settings.disabled_plugin_names)
     lexical.track_changes()
-    keys.track_key_changes()
+    recent.track_changes()
     engine = create_engine(settings.db_url)
     services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
                         SecretBox(settings.secret_key), pipeline=None)

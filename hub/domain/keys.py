@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from hub.db.models import ApiKey, Shop, utcnow
+from hub.domain.recent import Recent
 from hub.errors import Conflict, not_found
 
 KeyKind = Literal["secret", "publishable"]
@@ -80,55 +77,12 @@ class KnownKey:
                    row.last_used_at)
 
 
-class KeyCache:
-    """Keys that authenticated recently, by hash, for ``seconds`` (``HUB_KEY_CACHE_SECONDS``): a query then
-    reads neither its key nor its shop. A change to a key or a shop made in this process (a revocation, a new
-    ``allowed_origins``, a deleted shop) empties every cache of the process at once; another process (a second
-    API replica) sees it within ``seconds``. Unknown keys are never cached (their failures are counted)."""
-
-    def __init__(self, seconds: float, size: int = 10_000) -> None:
-        self.seconds = seconds
-        self.size = size
-        self.clock = time.monotonic
-        self._known: OrderedDict[str, tuple[float, KnownKey]] = OrderedDict()
-        _CACHES.add(self)
-
-    def get(self, raw: str) -> KnownKey | None:
-        if self.seconds <= 0:
-            return None
-        found = self._known.get(hash_key(raw))
-        if found is None or self.clock() - found[0] > self.seconds:
-            return None
-        return found[1]
-
-    def put(self, raw: str, known: KnownKey, *, refreshed: bool = True) -> None:
-        """Keep ``known`` (``refreshed``: read from the database just now; else its time stays)."""
-        if self.seconds <= 0:
-            return
-        digest = hash_key(raw)
-        since = self.clock() if refreshed or digest not in self._known else self._known[digest][0]
-        self._known[digest] = (since, known)
-        self._known.move_to_end(digest)
-        while len(self._known) > self.size:
-            self._known.popitem(last=False)
-
-    def clear(self) -> None:
-        self._known.clear()
-
-
-_CACHES: weakref.WeakSet[KeyCache] = weakref.WeakSet()
-
-
-def _forget_changed_keys(session: Session, _context: Any) -> None:
-    if any(isinstance(obj, (ApiKey, Shop)) for obj in (*session.dirty, *session.deleted)):
-        for cache in list(_CACHES):
-            cache.clear()
-
-
-def track_key_changes() -> None:
-    """Empty the key caches when a key or a shop changes (idempotent; the composition root calls it)."""
-    if not event.contains(Session, "after_flush", _forget_changed_keys):
-        event.listen(Session, "after_flush", _forget_changed_keys)
+def key_cache(seconds: float) -> Recent[str, KnownKey]:
+    """Keys that authenticated recently, by hash (``HUB_QUERY_CACHE_SECONDS``): a query then reads neither its key
+    nor its shop. A change to a key or a shop made in this process (a revocation, new ``allowed_origins``, a
+    deleted shop) counts at once; one made by another process within ``seconds``. Unknown keys are never kept
+    (their failures are counted)."""
+    return Recent(seconds, (ApiKey, Shop))
 
 
 async def mark_used(session: AsyncSession, known: KnownKey) -> KnownKey:

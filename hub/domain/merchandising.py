@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Image, MerchRule, Product, utcnow
+from hub.db.models import Image, MerchRule, Product, Shop, utcnow
 from hub.domain.fields import BodyId, JsonFloat, JsonInt, optional_id
+from hub.domain.recent import Recent
 from hub.errors import Conflict, Invalid, not_found, validation_detail
 from hub.search.text import query_terms, words
 
@@ -212,6 +213,35 @@ class Rules:
 
     def pinned(self, key: str) -> list[MerchRule]:
         return sorted((r for r in self.pins if r.query_key == key), key=lambda r: (r.position or 0, r.id))
+
+
+@dataclass(frozen=True)
+class ShopSearch:
+    """What a query needs of its shop: its default mode and lexical weight, and its rules."""
+
+    mode: str
+    lexical_weight: float
+    rules: Rules
+
+
+def shop_search_cache(seconds: float) -> Recent[int, ShopSearch]:
+    """Shops' search defaults and rules as recent queries read them (``HUB_QUERY_CACHE_SECONDS``): emptied when
+    this process changes a shop or a rule."""
+    return Recent(seconds, (Shop, MerchRule))
+
+
+async def shop_search(session: AsyncSession, cache: Recent[int, ShopSearch], shop_id: int) -> ShopSearch:
+    found = cache.get(shop_id)
+    if found is None:
+        shop = await session.get(Shop, shop_id)
+        if shop is None:
+            raise not_found("shop", shop_id)
+        rules = await load_rules(session, shop_id)
+        for row in (*rules.hides, *rules.pins, *rules.boosts):
+            session.expunge(row)  # kept for other requests: a rollback of this session must not expire them
+        found = ShopSearch(shop.search_mode, shop.lexical_weight, rules)
+        cache.put(shop_id, found)
+    return found
 
 
 async def load_rules(session: AsyncSession, shop_id: int) -> Rules:

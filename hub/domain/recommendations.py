@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Image, MerchRule, Prompt, Shop
+from hub.db.models import Image, MerchRule, Prompt
 from hub.domain import lexical
 from hub.domain.fusion import RRF_K, reciprocal_rank_fusion
 from hub.domain.lexical import LexicalHit, LexicalTimeout
-from hub.domain.merchandising import Rules, boosted, load_rules, product_facts, query_key
+from hub.domain.merchandising import Rules, boosted, product_facts, query_key, shop_search
 from hub.domain.ranking import cosine_to, matching
 from hub.domain.fields import BodyId, ListedId, JsonBool, JsonFloat, JsonInt, optional_id
 from hub.domain.images import URL_PATTERN, get_visible_image
@@ -258,15 +258,14 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
         if session.in_transaction():
             await session.commit()  # (the key's look-up read; nothing is written here) the connection goes back
         photo = await _timed(timings, "photo", pipeline.photo_vector(examples.photo, examples.photo_url))
-    shop = await session.get(Shop, principal.shop_id)
-    assert shop is not None
-    chosen: SearchMode = mode or cast(SearchMode, shop.search_mode)
+    shop = await shop_search(session, services.shop_search, principal.shop_id)
+    chosen: SearchMode = mode or cast(SearchMode, shop.mode)
     if not prompt:
         chosen = "vector"  # no words: looks alone
     elif examples and chosen == "lexical":
         chosen = "hybrid"  # the shop's default is words, and the request brought looks too
     lexical_share = shop.lexical_weight if weight is None else weight
-    rules = await load_rules(session, principal.shop_id)
+    rules = shop.rules
     key = query_key(prompt) if prompt else ""
     encoded, added = rules.expanded_prompt(prompt) if prompt else ("", [])
     depth = limit if distinct == "image" and chosen != "hybrid" and not facets and not rules \

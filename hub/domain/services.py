@@ -9,11 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.connectors import ConnectionContext, Connector
 from hub.domain.inbox import DeliveryInbox
-from hub.domain.keys import KeyCache
+from hub.domain.keys import KnownKey, key_cache
 from hub.domain.media import MediaStore
+from hub.domain.merchandising import ShopSearch, shop_search_cache
 from hub.db.models import Connection
 from hub.domain.pipeline import Pipeline
 from hub.domain.prompt_log import PromptLog
+from hub.domain.recent import Recent
 from hub.domain.secrets import SecretBox
 from hub.plugin_manager import Plugins
 from hub.settings import Settings
@@ -31,12 +33,14 @@ class Services:
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
     prompt_log: PromptLog = field(init=False)
     inbox: DeliveryInbox = field(init=False)
-    keys: KeyCache = field(init=False)
+    keys: Recent[str, KnownKey] = field(init=False)
+    shop_search: Recent[int, ShopSearch] = field(init=False)
 
     def __post_init__(self) -> None:
         self.prompt_log = PromptLog(self.sessions)
         self.inbox = DeliveryInbox(self.sessions)
-        self.keys = KeyCache(self.settings.key_cache_seconds)
+        self.keys = key_cache(self.settings.query_cache_seconds)
+        self.shop_search = shop_search_cache(self.settings.query_cache_seconds)
 
     def webhook_url(self, row: Connection) -> str:
         """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""

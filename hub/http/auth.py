@@ -13,7 +13,7 @@ from hub.domain.origins import origin_of
 
 from hub.http.deps import Db
 from hub.errors import Forbidden, Unauthenticated
-from hub.domain.keys import KnownKey, Principal, find_key, mark_used
+from hub.domain.keys import KnownKey, Principal, find_key, hash_key, mark_used
 
 def key_from_headers(request: Request) -> str | None:
     auth = request.headers.get("authorization")
@@ -50,7 +50,7 @@ async def authenticate(
     request: Request, session: AsyncSession, raw: str | None, *, secret_only: bool
 ) -> Principal:
     """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute.
-    A key that authenticated in the last ``HUB_KEY_CACHE_SECONDS`` is not read again (``KeyCache``).
+    A key that authenticated in the last ``HUB_QUERY_CACHE_SECONDS`` is not read again (``KeyCache``).
 
     Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): past the limit, a failure is a
     429 instead of a 401.
@@ -58,14 +58,14 @@ async def authenticate(
     if not raw:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     state = request.app.state
-    keys = state.services.keys
-    known = keys.get(raw)
+    keys, digest = state.services.keys, hash_key(raw)
+    known = keys.get(digest)
     if known is None:
         row = await find_key(session, raw)
         if row is None:
             raise await _failed(request, "invalid API key")
         known = KnownKey.of(row)
-        keys.put(raw, known)
+        keys.put(digest, known)
     if known.revoked:
         raise await _failed(request, "this API key has been revoked")
     if secret_only and known.kind != "secret":
@@ -76,7 +76,7 @@ async def authenticate(
         await state.limiter.hit(state.storefront_limits, "storefront", f"{known.id}:{client_address(request)}")
     used = await mark_used(session, known)
     if used is not known:
-        keys.put(raw, used, refreshed=False)
+        keys.put(digest, used, refreshed=False)
     return Principal(shop_id=known.shop_id, key_id=known.id, kind=known.kind)
 
 

@@ -91,7 +91,7 @@ async def test_rate_limit_per_key(client, shop, make_shop):
 
 async def test_a_key_is_read_once_per_cache_time_and_another_process_revoking_it_counts_within_it(client, shop,
                                                                                                    settings):
-    """HUB_KEY_CACHE_SECONDS: a key that authenticated is not read again for that long, so a revocation made by
+    """HUB_QUERY_CACHE_SECONDS: a key that authenticated is not read again for that long, so a revocation made by
     another process (here: another engine, writing the database directly) counts here once that time is up —
     and a revocation through this process counts at once (``test_key_lifecycle``)."""
     from sqlalchemy import update
@@ -113,6 +113,6 @@ async def test_a_key_is_read_once_per_cache_time_and_another_process_revoking_it
         await dispose(other)
     found = await client.post("/api/v1/recommendations", json={"prompt": "dress"}, headers=shop.publishable)
     assert found.status_code == 200  # still trusted: within the cache time
-    now[0] += settings.key_cache_seconds + 0.01
+    now[0] += settings.query_cache_seconds + 0.01
     found = await client.post("/api/v1/recommendations", json={"prompt": "dress"}, headers=shop.publishable)
     assert found.status_code == 401 and "revoked" in found.json()["detail"]

@@ -148,3 +148,33 @@ async def test_hides_boosts_and_pins_in_their_order(client, shop, settings):
     dresses = next(c["id"] for c in categories if c["name"] == "Dresses")
     filtered = await names(client, shop, "red dress", mode="lexical", filters={"category_id": dresses})
     assert filtered == ["Red dress"]  # the skirt and the jumper are not dresses; the blue dress is hidden here
+
+
+async def test_rules_are_kept_between_queries_and_a_change_counts_at_once(client, shop, settings):
+    """HUB_QUERY_CACHE_SECONDS: a shop's rules and search defaults are read once per that time; a rule added or
+    removed (or a shop changed) through this process counts from the next query, one written by another process
+    once that time is up."""
+    from hub.db.models import MerchRule
+
+    await import_catalog(client, shop, CATALOG)
+    product = await products(client, shop)
+    now = [1000.0]
+    client.app.state.services.shop_search.clock = lambda: now[0]
+    assert "Blue dress" in await names(client, shop, "dress", mode="lexical")  # read (no rules) and kept
+    hide = await rule(client, shop, kind="hide", product_id=product["Blue dress"])
+    assert "Blue dress" not in await names(client, shop, "dress", mode="lexical")  # through this process: at once
+    assert (await client.delete(f"/api/v1/rules/{hide['id']}", headers=shop.secret)).status_code == 204
+    assert "Blue dress" in await names(client, shop, "dress", mode="lexical")
+    other = create_engine(settings.db_url)  # another process hides it
+    try:
+        async with other.begin() as conn:
+            await conn.execute(MerchRule.__table__.insert().values(shop_id=shop["id"], kind="hide",
+                                                                   product_id=product["Blue dress"], words=[]))
+    finally:
+        await other.dispose()
+    assert "Blue dress" in await names(client, shop, "dress", mode="lexical")  # within the cache time
+    now[0] += settings.query_cache_seconds + 0.01
+    assert "Blue dress" not in await names(client, shop, "dress", mode="lexical")
+    patched = await client.patch("/api/v1/shop", json={"search_mode": "vector"}, headers=shop.secret)
+    assert patched.status_code == 200
+    assert (await rank(client, shop, "dress"))["mode"] == "vector"  # the shop's new default, at once

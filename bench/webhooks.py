@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import free_port, full_size_model, machine, write_section
+from bench.common import RawClient, free_port, full_size_model, machine, write_section
 
 OPERATOR = "bench-operator-token-0000000000000001"
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -182,55 +182,18 @@ async def _drain(client: httpx.AsyncClient, base: str, headers: dict[str, str], 
     return time.monotonic() - start, False
 
 
-class _Sender:
-    """A lean HTTP/1.1 client for the burst: kept-alive connections, requests written as bytes, answers read by
-    their Content-Length. httpx spent 5 ms of CPU per request at 200/s here, a core of this two-core machine,
-    which measured the client rather than the hub."""
-
-    def __init__(self, url: str, connections: int) -> None:
-        parts = httpx.URL(url)
-        self.host, self.port, self.path = parts.host, parts.port or 80, parts.raw_path.decode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.slots = asyncio.Semaphore(connections)
-
-    async def post(self, body: bytes, headers: dict[str, str]) -> int:
-        async with self.slots:
-            stream = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
-            reader, writer = stream
-            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            writer.write(f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
-                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            try:
-                status_line = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                status = int(status_line.split()[1])
-            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-                writer.close()
-                return 0
-            self.idle.append(stream)
-            return status
-
-    async def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
-
-
 async def _burst(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
                  rate: float) -> tuple[list[float], dict[int, int]]:
     """Send ``deliveries`` open-loop at ``rate`` per second: the latency of each from its due time, in ms."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    sender = _Sender(url, 256)
+    sender = RawClient(url, 256)
     start = time.perf_counter()
 
     async def one(i: int, body: bytes, headers: dict[str, str]) -> None:
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        code = await sender.post(body, headers)
+        code, _ = await sender.request("POST", body, headers)
         latencies.append((time.perf_counter() - due) * 1000)
         statuses[code] = statuses.get(code, 0) + 1
 

@@ -15,6 +15,7 @@ the vector is stored, the image is ``ready``, and no query returns it. So:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.errors import Unavailable
 from hub.db.models import Image, Product
+from hub.domain.recent import Recent
 from hub.search.batching import PromptBatcher
 from hub.search.encoder import ModelUnavailable
 from hub.search.store import VectorStore
@@ -113,12 +115,15 @@ class VectorCache:
 class Ranker:
     """Ranks against a shop's images: exactly when they are few enough, through the index otherwise."""
 
-    def __init__(self, store: VectorStore, prompts: PromptBatcher, exact_max: int, cache_bytes: int) -> None:
+    def __init__(self, store: VectorStore, prompts: PromptBatcher, exact_max: int, cache_bytes: int,
+                 size_seconds: float = 0.0) -> None:
         self.store = store
         self.prompts = prompts
         self.exact_max = exact_max
         self.cache = VectorCache(cache_bytes)
         self.shortfalls = 0  # queries the index answered with fewer results than the shop has
+        # whether more than exact_max images matched a shop (and filters) lately: (shop, filters, exclude) -> large
+        self._large: Recent[tuple[int, str, tuple[int, ...]], bool] = Recent(size_seconds, ())
 
     async def rank_prompt(self, session: AsyncSession, shop_id: int, prompt: str, limit: int,
                           filters: dict[str, Any]) -> Ranking:
@@ -132,9 +137,9 @@ class Ranker:
     async def rank_vector(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
                           filters: dict[str, Any], exclude: Collection[int] = ()) -> list[tuple[Image, float]]:
         """The ``limit`` nearest ready images of listed products that match ``filters``, best first."""
-        if await self._few(session, shop_id, filters, exclude):
-            return await self._exact(session, shop_id, cosine_to(vector), limit,
-                                     await self._candidates(session, shop_id, filters, exclude))
+        candidates = await self._exact_candidates(session, shop_id, filters, exclude)
+        if candidates is not None:
+            return await self._exact(session, shop_id, cosine_to(vector), limit, candidates)
         results = await self._indexed(session, shop_id, vector, limit, filters, exclude)
         if len(results) < limit:
             count = await session.scalar(matching(select(func.count(Image.id)), shop_id, filters, exclude)) or 0
@@ -155,9 +160,8 @@ class Ranker:
             return await self.rank_vector(session, shop_id, average_vector(positives, negatives), limit, filters,
                                           exclude)
         scorer = best_score(positives, negatives)
-        if await self._few(session, shop_id, filters, exclude):
-            candidates = await self._candidates(session, shop_id, filters, exclude)
-        else:  # the index's nearest to each positive, scored exactly
+        candidates = await self._exact_candidates(session, shop_id, filters, exclude)
+        if candidates is None:  # the index's nearest to each positive, scored exactly
             near: set[int] = set()
             each = min(max(limit * 2, 100), BEST_SCORE_EACH)
             for vector in positives:
@@ -168,6 +172,27 @@ class Ranker:
                 candidates += list((await session.execute(select(Image.id, Image.embedded_at).where(
                     Image.id.in_(ids[start:start + 1000])))).all())
         return await self._exact(session, shop_id, scorer, limit, candidates)
+
+    async def _exact_candidates(self, session: AsyncSession, shop_id: int, filters: dict[str, Any],
+                                exclude: Collection[int]) -> list[Any] | None:
+        """The images to rank exactly, or None when more than ``exact_max`` match (the index answers). What the
+        last query of the same shop and filters found is remembered for ``size_seconds``: a large shop then costs
+        no statement at all, a small one a single statement (its candidates, at most ``exact_max + 1`` of them)."""
+        if self.exact_max <= 0:
+            return None
+        key = (shop_id, json.dumps(filters, sort_keys=True, default=str), tuple(sorted(exclude)))
+        large = self._large.get(key)
+        if large is None:
+            large = not await self._few(session, shop_id, filters, exclude)
+            self._large.put(key, large)
+            return None if large else await self._candidates(session, shop_id, filters, exclude)
+        if large:
+            return None
+        candidates = await self._candidates(session, shop_id, filters, exclude, self.exact_max + 1)
+        if len(candidates) > self.exact_max:  # grown past it since
+            self._large.put(key, True)
+            return None
+        return candidates
 
     async def _few(self, session: AsyncSession, shop_id: int, filters: dict[str, Any],
                    exclude: Collection[int]) -> bool:
@@ -181,9 +206,10 @@ class Ranker:
 
     @staticmethod
     async def _candidates(session: AsyncSession, shop_id: int, filters: dict[str, Any],
-                          exclude: Collection[int]) -> list[Any]:
+                          exclude: Collection[int], at_most: int | None = None) -> list[Any]:
         return list((await session.execute(
-            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude).order_by(Image.id))).all())
+            matching(select(Image.id, Image.embedded_at), shop_id, filters, exclude).order_by(Image.id)
+            .limit(at_most))).all())
 
     async def _exact(self, session: AsyncSession, shop_id: int, scorer: Scorer, limit: int,
                      candidates: list[Any]) -> list[tuple[Image, float]]:

@@ -64,7 +64,7 @@ class Runtime:
         self.tasks: Tasks = register_tasks(self.broker, self)
         self.prompts = PromptBatcher(self.encoder)
         self.ranker = Ranker(self.store, self.prompts, settings.exact_max_vectors,
-                             settings.exact_cache_mb * 1024 * 1024)
+                             settings.exact_cache_mb * 1024 * 1024, settings.query_cache_seconds)
         self._embedder: Embedder | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None

@@ -73,3 +73,44 @@ async def test_queries_answered_by_the_index_never_miss_a_ready_image(client, ma
             similar = await client.get(f"/api/v1/images/{image_id}/similar", params={"limit": 100},
                                        headers=shop.secret)
             assert sorted(r["id"] for r in similar.json()["results"]) == sorted(set(ids) - {image_id})
+
+
+@pytest.mark.parametrize("settings_overrides", [{"exact_max_vectors": 3}])
+async def test_a_shops_size_is_remembered_and_its_growth_noticed(client, shop, settings):
+    """Whether a shop has more images than HUB_EXACT_MAX_VECTORS is remembered for HUB_QUERY_CACHE_SECONDS (a
+    large shop's query then counts nothing; a small one's reads its candidates once); a small shop that grows
+    past the bound is noticed by its next query, and a large one that shrinks once that time is up. Every answer
+    holds every ready image either way."""
+    ranker = client.app.state.services.pipeline.ranker
+    now = [1000.0]
+    ranker._large.clock = lambda: now[0]
+
+    async def upload(seeds: range) -> list[int]:
+        made = []
+        for seed in seeds:
+            resp = await client.post("/api/v1/images", files={"file": (f"{seed}.jpg", photo(seed), "image/jpeg")},
+                                     headers=shop.secret)
+            assert resp.status_code == 202, resp.text
+            made.append(resp.json()["id"])
+        await wait_for_images(client, shop.secret, made)
+        return made
+
+    async def found() -> list[int]:
+        resp = await client.post("/api/v1/recommendations", json={"prompt": "a dress", "limit": 100,
+                                                                   "mode": "vector", "distinct": "image"},
+                                 headers=shop.publishable)
+        assert resp.status_code == 200, resp.text
+        return sorted(r["id"] for r in resp.json()["results"])
+
+    def remembered() -> list[bool]:
+        return [large for _, large in ranker._large._values.values()]
+
+    ids = await upload(range(2))
+    assert await found() == sorted(ids) and remembered() == [False]  # counted: small
+    ids += await upload(range(2, 5))
+    assert await found() == sorted(ids) and remembered() == [True]  # its candidates were too many: large now
+    for image_id in ids[2:]:
+        assert (await client.delete(f"/api/v1/images/{image_id}", headers=shop.secret)).status_code == 204
+    assert await found() == sorted(ids[:2]) and remembered() == [True]  # (the index answers, rightly)
+    now[0] += settings.query_cache_seconds + 0.01
+    assert await found() == sorted(ids[:2]) and remembered() == [False]  # counted again: small

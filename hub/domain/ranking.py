@@ -39,6 +39,7 @@ log = logging.getLogger("hub.search")
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 BEST_SCORE_EACH = 1000  # the index's nearest to each positive that best_score scores, at most
 OVERFETCH = 10  # vectors of images deleted a moment ago may still be in the store
+FILTERED_OVERFETCH = 10  # with filters: neighbours asked for per one wanted, before Chroma is made to filter
 
 
 @dataclass
@@ -236,31 +237,32 @@ class Ranker:
 
     async def _indexed(self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int,
                        filters: dict[str, Any], exclude: Collection[int]) -> list[tuple[Image, float]]:
-        """The index's answer. It is first asked without the "listed" filter (a ``where`` slows Chroma down);
-        only when drafts crowd the results out is it asked again with it."""
+        """The index's answer. Any ``where`` makes Chroma filter before it searches (≈ 15 ms at 10,000 vectors,
+        57 ms on a busy machine), so it is asked without one first: with filters, for more neighbours than
+        wanted, kept by the database when they match (when at least ``limit`` do, they are the nearest matching
+        ones); without, it is asked again with the "listed" filter only when drafts crowd the results out."""
         wanted = limit + OVERFETCH + len(exclude)
+        if any(value is not None for value in filters.values()):
+            hits = await self.store.query(shop_id, vector, min(max(wanted * FILTERED_OVERFETCH, 200), 1000))
+            results = await _rows(session, shop_id, hits, exclude, filters)
+            if len(results) >= limit:
+                return results[:limit]
         hits = await self.store.query(shop_id, vector, wanted, filters)
-        results = await _rows(session, shop_id, hits, exclude)
+        results = await _rows(session, shop_id, hits, exclude, filters)
         if len(results) < limit and len(hits) == wanted:
             hits = await self.store.query(shop_id, vector, wanted, filters, listed_only=True)
-            results = await _rows(session, shop_id, hits, exclude)
+            results = await _rows(session, shop_id, hits, exclude, filters)
         return results[:limit]
 
 
-async def _rows(session: AsyncSession, shop_id: int, hits: list[Any],
-                exclude: Collection[int]) -> list[tuple[Image, float]]:
+async def _rows(session: AsyncSession, shop_id: int, hits: list[Any], exclude: Collection[int],
+                filters: dict[str, Any]) -> list[tuple[Image, float]]:
+    """The hits that are ready images of listed products matching ``filters`` (``matching``), in order."""
     ids = [h.image_id for h in hits if h.image_id not in exclude]
     if not ids:
         return []
-    rows = {
-        img.id: img
-        for img in await session.scalars(
-            select(Image)
-            .outerjoin(Product, Product.id == Image.product_id)
-            .where(Image.id.in_(ids), Image.shop_id == shop_id, Image.status == "ready",
-                   or_(Product.id.is_(None), Product.status == "active"))
-        )
-    }
+    rows = {img.id: img for img in await session.scalars(
+        matching(select(Image), shop_id, filters, exclude).where(Image.id.in_(ids)))}
     return [(rows[h.image_id], h.score) for h in hits if h.image_id in rows]
 
 

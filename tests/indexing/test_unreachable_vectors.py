@@ -114,3 +114,31 @@ async def test_a_shops_size_is_remembered_and_its_growth_noticed(client, shop, s
     assert await found() == sorted(ids[:2]) and remembered() == [True]  # (the index answers, rightly)
     now[0] += settings.query_cache_seconds + 0.01
     assert await found() == sorted(ids[:2]) and remembered() == [False]  # counted again: small
+
+
+@pytest.mark.parametrize("settings_overrides", [{"exact_max_vectors": 0}])
+async def test_filtered_queries_through_the_index_keep_the_nearest_matching_images(client, shop):
+    """With filters, the index is first asked for more neighbours without a ``where`` (which makes Chroma filter
+    before it searches) and the database keeps those that match; when too few do, Chroma filters. Both give the
+    nearest matching images, in the same order."""
+    from tests.indexing.test_hybrid import import_catalog
+
+    rows = [(f"{colour} {kind}", "", f"P{n}", category) for n, (colour, kind, category) in enumerate(
+        [(c, k, cat) for c in ("Red", "Blue", "Green", "Black") for k, cat in (("dress", "Dresses"),
+                                                                          ("jumper", "Tops"), ("skirt", "Skirts"))])]
+    ids = await import_catalog(client, shop, rows)
+    listed = (await client.get("/api/v1/images", params={"limit": 100}, headers=shop.secret)).json()["items"]
+    dresses = next(i["category_id"] for i in listed if i["name"] == "Red dress")
+    expected = {i["id"] for i in listed if i["category_id"] == dresses}
+    assert len(expected) == 4 and len(ids) == 12
+
+    async def ranked(limit: int) -> list[int]:
+        resp = await client.post("/api/v1/recommendations", json={
+            "prompt": "a dress", "limit": limit, "mode": "vector", "distinct": "image",
+            "filters": {"category_id": dresses}}, headers=shop.publishable)
+        assert resp.status_code == 200, resp.text
+        return [r["id"] for r in resp.json()["results"]]
+
+    everything = await ranked(100)  # fewer match than asked for: Chroma filters
+    assert set(everything) == expected
+    assert await ranked(2) == everything[:2]  # enough among the nearest: the database filters them

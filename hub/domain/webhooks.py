@@ -111,24 +111,25 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
 
     key = content_key(parsed, delivery.body)
     bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
-    row = {**common, "delivery_id": (parsed.delivery_id or None) and parsed.delivery_id[:200], "content_key": key,
-           "topic": parsed.topic[:100], "status": "received", "error": None, "body": None, "processed_at": None,
-           "next_attempt_at": None, "attempts": 0, "duplicates": 0, "summary": {}}
+    values: dict[str, Any] = {
+        **common, "delivery_id": (parsed.delivery_id or None) and parsed.delivery_id[:200], "content_key": key,
+        "topic": parsed.topic[:100], "status": "received", "error": None, "body": None, "processed_at": None,
+        "next_attempt_at": None, "attempts": 0, "duplicates": 0, "summary": {}}
     if bad is not None:
-        row.update(status="rejected", error=bad, body=delivery.body, processed_at=utcnow())
+        values.update(status="rejected", error=bad, body=delivery.body, processed_at=utcnow())
     elif parsed.ignored:  # acknowledged, applied nowhere (and its body, maybe customer data, is not kept)
-        row.update(status="ignored", error=parsed.ignored[:2000], processed_at=utcnow())
+        values.update(status="ignored", error=parsed.ignored[:2000], processed_at=utcnow())
     elif not parsed.events:  # a ping or a topic with nothing to apply: done
-        row.update(status="processed", processed_at=utcnow())
+        values.update(status="processed", processed_at=utcnow())
     else:
-        row.update(body=delivery.body, next_attempt_at=utcnow() + services.settings.lease)
+        values.update(body=delivery.body, next_attempt_at=utcnow() + services.settings.lease)
     await db.commit()  # (the connection was read in this session: end its transaction before waiting)
     try:
-        delivery_pk = await services.inbox.record(row)
+        delivery_pk = await services.inbox.record(values)
     except IntegrityError:  # (the only constraint left to break: the connection was deleted since it was read)
-        raise NotFound(f"no {connector.name} connection {row['connection_id']}") from None
+        raise NotFound(f"no {connector.name} connection {row.id}") from None
     if delivery_pk is None:  # stored before (a replay), or by a request that came at the same moment
-        seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row["connection_id"],
+        seen = await db.scalar(select(WebhookDelivery).where(WebhookDelivery.connection_id == row.id,
                                                              WebhookDelivery.content_key == key))
         if seen is not None and seen.status == "rejected":  # the same answer as the first time
             raise Invalid(f"malformed delivery: {seen.error}")
@@ -139,9 +140,9 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
         return "duplicate", seen.id if seen is not None else None
     if bad is not None:
         raise Invalid(f"malformed delivery: {bad}")
-    if row["status"] == "received" and services.pipeline is not None:
+    if values["status"] == "received" and services.pipeline is not None:
         await services.pipeline.deliveries_received([delivery_pk])
-    return ("accepted" if row["status"] == "received" else row["status"]), delivery_pk
+    return ("accepted" if values["status"] == "received" else values["status"]), delivery_pk
 
 
 class DeliveryAnswer(TypedDict):

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import platform
+import signal
 import random
 import socket
 import subprocess
@@ -122,10 +123,30 @@ def hub_server(home: Path, model: Path, **env: str):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"hub serve did not become ready; see {home / 'serve.log'}")
             time.sleep(0.5)
-        yield base, environ
+        yield base, environ | {"BENCH_SERVE_PID": str(proc.pid)}
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+@contextmanager
+def profiled(pid: int | str, name: str, seconds: float) -> Iterator[None]:
+    """py-spy's samples of process ``pid`` while the block runs, into ``$BENCH_PROFILE/name.txt`` (collapsed
+    stacks), when ``BENCH_PROFILE`` names a folder and py-spy is installed (``pip install py-spy``)."""
+    folder = os.environ.get("BENCH_PROFILE")
+    spy = Path(sys.executable).parent / "py-spy"
+    if not folder or not spy.exists():
+        yield
+        return
+    proc = subprocess.Popen([str(spy), "record", "-p", str(pid), "--nonblocking", "--format", "raw", "-d",
+                             str(int(seconds)), "-o", f"{folder}/{name}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes what it has on an interrupt
+        proc.wait()
 
 
 @contextmanager

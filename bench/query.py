@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RawClient, full_size_model, hub_server, machine, shop_home, write_section
+from bench.common import RawClient, full_size_model, hub_server, machine, profiled, shop_home, write_section
 
 COLOURS = ["red", "blue", "black", "white", "green", "pink", "beige", "navy", "yellow", "grey"]
 PATTERNS = ["floral", "striped", "plain", "dotted", "plaid", "leather", "denim", "lace", "silk", "knit"]
@@ -139,9 +139,10 @@ def main() -> None:
         seed_s = time.perf_counter() - seed_start
         texts = prompts()[: args.queries]
         tower = text_tower(model, prompts()[args.queries:])
-        with hub_server(home, model) as (base, _):
+        with hub_server(home, model) as (base, environ):
             run_clients(base, shop["publishable_key"], texts[:8], 1)  # warm-up
-            fresh = run_clients(base, shop["publishable_key"], texts, args.clients)
+            with profiled(environ["BENCH_SERVE_PID"], f"query-fresh-{args.images}", 600):
+                fresh = run_clients(base, shop["publishable_key"], texts, args.clients)
             repeated = run_clients(base, shop["publishable_key"], texts, args.clients)
             # a filter every image matches (more than HUB_EXACT_MAX_VECTORS do: the index answers), fresh prompts
             filtered = run_clients(base, shop["publishable_key"], prompts()[-args.queries:], args.clients,

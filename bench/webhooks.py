@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import RawClient, free_port, full_size_model, machine, write_section
+from bench.common import RawClient, free_port, full_size_model, machine, profiled, write_section
 
 OPERATOR = "bench-operator-token-0000000000000001"
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -238,15 +238,8 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
                         deliveries.append(woo.delivery("product.updated", product,
                                                        delivery_id=f"bench-{seed}"))
                     cpu, own = _cpu_seconds(pids[0]), _cpu_seconds(os.getpid())
-                    profiler = None
-                    if os.environ.get("BENCH_PROFILE"):  # a folder: py-spy's samples of `hub serve`, per rate
-                        profiler = subprocess.Popen(
-                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pids[0]), "--nonblocking", "--format", "raw", "-d",
-                             str(int(seconds) + 1), "-o", f"{os.environ['BENCH_PROFILE']}/{mode}-{rate}.txt"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    latencies, statuses = await _burst(url, deliveries, rate)
-                    if profiler is not None:
-                        profiler.wait()
+                    with profiled(pids[0], f"webhooks-{mode}-{rate}", seconds + 5):
+                        latencies, statuses = await _burst(url, deliveries, rate)
                     cpu, own = _cpu_seconds(pids[0]) - cpu, _cpu_seconds(os.getpid()) - own
                     rss = _rss_mb(pids)
                     waited, drained = await _drain(client, base, auth, connection["id"], 900)

@@ -129,6 +129,17 @@ def hub_server(home: Path, model: Path, **env: str):
         proc.wait(60)
 
 
+def rss_of(pid: int | str) -> float:
+    """A process's resident memory, in MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 @contextmanager
 def profiled(pid: int | str, name: str, seconds: float) -> Iterator[None]:
     """py-spy's samples of process ``pid`` while the block runs, into ``$BENCH_PROFILE/name.txt`` (collapsed

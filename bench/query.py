@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RawClient, full_size_model, hub_server, machine, profiled, shop_home, write_section
+from bench.common import RawClient, full_size_model, hub_server, machine, profiled, rss_of, shop_home, write_section
 
 COLOURS = ["red", "blue", "black", "white", "green", "pink", "beige", "navy", "yellow", "grey"]
 PATTERNS = ["floral", "striped", "plain", "dotted", "plaid", "leather", "denim", "lace", "silk", "knit"]
@@ -147,6 +147,7 @@ def main() -> None:
             # a filter every image matches (more than HUB_EXACT_MAX_VECTORS do: the index answers), fresh prompts
             filtered = run_clients(base, shop["publishable_key"], prompts()[-args.queries:], args.clients,
                                    {"available": True})
+            rss_mb = rss_of(environ["BENCH_SERVE_PID"])
 
     def rows(results: list[tuple[float, dict]], label: str) -> str:
         total = [r[0] for r in results]
@@ -178,6 +179,8 @@ every image matches). Latencies in ms; the split comes from the `timings_ms` of 
 {rows(fresh, "fresh")}
 {rows(repeated, "repeated")}
 {rows(filtered, "fresh, filtered")}
+
+`hub serve`'s resident memory after the queries: {rss_mb:.0f} MB.
 
 Throughput: fresh {fresh_rate:.1f} queries/s, repeated {repeated_rate:.1f} queries/s. Fresh queries/s ÷ the text
 tower's prompts/s at 4 per pass: **{fresh_rate / tower['4 per pass']:.2f}** (issue 16 asks ≥ 0.8); fresh p50 ÷ one

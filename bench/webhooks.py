@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import RawClient, free_port, full_size_model, machine, profiled, write_section
+from bench.common import RawClient, free_port, full_size_model, machine, profiled, rss_of, write_section
 
 OPERATOR = "bench-operator-token-0000000000000001"
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -141,15 +141,7 @@ def _wait_chroma(url: str, proc: subprocess.Popen) -> None:
 
 
 def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return sum(rss_of(pid) for pid in pids)
 
 
 def _cpu_seconds(pid: int) -> float:

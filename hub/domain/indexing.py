@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,12 @@ from hub.settings import Settings
 
 log = logging.getLogger("hub.embedder")
 SWEEP_BATCH = 2000
-REACH_BATCH = 2000  # ready images whose vectors one sweep checks for reachability (beside the new ones)
+REACH_BATCH = 2000  # newly embedded images whose vectors one sweep checks for reachability
+# older vectors re-checked per sweep, in id order: a sweep every 30 s walks 24,000 an hour. (It was 2,000, beside
+# the new ones, and every start checked every ready image again: at 10,000 images that took a third of the API
+# process's samples during a query bench, and never stopped — bench.query, 2026-12-01.)
+REACH_WALK = 200
+REACH_LOOKBACK = timedelta(hours=1)  # at start, images embedded this long before are checked as new
 CLOCK_MARGIN = timedelta(seconds=60)  # for timestamps written by other hosts
 
 
@@ -107,7 +112,7 @@ class Embedder:
         # each shop fetches at most HUB_FETCH_PER_SHOP images at once: slow hosts of one shop cannot hold the
         # connections every other shop's images need
         self._fetch_slots: dict[int, asyncio.Semaphore] = {}
-        self._reach_since = datetime.min.replace(tzinfo=UTC)  # the first sweep checks every ready image
+        self._reach_since = utcnow() - REACH_LOOKBACK  # (older vectors: the walk)
         self._reach_cursor = 0
 
     async def close(self) -> None:
@@ -380,10 +385,11 @@ class Embedder:
                 removed += len(orphans)
         return removed
 
-    async def repair_unreachable(self, limit: int = REACH_BATCH) -> dict[str, int]:
+    async def repair_unreachable(self, limit: int = REACH_BATCH, walk: int = REACH_WALK) -> dict[str, int]:
         """Find ready images whose vector the index cannot reach (queried with their own vector, the index does
-        not return them) and insert those vectors again. Each sweep checks the images embedded since the last
-        check, and walks ``limit`` more of the rest in id order, so every vector is checked again in time."""
+        not return them) and insert those vectors again. Each sweep checks (up to ``limit`` of) the images embedded
+        since the last check, and walks ``walk`` more of the rest in id order, so every vector is checked again in
+        time."""
         now = utcnow()
         async with self.sessions() as session:
             recent = list((await session.execute(
@@ -392,10 +398,10 @@ class Embedder:
                 .order_by(Image.embedded_at, Image.id).limit(limit))).all())
             walked = list((await session.execute(
                 select(Image.shop_id, Image.id).where(Image.status == "ready", Image.id > self._reach_cursor)
-                .order_by(Image.id).limit(limit))).all())
+                .order_by(Image.id).limit(walk))).all())
         # the next sweep goes on after these: from the last one seen if there were more, else from now on
         self._reach_since = (recent[-1][2] or now) if len(recent) == limit else now - CLOCK_MARGIN
-        self._reach_cursor = walked[-1][1] if len(walked) == limit else 0
+        self._reach_cursor = walked[-1][1] if len(walked) == walk else 0
         by_shop: dict[int, set[int]] = {}
         for shop_id, ident in [(r[0], r[1]) for r in recent] + [(w[0], w[1]) for w in walked]:
             by_shop.setdefault(shop_id, set()).add(ident)

@@ -16,6 +16,7 @@ import itertools
 import json
 import random
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ async def seed(home: Path, model: Path, shop_id: int, n: int) -> None:
 
     settings = load_settings(home=home, model=str(model))
     engine = create_engine(settings.db_url)
-    now = utcnow()
+    now = utcnow() - timedelta(hours=2)  # a catalog that was there before the start (the sweep walks it slowly)
     async with engine.begin() as conn:
         result = await conn.execute(
             insert(Image).returning(Image.id),

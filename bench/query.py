@@ -193,7 +193,7 @@ The text tower alone, in the same run (prompts/s; concurrent queries' prompts sh
 | how | prompts/s | vs two threads |
 | --- | ---: | ---: |
 """ + "\n".join(f"| {name} | {rate:.1f} | {rate / tower['two threads']:.2f} |" for name, rate in tower.items()) + "\n"
-    write_section("Queries", body)
+    write_section("Queries" if args.images == 10_000 else f"Queries, {args.images:,} images", body)
     print(body)
 
 

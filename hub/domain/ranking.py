@@ -184,14 +184,15 @@ class Ranker:
         key = (shop_id, json.dumps(filters, sort_keys=True, default=str), tuple(sorted(exclude)))
         large = self._large.get(key)
         if large is None:
+            generation = self._large.generation
             large = not await self._few(session, shop_id, filters, exclude)
-            self._large.put(key, large)
+            self._large.put(key, large, generation)
             return None if large else await self._candidates(session, shop_id, filters, exclude)
         if large:
             return None
         candidates = await self._candidates(session, shop_id, filters, exclude, self.exact_max + 1)
         if len(candidates) > self.exact_max:  # grown past it since
-            self._large.put(key, True)
+            self._large.put(key, True, self._large.generation)
             return None
         return candidates
 
@@ -242,8 +243,9 @@ class Ranker:
         wanted, kept by the database when they match (when at least ``limit`` do, they are the nearest matching
         ones); without, it is asked again with the "listed" filter only when drafts crowd the results out."""
         wanted = limit + OVERFETCH + len(exclude)
-        if any(value is not None for value in filters.values()):
-            hits = await self.store.query(shop_id, vector, min(max(wanted * FILTERED_OVERFETCH, 200), 1000))
+        more = min(max(wanted * FILTERED_OVERFETCH, 200), 1000)
+        if more > wanted and any(value is not None for value in filters.values()):
+            hits = await self.store.query(shop_id, vector, more)
             results = await _rows(session, shop_id, hits, exclude, filters)
             if len(results) >= limit:
                 return results[:limit]

@@ -1,8 +1,12 @@
 """What the query path read from the database recently, kept for a few seconds.
 
 Each cache names the rows its values are made of (``watches``). A change to such a row made in this process (an
-ORM flush that adds, updates or deletes one) empties that cache at once; another process (a second API replica) sees
-the change within ``seconds``. ``seconds`` 0 keeps nothing.
+ORM flush that adds, updates or deletes one) empties that cache when it is flushed and again when it is
+committed; another process (a second API replica) sees the change within ``seconds``. ``seconds`` 0 keeps
+nothing.
+
+A value read while such a change was under way must not be kept: a reader notes the cache's ``generation``
+before it reads the database and passes it to ``put``, which drops the value if the cache was emptied since.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sqlalchemy.orm import Session
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+_TOUCHED = "hub.recent.touched"
 
 
 class Recent(Generic[K, V]):
@@ -26,6 +31,7 @@ class Recent(Generic[K, V]):
         self.watches = watches
         self.size = size
         self.clock = time.monotonic
+        self.generation = 0  # how many times it was emptied
         self._values: OrderedDict[K, tuple[float, V]] = OrderedDict()
         _CACHES.add(self)
 
@@ -35,19 +41,24 @@ class Recent(Generic[K, V]):
             return None
         return found[1]
 
-    def put(self, key: K, value: V, *, refreshed: bool = True) -> None:
-        """Keep ``value`` (``refreshed``: just read from the database; else the time of the value it replaces
-        stays, so that it is read again on time)."""
-        if self.seconds <= 0:
+    def put(self, key: K, value: V, generation: int) -> None:
+        """Keep ``value``, read from the database just now by a reader that noted ``generation`` before it read
+        (nothing is kept if the cache was emptied since: the value may predate a change)."""
+        if self.seconds <= 0 or generation != self.generation:
             return
-        previous = self._values.get(key)
-        since = previous[0] if previous is not None and not refreshed else self.clock()
-        self._values[key] = (since, value)
+        self._values[key] = (self.clock(), value)
         self._values.move_to_end(key)
         while len(self._values) > self.size:
             self._values.popitem(last=False)
 
+    def replace(self, key: K, old: V, new: V) -> None:
+        """``new`` for ``old`` under ``key``, keeping its time — only if ``old`` is still what is kept."""
+        found = self._values.get(key)
+        if found is not None and found[1] is old:
+            self._values[key] = (found[0], new)
+
     def clear(self) -> None:
+        self.generation += 1
         self._values.clear()
 
 
@@ -61,9 +72,23 @@ def _forget_changed(session: Session, _context: Any) -> None:
     for cache in list(_CACHES):
         if any(isinstance(obj, cache.watches) for obj in changed):
             cache.clear()
+            session.info.setdefault(_TOUCHED, weakref.WeakSet()).add(cache)
+
+
+def _forget_committed(session: Session) -> None:
+    """Again once the change is committed: a reader may have kept the old rows between the flush and the commit."""
+    for cache in list(session.info.pop(_TOUCHED, ())):
+        cache.clear()
+
+
+def _drop_touched(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_TOUCHED, None)
 
 
 def track_changes() -> None:
     """Empty the caches whose rows a flush changes (idempotent; the composition root calls it)."""
-    if not event.contains(Session, "after_flush", _forget_changed):
-        event.listen(Session, "after_flush", _forget_changed)
+    for name, listener in (("after_flush", _forget_changed), ("after_commit", _forget_committed),
+                           ("after_soft_rollback", _drop_touched)):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)

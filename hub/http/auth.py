@@ -61,11 +61,12 @@ async def authenticate(
     keys, digest = state.services.keys, hash_key(raw)
     known = keys.get(digest)
     if known is None:
+        generation = keys.generation  # (noted before the read: a change meanwhile drops what is read)
         row = await find_key(session, raw)
         if row is None:
             raise await _failed(request, "invalid API key")
         known = KnownKey.of(row)
-        keys.put(digest, known)
+        keys.put(digest, known, generation)
     if known.revoked:
         raise await _failed(request, "this API key has been revoked")
     if secret_only and known.kind != "secret":
@@ -76,7 +77,7 @@ async def authenticate(
         await state.limiter.hit(state.storefront_limits, "storefront", f"{known.id}:{client_address(request)}")
     used = await mark_used(session, known)
     if used is not known:
-        keys.put(digest, used, refreshed=False)
+        keys.replace(digest, known, used)  # (never puts back an entry emptied meanwhile)
     return Principal(shop_id=known.shop_id, key_id=known.id, kind=known.kind)
 
 

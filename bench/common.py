@@ -99,6 +99,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(url: str, procs: list[subprocess.Popen], what: str, timeout: float = 300) -> None:
+    """Until ``url`` answers 200; fails loudly if one of ``procs`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready at {url}")
+        time.sleep(0.3)
+
+
 @contextmanager
 def hub_server(home: Path, model: Path, **env: str):
     """`hub serve` on the embedded default (in-process workers), as a user runs it."""
@@ -113,16 +127,7 @@ def hub_server(home: Path, model: Path, **env: str):
                             stdout=log, stderr=subprocess.STDOUT, cwd=home)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"hub serve did not become ready; see {home / 'serve.log'}")
-            time.sleep(0.5)
+        wait_for_http(f"{base}/ready", [proc], f"hub serve (see {home / 'serve.log'})")
         yield base, environ | {"BENCH_SERVE_PID": str(proc.pid)}
     finally:
         proc.terminate()

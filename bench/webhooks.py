@@ -29,24 +29,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import RawClient, free_port, full_size_model, machine, profiled, rss_of, write_section
+from bench.common import RawClient, free_port, full_size_model, machine, profiled, rss_of, wait_for_http, write_section
 
 OPERATOR = "bench-operator-token-0000000000000001"
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def _wait_ready(base: str, procs: list[subprocess.Popen], log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            raise RuntimeError(f"the hub did not become ready; see {log}")
-        time.sleep(0.5)
 
 
 @contextmanager
@@ -112,32 +99,19 @@ def hub(mode: str, home: Path, model: Path) -> Iterator[tuple[str, list[int]]]:
                 [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(home / "chroma"), "--port",
                  str(chroma_port)], env, home / "chroma.log", home))
             env["HUB_CHROMA_URL"] = f"http://127.0.0.1:{chroma_port}"
-            _wait_chroma(env["HUB_CHROMA_URL"], chroma)
+            wait_for_http(f"{env['HUB_CHROMA_URL']}/api/v2/heartbeat", [chroma], "the Chroma server", 120)
         subprocess.run([*hub_cmd, "migrate"], env=env, cwd=home, check=True, capture_output=True)
         procs = [stack.enter_context(_process([*hub_cmd, "serve", "--port", str(port)], env, home / "serve.log",
                                               home))]
         if mode == "server":
             procs.append(stack.enter_context(_process([*hub_cmd, "worker"], env, home / "worker.log", home)))
-        _wait_ready(base, procs, home / "serve.log")
         try:
+            wait_for_http(f"{base}/ready", procs, "the hub")
             yield base, [p.pid for p in procs]
         except BaseException:
             for log in sorted(home.glob("*.log")):
                 print(f"--- {log.name} (end)\n{log.read_text(errors='replace')[-6000:]}", file=sys.stderr)
             raise
-
-
-def _wait_chroma(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the Chroma server did not start")
-        time.sleep(0.3)
 
 
 def _rss_mb(pids: list[int]) -> float:

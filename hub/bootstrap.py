@@ -22,7 +22,6 @@ from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db.engine import create_engine, dispose, session_factory
-from hub.domain.inbox import DeliveryInbox
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.secrets import SecretBox
@@ -46,7 +45,7 @@ class Hub:
     engine: AsyncEngine
     services: Services
     runtime: Runtime | None
-    intake_engine: AsyncEngine | None = None  # the webhook intake's own connections (``DeliveryInbox``)
+    intake_engine: AsyncEngine  # the webhook intake's own connections (``DeliveryInbox``)
 
     async def start(self) -> None:
         if self.services.pipeline is not None:
@@ -59,8 +58,7 @@ class Hub:
         finally:
             await self.services.prompt_log.close()
             await dispose(self.engine)
-            if self.intake_engine is not None:
-                await dispose(self.intake_engine)
+            await dispose(self.intake_engine)
 
 
 def serve_role(settings: Settings) -> Role:
@@ -76,14 +74,13 @@ def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
     lexical.track_changes()
     recent.track_changes()
     engine = create_engine(settings.db_url)
-    services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
-                        SecretBox(settings.secret_key), pipeline=None)
-    runtime = Runtime(services, role) if role != "cli" and pipeline is None else None
-    services.pipeline = pipeline if pipeline is not None else runtime
     # webhooks are stored through connections of their own (never queued behind the pool's other users) whose
     # SQLite writes go before the others waiting (hub.db.sqlite_writes)
-    intake_engine = create_engine(settings.db_url, urgent_writes=True, pool_size=2, max_overflow=2)
-    services.inbox = DeliveryInbox(session_factory(intake_engine))
+    intake_engine = create_engine(settings.db_url, urgent_writes=True, pool_size=2)
+    services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
+                        SecretBox(settings.secret_key), pipeline=None, intake=session_factory(intake_engine))
+    runtime = Runtime(services, role) if role != "cli" and pipeline is None else None
+    services.pipeline = pipeline if pipeline is not None else runtime
     return Hub(settings, engine, services, runtime, intake_engine)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from hub.bootstrap import web_app
 from hub.db.engine import create_engine, migrate
@@ -375,3 +375,50 @@ def app_sender(client: httpx.AsyncClient, public_url: str = "http://testserver.l
         return future.result(timeout=60).status_code
 
     return send
+
+
+@asynccontextmanager
+async def write_lock(db_url: str, table: str) -> AsyncIterator[None]:
+    """Another transaction holding the lock that writing ``table`` needs until the block ends (SQLite: the
+    database's write lock; PostgreSQL: a lock on that table): for tests of what waits for a write."""
+    from hub.db.engine import dispose
+
+    holder = create_engine(db_url)
+    try:
+        async with holder.connect() as conn:
+            if db_url.startswith("postgresql"):
+                await conn.execute(text(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+            else:
+                await conn.execute(text("UPDATE shops SET name = name WHERE id = -1"))
+            yield
+            await conn.rollback()
+    finally:
+        await dispose(holder)
+
+
+async def upload_photos(client: httpx.AsyncClient, shop: ShopKeys, seeds: Any) -> list[int]:
+    """Upload the generated product photo of each seed; the new images' ids."""
+    from tests.images import photo
+
+    ids = []
+    for seed in seeds:
+        resp = await client.post("/api/v1/images", files={"file": (f"{seed}.jpg", photo(seed), "image/jpeg")},
+                                 headers=shop.secret)
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+    return ids
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 10) -> None:
+    """Wait until ``check()`` (or what it returns, when that is awaitable) is true; fail loudly after
+    ``timeout`` seconds. What is awaited is the condition, not an amount of time."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never: {what}")
+        await asyncio.sleep(0.005)

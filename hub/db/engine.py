@@ -17,19 +17,20 @@ from hub.db import sqlite_writes
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def create_engine(url: str, *, urgent_writes: bool = False, pool_size: int = 8, max_overflow: int = 8) -> AsyncEngine:
+def create_engine(url: str, *, urgent_writes: bool = False, pool_size: int | None = None) -> AsyncEngine:
     """An async engine; SQLite gets foreign keys, WAL and a busy timeout so workers and API can share it, and its
-    writers take turns in the event loop (``hub.db.sqlite_writes``; ``urgent_writes`` go first)."""
+    writers take turns in the event loop (``hub.db.sqlite_writes``; ``urgent_writes`` go first). ``pool_size``
+    (and as many more on demand): 8 for SQLite, 10 for PostgreSQL unless given."""
     if url.startswith("sqlite"):
-        database = url.split(":///", 1)[1] if ":///" in url else ":memory:"
-        if ":///" in url:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
         address = make_url(url)
+        database = str(Path(address.database).resolve()) if address.database else ":memory:"
+        if address.database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         if address.drivername == "sqlite+aiosqlite":
             address = address.set(drivername=f"sqlite+{sqlite_writes.DRIVER}")
-        engine = create_async_engine(address, connect_args={"timeout": 30}, pool_size=pool_size,
-                                     max_overflow=max_overflow, urgent_writes=urgent_writes)
-        engine.sync_engine.dialect.database = str(Path(database).resolve()) if ":///" in url else database
+        size = pool_size or 8
+        engine = create_async_engine(address, connect_args={"timeout": 30}, pool_size=size, max_overflow=size,
+                                     urgent_writes=urgent_writes, database=database)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -41,7 +42,8 @@ def create_engine(url: str, *, urgent_writes: bool = False, pool_size: int = 8, 
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=pool_size + 2, max_overflow=max_overflow + 2)
+    size = pool_size or 10
+    return create_async_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=size)
 
 
 async def dispose(engine: AsyncEngine, timeout: float = 5.0) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.dialects import registry
@@ -123,26 +125,27 @@ class TurnTakingSQLiteDialect(SQLiteDialect_aiosqlite):
 
     supports_statement_cache = True
 
-    def __init__(self, urgent_writes: bool = False, **kwargs: Any) -> None:
+    def __init__(self, urgent_writes: bool = False, database: str = ":memory:", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.urgent_writes = urgent_writes
-        self.database = ""  # set by hub.db.engine.create_engine: the file the turns are for
+        self.database = database  # the file the turns are for (hub.db.engine.create_engine gives it)
 
-    def _take_turn(self, cursor: Any, statement: str) -> WriteTurns | None:
+    @contextmanager
+    def _turn(self, cursor: Any, statement: str) -> Iterator[None]:
+        """A write waits for the process's turn first; once it has run, its transaction shows."""
         if not _is_write(statement):
-            return None
-        turns = turns_for(self.database)
+            yield
+            return
+        turns, connection = turns_for(self.database), cursor._adapt_connection
         try:
-            await_(turns.take(cursor._adapt_connection, self.urgent_writes))
+            await_(turns.take(connection, self.urgent_writes))
         except TimeoutError:
             raise self.loaded_dbapi.OperationalError("database is locked (waited for this process's "
                                                      "other writers)") from None
-        return turns
-
-    @staticmethod
-    def _wrote(turns: WriteTurns | None, cursor: Any) -> None:
-        if turns is not None:
-            turns.wrote(cursor._adapt_connection)
+        try:
+            yield
+        finally:
+            turns.wrote(connection)
 
     def _give_back(self, dbapi_connection: Any) -> None:
         # (commit and rollback get the pool's proxy of the connection a cursor belongs to)
@@ -153,25 +156,16 @@ class TurnTakingSQLiteDialect(SQLiteDialect_aiosqlite):
             pass
 
     def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
-        turns = self._take_turn(cursor, statement)
-        try:
+        with self._turn(cursor, statement):
             super().do_execute(cursor, statement, parameters, context)
-        finally:
-            self._wrote(turns, cursor)
 
     def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
-        turns = self._take_turn(cursor, statement)
-        try:
+        with self._turn(cursor, statement):
             super().do_executemany(cursor, statement, parameters, context)
-        finally:
-            self._wrote(turns, cursor)
 
     def do_execute_no_params(self, cursor: Any, statement: str, context: Any = None) -> None:
-        turns = self._take_turn(cursor, statement)
-        try:
+        with self._turn(cursor, statement):
             super().do_execute_no_params(cursor, statement, context)
-        finally:
-            self._wrote(turns, cursor)
 
     def do_commit(self, dbapi_connection: Any) -> None:
         try:

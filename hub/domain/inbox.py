@@ -11,7 +11,6 @@ and one commit: the batch grows with the load, each delivery still answered only
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.db.models import WebhookDelivery
 
-log = logging.getLogger("hub.webhooks")
 MAX_BATCH = 500  # deliveries per statement (well under either database's bound-parameter limit)
 Key = tuple[int, str]
 

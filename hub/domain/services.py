@@ -31,6 +31,7 @@ class Services:
     plugins: Plugins
     secrets: SecretBox
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
+    intake: async_sessionmaker[AsyncSession] | None = None  # the webhook intake's own (default: ``sessions``)
     prompt_log: PromptLog = field(init=False)
     inbox: DeliveryInbox = field(init=False)
     keys: Recent[str, KnownKey] = field(init=False)
@@ -38,7 +39,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.prompt_log = PromptLog(self.sessions)
-        self.inbox = DeliveryInbox(self.sessions)
+        self.inbox = DeliveryInbox(self.intake or self.sessions)
         self.keys = key_cache(self.settings.query_cache_seconds)
         self.shop_search = shop_search_cache(self.settings.query_cache_seconds)
 

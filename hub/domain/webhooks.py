@@ -15,6 +15,7 @@ once with the operator's app secret, routed to that store's app-installed connec
 from __future__ import annotations
 
 import hashlib
+from contextlib import suppress
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
@@ -89,32 +90,30 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
             log.warning("webhook signature rejected", extra={"connection_id": row.id})
             raise Unauthenticated("the webhook signature does not match this connection")
 
+    await db.commit()  # (the connection is read: no transaction is held while the delivery waits to be stored)
     headers = {k: v for k, v in delivery.headers.items() if k not in UNSTORED_HEADERS}
-    common = {"connection_id": row.id, "headers": headers, "app_wide": delivery.app_wide,
-              "received_at": delivery.received_at or utcnow()}
+    common: dict[str, Any] = {
+        "connection_id": row.id, "headers": headers, "app_wide": delivery.app_wide,
+        "received_at": delivery.received_at or utcnow(), "delivery_id": None, "content_key": None, "topic": "",
+        "status": "received", "error": None, "body": None, "processed_at": None, "next_attempt_at": None,
+        "attempts": 0, "duplicates": 0, "summary": {}}  # (every row the inbox writes has every column)
     try:
         parsed = parse_delivery(connector, ctx, delivery)
     except DeliveryRejected as exc:
         # recorded once per body: the same rejected body again (a replay under other headers) adds nothing
-        rejected_key = "rejected:" + hashlib.sha256(delivery.body).hexdigest()[:55]
-        if await db.scalar(select(WebhookDelivery.id).where(WebhookDelivery.connection_id == row.id,
-                                                            WebhookDelivery.content_key == rejected_key)) is None:
-            db.add(WebhookDelivery(**common, status="rejected", error=str(exc)[:2000], body=delivery.body[:65536],
-                                   content_key=rejected_key, processed_at=utcnow()))
-            try:
-                await db.commit()
-            except IntegrityError:
-                await db.rollback()
+        with suppress(IntegrityError):  # (its connection deleted meanwhile: nothing to record it for)
+            await services.inbox.record(common | {
+                "status": "rejected", "error": str(exc)[:2000], "body": delivery.body[:65536],
+                "content_key": "rejected:" + hashlib.sha256(delivery.body).hexdigest()[:55],
+                "processed_at": utcnow()})
         raise Invalid(f"malformed delivery: {exc}") from None
     if not parsed.events and not parsed.ignored and parsed.delivery_id is None:
         return "processed", None  # a ping: nothing to apply, and (unsigned) nothing worth keeping
 
     key = content_key(parsed, delivery.body)
     bad = next((reason for event in parsed.events if (reason := check_event(event))), None)
-    values: dict[str, Any] = {
-        **common, "delivery_id": (parsed.delivery_id or None) and parsed.delivery_id[:200], "content_key": key,
-        "topic": parsed.topic[:100], "status": "received", "error": None, "body": None, "processed_at": None,
-        "next_attempt_at": None, "attempts": 0, "duplicates": 0, "summary": {}}
+    values = common | {"delivery_id": (parsed.delivery_id or None) and parsed.delivery_id[:200],
+                       "content_key": key, "topic": parsed.topic[:100]}
     if bad is not None:
         values.update(status="rejected", error=bad, body=delivery.body, processed_at=utcnow())
     elif parsed.ignored:  # acknowledged, applied nowhere (and its body, maybe customer data, is not kept)
@@ -123,7 +122,6 @@ async def accept(services: Services, db: Any, row: Connection, connector: Connec
         values.update(status="processed", processed_at=utcnow())
     else:
         values.update(body=delivery.body, next_attempt_at=utcnow() + services.settings.lease)
-    await db.commit()  # (the connection was read in this session: end its transaction before waiting)
     try:
         delivery_pk = await services.inbox.record(values)
     except IntegrityError:  # (the only constraint left to break: the connection was deleted since it was read)

@@ -50,7 +50,7 @@ async def authenticate(
     request: Request, session: AsyncSession, raw: str | None, *, secret_only: bool
 ) -> Principal:
     """Resolve a raw key to a principal, or raise 401/403/429. Touches ``last_used_at`` at most once a minute.
-    A key that authenticated in the last ``HUB_QUERY_CACHE_SECONDS`` is not read again (``KeyCache``).
+    A key that authenticated in the last ``HUB_QUERY_CACHE_SECONDS`` is not read again (``hub.domain.keys.key_cache``).
 
     Failed attempts are counted per client address (HUB_AUTH_FAILURE_LIMIT): past the limit, a failure is a
     429 instead of a 401.

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 log = logging.getLogger("hub.model")
@@ -32,32 +33,10 @@ def lower_this_thread(nice: int) -> None:
         log.debug("thread priority not lowered", extra={"reason": str(exc)})
 
 
-def thread_nice() -> int:
-    """The calling thread's nice value (0 where there is none)."""
-    try:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    except (AttributeError, OSError):
-        return 0
-
-
 def created_at(nice: int, make: Callable[[], T]) -> T:
     """``make()`` called from a new thread of nice value ``nice``, so that threads it starts inherit it; its
     result or its exception."""
     if nice <= 0:
         return make()
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        lower_this_thread(nice)
-        try:
-            outcome.append(make())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            failure.append(exc)
-
-    maker = threading.Thread(target=run, name="hub-model-load")
-    maker.start()
-    maker.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    with ThreadPoolExecutor(1, "hub-model-load", lower_this_thread, (nice,)) as maker:
+        return maker.submit(make).result()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from hub.db.engine import create_engine, dispose, session_factory
 from hub.db.models import Prompt
 from hub.domain.prompt_log import PromptLog
-from tests.conftest import serve_app
+from tests.conftest import serve_app, until, write_lock
 from tests.services import free_port
 
 PROMPTS = [f"red floral dress {i}" for i in range(24)]
@@ -52,13 +52,6 @@ async def test_the_timer_writes_the_gathered_prompts(client, shop):
     assert await logged(services.sessions) == len(PROMPTS) and not services.prompt_log.pending
 
 
-async def until(condition, what: str) -> None:
-    for _ in range(600):  # (what is awaited is the condition, not an amount of time)
-        if await condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never: {what}")
-
 
 async def test_prompts_that_arrive_while_a_batch_is_written_go_in_the_next(client, shop, settings):
     """The interleaving: a batch is being written (held up by another transaction's lock) when a prompt arrives;
@@ -66,28 +59,15 @@ async def test_prompts_that_arrive_while_a_batch_is_written_go_in_the_next(clien
     services = client.app.state.services
     log = services.prompt_log
     log.flush_seconds = 0.01
-    holder = create_engine(settings.db_url)
-    try:
-        async with holder.connect() as conn:
-            if settings.db_url.startswith("postgresql"):
-                await conn.execute(text("LOCK TABLE prompts IN SHARE ROW EXCLUSIVE MODE"))
-            else:
-                await conn.execute(text("UPDATE shops SET name = name WHERE id = -1"))  # SQLite's write lock
-            log.add(shop["id"], "first", 10, 0, None, {}, None)
-            await until(lambda: _true(log._flushing is not None and not log._flushing.done() and not log.pending),
-                        "the first batch is being written")
-            log.add(shop["id"], "second", 10, 0, None, {}, None)
-            await until(lambda: _true(log._scheduled is None), "the second prompt's timer fired (mid-write)")
-            await conn.rollback()  # the first batch goes in
-        await until(lambda: _count_is(services.sessions, 2), "both prompts written")
-    finally:
-        await dispose(holder)
+    async with write_lock(settings.db_url, "prompts"):
+        log.add(shop["id"], "first", 10, 0, None, {}, None)
+        await until(lambda: log._flushing is not None and not log._flushing.done() and not log.pending,
+                    "the first batch is being written")
+        log.add(shop["id"], "second", 10, 0, None, {}, None)
+        await until(lambda: log._scheduled is None, "the second prompt's timer fired (mid-write)")
+    await until(lambda: _count_is(services.sessions, 2), "both prompts written")  # (the lock gone: one, then the other)
     listed = (await client.get("/api/v1/prompts", headers=shop.secret)).json()["items"]
     assert [p["prompt"] for p in listed] == ["second", "first"]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _count_is(sessions, n: int) -> bool:

@@ -9,33 +9,18 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from hub.db.engine import create_engine, dispose, session_factory
 from hub.db.models import WebhookDelivery
 from hub.worker.tasks import BoundedInMemoryBroker
-from tests.feed_platform import FeedPlatform, signed
+from tests.api import test_webhooks
+from tests.api.test_webhooks import connect
+from tests.conftest import until, write_lock
+from tests.feed_platform import signed
 from tests.services import free_port
 
-
-@pytest.fixture
-def settings_overrides():
-    return {"secret_key": "a-long-random-secret-key-for-tests", "allow_private_fetch": True}
-
-
-@pytest.fixture
-def feed():
-    platform = FeedPlatform()
-    yield platform
-    platform.close()
-
-
-async def until(check: Any, what: str) -> None:
-    for _ in range(2000):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never: {what}")
+feed, settings_overrides = test_webhooks.feed, test_webhooks.settings_overrides  # the same platform and settings
 
 
 async def stored(services) -> dict[str, Any]:
@@ -47,9 +32,7 @@ async def stored(services) -> dict[str, Any]:
 async def test_deliveries_that_arrive_during_a_write_share_the_next(client, shop, feed, settings):
     """The interleaving: the first delivery's write is held up by another transaction's lock; five more arrive
     (one of them twice) and wait; once the lock goes, they are stored in one more write and each is answered."""
-    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
-                                                          "sync": False}, headers=shop.secret)
-    path = f"/webhooks/example/{resp.json()['id']}"
+    path = f"/webhooks/example/{(await connect(client, shop, feed))['id']}"
     services = client.app.state.services
     inbox = services.inbox
     pipeline_received = services.pipeline.deliveries_received
@@ -61,13 +44,8 @@ async def test_deliveries_that_arrive_during_a_write_share_the_next(client, shop
     services.pipeline.deliveries_received = hold_processing
     deliveries = [signed({"event": "product.updated", "delivery_id": f"d{n}", "product": feed.put(n, [n])})
                   for n in range(1, 7)]
-    holder = create_engine(settings.db_url)
     try:
-        async with holder.connect() as conn:
-            if settings.db_url.startswith("postgresql"):
-                await conn.execute(text("LOCK TABLE webhook_deliveries IN SHARE ROW EXCLUSIVE MODE"))
-            else:
-                await conn.execute(text("UPDATE shops SET name = name WHERE id = -1"))  # SQLite's write lock
+        async with write_lock(settings.db_url, "webhook_deliveries"):
             first = asyncio.create_task(client.post(path, content=deliveries[0][0], headers=deliveries[0][1]))
             await until(lambda: inbox._writer is not None and not inbox._writer.done() and not inbox._waiting,
                         "the first delivery's write is under way")
@@ -76,11 +54,9 @@ async def test_deliveries_that_arrive_during_a_write_share_the_next(client, shop
             await until(lambda: len(inbox._waiting) == 6, "the later deliveries wait for the next write")
             assert not first.done() and not any(t.done() for t in later)  # nobody answered before the write
             assert inbox.batches == 0
-            await conn.rollback()  # the first write goes in, then the next
-        answers = [await first] + [await t for t in later]
+        answers = [await first] + [await t for t in later]  # (the lock gone: the first write, then the next)
     finally:
         services.pipeline.deliveries_received = pipeline_received
-        await dispose(holder)
     assert [a.status_code for a in answers] == [200] * 7
     statuses = [a.json()["status"] for a in answers]
     assert statuses.count("accepted") == 6 and statuses.count("duplicate") == 1
@@ -93,9 +69,7 @@ async def test_deliveries_that_arrive_during_a_write_share_the_next(client, shop
 
 
 async def test_a_database_that_cannot_store_deliveries_answers_503_and_stores_nothing(client, shop, feed):
-    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
-                                                          "sync": False}, headers=shop.secret)
-    path = f"/webhooks/example/{resp.json()['id']}"
+    path = f"/webhooks/example/{(await connect(client, shop, feed))['id']}"
     services = client.app.state.services
     down = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing")
     working = services.inbox.sessions
@@ -162,28 +136,17 @@ async def test_a_row_the_database_refuses_fails_only_its_own_delivery(client, sh
     others written with it are stored and answered."""
     from sqlalchemy.exc import IntegrityError
 
-    resp = await client.post("/api/v1/connections", json={"connector": "example", "settings": feed.settings(),
-                                                          "sync": False}, headers=shop.secret)
-    connection_id = resp.json()["id"]
+    connection_id = (await connect(client, shop, feed))["id"]
     services = client.app.state.services
     inbox = services.inbox
-    holder = create_engine(settings.db_url)
-    try:
-        async with holder.connect() as conn:
-            if settings.db_url.startswith("postgresql"):
-                await conn.execute(text("LOCK TABLE webhook_deliveries IN SHARE ROW EXCLUSIVE MODE"))
-            else:
-                await conn.execute(text("UPDATE shops SET name = name WHERE id = -1"))
-            first = asyncio.create_task(inbox.record(delivery_row(connection_id, "k1")))
-            await until(lambda: inbox._writer is not None and not inbox._writer.done() and not inbox._waiting,
-                        "the first write is under way")
-            gone = asyncio.create_task(inbox.record(delivery_row(connection_id + 1000, "k2")))
-            kept = asyncio.create_task(inbox.record(delivery_row(connection_id, "k3")))
-            await until(lambda: len(inbox._waiting) == 2, "both wait for the next write")
-            await conn.rollback()
-        assert isinstance(await first, int) and isinstance(await kept, int)
-        with pytest.raises(IntegrityError):
-            await gone
-    finally:
-        await dispose(holder)
+    async with write_lock(settings.db_url, "webhook_deliveries"):
+        first = asyncio.create_task(inbox.record(delivery_row(connection_id, "k1")))
+        await until(lambda: inbox._writer is not None and not inbox._writer.done() and not inbox._waiting,
+                    "the first write is under way")
+        gone = asyncio.create_task(inbox.record(delivery_row(connection_id + 1000, "k2")))
+        kept = asyncio.create_task(inbox.record(delivery_row(connection_id, "k3")))
+        await until(lambda: len(inbox._waiting) == 2, "both wait for the next write")
+    assert isinstance(await first, int) and isinstance(await kept, int)
+    with pytest.raises(IntegrityError):
+        await gone
     assert set(await stored(services)) == {"k1", "k3"}

@@ -247,12 +247,11 @@ def test_the_image_tower_runs_at_the_background_priority_and_the_text_tower_does
 
 async def test_the_embedding_batches_run_in_a_thread_at_the_background_priority(test_model):
     from hub.search.batching import Batcher
-    from hub.search.priority import thread_nice
 
     seen: list[int] = []
 
     def prepare(item):
-        seen.append(thread_nice())
+        seen.append(_nice_by_thread()[threading.get_native_id()])
         raise ValueError(f"not an image: {item}")
 
     batcher = Batcher(Encoder(str(test_model)), size=4, wait_ms=0, prepare=prepare, nice=5)

@@ -18,9 +18,8 @@ import pytest
 
 from hub.settings import load_settings
 from tests import services
-from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, wait_for_images
+from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, upload_photos, wait_for_images
 from tests.feed_platform import FeedPlatform, signed
-from tests.images import photo
 
 pytestmark = pytest.mark.slow
 
@@ -127,22 +126,12 @@ async def new_shop(client) -> ShopKeys:
     return ShopKeys(resp.json())
 
 
-async def upload(client, shop, seeds):
-    ids = []
-    for seed in seeds:
-        resp = await client.post("/api/v1/images", files={"file": (f"{seed}.jpg", photo(seed), "image/jpeg")},
-                                 headers=shop.secret)
-        assert resp.status_code == 202, resp.text
-        ids.append(resp.json()["id"])
-    return ids
-
-
 async def test_upload_ready_recommended(server_settings, workers):
     worker = workers.start()
     async with serve_app(server_settings) as client:
         assert client.app.state.services.pipeline.role == "api"
         shop = await new_shop(client)
-        ids = await upload(client, shop, range(200, 206))
+        ids = await upload_photos(client, shop, range(200, 206))
         images = await wait_for_images(client, shop.secret, ids)
         assert {i["status"] for i in images.values()} == {"ready"}
         # the worker (which embedded them) runs at the background priority (HUB_WORKER_NICE, 10 unless set): on
@@ -162,7 +151,7 @@ async def test_worker_killed_mid_batch_loses_nothing(server_settings, workers):
     first = workers.start(HUB_EMBED_BATCH_SIZE="64", HUB_EMBED_BATCH_WAIT_MS="4000")
     async with serve_app(server_settings) as client:
         shop = await new_shop(client)
-        ids = await upload(client, shop, range(300, 320))
+        ids = await upload_photos(client, shop, range(300, 320))
         for _ in range(300):
             listed = (await client.get("/api/v1/images", params={"status": "embedding", "limit": 100},
                                        headers=shop.secret)).json()["items"]
@@ -184,7 +173,7 @@ async def test_chroma_down_gives_503_and_images_wait(server_settings, workers, c
     workers.start()
     async with serve_app(server_settings) as client:
         shop = await new_shop(client)
-        first = await upload(client, shop, [400])
+        first = await upload_photos(client, shop, [400])
         await wait_for_images(client, shop.secret, first)
         chroma.stop()
         resp = await client.post("/api/v1/recommendations", json={"prompt": "red dress"}, headers=shop.publishable)
@@ -193,7 +182,7 @@ async def test_chroma_down_gives_503_and_images_wait(server_settings, workers, c
         assert resp.headers["retry-after"]
         ready = await client.get("/ready")
         assert ready.status_code == 503 and ready.json()["checks"]["vector_store"].startswith("unreachable")
-        later = await upload(client, shop, [401, 402])
+        later = await upload_photos(client, shop, [401, 402])
         # wait until the workers tried (and found the vector store down), not for a fixed time
         deadline = asyncio.get_running_loop().time() + 60
         while True:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hub.search.store import VectorStore
-from tests.conftest import wait_for_images
+from tests.conftest import upload_photos, wait_for_images
 from tests.images import photo
 
 TRIALS = 120
@@ -88,12 +88,7 @@ async def test_a_shops_size_is_remembered_and_its_growth_noticed(client, shop, s
     ranker._large.clock = lambda: now[0]
 
     async def upload(seeds: range) -> list[int]:
-        made = []
-        for seed in seeds:
-            resp = await client.post("/api/v1/images", files={"file": (f"{seed}.jpg", photo(seed), "image/jpeg")},
-                                     headers=shop.secret)
-            assert resp.status_code == 202, resp.text
-            made.append(resp.json()["id"])
+        made = await upload_photos(client, shop, seeds)
         await wait_for_images(client, shop.secret, made)
         return made
 
@@ -157,11 +152,7 @@ async def test_a_start_checks_the_last_hours_vectors_and_walks_the_older_ones_a_
     from hub.db.models import Image, utcnow
     from hub.domain.indexing import Embedder
 
-    ids = []
-    for seed in range(4):
-        resp = await client.post("/api/v1/images", files={"file": (f"{seed}.jpg", photo(seed), "image/jpeg")},
-                                 headers=shop.secret)
-        ids.append(resp.json()["id"])
+    ids = await upload_photos(client, shop, range(4))
     await wait_for_images(client, shop.secret, ids)
     engine = create_engine(settings.db_url)
     try:

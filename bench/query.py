@@ -144,7 +144,8 @@ def main() -> None:
             run_clients(base, shop["publishable_key"], texts[:8], 1)  # warm-up
             with profiled(environ["BENCH_SERVE_PID"], f"query-fresh-{args.images}", 600):
                 fresh = run_clients(base, shop["publishable_key"], texts, args.clients)
-            repeated = run_clients(base, shop["publishable_key"], texts, args.clients)
+            with profiled(environ["BENCH_SERVE_PID"], f"query-repeated-{args.images}", 600):
+                repeated = run_clients(base, shop["publishable_key"], texts, args.clients)
             # a filter every image matches (more than HUB_EXACT_MAX_VECTORS do: the index answers), fresh prompts
             filtered = run_clients(base, shop["publishable_key"], prompts()[-args.queries:], args.clients,
                                    {"available": True})

@@ -25,6 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from hub.bootstrap import web_app
     from hub.logs import configure_logging
+    from hub.metrics import serve_process_metrics
 
     settings = _settings()
     if "public_url" not in settings.model_fields_set:
@@ -32,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         settings.public_url = f"http://{host}:{args.port}"
     configure_logging(settings.log_level, settings.log_format)
     app = web_app(settings, auto_migrate=settings.is_embedded_db)
+    serve_process_metrics(settings.metrics_address)
     uvicorn.run(
         app,
         host=args.host,
@@ -107,9 +109,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
             "(with the embedded default, `hub serve` runs the workers itself)"
         )
     from hub.bootstrap import build
+    from hub.metrics import serve_process_metrics
     from hub.search.priority import lower_this_thread
 
     lower_this_thread(settings.worker_nice)  # before any other thread starts: they all inherit it
+    serve_process_metrics(settings.metrics_address)
 
     async def work() -> None:
         await run_worker(settings, build(settings, "worker"))

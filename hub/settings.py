@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; default embedded.")
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id or local folder of a CLIP checkpoint.")
     admin_token: str | None = Field(None, description="Bearer token for the operator API (32+ characters).")
+    metrics_address: str | None = Field(None, description="host:port where each process (serve, worker) also "
+                                        "serves its own Prometheus metrics without a token; keep it private.")
     secret_key: str | None = Field(None, description="Encrypts connector credentials at rest.")
     smtp_url: str | None = Field(None, description="smtp://user:pass@host:port, smtps:// or smtp+starttls://.")
     mail_from: str = Field("Fashion Hub <no-reply@fashion-hub.local>", description="Sender of key mails.")
@@ -188,6 +190,16 @@ class Settings(BaseSettings):
         if value is not None and value != "" and len(value) < 32:
             raise ValueError("must be at least 32 characters (use a long random string: openssl rand -hex 32)")
         return value or None
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        return value
 
     @field_validator("rate_limit", "signup_rate_limit", "auth_failure_limit", "storefront_rate_limit")
     @classmethod

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.connectors import ConnectorError
 from hub.errors import HubError, Unavailable
+from hub.metrics import EMBEDDED
 from hub.domain.media import DECODES, MediaStore, check_image
 from hub.db.engine import affected
 from hub.db.models import Image, Product, utcnow
@@ -79,6 +80,7 @@ async def metadata_for(session: AsyncSession, images: list[Image]) -> list[dict[
     return [image_metadata(img, products.get(img.product_id or -1)) for img in images]
 
 
+OUTCOME_LABELS = {"pending": "retry"}  # an Outcome's status -> the metric's outcome (the others keep their name)
 CHECKED = "checked"  # the checked image, passed from the batch thread to the fetch that may keep it
 
 
@@ -164,6 +166,8 @@ class Embedder:
             else:
                 ready.append(self.writer.submit((img, *result)))
         outcomes += await asyncio.gather(*ready)
+        for outcome in outcomes:
+            EMBEDDED.labels(OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()
         return outcomes
 
     async def _drop_kept(self, details: dict[str, Any]) -> None:

@@ -69,5 +69,8 @@ class Pipeline(Protocol):
     async def readiness(self) -> dict[str, str]:
         """Component name -> "ok" or what is wrong."""
 
+    async def queue_depth(self) -> dict[str, int]:
+        """Tasks in the queue: ``waiting`` (not yet taken by a worker) and ``running`` (taken, not yet done)."""
+
     def model_warnings(self) -> list[str]:
         """What an operator should know about the model though it serves (a fallback from ONNX Runtime)."""

@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,7 @@ from hub.http.errors import EXCEPTION_HANDLERS
 from hub.http.routes.plugin_routes import plugin_handler
 from hub.http.openapi import ErrorResponses, ForbidExtraFields
 from hub.http.routes.health import health, ready
+from hub.http.routes.metrics import metrics
 from hub.http.routes.widget import widget_script
 from hub.http.routes.images import ImageController
 from hub.http.routes.imports import ImportController
@@ -47,6 +49,9 @@ from hub.http.routes.webhooks import WebhookController
 access_log = logging.getLogger("hub.access")
 log = logging.getLogger("hub.app")
 BODY_OVERHEAD = 1024 * 1024  # multipart framing and form fields around the file
+# hub_http_requests_total, hub_http_request_duration_seconds…: labelled by route template, never by raw path
+HTTP_METRICS = PrometheusConfig(app_name="hub", prefix="hub_http", group_path=True, exclude=["^/metrics$"],
+                                exclude_unhandled_paths=True)
 
 
 async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
@@ -165,6 +170,7 @@ def create_app(
     handlers: list[Any] = [
         health,
         ready,
+        metrics,
         widget_script,
         secret_routes,
         OperatorController,
@@ -183,7 +189,7 @@ def create_app(
         dependencies={"db": Provide(provide_db), "services": Provide(lambda: services, use_cache=True,
                                                                      sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[access_log_middleware, cors_middleware],
+        middleware=[access_log_middleware, HTTP_METRICS.middleware, cors_middleware],
         openapi_config=openapi,
         plugins=[ErrorResponses(), ForbidExtraFields()],
         state=state,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from hub.metrics import forward_pass
 from hub.search import onnx
 
 log = logging.getLogger("hub.model")
@@ -324,16 +325,17 @@ class Encoder:
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` (padded to the longest, never to 77 tokens), one row each."""
         _, model = self.text.get(wait=self.request_wait)
-        if isinstance(model, onnx.OnnxTower):
-            batch = self.tokenize(texts, "np")
-            return _normalise(model.run({"input_ids": batch["input_ids"].astype(np.int64),
-                                         "attention_mask": batch["attention_mask"].astype(np.int64)}))
-        import torch
+        with forward_pass("text", len(texts)):
+            if isinstance(model, onnx.OnnxTower):
+                batch = self.tokenize(texts, "np")
+                return _normalise(model.run({"input_ids": batch["input_ids"].astype(np.int64),
+                                             "attention_mask": batch["attention_mask"].astype(np.int64)}))
+            import torch
 
-        batch = self.tokenize(texts)
-        with torch.inference_mode():
-            out = model(**{k: v.to(self.device) for k, v in batch.items()})
-        return _normalise(out.text_embeds)
+            batch = self.tokenize(texts)
+            with torch.inference_mode():
+                out = model(**{k: v.to(self.device) for k, v in batch.items()})
+            return _normalise(out.text_embeds)
 
     def cached_prompt(self, prompt: str) -> np.ndarray | None:
         """The embedding of a prompt asked before (LRU), or None."""
@@ -396,14 +398,15 @@ class Encoder:
     def encode_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         """One forward pass over a batch of preprocessed images."""
         _, model = self.vision.get()
-        if isinstance(model, onnx.OnnxTower):
-            return _normalise(model.run({"pixel_values": np.stack(pixels).astype(np.float32, copy=False)}))
-        import torch
+        with forward_pass("image", len(pixels)):
+            if isinstance(model, onnx.OnnxTower):
+                return _normalise(model.run({"pixel_values": np.stack(pixels).astype(np.float32, copy=False)}))
+            import torch
 
-        tensor = torch.from_numpy(np.stack(pixels)).to(self.device)
-        with torch.inference_mode():
-            out = model(pixel_values=tensor)
-        return _normalise(out.image_embeds)
+            tensor = torch.from_numpy(np.stack(pixels)).to(self.device)
+            with torch.inference_mode():
+                out = model(pixel_values=tensor)
+            return _normalise(out.image_embeds)
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         return self.encode_pixels([self.preprocess(img) for img in images])

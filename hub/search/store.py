@@ -13,6 +13,7 @@ import anyio
 import numpy as np
 
 from hub.errors import Unavailable
+from hub.metrics import vector_store_call
 
 log = logging.getLogger("hub.store")
 
@@ -114,9 +115,10 @@ class VectorStore:
                 self._collections[shop_id] = col
             return col
 
-    async def _run(self, func: Any, *args: Any) -> Any:
+    async def _run(self, operation: str, func: Any, *args: Any) -> Any:
         try:
-            return await anyio.to_thread.run_sync(func, *args)
+            with vector_store_call(operation):
+                return await anyio.to_thread.run_sync(func, *args)
         except Unavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - Chroma's errors have no common base class
@@ -133,7 +135,7 @@ class VectorStore:
                 ids=[str(i) for i in ids], embeddings=np.asarray(vectors, dtype=np.float32), metadatas=metadatas
             )
 
-        await self._run(run)
+        await self._run("upsert", run)
 
     async def update_metadata(self, shop_id: int, ids: list[int], metadatas: list[dict[str, Any]]) -> None:
         def run() -> None:
@@ -145,7 +147,7 @@ class VectorStore:
             if pairs:
                 col.update(ids=[p[0] for p in pairs], metadatas=[p[1] for p in pairs])
 
-        await self._run(run)
+        await self._run("update_metadata", run)
 
     async def delete(self, shop_id: int, ids: list[int]) -> None:
         def run() -> None:
@@ -153,7 +155,7 @@ class VectorStore:
             if col is not None and ids:
                 col.delete(ids=[str(i) for i in ids])
 
-        await self._run(run)
+        await self._run("delete", run)
 
     async def drop_shop(self, shop_id: int) -> None:
         def run() -> None:
@@ -165,7 +167,7 @@ class VectorStore:
                     if not _is_missing(exc):
                         raise
 
-        await self._run(run)
+        await self._run("drop_shop", run)
 
     async def shops(self) -> list[int]:
         """Shops that have a collection for this model."""
@@ -180,7 +182,7 @@ class VectorStore:
                 and n[4 : -len(suffix)].isdigit()
             )
 
-        return await self._run(run)
+        return await self._run("shops", run)
 
     async def ids(self, shop_id: int) -> list[int]:
         def run() -> list[int]:
@@ -189,7 +191,7 @@ class VectorStore:
                 return []
             return sorted(int(i) for i in col.get(include=[])["ids"])
 
-        return await self._run(run)
+        return await self._run("ids", run)
 
     async def vector(self, shop_id: int, image_id: int) -> np.ndarray | None:
         def run() -> np.ndarray | None:
@@ -201,7 +203,7 @@ class VectorStore:
                 return None
             return np.asarray(got["embeddings"][0], dtype=np.float32)
 
-        return await self._run(run)
+        return await self._run("vector", run)
 
     async def vectors(self, shop_id: int, ids: list[int]) -> dict[int, np.ndarray]:
         """The stored vectors of these images (those the store has), by image id."""
@@ -217,7 +219,7 @@ class VectorStore:
                     found[int(ident)] = np.asarray(vector, dtype=np.float32)
             return found
 
-        return await self._run(run)
+        return await self._run("vectors", run)
 
     async def unreachable(self, shop_id: int, ids: list[int], probe: int = 10) -> list[int]:
         """Vectors the index cannot find with their own vector as the query (an HNSW graph can lose a node's
@@ -239,7 +241,7 @@ class VectorStore:
                 lost += [int(ident) for ident, hits in zip(got["ids"], found["ids"], strict=True) if ident not in hits]
             return lost
 
-        return await self._run(run)
+        return await self._run("unreachable", run)
 
     async def reinsert(self, shop_id: int, ids: list[int]) -> None:
         """Delete and add these vectors again (same vectors, same metadata): fresh links into the graph."""
@@ -254,7 +256,7 @@ class VectorStore:
                 col.add(ids=got["ids"], embeddings=np.asarray(got["embeddings"], dtype=np.float32),
                         metadatas=got["metadatas"])
 
-        await self._run(run)
+        await self._run("reinsert", run)
 
     async def query(
         self, shop_id: int, vector: np.ndarray, limit: int, filters: dict[str, Any] | None = None,
@@ -277,7 +279,7 @@ class VectorStore:
                 for i, d in zip(result["ids"][0], result["distances"][0], strict=True)
             ]
 
-        return await self._run(run)
+        return await self._run("query", run)
 
     async def ping(self) -> str:
         def run() -> str:
@@ -287,6 +289,6 @@ class VectorStore:
 
         try:
             with anyio.fail_after(5):
-                return await self._run(run)
+                return await self._run("ping", run)
         except (Unavailable, TimeoutError) as exc:
             return f"unreachable ({exc})"

@@ -39,10 +39,14 @@ from hub.domain import lexical
 from hub.domain.photos import PhotoQueries
 from hub.domain.ranking import Ranker, Ranking, encode_prompt
 from hub.search.store import VectorStore
-from hub.worker.tasks import Tasks, make_broker, register_tasks, safe_kiq
+from hub.worker.tasks import CONSUMER_GROUP, BoundedInMemoryBroker, Tasks, make_broker, register_tasks, safe_kiq
 
 log = logging.getLogger("hub.runtime")
 Role = Literal["embedded", "api", "worker", "cli"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Runtime:
@@ -263,6 +267,25 @@ class Runtime:
         """A tower that runs on torch though ONNX Runtime was asked for (the export or its session failed)."""
         return [f"the {tower} model runs on {runtime}" for tower, runtime in sorted(self.encoder.runtimes.items())
                 if "(" in runtime]
+
+    async def queue_depth(self) -> dict[str, int]:
+        """The embedded broker's own count; with Redis, the consumer group's: ``lag`` (entries not yet read by
+        a worker) and ``pending`` (read, not yet acknowledged)."""
+        if isinstance(self.broker, BoundedInMemoryBroker):
+            return self.broker.depth()
+        from redis.exceptions import ResponseError
+
+        try:
+            with anyio.fail_after(3):
+                groups = await self._redis_client().xinfo_groups(self.settings.queue_name)
+        except ResponseError:  # no such stream yet: nothing was ever queued
+            return {"waiting": 0, "running": 0}
+        except Exception as exc:  # noqa: BLE001 - unreachable, timed out
+            raise Unavailable("broker", f"{type(exc).__name__}; check HUB_BROKER_URL") from None
+        group = next((g for g in groups if _text(g.get("name")) == CONSUMER_GROUP), None)
+        if group is None:
+            return {"waiting": 0, "running": 0}
+        return {"waiting": int(group.get("lag") or 0), "running": int(group.get("pending") or 0)}
 
     async def _broker_check(self) -> str:
         if not self.settings.broker_is_redis:

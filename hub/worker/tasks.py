@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hub.worker.runtime import Runtime
 
 log = logging.getLogger("hub.tasks")
+CONSUMER_GROUP = "hub-workers"
 
 
 def make_broker(settings: Settings) -> AsyncBroker:
@@ -36,7 +37,7 @@ def make_broker(settings: Settings) -> AsyncBroker:
         return RedisStreamBroker(
             settings.broker_url,
             queue_name=settings.queue_name,
-            consumer_group_name="hub-workers",
+            consumer_group_name=CONSUMER_GROUP,
             idle_timeout=int(settings.lease_seconds * 1000),
             socket_timeout=None,
         )
@@ -54,6 +55,7 @@ class BoundedInMemoryBroker(InMemoryBroker):
     def __init__(self, concurrency: int) -> None:
         super().__init__(max_async_tasks=concurrency)
         self._slots = asyncio.Semaphore(concurrency)
+        self.running = 0  # tasks holding a slot (the others in ``_running_tasks`` wait for one)
 
     async def kick(self, message: BrokerMessage) -> None:
         if self.find_task(message.task_name) is None:
@@ -64,7 +66,14 @@ class BoundedInMemoryBroker(InMemoryBroker):
 
     async def _run(self, message: BrokerMessage) -> None:
         async with self._slots:
-            await self.receiver.callback(message=message.message)
+            self.running += 1
+            try:
+                await self.receiver.callback(message=message.message)
+            finally:
+                self.running -= 1
+
+    def depth(self) -> dict[str, int]:
+        return {"waiting": len(self._running_tasks) - self.running, "running": self.running}
 
 
 @dataclass

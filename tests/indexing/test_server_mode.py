@@ -14,11 +14,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hub.settings import load_settings
+from tests.api.test_metrics import Scrape, scrape
 from tests import services
-from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, upload_photos, wait_for_images
+from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, until, upload_photos, wait_for_images
 from tests.feed_platform import FeedPlatform, signed
 
 pytestmark = pytest.mark.slow
@@ -127,7 +129,8 @@ async def new_shop(client) -> ShopKeys:
 
 
 async def test_upload_ready_recommended(server_settings, workers):
-    worker = workers.start()
+    metrics_port = services.free_port()
+    worker = workers.start(HUB_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}")
     async with serve_app(server_settings) as client:
         assert client.app.state.services.pipeline.role == "api"
         shop = await new_shop(client)
@@ -144,6 +147,20 @@ async def test_upload_ready_recommended(server_settings, workers):
         assert ready["checks"]["broker"] == "ok" and ready["checks"]["vector_store"] == "ok"
         # the vectors live in the Chroma server, where a new client sees them
         assert await client.app.state.services.pipeline.store.ids(shop["id"]) == sorted(ids)
+        # the worker's own figures on its private metrics address (no token there; the API's /metrics asks one),
+        # the shared ones (the database's, the Redis queue's) from the API
+        async with httpx.AsyncClient() as http:
+            own = Scrape((await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text)
+        assert own.value("hub_embed_images_total", outcome="ready") == len(ids)
+        assert own.value("hub_model_items_total", tower="image") >= len(ids)
+        shared = await scrape(client)
+        assert shared.value("hub_images", status="ready") == len(ids)
+        assert shared.labels("hub_queue_tasks", "state") == {"waiting", "running"}
+
+        async def drained() -> bool:  # (a task is acknowledged just after its images are marked ready)
+            return (await scrape(client)).value("hub_queue_tasks") == 0
+
+        await until(drained, "every queued task taken and acknowledged")
 
 
 async def test_worker_killed_mid_batch_loses_nothing(server_settings, workers):

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     broker_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db.")
     queue_name: str = Field("hub:tasks", min_length=1, max_length=100, description="Redis stream of tasks.")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; default embedded.")
+    media_url: str | None = Field(None, description="s3://bucket/prefix: photos, thumbnails and import files in an "
+                                  "S3-compatible bucket (default: HUB_HOME/media).")
+    s3_endpoint_url: str | None = Field(None, description="http(s)://host:port of an S3-compatible server (MinIO…); "
+                                        "unset: AWS S3.")
+    s3_region: str = Field("us-east-1", description="The bucket's region.")
+    s3_access_key_id: str | None = Field(None, description="S3 credentials (unset: the AWS_* environment).")
+    s3_secret_access_key: str | None = Field(None, repr=False,
+                                             description="S3 credentials (unset: the AWS_* environment).")
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id or local folder of a CLIP checkpoint.")
     admin_token: str | None = Field(None, description="Bearer token for the operator API (32+ characters).")
     metrics_address: str | None = Field(None, description="host:port where each process (serve, worker) also "
@@ -190,6 +198,26 @@ class Settings(BaseSettings):
         if value is not None and value != "" and len(value) < 32:
             raise ValueError("must be at least 32 characters (use a long random string: openssl rand -hex 32)")
         return value or None
+
+    @field_validator("media_url")
+    @classmethod
+    def _media_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be s3://bucket or s3://bucket/prefix (unset: the media folder in HUB_HOME)")
+        return value.rstrip("/")
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
 
     @field_validator("metrics_address")
     @classmethod

@@ -54,6 +54,32 @@ def pg_service() -> Iterator[services.Service]:
     svc.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_service() -> Iterator[services.Service]:
+    svc = services.s3()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def s3_media(s3_service: services.Service) -> dict[str, Any]:
+    """Settings for media in a new bucket of the test run's S3 server (a prefix inside it, as an operator
+    would share one bucket between environments)."""
+    bucket = f"hub-test-{uuid.uuid4().hex[:12]}"
+    assert httpx.put(f"{s3_service.url}/{bucket}").status_code == 200
+    return {"media_url": f"s3://{bucket}/media", "s3_endpoint_url": s3_service.url,
+            "s3_access_key_id": "test-access-key", "s3_secret_access_key": "test-secret-key"}
+
+
+def bucket_names(s3_url: str, media_url: str) -> list[str]:
+    """The names under the media prefix of a bucket of the test S3 server (relative to the prefix)."""
+    import re
+
+    bucket, _, prefix = media_url.removeprefix("s3://").partition("/")
+    listing = httpx.get(f"{s3_url}/{bucket}", params={"prefix": f"{prefix}/"}).text
+    return sorted(key.removeprefix(f"{prefix}/") for key in re.findall(r"<Key>([^<]+)</Key>", listing))
+
+
 def _pg_admin_url(pg_url: str) -> str:
     return pg_url.replace("postgresql+asyncpg://", "postgresql://")
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -96,3 +97,21 @@ def redis() -> Service:
         proc.wait(10)
 
     return Service(f"redis://127.0.0.1:{port}/0", stop)
+
+
+def s3() -> Service:
+    """An S3-protocol server of the test run's own: moto's server mode (``moto[server]``, a test dependency) on a
+    free port. Any access key works; buckets are made with a plain ``PUT /bucket``."""
+    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    if not binary:
+        raise RuntimeError("moto_server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, timeout=60)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    return Service(f"http://127.0.0.1:{port}", stop)

@@ -16,7 +16,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import anyio
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -288,9 +287,9 @@ async def notify(pipeline: Pipeline | None, media: MediaStore, shop_id: int, cha
     vectors without an image are removed as orphans.
     """
     for photo in changes.removed_photos:
-        await anyio.to_thread.run_sync(media.delete, photo)
+        await media.delete(photo)
     if changes.removed:  # removed, or replaced by another picture: their thumbnails are not theirs any more
-        await anyio.to_thread.run_sync(media.drop_thumbnails, shop_id, changes.removed)
+        await media.drop_thumbnails(shop_id, changes.removed)
     if pipeline is None:
         return
     if changes.removed:

@@ -503,6 +503,6 @@ async def remove_connection(session: AsyncSession, services: Services, shop_id: 
     await session.execute(sql_delete(Connection).where(Connection.id == row.id))  # products and images cascade
     await session.commit()
     for _, photo in images:
-        await anyio.to_thread.run_sync(services.media.delete, photo)
+        await services.media.delete(photo)
     if images and services.pipeline is not None:
         await services.pipeline.images_removed(shop_id, [i for i, _ in images])

@@ -214,7 +214,7 @@ async def add_uploaded_image(
     if existing is not None:
         raise Conflict(f"this image was already uploaded as image {existing}", extra={"image_id": existing})
     taxa = await check_taxon_ids(session, shop_id, fields.model_dump(include=set(TAXON_FIELDS)))
-    relative = await anyio.to_thread.run_sync(media.save, shop_id, checked)
+    relative = await media.save(shop_id, checked)
     img = Image(
         **taxa,
         shop_id=shop_id,
@@ -232,7 +232,7 @@ async def add_uploaded_image(
         await session.commit()
     except BaseException:
         await session.rollback()
-        await anyio.to_thread.run_sync(media.delete, relative)
+        await media.delete(relative)
         raise
     return img  # every attribute is loaded already (the session does not expire on commit)
 
@@ -335,8 +335,8 @@ async def remove_image(session: AsyncSession, services: Services, shop_id: int, 
     photo = img.photo
     await session.delete(img)
     await session.commit()
-    await anyio.to_thread.run_sync(services.media.delete, photo)
-    await anyio.to_thread.run_sync(services.media.drop_thumbnails, shop_id, [image_id])
+    await services.media.delete(photo)
+    await services.media.drop_thumbnails(shop_id, [image_id])
     if services.pipeline is not None:
         await services.pipeline.images_removed(shop_id, [image_id])
 
@@ -389,9 +389,9 @@ async def image_file(session: AsyncSession, media: MediaStore, principal: Princi
     if if_none_match == etag:
         return None
     try:
-        data = await anyio.to_thread.run_sync(media.read, img.photo)
+        data = await media.read(img.photo)
     except FileNotFoundError:
-        raise NotFound(f"the file of image {image_id} is missing from the media folder") from None
+        raise NotFound(f"the file of image {image_id} is missing from the media store") from None
     return ImageFile(data, img.mime_type or "application/octet-stream", etag,
                      f"image-{img.id}.{img.photo.rsplit('.', 1)[-1]}")
 

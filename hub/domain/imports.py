@@ -17,7 +17,8 @@ import inspect
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.connectors import Importer, ImportFileError, ImportOptions, ImportRow, ImportTooLarge, RowError
 from hub.domain.catalog import Changes, notify
-from hub.errors import HubError, Invalid, NotFound, TooLarge, UnsupportedMedia, validation_detail
+from hub.errors import HubError, Invalid, NotFound, TooLarge, Unavailable, UnsupportedMedia, validation_detail
 from hub.domain.images import ImageFields, check_url
 from hub.domain.jobs import END, JobFailed, JobProgress, create_job, run_job
-from hub.domain.media import CheckedImage, check_image
+from hub.domain.media import CheckedImage, MediaStore, check_image
 from hub.db.models import Image, Job, Product, Shop, utcnow
 from hub.domain.services import Services
 from hub.domain.taxonomy import taxon_names
@@ -80,9 +81,18 @@ def count_rows(importer: Importer, path: Path, options: ImportOptions) -> int | 
     return total
 
 
-def import_path(services: Services, params: dict[str, Any]) -> Path:
+@asynccontextmanager
+async def import_file(services: Services, params: dict[str, Any]) -> AsyncIterator[Path]:
+    """The import's file on this host: ``hub import``'s own local file or folder, or an uploaded file from the
+    media store (a download when it is a bucket, removed after). ``FileNotFoundError`` when it is gone."""
     path = Path(params["path"])
-    return path if path.is_absolute() else services.settings.media_dir / path
+    if path.is_absolute():
+        if not await anyio.to_thread.run_sync(path.exists):
+            raise FileNotFoundError(str(path))
+        yield path
+        return
+    async with services.media.local_file(params["path"], services.settings.max_import_bytes) as local:
+        yield local
 
 
 class RowWriter:
@@ -133,6 +143,7 @@ class RowWriter:
                 select(Image.image_url, func.min(Image.id)).where(
                     Image.shop_id == self.shop_id, Image.image_url.in_(urls)).group_by(Image.image_url))).all()}
         taxa = self.taxa
+        accepted: list[tuple[ImportRow, CheckedImage | None, ImageFields, dict[str, int | None]]] = []
         for row, checked in good:
             key = checked.content_hash if checked is not None else row.image_url
             if key in known:
@@ -149,7 +160,8 @@ class RowWriter:
             except ValueError as exc:
                 errors.append(_error(row.line, row.item, f"image_url {exc}"))
                 continue
-            ids, problem = {}, None
+            ids: dict[str, int | None] = {}
+            problem = None
             for kind, value in (("category", row.category), ("style", row.style), ("age_group", row.age_group)):
                 if value is None:
                     continue
@@ -162,20 +174,27 @@ class RowWriter:
             if problem is not None:
                 errors.append(_error(row.line, row.item, problem))
                 continue
+            known[key or ""] = 0  # (a later row with the same picture or URL in this chunk is skipped)
+            accepted.append((row, checked, fields, ids))
+        # the photos are stored before this transaction writes anything: the media store may be a bucket across
+        # the network, and a write transaction must not wait on one
+        for _, checked, _, _ in accepted:
+            if checked is not None:
+                photo = await self.services.media.save(self.shop_id, checked)
+                if photo not in self.saved:
+                    self.saved.append(photo)
+        for row, checked, fields, ids in accepted:
             product_id = await self._product(row) if row.product_id else None
             img = Image(shop_id=self.shop_id, product_id=product_id, next_attempt_at=self.next_attempt,
                         **fields.model_dump(include={"name", "description", "product_url"}), **ids)
             if checked is not None:
-                photo = await anyio.to_thread.run_sync(self.services.media.save, self.shop_id, checked)
-                img.photo = photo
-                self.saved.append(photo)
+                img.photo = MediaStore.relative_path(self.shop_id, checked)
                 img.content_hash, img.mime_type = checked.content_hash, checked.mime_type
                 img.width, img.height, img.size_bytes = checked.width, checked.height, len(checked.data)
             else:
                 img.image_url = row.image_url
             self.session.add(img)
             await self.session.flush()
-            known[key or ""] = img.id
             changes.added.append(img.id)
             changes.count("created")
         return changes, errors
@@ -193,9 +212,9 @@ class RowWriter:
         await self.session.flush()
         return product.id
 
-    def discard(self) -> None:
+    async def discard(self) -> None:
         for photo in self.saved:
-            self.services.media.delete(photo)
+            await self.services.media.delete(photo)
 
 
 def _error(line: int | None, item: str, message: str) -> dict[str, Any]:
@@ -219,15 +238,26 @@ def _too_many_rows(options: ImportOptions) -> str:
 async def run_import(services: Services, progress: JobProgress) -> None:
     """The ``import`` job: read the file's rows from the cursor on, a chunk per transaction."""
     job = progress.job
-    if job.cursor == END:
-        return
     params = job.params
+    if job.cursor == END:  # (read to its end by a run that stopped before it could remove the file)
+        if params.get("uploaded"):
+            await services.media.delete(params["path"])
+        return
     importer = services.plugins.importers().get(params.get("importer", ""))
     if importer is None:
         raise JobFailed(f"the {params.get('importer')!r} importer is not installed")
-    path = import_path(services, params)
-    if not path.exists():
-        raise JobFailed(f"the import file {params.get('filename') or path.name} is gone")
+    async with AsyncExitStack() as stack:
+        try:
+            path = await stack.enter_async_context(import_file(services, params))
+        except FileNotFoundError:
+            raise JobFailed(f"the import file {params.get('filename') or Path(params['path']).name} is gone") from None
+        await _import_rows(services, progress, importer, path)
+    if params.get("uploaded"):
+        await services.media.delete(params["path"])
+
+
+async def _import_rows(services: Services, progress: JobProgress, importer: Importer, path: Path) -> None:
+    job, params = progress.job, progress.job.params
     options = import_options(services.settings, bool(params.get("local_files")))
     consumed = int(job.cursor or 0)
     # without a pipeline here (``hub import``), the images are due at once for the running service's sweep
@@ -260,7 +290,7 @@ async def run_import(services: Services, progress: JobProgress) -> None:
                     await session.commit()
                 except BaseException:
                     await session.rollback()
-                    await anyio.to_thread.run_sync(writer.discard)
+                    await writer.discard()
                     raise
             await notify(services.pipeline, services.media, job.shop_id, changes)
             if over:
@@ -270,8 +300,6 @@ async def run_import(services: Services, progress: JobProgress) -> None:
     async with services.sessions() as session:
         await progress.advance(session, cursor=END)
         await session.commit()
-    if params.get("uploaded"):
-        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
 
 def _too_large(limit: int) -> HubError:
@@ -385,9 +413,10 @@ async def _save_upload(body: AsyncIterator[bytes], content_type: str, length: in
 
 
 async def new_import_job(session: AsyncSession, services: Services, shop_id: int, path: Path, filename: str,
-                         params: dict[str, Any]) -> Job:
+                         params: dict[str, Any], store: Callable[[], Awaitable[None]] | None = None) -> Job:
     """A queued import of ``path``: 415 if no importer reads it, 400 if it cannot be read at all, 413 if it is
-    over a limit (manifest bytes, rows). Counting runs here, in the request, within the same limits."""
+    over a limit (manifest bytes, rows). Counting runs here, in the request, within the same limits. ``store``
+    puts the file where the job will read it, once it passed and before the job can be seen."""
     importer = pick_importer(services, path)
     options = import_options(services.settings, bool(params.get("local_files")))
     try:
@@ -403,6 +432,8 @@ async def new_import_job(session: AsyncSession, services: Services, shop_id: int
     if total is not None and total > options.max_rows:
         raise TooLarge(f"cannot import {filename}: {total} rows, more than HUB_MAX_IMPORT_ROWS "
                             f"({options.max_rows})")
+    if store is not None:
+        await store()
     return await create_job(session, shop_id, "import",
                             {**params, "filename": filename, "importer": importer.name}, total=total)
 
@@ -416,14 +447,20 @@ async def start_import(session: AsyncSession, services: Services, shop_id: int, 
     folder = services.settings.media_dir / "imports"
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     dest = folder / f"{shop_id}-{uuid.uuid4().hex}{suffix}"
+    relative = None
     try:
         original = await _save_upload(body, content_type, length, dest, services.settings.max_import_bytes, filename)
         if suffix == "" and safe_suffix(original):
             dest = dest.rename(dest.with_suffix(safe_suffix(original)))
-        job = await new_import_job(session, services, shop_id, dest, original, {
-            "path": dest.relative_to(services.settings.media_dir).as_posix(), "uploaded": True})
+        relative = f"imports/{dest.name}"
+        stored = relative
+        job = await new_import_job(session, services, shop_id, dest, original, {"path": relative, "uploaded": True},
+                                   store=lambda: services.media.put_file(stored, dest))
     except BaseException:
         dest.unlink(missing_ok=True)
+        if relative is not None:
+            with anyio.CancelScope(shield=True), suppress(Unavailable):
+                await services.media.delete(relative)
         raise
     if services.pipeline is not None:
         await services.pipeline.job_queued(job.id)

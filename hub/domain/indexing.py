@@ -173,18 +173,18 @@ class Embedder:
     async def _drop_kept(self, details: dict[str, Any]) -> None:
         """A photo kept for a result that was not recorded goes again (no orphan files)."""
         if details.get("photo"):
-            await anyio.to_thread.run_sync(self.media.delete, details["photo"])
+            await self.media.delete(details["photo"])
 
     async def _read_photo(self, img: Image) -> bytes | None:
         """The stored photo's bytes; None for a kept photo that is gone (it is fetched again from its URL)."""
         assert img.photo is not None
         try:
-            data: bytes = await anyio.to_thread.run_sync(self.media.read, img.photo)
+            data: bytes = await self.media.read(img.photo)
             return data
         except FileNotFoundError:
             if MediaStore.is_kept(img.photo) and img.image_url:
                 return None
-            raise Fail("the uploaded file is missing from the media folder") from None
+            raise Fail("the uploaded file is missing from the media store") from None
 
     async def _fetch(self, img: Image, headers: dict[str, str]) -> bytes:
         if not img.image_url:
@@ -243,7 +243,7 @@ class Embedder:
         vector, details = await self.batcher.embed((data, stored is not None))
         checked = details.pop(CHECKED, None)
         if headers and checked is not None:  # fetched with credentials browsers lack: kept and served (file_url)
-            details["photo"] = await anyio.to_thread.run_sync(self.media.keep, img.shop_id, img.id, checked)
+            details["photo"] = await self.media.keep(img.shop_id, img.id, checked)
         elif img.photo and stored is None:  # the kept photo was gone and this fetch keeps none
             details["photo"] = None
         return vector, details

@@ -1,4 +1,4 @@
-"""Image intake checks (decoded by Pillow, never trusted by name or type) and the media folder."""
+"""Image intake checks (decoded by Pillow, never trusted by name or type) and the media store."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 from PIL import Image, UnidentifiedImageError
 
 from hub.errors import HubError, TooLarge, UnsupportedMedia
@@ -109,43 +111,116 @@ def thumbnail_path(shop_id: int, image_id: int) -> str:
 
 
 class MediaStore:
-    """Files under ``HUB_HOME/media/<shop>/<hash[:2]>/<hash>.<ext>``, written atomically."""
+    """Where photos, thumbnails and uploaded import files live: a folder (``FolderMedia``, the embedded default)
+    or an S3-compatible bucket (``hub.domain.object_media.ObjectMedia``, ``HUB_MEDIA_URL=s3://…``), under the
+    same relative names: ``<shop>/<hash[:2]>/<hash>.<ext>`` for uploads, ``<shop>/kept/…`` for kept fetches,
+    ``<shop>/thumbs/…`` for thumbnails, ``imports/…`` for import files. Every call is a coroutine; a store that
+    cannot be reached raises ``Unavailable``; a name that is not there raises ``FileNotFoundError``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    kind = "folder"
 
-    @classmethod
-    def for_settings(cls, settings: Settings) -> MediaStore:
-        """The media folder of HUB_HOME, with this process's decodes bounded by HUB_MAX_DECODES."""
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes  # the largest object read back (an upload, a kept fetch, a thumbnail)
+
+    @staticmethod
+    def for_settings(settings: Settings) -> MediaStore:
+        """The media store ``HUB_MEDIA_URL`` names (the media folder of HUB_HOME when unset), with this process's
+        decodes bounded by HUB_MAX_DECODES."""
         DECODES.resize(settings.max_decodes)
-        return cls(settings.media_dir)
+        if settings.media_url:
+            from hub.domain.object_media import ObjectMedia
 
-    def relative_path(self, shop_id: int, image: CheckedImage) -> str:
-        return f"{shop_id}/{image.content_hash[:2]}/{image.content_hash}.{image.extension}"
+            return ObjectMedia.for_settings(settings)
+        return FolderMedia(settings.media_dir, settings.max_upload_bytes)
 
-    def path(self, relative: str) -> Path:
-        full = (self.root / relative).resolve()
-        if self.root.resolve() not in full.parents:
-            raise ValueError(f"media path escapes the media folder: {relative}")
-        return full
+    @staticmethod
+    def relative_path(shop_id: int, image: CheckedImage) -> str:
+        return f"{int(shop_id)}/{image.content_hash[:2]}/{image.content_hash}.{image.extension}"
 
-    def save(self, shop_id: int, image: CheckedImage) -> str:
-        """Store an uploaded photo under its content hash; the path relative to the media folder."""
-        return self.write(self.relative_path(shop_id, image), image.data)
+    @staticmethod
+    def checked_name(relative: str) -> str:
+        """``relative`` if it stays inside the store: no absolute names, no ``..``, no empty segments."""
+        parts = relative.split("/")
+        if relative.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in relative:
+            raise ValueError(f"media path escapes the media store: {relative}")
+        return relative
+
+    async def save(self, shop_id: int, image: CheckedImage) -> str:
+        """Store an uploaded photo under its content hash; its name in the store."""
+        return await self.write(self.relative_path(shop_id, image), image.data)
 
     @staticmethod
     def is_kept(relative: str) -> bool:
         """A photo the hub kept from a credentialed fetch (it can be fetched again), not a shop's upload."""
         return relative.split("/")[1:2] == ["kept"]
 
-    def keep(self, shop_id: int, image_id: int, image: CheckedImage) -> str:
+    async def keep(self, shop_id: int, image_id: int, image: CheckedImage) -> str:
         """Keep a fetched photo under a name of its own (``<shop>/kept/<image id>-<random>.<ext>``): never shared
         with another image or another fetch, so deleting a replaced photo never takes the one that replaced it."""
         name = f"{int(image_id)}-{secrets.token_hex(8)}.{image.extension}"
-        return self.write(f"{int(shop_id)}/kept/{name}", image.data)
+        return await self.write(f"{int(shop_id)}/kept/{name}", image.data)
 
-    def write(self, relative: str, data: bytes) -> str:
-        """Write atomically (a reader sees the old file or the whole new one)."""
+    async def drop_thumbnails(self, shop_id: int, image_ids: list[int]) -> None:
+        """The thumbnails (and failure marks) of removed or replaced images."""
+        for image_id in image_ids:
+            await self.delete(thumbnail_path(shop_id, image_id))
+            await self.delete(thumbnail_path(shop_id, image_id) + ".failed")
+
+    async def write(self, relative: str, data: bytes) -> str:
+        """Write ``data`` whole (a reader sees the old object or the new one); its name."""
+        raise NotImplementedError
+
+    async def read(self, relative: str) -> bytes:
+        """The object, at most ``max_bytes`` of it (``TooLarge`` past that)."""
+        raise NotImplementedError
+
+    async def age(self, relative: str) -> float | None:
+        """Seconds since the object was written; None when there is none."""
+        raise NotImplementedError
+
+    async def delete(self, relative: str | None) -> None:
+        """Remove the object if it is there."""
+        raise NotImplementedError
+
+    async def delete_shop(self, shop_id: int) -> None:
+        """Remove every object of the shop."""
+        raise NotImplementedError
+
+    async def check(self) -> str:
+        """``ok`` when the store can be written, else what is wrong (for ``/ready``)."""
+        raise NotImplementedError
+
+    async def put_file(self, relative: str, path: Path) -> None:
+        """Store a local file (an import upload, up to HUB_MAX_IMPORT_BYTES) without reading it into memory."""
+        raise NotImplementedError
+
+    def local_file(self, relative: str, max_bytes: int) -> AbstractAsyncContextManager[Path]:
+        """A local path with the object's content for the block's duration (a folder's own file, or a
+        download of at most ``max_bytes`` removed afterwards)."""
+        raise NotImplementedError
+
+    def _too_large(self, relative: str, size: int) -> TooLarge:
+        return TooLarge(f"the stored object {relative} is {size} bytes, more than the {self.max_bytes} allowed")
+
+
+class FolderMedia(MediaStore):
+    """Files under a folder (``HUB_HOME/media``), written atomically; file work runs in worker threads."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.root = root
+
+    def path(self, relative: str) -> Path:
+        full = (self.root / self.checked_name(relative)).resolve()
+        if self.root.resolve() not in full.parents:
+            raise ValueError(f"media path escapes the media folder: {relative}")
+        return full
+
+    async def write(self, relative: str, data: bytes) -> str:
+        await anyio.to_thread.run_sync(self._write, relative, data)
+        return relative
+
+    def _write(self, relative: str, data: bytes) -> None:
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
@@ -156,24 +231,54 @@ class MediaStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return relative
 
-    def read(self, relative: str) -> bytes:
-        return self.path(relative).read_bytes()
+    async def read(self, relative: str) -> bytes:
+        def run() -> bytes:
+            path = self.path(relative)
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                raise self._too_large(relative, size)
+            return path.read_bytes()
 
-    def delete(self, relative: str | None) -> None:
+        return await anyio.to_thread.run_sync(run)
+
+    async def age(self, relative: str) -> float | None:
+        def run() -> float | None:
+            try:
+                return time.time() - self.path(relative).stat().st_mtime
+            except FileNotFoundError:
+                return None
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def delete(self, relative: str | None) -> None:
         if relative:
-            self.path(relative).unlink(missing_ok=True)
+            await anyio.to_thread.run_sync(lambda: self.path(relative).unlink(missing_ok=True))
 
-    def drop_thumbnails(self, shop_id: int, image_ids: list[int]) -> None:
-        """The thumbnails (and failure marks) of removed or replaced images."""
-        for image_id in image_ids:
-            self.delete(thumbnail_path(shop_id, image_id))
-            self.delete(thumbnail_path(shop_id, image_id) + ".failed")
+    async def delete_shop(self, shop_id: int) -> None:
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self.root / str(int(shop_id)), ignore_errors=True))
 
-    def delete_shop(self, shop_id: int) -> None:
-        shutil.rmtree(self.root / str(int(shop_id)), ignore_errors=True)
+    async def check(self) -> str:
+        def run() -> bool:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.access(self.root, os.W_OK)
 
-    def writable(self) -> bool:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return os.access(self.root, os.W_OK)
+        return "ok" if await anyio.to_thread.run_sync(run) else "not writable"
+
+    async def put_file(self, relative: str, path: Path) -> None:
+        target = self.path(relative)
+        if path.resolve() == target:
+            return
+
+        def move() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)
+
+        await anyio.to_thread.run_sync(move)
+
+    @asynccontextmanager
+    async def local_file(self, relative: str, max_bytes: int) -> AsyncIterator[Path]:
+        path = self.path(relative)
+        if not await anyio.to_thread.run_sync(path.exists):
+            raise FileNotFoundError(relative)
+        yield path

@@ -6,7 +6,6 @@ import re
 from email.utils import getaddresses
 from dataclasses import dataclass
 
-import anyio
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -106,7 +105,7 @@ async def remove_shop(session: AsyncSession, media: MediaStore, pipeline: Pipeli
         raise NotFound(f"shop {shop_id} not found")
     await session.delete(shop)  # keys, taxonomy, images, products and prompts go with it (ON DELETE CASCADE)
     await session.commit()
-    await anyio.to_thread.run_sync(media.delete_shop, shop_id)
+    await media.delete_shop(shop_id)
     await pipeline.shop_removed(shop_id)
 
 

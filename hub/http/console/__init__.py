@@ -341,7 +341,7 @@ class ConsoleController(Controller):
     @get("/thumbs/{image_id:int}")
     async def thumb(self, request: Request[Any, Any, Any], db: Db, services: Svc, image_id: PathId) -> Response[Any]:
         """The image resized for the console: made once from the stored photo or the image URL (checked like any
-        image: size, pixels, formats, a bounded decode), then served from the media folder. A picture that cannot
+        image: size, pixels, formats, a bounded decode), then served from the media store. A picture that cannot
         be had is a placeholder, and is not tried again for a while."""
         me = await _signed_in(request, db)
         img = await db.get(Image, image_id) if me else None
@@ -350,22 +350,22 @@ class ConsoleController(Controller):
         media = services.media
         relative = thumbnail_path(img.shop_id, img.id)
         try:
-            data = await anyio.to_thread.run_sync(media.read, relative)
+            data = await media.read(relative)
         except FileNotFoundError:
-            if (img.status == "failed" and not img.photo) or await anyio.to_thread.run_sync(
-                    _failed_recently, media, relative):
+            failed_for = await media.age(relative + FAILED)
+            if (img.status == "failed" and not img.photo) or (failed_for is not None
+                                                             and failed_for < RETRY_THUMB_AFTER):
                 return _placeholder()
             settings = services.settings
             try:
-                original = (await anyio.to_thread.run_sync(media.read, img.photo) if img.photo
-                            else await _fetch_original(services, img))
+                original = await media.read(img.photo) if img.photo else await _fetch_original(services, img)
                 data = await anyio.to_thread.run_sync(
                     lambda: _make_thumb(check_image(original, max_bytes=settings.max_upload_bytes,
                                                     max_pixels=settings.max_image_pixels).data))
             except (FileNotFoundError, FetchError, OSError, ValueError, HubError, TimeoutError):
-                await anyio.to_thread.run_sync(media.write, relative + FAILED, b"")
+                await media.write(relative + FAILED, b"")
                 return _placeholder()
-            await anyio.to_thread.run_sync(media.write, relative, data)
+            await media.write(relative, data)
         return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
@@ -698,12 +698,6 @@ def _placeholder() -> Response[bytes]:
     return Response(PLACEHOLDER, status_code=404, media_type="image/svg+xml",
                     headers={"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"})
 
-
-def _failed_recently(media: Any, relative: str) -> bool:
-    try:
-        return time.time() - media.path(relative + FAILED).stat().st_mtime < RETRY_THUMB_AFTER
-    except FileNotFoundError:
-        return False
 
 
 def _make_thumb(data: bytes) -> bytes:

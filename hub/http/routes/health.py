@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-import anyio
 from litestar import Response, get
 
 from hub import __version__
@@ -44,7 +43,7 @@ async def health() -> HealthOut:
 @get("/ready", tags=["ops"])
 async def ready(services: Svc) -> Response[ReadyOut]:
     checks: dict[str, str] = {"database": await database_status(services.sessions)}
-    checks["media"] = "ok" if await anyio.to_thread.run_sync(services.media.writable) else "not writable"
+    checks["media"] = await services.media.check()
     if services.pipeline is not None:
         checks.update(await services.pipeline.readiness())
     ok = all(v == "ok" for v in checks.values())

@@ -1,0 +1,150 @@
+"""Media in an S3-compatible bucket (``HUB_MEDIA_URL=s3://bucket/prefix``): AWS S3, MinIO, Ceph, R2…, through
+obstore (the Rust ``object_store`` crate), so that API processes and workers on different hosts share photos,
+thumbnails and import files without a shared volume. The bucket is the operator's to create."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import obstore
+from obstore.exceptions import BaseError
+from obstore.store import S3Store
+
+from hub.domain.media import MediaStore
+from hub.errors import TooLarge, Unavailable
+from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from obstore.store import S3Config
+
+T = TypeVar("T")
+CALL_SECONDS = 30  # every request's own deadline (a multipart import upload: each part's)
+CONNECT_SECONDS = 5
+RETRY_SECONDS = 20  # retries of a failed request stop after this
+PROBE = ".hub-ready-probe"  # written and removed again by /ready
+
+
+class ObjectMedia(MediaStore):
+    kind = "s3"
+
+    def __init__(self, store: S3Store, where: str, max_bytes: int, scratch: Path) -> None:
+        super().__init__(max_bytes)
+        self.store = store
+        self.where = where  # s3://bucket/prefix, for messages (never the credentials)
+        self.scratch = scratch  # where downloads of import files go while they are read
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ObjectMedia:
+        url = settings.media_url or ""
+        parts = urlsplit(url)
+        config: S3Config = {"region": settings.s3_region}
+        if settings.s3_endpoint_url:
+            config["endpoint"] = settings.s3_endpoint_url
+            config["virtual_hosted_style_request"] = False  # MinIO and most others: the bucket in the path
+        if settings.s3_access_key_id:
+            config["access_key_id"] = settings.s3_access_key_id
+        if settings.s3_secret_access_key:
+            config["secret_access_key"] = settings.s3_secret_access_key
+        store = S3Store(
+            parts.netloc, prefix=parts.path.strip("/") or None, config=config,
+            client_options={"timeout": f"{CALL_SECONDS}s", "connect_timeout": f"{CONNECT_SECONDS}s",
+                            "allow_http": (settings.s3_endpoint_url or "").startswith("http://")},
+            retry_config={"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_SECONDS),
+                          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5),
+                                      "base": 2}},
+        )
+        return cls(store, url.rstrip("/"), settings.max_upload_bytes, settings.home / "tmp")
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        """``call``; the store unreachable, refusing us, or without its bucket: ``Unavailable`` (503)."""
+        try:
+            return await call
+        except FileNotFoundError:
+            raise
+        except (BaseError, OSError) as exc:
+            raise Unavailable("media", f"{what} in {self.where} failed ({type(exc).__name__}); check HUB_MEDIA_URL "
+                                       "and the HUB_S3_* settings") from None
+
+    async def write(self, relative: str, data: bytes) -> str:
+        name = self.checked_name(relative)
+        try:
+            await self._call("a write", obstore.put_async(self.store, name, data))
+        except FileNotFoundError:  # S3's answer to a write into a bucket that is not there
+            raise Unavailable("media", f"the bucket of {self.where} does not exist") from None
+        return relative
+
+    async def read(self, relative: str) -> bytes:
+        result = await self._call("a read", obstore.get_async(self.store, self.checked_name(relative)))
+        size = int(result.meta["size"])
+        if size > self.max_bytes:
+            raise self._too_large(relative, size)
+        return bytes(await self._call("a read", result.bytes_async()))
+
+    async def age(self, relative: str) -> float | None:
+        try:
+            meta = await self._call("a look-up", obstore.head_async(self.store, self.checked_name(relative)))
+        except FileNotFoundError:
+            return None
+        return max(0.0, time.time() - meta["last_modified"].timestamp())
+
+    async def delete(self, relative: str | None) -> None:
+        if relative:
+            try:
+                await self._call("a delete", obstore.delete_async(self.store, self.checked_name(relative)))
+            except FileNotFoundError:
+                pass
+
+    async def delete_shop(self, shop_id: int) -> None:
+        async for batch in obstore.list(self.store, prefix=f"{int(shop_id)}/", chunk_size=1000):
+            names = [meta["path"] for meta in batch]
+            if names:
+                await self._call("a delete", obstore.delete_async(self.store, names))
+
+    async def check(self) -> str:
+        try:
+            with anyio.fail_after(CONNECT_SECONDS + 5):
+                await self.write(PROBE, b"ok")
+                await self.delete(PROBE)
+        except (Unavailable, TimeoutError) as exc:
+            return f"unreachable ({exc})" if isinstance(exc, Unavailable) else "unreachable (timed out)"
+        return "ok"
+
+    async def put_file(self, relative: str, path: Path) -> None:
+        name = self.checked_name(relative)
+        try:
+            await self._call("an upload", obstore.put_async(self.store, name, path))
+        except FileNotFoundError:
+            raise Unavailable("media", f"the bucket of {self.where} does not exist") from None
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+    @asynccontextmanager
+    async def local_file(self, relative: str, max_bytes: int) -> AsyncIterator[Path]:
+        result = await self._call("a download", obstore.get_async(self.store, self.checked_name(relative)))
+        if int(result.meta["size"]) > max_bytes:
+            raise TooLarge(f"the stored import file is {result.meta['size']} bytes, more than {max_bytes}")
+        await anyio.to_thread.run_sync(lambda: self.scratch.mkdir(parents=True, exist_ok=True))
+        fd, name = tempfile.mkstemp(dir=self.scratch, prefix="import-", suffix=Path(relative).suffix)
+        path = Path(name)
+        try:
+            written = 0
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    async for chunk in result:
+                        written += len(chunk)
+                        if written > max_bytes:  # (the object changed since its size was read)
+                            raise TooLarge(f"the stored import file is more than {max_bytes} bytes")
+                        await anyio.to_thread.run_sync(out.write, memoryview(chunk))
+                except BaseError as exc:
+                    raise Unavailable("media", f"a download from {self.where} broke off ({type(exc).__name__})") from None
+            yield path
+        finally:
+            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))

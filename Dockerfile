@@ -16,6 +16,9 @@ RUN pip install . \
     && useradd --create-home --uid 10001 hub \
     && mkdir -p /data && chown hub /data
 USER hub
+# `--build-arg HUB_PRELOAD_MODEL=patrickjohncyh/fashion-clip` puts the model in the image (no download at start)
+ARG HUB_PRELOAD_MODEL=""
+RUN if [ -n "$HUB_PRELOAD_MODEL" ]; then hub model download "$HUB_PRELOAD_MODEL"; fi
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=5 \

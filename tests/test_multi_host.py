@@ -1,0 +1,107 @@
+"""API and workers on separate hosts: ``hub serve`` and ``hub worker`` as processes with different ``HUB_HOME``s,
+sharing only the services (PostgreSQL, Redis, a Chroma server and an S3-protocol bucket), run the README's
+tour — an upload, an image by URL, a bulk import, a query, the file, a deletion — and neither host's disk holds
+a photo afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.testing import OPERATOR_TOKEN, running_hub
+from tests.api.test_imports import make_zip
+from tests.api.test_metrics import Scrape
+from tests.conftest import bucket_names
+from tests.feed_platform import FeedPlatform
+from tests.images import photo
+from tests.indexing.test_server_mode import chroma, redis_service  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.slow
+SECRET_KEY = "hub-testing-secret-key-00000000001"  # the same on every host: connector credentials are shared
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def wait_until(check, what: str, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.2)
+    return found
+
+
+def test_the_tour_through_an_api_and_a_worker_that_share_no_disk(tmp_path, make_pg_database, redis_service, chroma,
+                                                                  s3_media, s3_service, test_model):
+    shared = {"database_url": make_pg_database(), "broker_url": redis_service.url, "chroma_url": chroma.url,
+              "queue_name": f"hub-hosts-{uuid.uuid4().hex[:8]}", "sweep_seconds": "1", "secret_key": SECRET_KEY,
+              **s3_media}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")} | {
+        f"HUB_{k.upper()}": str(v) for k, v in shared.items()} | {"HUB_MODEL": str(test_model)}
+    subprocess.run([sys.executable, "-m", "hub", "migrate"], env=base_env | {"HUB_HOME": str(tmp_path / "migrate")},
+                   check=True, capture_output=True)
+    worker_home = tmp_path / "worker-host"
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "hub", "worker"], stdout=log, stderr=subprocess.STDOUT,
+                              env=base_env | {"HUB_HOME": str(worker_home), "HUB_ALLOW_PRIVATE_FETCH": "true"})
+    try:
+        with FeedPlatform() as images_host, running_hub(tmp_path / "api-host", test_model, **shared) as hub:
+            http = httpx.Client(base_url=hub.base, timeout=60)
+            shop = hub.create_shop()
+            secret = {"Authorization": f"Bearer {shop['secret_key']}"}
+            uploaded = http.post("/api/v1/images", files={"file": ("dress.jpg", photo(1), "image/jpeg")},
+                                 data={"name": "Red floral dress"}, headers=secret)
+            assert uploaded.status_code == 202, uploaded.text
+            by_url = http.post("/api/v1/images/from-url", json={"image_url": f"{images_host.base}/img/2.jpg"},
+                               headers=secret)
+            assert by_url.status_code == 202, by_url.text
+            archive = make_zip({"manifest.csv": b"file,name\na.jpg,Linen shirt\nb.jpg,Wool coat\n",
+                                "a.jpg": photo(3), "b.jpg": photo(4)})
+            job = http.post("/api/v1/imports", content=archive, headers=secret | {"Content-Type": "application/zip"})
+            assert job.status_code == 202, job.text
+
+            def job_done():
+                state = http.get(f"/api/v1/jobs/{job.json()['id']}", headers=secret).json()
+                return state if state["status"] in ("succeeded", "failed") else None
+
+            finished = wait_until(job_done, "the import finished")
+            assert (finished["status"], finished["done"]) == ("succeeded", 2), finished
+
+            def all_ready():
+                items = http.get("/api/v1/images", headers=secret).json()["items"]
+                return items if len(items) == 4 and all(i["status"] == "ready" for i in items) else None
+
+            images = wait_until(all_ready, "every image embedded by the worker")
+            found = http.post("/api/v1/recommendations", json={"prompt": "a red dress", "limit": 10},
+                              headers={"Authorization": f"Bearer {shop['publishable_key']}"}).json()
+            assert sorted(r["id"] for r in found["results"]) == sorted(i["id"] for i in images)
+            file = http.get(f"/api/v1/images/{uploaded.json()['id']}/file", headers=secret)
+            assert file.status_code == 200 and file.content == photo(1)
+            ready = http.get("/ready").json()
+            assert ready["status"] == "ready", ready
+            assert {ready["checks"][c] for c in ("media", "broker", "vector_store", "database")} == {"ok"}
+            figures = Scrape(http.get("/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).text)
+            assert figures.value("hub_images", status="ready") == 4
+
+            in_bucket = [n for n in bucket_names(s3_service.url, s3_media["media_url"])
+                         if n.startswith(f"{shop['id']}/")]
+            assert len(in_bucket) == 3  # the upload and the two imported photos (the URL's is fetched again)
+            assert http.delete(f"/api/v1/images/{uploaded.json()['id']}", headers=secret).status_code == 204
+            assert len([n for n in bucket_names(s3_service.url, s3_media["media_url"])
+                        if n.startswith(f"{shop['id']}/")]) == 2
+            assert not [n for n in bucket_names(s3_service.url, s3_media["media_url"]) if n.startswith("imports/")]
+        # neither host kept a photo or an import file of its own
+        assert [f for f in files_under(tmp_path / "api-host" / "data" / "media")] == []
+        assert files_under(worker_home / "media") == [] and files_under(worker_home / "tmp") == []
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()

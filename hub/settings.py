@@ -205,8 +205,9 @@ class Settings(BaseSettings):
         if not value:
             return None
         parts = urlsplit(value)
-        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-            raise ValueError("must be s3://bucket or s3://bucket/prefix (unset: the media folder in HUB_HOME)")
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError("must be s3://bucket or s3://bucket/prefix, without credentials (those go in "
+                             "HUB_S3_ACCESS_KEY_ID and HUB_S3_SECRET_ACCESS_KEY; unset: the media folder in HUB_HOME)")
         return value.rstrip("/")
 
     @field_validator("s3_endpoint_url")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing
@@ -13,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 from sqlalchemy import select, text
 
 from hub.bootstrap import web_app
@@ -28,9 +33,6 @@ BACKENDS = ["sqlite", "postgres"]
 @pytest.fixture(scope="session", autouse=True)
 def example_plugin_installed() -> None:
     """Install the example connector as a third party would: a package with a ``hub`` entry point."""
-    import subprocess
-    import sys
-
     example = Path(__file__).resolve().parents[1] / "examples" / "hub-example-connector"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -52,6 +54,56 @@ def pg_service() -> Iterator[services.Service]:
     svc = services.postgres()
     yield svc
     svc.stop()
+
+
+class ChromaServer:
+    """``chroma run`` on a free port; with ``open_indexes``, from a config file like deploy/chroma-lru.yaml that
+    keeps at most that many HNSW indexes open."""
+
+    def __init__(self, path: Path, open_indexes: int | None = None) -> None:
+        self.path = path
+        self.port = services.free_port()
+        self.open_indexes = open_indexes
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
+        args = [chroma, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.open_indexes is not None:
+            config = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "chroma-lru.yaml").read_text())
+            config |= {"persist_path": str(self.path), "port": self.port, "listen_address": "127.0.0.1"}
+            config["segment_manager"]["hnsw_index_pool_cache_config"]["memory"]["capacity"] = self.open_indexes
+            (self.path.parent / "chroma.yaml").write_text(yaml.safe_dump(config))
+            args = [chroma, "run", str(self.path.parent / "chroma.yaml")]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"ANONYMIZED_TELEMETRY": "False"},
+        )
+        services.wait_for_port("127.0.0.1", self.port, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(20)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_service():
+    svc = services.redis()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def chroma(tmp_path):
+    server = ChromaServer(tmp_path / "chroma")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ def test_readme_services_match_compose():
     assert {s["service"] for s in named} == set(services)
     for row in named:
         svc = services[row["service"]]
-        published = {str(p).split(":")[0] for p in svc.get("ports", [])}
+        published = {str(p).rsplit(":", 1)[0].rsplit(":", 1)[-1] for p in svc.get("ports", [])}  # (host address:)port
         if row["port"] != "—":
             assert row["port"] in published, row
         volumes = {str(v).split(":")[0] for v in svc.get("volumes", [])}
@@ -62,6 +62,11 @@ def test_stack_is_wired():
         assert services[name]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
     assert not services["api"].get("ports") and services["proxy"]["ports"] == ["8000:8000"]
     assert "server api:8000" in (ROOT / "deploy" / "nginx.conf").read_text()
+    # the Chroma server keeps a bounded number of shops' indexes open (its memory does not grow with the shops)
+    assert "./deploy/chroma-lru.yaml:/config.yaml:ro" in services["chroma"]["volumes"]
+    chroma_config = yaml.safe_load((ROOT / "deploy" / "chroma-lru.yaml").read_text())
+    assert chroma_config["segment_manager"]["hnsw_index_pool_cache_config"]["memory"]["capacity"] > 0
+    assert chroma_config["persist_path"] == "/data"
     assert services["worker"]["command"] == ["hub", "worker"]
     # every variable the stack or .env.example sets is one the hub knows
     from hub.plugins.shopify import ShopifyApp
@@ -70,7 +75,7 @@ def test_stack_is_wired():
     known = {f"HUB_{name.upper()}" for name in Settings.model_fields}
     known |= {f"HUB_SHOPIFY_{name.upper()}" for name in ShopifyApp.model_fields}  # the Shopify plugin's own
     example = (ROOT / ".env.example").read_text()
-    used = set(re.findall(r"\bHUB_[A-Z_]+", example)) | {n for n in services["api"]["environment"] if n.startswith("HUB_")}
+    used = set(re.findall(r"\bHUB_[A-Z0-9_]+", example)) | {n for n in services["api"]["environment"] if n.startswith("HUB_")}
     assert used <= known, used - known
 
 

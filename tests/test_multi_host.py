@@ -21,7 +21,6 @@ from tests.api.test_metrics import Scrape
 from tests.conftest import bucket_names
 from tests.feed_platform import FeedPlatform
 from tests.images import photo
-from tests.indexing.test_server_mode import chroma, redis_service  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 SECRET_KEY = "hub-testing-secret-key-00000000001"  # the same on every host: connector credentials are shared

@@ -286,10 +286,8 @@ async def notify(pipeline: Pipeline | None, media: MediaStore, shop_id: int, cha
     Without a pipeline in this process, the running service's sweep does it: new images are due at once, and
     vectors without an image are removed as orphans.
     """
-    for photo in changes.removed_photos:
-        await media.delete(photo)
-    if changes.removed:  # removed, or replaced by another picture: their thumbnails are not theirs any more
-        await media.drop_thumbnails(shop_id, changes.removed)
+    # (removed, or replaced by another picture: their photos go, and their thumbnails are not theirs any more)
+    await media.tidy(list(changes.removed_photos), shop_id, changes.removed)
     if pipeline is None:
         return
     if changes.removed:

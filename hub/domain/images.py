@@ -335,8 +335,7 @@ async def remove_image(session: AsyncSession, services: Services, shop_id: int, 
     photo = img.photo
     await session.delete(img)
     await session.commit()
-    await services.media.delete(photo)
-    await services.media.drop_thumbnails(shop_id, [image_id])
+    await services.media.tidy([photo], shop_id, [image_id])
     if services.pipeline is not None:
         await services.pipeline.images_removed(shop_id, [image_id])
 

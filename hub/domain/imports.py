@@ -18,7 +18,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.connectors import Importer, ImportFileError, ImportOptions, ImportRow, ImportTooLarge, RowError
 from hub.domain.catalog import Changes, notify
-from hub.errors import HubError, Invalid, NotFound, TooLarge, Unavailable, UnsupportedMedia, validation_detail
+from hub.errors import HubError, Invalid, NotFound, TooLarge, UnsupportedMedia, validation_detail
 from hub.domain.images import ImageFields, check_url
 from hub.domain.jobs import END, JobFailed, JobProgress, create_job, run_job
-from hub.domain.media import CheckedImage, MediaStore, check_image
+from hub.domain.media import CheckedImage, check_image
 from hub.db.models import Image, Job, Product, Shop, utcnow
 from hub.domain.services import Services
 from hub.domain.taxonomy import taxon_names
@@ -178,17 +178,17 @@ class RowWriter:
             accepted.append((row, checked, fields, ids))
         # the photos are stored before this transaction writes anything: the media store may be a bucket across
         # the network, and a write transaction must not wait on one
+        photos: dict[str, str] = {}  # content hash -> the photo's name in the store
         for _, checked, _, _ in accepted:
             if checked is not None:
-                photo = await self.services.media.save(self.shop_id, checked)
-                if photo not in self.saved:
-                    self.saved.append(photo)
+                photos[checked.content_hash] = await self.services.media.save(self.shop_id, checked)
+                self.saved.append(photos[checked.content_hash])
         for row, checked, fields, ids in accepted:
             product_id = await self._product(row) if row.product_id else None
             img = Image(shop_id=self.shop_id, product_id=product_id, next_attempt_at=self.next_attempt,
                         **fields.model_dump(include={"name", "description", "product_url"}), **ids)
             if checked is not None:
-                img.photo = MediaStore.relative_path(self.shop_id, checked)
+                img.photo = photos[checked.content_hash]
                 img.content_hash, img.mime_type = checked.content_hash, checked.mime_type
                 img.width, img.height, img.size_bytes = checked.width, checked.height, len(checked.data)
             else:
@@ -246,14 +246,19 @@ async def run_import(services: Services, progress: JobProgress) -> None:
     importer = services.plugins.importers().get(params.get("importer", ""))
     if importer is None:
         raise JobFailed(f"the {params.get('importer')!r} importer is not installed")
-    async with AsyncExitStack() as stack:
-        try:
-            path = await stack.enter_async_context(import_file(services, params))
-        except FileNotFoundError:
-            raise JobFailed(f"the import file {params.get('filename') or Path(params['path']).name} is gone") from None
-        await _import_rows(services, progress, importer, path)
+    try:
+        async with AsyncExitStack() as stack:
+            try:
+                path = await stack.enter_async_context(import_file(services, params))
+            except FileNotFoundError:
+                raise JobFailed(f"the import file {params.get('filename') or Path(params['path']).name} is gone") from None
+            await _import_rows(services, progress, importer, path)
+    except JobFailed:  # final: its file is not read again (other failures are retried, and need it)
+        if params.get("uploaded"):
+            await services.media.tidy([params["path"]])
+        raise
     if params.get("uploaded"):
-        await services.media.delete(params["path"])
+        await services.media.tidy([params["path"]])
 
 
 async def _import_rows(services: Services, progress: JobProgress, importer: Importer, path: Path) -> None:
@@ -444,23 +449,28 @@ async def start_import(session: AsyncSession, services: Services, shop_id: int, 
     HUB_MAX_IMPORT_BYTES; then a queued import job (see ``new_import_job``). Nothing is kept if it fails."""
     media_type = content_type.split(";")[0].strip().lower()
     suffix = safe_suffix(filename) if filename else CONTENT_SUFFIX.get(media_type, "")
-    folder = services.settings.media_dir / "imports"
+    # received into this host's media folder (where a folder store keeps it; a bucket gets it once it is checked),
+    # under the shop's own prefix: deleting the shop deletes its import files too
+    folder = services.settings.media_dir / str(int(shop_id)) / "imports"
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
-    dest = folder / f"{shop_id}-{uuid.uuid4().hex}{suffix}"
-    relative = None
+    dest = folder / f"{uuid.uuid4().hex}{suffix}"
+    stored: list[str] = []  # the name, once the file is in the media store
+
+    async def store() -> None:
+        relative = f"{int(shop_id)}/imports/{dest.name}"
+        await services.media.put_file(relative, dest)
+        stored.append(relative)
+
     try:
         original = await _save_upload(body, content_type, length, dest, services.settings.max_import_bytes, filename)
         if suffix == "" and safe_suffix(original):
             dest = dest.rename(dest.with_suffix(safe_suffix(original)))
-        relative = f"imports/{dest.name}"
-        stored = relative
-        job = await new_import_job(session, services, shop_id, dest, original, {"path": relative, "uploaded": True},
-                                   store=lambda: services.media.put_file(stored, dest))
+        job = await new_import_job(session, services, shop_id, dest, original,
+                                   {"path": f"{int(shop_id)}/imports/{dest.name}", "uploaded": True}, store=store)
     except BaseException:
-        dest.unlink(missing_ok=True)
-        if relative is not None:
-            with anyio.CancelScope(shield=True), suppress(Unavailable):
-                await services.media.delete(relative)
+        await anyio.to_thread.run_sync(lambda: dest.unlink(missing_ok=True))
+        with anyio.CancelScope(shield=True):
+            await services.media.tidy(stored)
         raise
     if services.pipeline is not None:
         await services.pipeline.job_queued(job.id)

@@ -173,7 +173,7 @@ class Embedder:
     async def _drop_kept(self, details: dict[str, Any]) -> None:
         """A photo kept for a result that was not recorded goes again (no orphan files)."""
         if details.get("photo"):
-            await self.media.delete(details["photo"])
+            await self.media.tidy([details["photo"]])
 
     async def _read_photo(self, img: Image) -> bytes | None:
         """The stored photo's bytes; None for a kept photo that is gone (it is fetched again from its URL)."""
@@ -272,6 +272,7 @@ class Embedder:
                 continue
             now = utcnow()
             gone: list[int] = []
+            unused: list[str | None] = []  # photos kept for results that were not recorded: removed after the commit
             async with self.sessions() as session:
                 for img, _, details in items:
                     values = {"status": "ready", "processor_embedded": True, "embedded_at": now, "error": None,
@@ -283,12 +284,13 @@ class Embedder:
                                             Image.attempts == img.attempts, same_url).values(**values)
                     )
                     if affected(result) == 0:
-                        await self._drop_kept(details)
+                        unused.append(details.get("photo"))
                         gone.append(img.id)
                         outcomes[img.id] = Outcome(img.id, "gone")
                     else:
                         outcomes[img.id] = Outcome(img.id, "ready")
                 await session.commit()
+            await self.media.tidy(unused)
             if self.on_indexed is not None:
                 for img, _, _ in items:
                     if outcomes[img.id].status == "ready":

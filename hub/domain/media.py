@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import secrets
 import shutil
@@ -11,7 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ from pathlib import Path
 import anyio
 from PIL import Image, UnidentifiedImageError
 
-from hub.errors import HubError, TooLarge, UnsupportedMedia
+from hub.errors import HubError, TooLarge, Unavailable, UnsupportedMedia
 from hub.settings import Settings
 
+log = logging.getLogger("hub.media")
 FORMATS: dict[str, tuple[str, str]] = {  # Pillow format -> (mime type, file extension)
     "JPEG": ("image/jpeg", "jpg"),
     "PNG": ("image/png", "png"),
@@ -113,8 +115,9 @@ def thumbnail_path(shop_id: int, image_id: int) -> str:
 class MediaStore:
     """Where photos, thumbnails and uploaded import files live: a folder (``FolderMedia``, the embedded default)
     or an S3-compatible bucket (``hub.domain.object_media.ObjectMedia``, ``HUB_MEDIA_URL=s3://…``), under the
-    same relative names: ``<shop>/<hash[:2]>/<hash>.<ext>`` for uploads, ``<shop>/kept/…`` for kept fetches,
-    ``<shop>/thumbs/…`` for thumbnails, ``imports/…`` for import files. Every call is a coroutine; a store that
+    same relative names: ``<shop>/<hash[:2]>/<hash>-<random>.<ext>`` for uploads, ``<shop>/kept/…`` for kept
+    fetches, ``<shop>/thumbs/…`` for thumbnails, ``<shop>/imports/…`` for import files. No two images share an
+    object (the random part): deleting one image's photo never takes another's, whatever the timing. Every call is a coroutine; a store that
     cannot be reached raises ``Unavailable``; a name that is not there raises ``FileNotFoundError``."""
 
     kind = "folder"
@@ -133,9 +136,6 @@ class MediaStore:
             return ObjectMedia.for_settings(settings)
         return FolderMedia(settings.media_dir, settings.max_upload_bytes)
 
-    @staticmethod
-    def relative_path(shop_id: int, image: CheckedImage) -> str:
-        return f"{int(shop_id)}/{image.content_hash[:2]}/{image.content_hash}.{image.extension}"
 
     @staticmethod
     def checked_name(relative: str) -> str:
@@ -146,8 +146,9 @@ class MediaStore:
         return relative
 
     async def save(self, shop_id: int, image: CheckedImage) -> str:
-        """Store an uploaded photo under its content hash; its name in the store."""
-        return await self.write(self.relative_path(shop_id, image), image.data)
+        """Store an uploaded photo under a name of its own (its content hash and a random part); the name."""
+        name = f"{image.content_hash}-{secrets.token_hex(6)}.{image.extension}"
+        return await self.write(f"{int(shop_id)}/{image.content_hash[:2]}/{name}", image.data)
 
     @staticmethod
     def is_kept(relative: str) -> bool:
@@ -165,6 +166,19 @@ class MediaStore:
         for image_id in image_ids:
             await self.delete(thumbnail_path(shop_id, image_id))
             await self.delete(thumbnail_path(shop_id, image_id) + ".failed")
+
+    async def tidy(self, photos: Sequence[str | None], shop_id: int | None = None,
+                   thumbnails_of: list[int] | None = None) -> None:
+        """After a commit: remove what the committed change left unused (photos, and the thumbnails of
+        ``thumbnails_of``). Best effort: a store that cannot be reached now leaves them behind, with a warning,
+        and the change stands (it must not be answered as failed, nor stop what comes after it)."""
+        try:
+            for photo in photos:
+                await self.delete(photo)
+            if shop_id is not None and thumbnails_of:
+                await self.drop_thumbnails(shop_id, thumbnails_of)
+        except Unavailable as exc:
+            log.warning("media left behind", extra={"error": str(exc), "photos": len(photos)})
 
     async def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` whole (a reader sees the old object or the new one); its name."""

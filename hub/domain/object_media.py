@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from obstore.store import S3Config
 
 T = TypeVar("T")
-CALL_SECONDS = 30  # every request's own deadline (a multipart import upload: each part's)
+CALL_SECONDS = 30  # every request's own deadline, its body included (a multipart upload: each part's)
+PIECE_BYTES = 8 * 1024 * 1024  # an import file is downloaded in ranges of this size, each within CALL_SECONDS
+CHECK_SECONDS = 10  # /ready's write to the bucket is done at most this often
 CONNECT_SECONDS = 5
 RETRY_SECONDS = 20  # retries of a failed request stop after this
 PROBE = ".hub-ready-probe"  # written and removed again by /ready
@@ -41,6 +43,7 @@ class ObjectMedia(MediaStore):
         self.store = store
         self.where = where  # s3://bucket/prefix, for messages (never the credentials)
         self.scratch = scratch  # where downloads of import files go while they are read
+        self._checked: tuple[float, str] | None = None  # (when, what) of the last write check
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ObjectMedia:
@@ -65,10 +68,13 @@ class ObjectMedia(MediaStore):
         return cls(store, url.rstrip("/"), settings.max_upload_bytes, settings.home / "tmp")
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
-        """``call``; the store unreachable, refusing us, or without its bucket: ``Unavailable`` (503)."""
+        """``call``; the store unreachable, refusing us, or without its bucket: ``Unavailable`` (503). A name
+        that is not there stays ``FileNotFoundError``."""
         try:
             return await call
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if "NoSuchBucket" in str(exc):  # (S3 answers 404 for the bucket too: that is the store missing)
+                raise Unavailable("media", f"the bucket of {self.where} does not exist") from None
             raise
         except (BaseError, OSError) as exc:
             raise Unavailable("media", f"{what} in {self.where} failed ({type(exc).__name__}); check HUB_MEDIA_URL "
@@ -104,19 +110,30 @@ class ObjectMedia(MediaStore):
                 pass
 
     async def delete_shop(self, shop_id: int) -> None:
-        async for batch in obstore.list(self.store, prefix=f"{int(shop_id)}/", chunk_size=1000):
-            names = [meta["path"] for meta in batch]
-            if names:
-                await self._call("a delete", obstore.delete_async(self.store, names))
+        async def names() -> list[str]:
+            found: list[str] = []
+            async for batch in obstore.list(self.store, prefix=f"{int(shop_id)}/", chunk_size=1000):
+                found += [meta["path"] for meta in batch]
+            return found
+
+        found = await self._call("a listing", names())
+        for start in range(0, len(found), 1000):
+            await self._call("a delete", obstore.delete_async(self.store, found[start:start + 1000]))
 
     async def check(self) -> str:
+        if self._checked is not None and time.monotonic() - self._checked[0] < CHECK_SECONDS:
+            return self._checked[1]
         try:
             with anyio.fail_after(CONNECT_SECONDS + 5):
                 await self.write(PROBE, b"ok")
                 await self.delete(PROBE)
-        except (Unavailable, TimeoutError) as exc:
-            return f"unreachable ({exc})" if isinstance(exc, Unavailable) else "unreachable (timed out)"
-        return "ok"
+            outcome = "ok"
+        except Unavailable as exc:
+            outcome = f"unreachable ({exc.detail})"
+        except TimeoutError:
+            outcome = "unreachable (timed out)"
+        self._checked = (time.monotonic(), outcome)
+        return outcome
 
     async def put_file(self, relative: str, path: Path) -> None:
         name = self.checked_name(relative)
@@ -128,23 +145,21 @@ class ObjectMedia(MediaStore):
 
     @asynccontextmanager
     async def local_file(self, relative: str, max_bytes: int) -> AsyncIterator[Path]:
-        result = await self._call("a download", obstore.get_async(self.store, self.checked_name(relative)))
-        if int(result.meta["size"]) > max_bytes:
-            raise TooLarge(f"the stored import file is {result.meta['size']} bytes, more than {max_bytes}")
+        """The object downloaded in ranges of ``PIECE_BYTES`` (each request within its own deadline, so a large
+        import file takes as long as it needs and a stalled one fails within a piece's time)."""
+        name = self.checked_name(relative)
+        size = int((await self._call("a look-up", obstore.head_async(self.store, name)))["size"])
+        if size > max_bytes:
+            raise TooLarge(f"the stored import file is {size} bytes, more than {max_bytes}")
         await anyio.to_thread.run_sync(lambda: self.scratch.mkdir(parents=True, exist_ok=True))
-        fd, name = tempfile.mkstemp(dir=self.scratch, prefix="import-", suffix=Path(relative).suffix)
-        path = Path(name)
+        fd, local = tempfile.mkstemp(dir=self.scratch, prefix="import-", suffix=Path(relative).suffix)
+        path = Path(local)
         try:
-            written = 0
             with os.fdopen(fd, "wb") as out:
-                try:
-                    async for chunk in result:
-                        written += len(chunk)
-                        if written > max_bytes:  # (the object changed since its size was read)
-                            raise TooLarge(f"the stored import file is more than {max_bytes} bytes")
-                        await anyio.to_thread.run_sync(out.write, memoryview(chunk))
-                except BaseError as exc:
-                    raise Unavailable("media", f"a download from {self.where} broke off ({type(exc).__name__})") from None
+                for start in range(0, size, PIECE_BYTES):
+                    piece = await self._call("a download", obstore.get_range_async(
+                        self.store, name, start=start, end=min(size, start + PIECE_BYTES)))
+                    await anyio.to_thread.run_sync(out.write, memoryview(piece))
             yield path
         finally:
             await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from email.utils import getaddresses
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from hub.domain.origins import check_origins
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.taxonomy_defaults import AGE_GROUPS, CATEGORIES, STYLES
-from hub.errors import Conflict, Invalid, NotFound
+from hub.errors import Conflict, Invalid, NotFound, Unavailable
 from hub.settings import Settings
+
+log = logging.getLogger("hub.shops")
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -105,8 +108,11 @@ async def remove_shop(session: AsyncSession, media: MediaStore, pipeline: Pipeli
         raise NotFound(f"shop {shop_id} not found")
     await session.delete(shop)  # keys, taxonomy, images, products and prompts go with it (ON DELETE CASCADE)
     await session.commit()
-    await media.delete_shop(shop_id)
     await pipeline.shop_removed(shop_id)
+    try:
+        await media.delete_shop(shop_id)
+    except Unavailable as exc:  # (the shop is gone; its files stay until deleted by hand, which the log says)
+        log.warning("a deleted shop's media left behind", extra={"shop_id": shop_id, "error": str(exc)})
 
 
 SIGNUP_MAIL = """Welcome to Fashion Hub, {name}!

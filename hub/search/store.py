@@ -18,7 +18,15 @@ from hub.metrics import vector_store_call
 log = logging.getLogger("hub.store")
 
 NONE_ID = -1  # Chroma metadata has no null: "no category" is stored as -1
-HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
+# sync_threshold (Chroma's default 1,000) at batch_size: a shop's index is on disk as soon as it exists, so a
+# Chroma server that keeps only so many indexes open (deploy/chroma-lru.yaml) can close a small shop's and load it
+# again; with the default, an index of 100 to 999 vectors was never written and could not be loaded ("Nothing
+# found on disk"). Measured (docs/benchmarks.md, "Many shops"): no cost to inserts at 20,000 vectors.
+# sync_threshold (Chroma's default 1,000) at batch_size: a shop's index is on disk as soon as it exists, so a
+# Chroma server that keeps only so many indexes open (deploy/chroma-lru.yaml) can close a small shop's and load it
+# again; with the default, an index of 100 to 999 vectors written in one go was never saved and could not be
+# loaded ("Nothing found on disk"). Measured (docs/benchmarks.md, "Many shops"): no cost to inserts at 20,000.
+HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "sync_threshold": 100, "batch_size": 100}
 GET_BATCH = 2000  # ids per Chroma get
 QUERY_BATCH = 500  # query vectors per Chroma query
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api import test_webhooks
 from tests.api.test_webhooks import connect
-from tests.conftest import ADMIN_TOKEN, serve_app, upload_photos, wait_for_images
+from tests.conftest import ADMIN_TOKEN, serve_app, until, upload_photos, wait_for_images
 from tests.feed_platform import signed
 
 feed, settings_overrides = test_webhooks.feed, test_webhooks.settings_overrides
@@ -61,6 +61,11 @@ async def test_a_tour_shows_in_the_metrics(client, shop, feed, settings):
     assert (await client.post(f"/webhooks/example/{conn['id']}", content=body + b" ", headers=forged)).status_code == 401
     assert (await client.post("/webhooks/made-up-name/1", content=body, headers=headers)).status_code == 404
 
+    async def embedded_counted() -> bool:  # (the counter moves just after the images are marked ready)
+        return (await scrape(client)).value("hub_embed_images_total", outcome="ready") - before.value(
+            "hub_embed_images_total", outcome="ready") >= 3
+
+    await until(embedded_counted, "the embedded images counted")
     after = await scrape(client)
 
     def grew(name: str, **labels: str) -> float:

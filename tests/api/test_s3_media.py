@@ -63,7 +63,8 @@ async def test_uploads_imports_thumbnails_and_files_live_in_the_bucket(client, s
     assert not [n for n in bucket_names(s3_service.url, settings.media_url) if n.startswith(f"{shop_id}/")]
 
 
-async def test_a_bucket_that_cannot_be_reached_is_a_503_that_changes_nothing(settings, make_shop_for, snapshot):
+async def test_a_bucket_that_cannot_be_reached_is_a_503_that_changes_nothing(settings, make_shop_for, snapshot,
+                                                                              s3_service):
     down = settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
     async with serve_app(down) as client:
         shop = await make_shop_for(client)
@@ -75,5 +76,6 @@ async def test_a_bucket_that_cannot_be_reached_is_a_503_that_changes_nothing(set
         resp = await start(client, shop, make_zip({"a.jpg": photo(41)}), "application/zip")
         assert resp.status_code == 503, resp.text
         assert await snapshot() == before
+        assert local_files(settings) == [] and bucket_names(s3_service.url, settings.media_url) == []
         ready = await client.get("/ready")
         assert ready.status_code == 503 and ready.json()["checks"]["media"].startswith("unreachable")

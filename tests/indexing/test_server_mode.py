@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,46 +23,6 @@ from tests.conftest import ADMIN_TOKEN, ShopKeys, serve_app, until, upload_photo
 from tests.feed_platform import FeedPlatform, signed
 
 pytestmark = pytest.mark.slow
-
-
-class ChromaServer:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.port = services.free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
-        self.proc = subprocess.Popen(
-            [chroma, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"ANONYMIZED_TELEMETRY": "False"},
-        )
-        services.wait_for_port("127.0.0.1", self.port, timeout=60)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(20)
-            self.proc = None
-
-
-@pytest.fixture
-def redis_service():
-    svc = services.redis()
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture
-def chroma(tmp_path):
-    server = ChromaServer(tmp_path / "chroma")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -149,10 +108,16 @@ async def test_upload_ready_recommended(server_settings, workers):
         assert await client.app.state.services.pipeline.store.ids(shop["id"]) == sorted(ids)
         # the worker's own figures on its private metrics address (no token there; the API's /metrics asks one),
         # the shared ones (the database's, the Redis queue's) from the API
-        async with httpx.AsyncClient() as http:
-            own = Scrape((await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text)
-        assert own.value("hub_embed_images_total", outcome="ready") == len(ids)
-        assert own.value("hub_model_items_total", tower="image") >= len(ids)
+        async def own() -> Scrape:
+            async with httpx.AsyncClient() as http:
+                return Scrape((await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text)
+
+        async def counted() -> bool:  # (the counter moves just after the images are marked ready)
+            return (await own()).value("hub_embed_images_total", outcome="ready") >= len(ids)
+
+        await until(counted, "the worker counted what it embedded")
+        assert (await own()).value("hub_embed_images_total", outcome="ready") == len(ids)
+        assert (await own()).value("hub_model_items_total", tower="image") >= len(ids)
         shared = await scrape(client)
         assert shared.value("hub_images", status="ready") == len(ids)
         assert shared.labels("hub_queue_tasks", "state") == {"waiting", "running"}

@@ -285,7 +285,7 @@ class Body:
 @pytest.mark.parametrize("settings_overrides", [{"max_import_bytes": MiB}])
 async def test_an_upload_over_the_limit_stops_being_read_at_the_limit(client, shop, settings, snapshot):
     before = await snapshot()
-    folder = settings.media_dir / "imports"
+    folder = settings.media_dir / str(shop["id"]) / "imports"
     boundary = "limitboundary0123"
     ctype = f"multipart/form-data; boundary={boundary}"
 

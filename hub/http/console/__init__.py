@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import io
 import secrets
-import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Annotated, Any

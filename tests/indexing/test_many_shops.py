@@ -1,0 +1,45 @@
+"""A Chroma server that keeps only a few shops' indexes open (deploy/chroma-lru.yaml, what the compose stack
+runs: its memory does not grow with the number of shops) serves every shop: a shop whose index was closed gets
+the same answers when it is loaded again, nothing lost — the hub writes each index to disk as soon as it exists
+(``sync_threshold``), which Chroma needs to load it again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hub.search.store import VectorStore
+from tests.conftest import ChromaServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def one_open_index(tmp_path):
+    server = ChromaServer(tmp_path / "chroma", open_indexes=1)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("per_write", [32, 200])  # (as the embedder writes: a forward pass; as a bulk write)
+async def test_shops_whose_indexes_were_closed_answer_as_before(one_open_index, tmp_path, per_write):
+    store = VectorStore(one_open_index.url, tmp_path, "test-model")
+    rng = np.random.default_rng(3)
+    shops = {shop: rng.standard_normal((n, 512)).astype(np.float32) for shop, n in ((1, 150), (2, 260), (3, 40))}
+    meta = {"category_id": -1, "style_id": -1, "age_group_id": -1, "product_id": -1, "source": "manual",
+            "available": True, "listed": True}
+    for shop, vectors in shops.items():  # (each shop's write closes the previous shop's index)
+        ids = [shop * 1000 + i for i in range(len(vectors))]
+        for start in range(0, len(ids), per_write):
+            end = start + per_write
+            await store.upsert(shop, ids[start:end], vectors[start:end], [meta] * len(ids[start:end]))
+    for _ in range(2):
+        for shop, vectors in shops.items():  # every query loads its shop's index again
+            for i in range(0, len(vectors), 23):
+                hits = await store.query(shop, vectors[i], 5)
+                assert hits[0].image_id == shop * 1000 + i, (shop, i)
+                assert all(h.image_id // 1000 == shop for h in hits)
+    for shop, vectors in shops.items():
+        assert await store.ids(shop) == [shop * 1000 + i for i in range(len(vectors))]
+        assert await store.unreachable(shop, await store.ids(shop)) == []

@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--layout", choices=["collections", "shared"], default="collections")
     parser.add_argument("--open-indexes", type=int, default=None)
+    parser.add_argument("--embedded", action="store_true", help="Chroma in this process (the embedded default)")
     parser.add_argument("--sync-threshold", type=int, default=None,
                         help="the collections' HNSW sync_threshold (and batch_size, at most 100)")
     args = parser.parse_args()
@@ -84,10 +85,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((50, DIM))
     with tempfile.TemporaryDirectory(prefix="hub-shops-") as tmp:
-        proc, port = start_server(Path(tmp) / "chroma", args.open_indexes)
-        try:
+        proc = None
+        if args.embedded:  # (this process's memory: the numbers include this bench's own, measured empty first)
+            from hub.search.chroma_embedded import persistent_client
+
+            pid, settings = os.getpid(), Settings(anonymized_telemetry=False)
+            client = (persistent_client(str(Path(tmp) / "chroma"), settings, args.open_indexes) if args.open_indexes
+                      else chromadb.PersistentClient(path=str(Path(tmp) / "chroma"), settings=settings))
+        else:
+            proc, port = start_server(Path(tmp) / "chroma", args.open_indexes)
+            pid = proc.pid
             client = chromadb.HttpClient(host="127.0.0.1", port=port, settings=Settings(anonymized_telemetry=False))
-            empty_mb = rss_of(proc.pid)
+        try:
+            empty_mb = rss_of(pid)
             start = time.perf_counter()
             shared = None
             if args.layout == "shared":
@@ -103,7 +113,7 @@ def main() -> None:
                     col.add(ids=ids, embeddings=data)
             fill_s = time.perf_counter() - start
             time.sleep(2)  # (the server's own background work after the last write)
-            filled_mb = rss_of(proc.pid)
+            filled_mb = rss_of(pid)
             passes: list[tuple[list[float], float]] = []
             for _ in range(2):
                 order = list(range(args.shops))
@@ -119,7 +129,7 @@ def main() -> None:
                         client.get_collection(f"shop{shop}", embedding_function=None).query(
                             query_embeddings=[query], n_results=20, include=["distances"])
                     took.append((time.perf_counter() - started) * 1000)
-                passes.append((took, rss_of(proc.pid)))
+                passes.append((took, rss_of(pid)))
             # nothing lost on the way (an index closed and loaded again): every shop still finds each of its own
             # vectors as its own nearest, and only its own
             lost = 0
@@ -136,20 +146,21 @@ def main() -> None:
                              else col.query(query_embeddings=[emb], n_results=1))["ids"][0]
                     lost += found != [ident] or not set(found) <= mine
         finally:
-            proc.terminate()
-            proc.wait(30)
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
 
     def row(name: str, took: list[float], mb: float) -> str:
         p50, p95 = np.percentile(took, [50, 95])
         return f"| {name} | {p50:.1f} | {p95:.1f} | {mb:,.0f} |"
 
     per_shop_mb = (passes[0][1] - empty_mb) / args.shops
-    label = args.layout + (f", at most {args.open_indexes} indexes open" if args.open_indexes else "") + (
+    label = ("embedded, " if args.embedded else "") + args.layout + (f", at most {args.open_indexes} indexes open" if args.open_indexes else "") + (
         f", sync_threshold {hnsw.get('sync_threshold', 1000)}" if args.layout == "collections" else "")
     body = f"""
-`.venv/bin/python -m bench.shops --shops {args.shops} --images {args.images} --layout {args.layout}{f' --open-indexes {args.open_indexes}' if args.open_indexes else ''}{f' --sync-threshold {args.sync_threshold}' if args.sync_threshold else ''}` — {time.strftime('%Y-%m-%d')}
+`.venv/bin/python -m bench.shops --shops {args.shops} --images {args.images} --layout {args.layout}{' --embedded' if args.embedded else ''}{f' --open-indexes {args.open_indexes}' if args.open_indexes else ''}{f' --sync-threshold {args.sync_threshold}' if args.sync_threshold else ''}` — {time.strftime('%Y-%m-%d')}
 
-Machine: {machine()}. Chroma server (`chroma run`) {chromadb.__version__}, layout **{label}**. Filled in
+Machine: {machine()}. Chroma {"embedded" if args.embedded else "server (`chroma run`)"} {chromadb.__version__}, layout **{label}**. Filled in
 {fill_s:.0f} s. Server memory: {empty_mb:,.0f} MB empty, {filled_mb:,.0f} MB filled, {passes[0][1]:,.0f} MB after
 querying every shop once: **{per_shop_mb:.2f} MB per shop** (the vectors themselves:
 {args.images * DIM * 4 / 1e6:.2f} MB). At that rate 10,000 such shops would take

@@ -61,6 +61,10 @@ def test_stack_is_wired():
         assert services[name]["deploy"]["replicas"] == 2
         assert services[name]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
     assert not services["api"].get("ports") and services["proxy"]["ports"] == ["8000:8000"]
+    # forwarded client addresses are believed from the proxy only (rate limits and auth failures count per client)
+    proxy_address = services["proxy"]["networks"]["edge"]["ipv4_address"]
+    assert services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == proxy_address
+    assert "X-Forwarded-For $remote_addr" in (ROOT / "deploy" / "nginx.conf").read_text()
     assert "server api:8000" in (ROOT / "deploy" / "nginx.conf").read_text()
     # the Chroma server keeps a bounded number of shops' indexes open (its memory does not grow with the shops)
     assert "./deploy/chroma-lru.yaml:/config.yaml:ro" in services["chroma"]["volumes"]

@@ -142,6 +142,7 @@ class RowWriter:
             known |= {str(u): int(i) for u, i in (await self.session.execute(
                 select(Image.image_url, func.min(Image.id)).where(
                     Image.shop_id == self.shop_id, Image.image_url.in_(urls)).group_by(Image.image_url))).all()}
+        await self.session.commit()  # (those reads' transaction ends here: nothing is held while photos are stored)
         taxa = self.taxa
         accepted: list[tuple[ImportRow, CheckedImage | None, ImageFields, dict[str, int | None]]] = []
         for row, checked in good:
@@ -213,8 +214,10 @@ class RowWriter:
         return product.id
 
     async def discard(self) -> None:
-        for photo in self.saved:
-            await self.services.media.delete(photo)
+        """The photos this chunk stored, when its transaction rolled back: every one of them is tried (best
+        effort), even while the job is being cancelled."""
+        with anyio.CancelScope(shield=True):
+            await self.services.media.tidy(self.saved)
 
 
 def _error(line: int | None, item: str, message: str) -> dict[str, Any]:

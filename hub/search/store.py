@@ -69,10 +69,11 @@ def where_clause(filters: dict[str, Any], listed_only: bool = False) -> dict[str
 class VectorStore:
     """Every call runs Chroma's client in a worker thread; any failure to reach it is a 503-style error."""
 
-    def __init__(self, chroma_url: str | None, home: Path, model_key: str) -> None:
+    def __init__(self, chroma_url: str | None, home: Path, model_key: str, open_indexes: int = 200) -> None:
         self.chroma_url = chroma_url
         self.path = home / "chroma"
         self.model_key = model_key
+        self.open_indexes = open_indexes  # embedded: shops' indexes kept open at once (a server has its own)
         self._client: Any = None
         self._collections: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -95,7 +96,9 @@ class VectorStore:
                 settings=settings,
             )
         self.path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(self.path), settings=settings)
+        from hub.search.chroma_embedded import persistent_client
+
+        return persistent_client(str(self.path), settings, self.open_indexes)
 
     def _ensure_client(self) -> Any:
         """The Chroma client, connected on first use (call with ``self._lock`` held)."""

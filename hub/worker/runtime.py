@@ -62,7 +62,7 @@ class Runtime:
         self.role = role
         self.encoder = Encoder(settings.model, settings.device, settings.inference, settings.inference_threads,
                                settings.home, settings.inference_int8, settings.embed_nice)
-        self.store = VectorStore(settings.chroma_url, settings.home, self.encoder.key)
+        self.store = VectorStore(settings.chroma_url, settings.home, self.encoder.key, settings.chroma_open_indexes)
         self.broker = make_broker(settings)
         self.broker.is_worker_process = role == "worker"
         self.tasks: Tasks = register_tasks(self.broker, self)

@@ -1,6 +1,7 @@
-"""A Chroma server that keeps only a few shops' indexes open (deploy/chroma-lru.yaml, what the compose stack
-runs: its memory does not grow with the number of shops) serves every shop: a shop whose index was closed gets
-the same answers when it is loaded again, nothing lost — the hub writes each index to disk as soon as it exists
+"""A Chroma that keeps only a few shops' indexes open serves every shop: a shop whose index was closed gets the
+same answers when it is loaded again, nothing lost. Both kinds: a Chroma server with deploy/chroma-lru.yaml (what
+the compose stack runs) and the embedded one with ``HUB_CHROMA_OPEN_INDEXES`` — their memory does not grow with
+the number of shops. It holds because the hub writes each index to disk as soon as it exists
 (``sync_threshold``), which Chroma needs to load it again."""
 
 from __future__ import annotations
@@ -8,23 +9,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hub.search.chroma_embedded import open_indexes_of
 from hub.search.store import VectorStore
 from tests.conftest import ChromaServer
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def one_open_index(tmp_path):
+@pytest.fixture(params=["server", "embedded"])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        embedded = VectorStore(None, tmp_path, "test-model", open_indexes=1)
+        assert open_indexes_of(embedded._connect()) == 1  # (Chroma's own would be the file limit ÷ 5)
+        yield embedded
+        return
     server = ChromaServer(tmp_path / "chroma", open_indexes=1)
     server.start()
-    yield server
+    yield VectorStore(server.url, tmp_path, "test-model")
     server.stop()
 
 
 @pytest.mark.parametrize("per_write", [32, 200])  # (as the embedder writes: a forward pass; as a bulk write)
-async def test_shops_whose_indexes_were_closed_answer_as_before(one_open_index, tmp_path, per_write):
-    store = VectorStore(one_open_index.url, tmp_path, "test-model")
+async def test_shops_whose_indexes_were_closed_answer_as_before(store, per_write):
     rng = np.random.default_rng(3)
     shops = {shop: rng.standard_normal((n, 512)).astype(np.float32) for shop, n in ((1, 150), (2, 260), (3, 40))}
     meta = {"category_id": -1, "style_id": -1, "age_group_id": -1, "product_id": -1, "source": "manual",

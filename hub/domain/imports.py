@@ -34,7 +34,7 @@ from hub.connectors import Importer, ImportFileError, ImportOptions, ImportRow, 
 from hub.domain.catalog import Changes, notify
 from hub.errors import HubError, Invalid, NotFound, TooLarge, UnsupportedMedia, validation_detail
 from hub.domain.images import ImageFields, check_url
-from hub.domain.jobs import END, JobFailed, JobProgress, create_job, run_job
+from hub.domain.jobs import END, JobFailed, JobProgress, check_job_room, create_job, run_job
 from hub.domain.media import CheckedImage, check_image
 from hub.db.models import Image, Job, Product, Shop, utcnow
 from hub.domain.services import Services
@@ -441,6 +441,8 @@ async def new_import_job(session: AsyncSession, services: Services, shop_id: int
         raise TooLarge(f"cannot import {filename}: {total} rows, more than HUB_MAX_IMPORT_ROWS "
                             f"({options.max_rows})")
     if store is not None:
+        await check_job_room(session, shop_id)  # (before the file goes to the media store, not after)
+        await session.commit()  # (that read's transaction ends: nothing is held while the file is stored)
         await store()
     return await create_job(session, shop_id, "import",
                             {**params, "filename": filename, "importer": importer.name}, total=total)

@@ -94,16 +94,21 @@ def job_json(job: Job) -> JobOut:
     }
 
 
-async def create_job(
-    session: AsyncSession, shop_id: int, kind: str, params: dict[str, Any], connection_id: int | None = None,
-    total: int | None = None,
-) -> Job:
-    """A queued job, committed; 409 if the connection already has an active one."""
+async def check_job_room(session: AsyncSession, shop_id: int) -> None:
+    """429 when the shop already runs as many syncs and imports as it may."""
     active = await session.scalar(select(func.count(Job.id)).where(Job.shop_id == shop_id,
                                                                      Job.status.in_(("queued", "running"))))
     if (active or 0) >= MAX_ACTIVE_JOBS_PER_SHOP:
         raise RateLimited(f"this shop has {active} syncs and imports running; wait for one to finish",
                           retry_after=30)
+
+
+async def create_job(
+    session: AsyncSession, shop_id: int, kind: str, params: dict[str, Any], connection_id: int | None = None,
+    total: int | None = None,
+) -> Job:
+    """A queued job, committed; 409 if the connection already has an active one."""
+    await check_job_room(session, shop_id)
     job = Job(shop_id=shop_id, kind=kind, params=params, connection_id=connection_id, total=total,
               next_attempt_at=utcnow())
     session.add(job)

@@ -4,6 +4,7 @@ thumbnails and import files without a shared volume. The bucket is the operator'
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ from hub.settings import Settings
 if TYPE_CHECKING:
     from obstore.store import S3Config
 
+log = logging.getLogger("hub.media")
 T = TypeVar("T")
 CALL_SECONDS = 30  # every request's own deadline, its body included (a multipart upload: each part's)
 PIECE_BYTES = 8 * 1024 * 1024  # an import file is downloaded in ranges of this size, each within CALL_SECONDS
@@ -41,7 +43,7 @@ class ObjectMedia(MediaStore):
     def __init__(self, store: S3Store, where: str, max_bytes: int, scratch: Path) -> None:
         super().__init__(max_bytes)
         self.store = store
-        self.where = where  # s3://bucket/prefix, for messages (never the credentials)
+        self.where = where  # s3://bucket/prefix, for the log (never the credentials; not told to API callers)
         self.scratch = scratch  # where downloads of import files go while they are read
         self._checked: tuple[float, str] | None = None  # (when, what) of the last write check
 
@@ -74,18 +76,24 @@ class ObjectMedia(MediaStore):
             return await call
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):  # (S3 answers 404 for the bucket too: that is the store missing)
-                raise Unavailable("media", f"the bucket of {self.where} does not exist") from None
+                raise self._no_bucket() from None
             raise
         except (BaseError, OSError) as exc:
-            raise Unavailable("media", f"{what} in {self.where} failed ({type(exc).__name__}); check HUB_MEDIA_URL "
-                                       "and the HUB_S3_* settings") from None
+            log.warning("media store error", extra={"where": self.where, "what": what,
+                                                     "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+            raise Unavailable("media", f"{what} failed ({type(exc).__name__}); the operator should check "
+                                       "HUB_MEDIA_URL and the HUB_S3_* settings") from None
+
+    def _no_bucket(self) -> Unavailable:
+        log.warning("media bucket missing", extra={"where": self.where})
+        return Unavailable("media", "the media store's bucket does not exist")
 
     async def write(self, relative: str, data: bytes) -> str:
         name = self.checked_name(relative)
         try:
             await self._call("a write", obstore.put_async(self.store, name, data))
         except FileNotFoundError:  # S3's answer to a write into a bucket that is not there
-            raise Unavailable("media", f"the bucket of {self.where} does not exist") from None
+            raise self._no_bucket() from None
         return relative
 
     async def read(self, relative: str) -> bytes:
@@ -140,7 +148,7 @@ class ObjectMedia(MediaStore):
         try:
             await self._call("an upload", obstore.put_async(self.store, name, path))
         except FileNotFoundError:
-            raise Unavailable("media", f"the bucket of {self.where} does not exist") from None
+            raise self._no_bucket() from None
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
     @asynccontextmanager

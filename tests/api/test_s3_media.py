@@ -79,3 +79,24 @@ async def test_a_bucket_that_cannot_be_reached_is_a_503_that_changes_nothing(set
         assert local_files(settings) == [] and bucket_names(s3_service.url, settings.media_url) == []
         ready = await client.get("/ready")
         assert ready.status_code == 503 and ready.json()["checks"]["media"].startswith("unreachable")
+
+
+async def test_an_import_over_the_job_limit_is_refused_before_its_file_is_stored(settings, make_shop_for):
+    """The shop's job limit is checked before the file goes to the bucket: with the bucket down, a full shop
+    hears 429 (wait for a job), not 503, and no upload is tried."""
+    from datetime import timedelta
+
+    from hub.db.models import Job, utcnow
+    from hub.domain.jobs import MAX_ACTIVE_JOBS_PER_SHOP
+
+    down = settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
+    async with serve_app(down) as client:
+        shop = await make_shop_for(client)
+        async with client.app.state.services.sessions() as session:  # (queued, not due: they stay queued)
+            session.add_all([Job(shop_id=shop["id"], kind="import", status="queued", params={},
+                                 next_attempt_at=utcnow() + timedelta(hours=1))
+                             for _ in range(MAX_ACTIVE_JOBS_PER_SHOP)])
+            await session.commit()
+        resp = await start(client, shop, make_zip({"a.jpg": photo(50)}), "application/zip")
+        assert resp.status_code == 429, resp.text
+        assert local_files(settings) == []

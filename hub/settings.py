@@ -58,9 +58,10 @@ class Settings(BaseSettings):
     broker_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db.")
     queue_name: str = Field("hub:tasks", min_length=1, max_length=100, description="Redis stream of tasks.")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; default embedded.")
-    chroma_open_indexes: int = Field(200, ge=1, le=100_000, description="Embedded Chroma: shops' vector "
-                                     "indexes kept open at once (the least recently used is closed, and loaded "
-                                     "again when needed); a Chroma server has its own (deploy/chroma-lru.yaml).")
+    chroma_open_indexes: int = Field(0, ge=0, le=100_000, description="Embedded Chroma: shops' vector indexes "
+                                     "kept open at once (the least recently used is closed, and loaded again when "
+                                     "needed); 0: Chroma's own number (the file-handle limit / 5). A Chroma server "
+                                     "has its own (deploy/chroma-lru.yaml).")
     media_url: str | None = Field(None, description="s3://bucket/prefix: photos, thumbnails and import files in an "
                                   "S3-compatible bucket (default: HUB_HOME/media).")
     s3_endpoint_url: str | None = Field(None, description="http(s)://host:port of an S3-compatible server (MinIO…); "

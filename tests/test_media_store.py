@@ -119,6 +119,9 @@ async def test_an_unreachable_or_missing_bucket_is_unavailable(s3_media, tmp_pat
         await missing.write("1/a.jpg", b"x")
     with pytest.raises(Unavailable, match="does not exist"):  # (not "no such photo": the images would fail)
         await missing.read("1/a.jpg")
+    with pytest.raises(Unavailable, match="does not exist"):  # (not "the import file is gone": the job would fail)
+        async with missing.local_file("1/imports/a.zip", 100):
+            pass
     assert "does not exist" in await missing.check()
     await down.tidy(["1/a.jpg"], 1, [5])  # after a commit: left behind with a warning, never raised
 

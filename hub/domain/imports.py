@@ -96,7 +96,8 @@ async def import_file(services: Services, params: dict[str, Any]) -> AsyncIterat
 
 
 class RowWriter:
-    """Turns import rows into images of one shop, inside the caller's transaction."""
+    """Turns import rows into images of one shop, a chunk per call, in a session of its own (``apply`` commits
+    its reads before it stores the chunk's photos, then writes the rows for the caller to commit)."""
 
     def __init__(self, session: AsyncSession, services: Services, shop_id: int, next_attempt: Any,
                  taxa: dict[str, dict[str, int]]) -> None:
@@ -473,8 +474,8 @@ async def start_import(session: AsyncSession, services: Services, shop_id: int, 
         job = await new_import_job(session, services, shop_id, dest, original,
                                    {"path": f"{int(shop_id)}/imports/{dest.name}", "uploaded": True}, store=store)
     except BaseException:
-        await anyio.to_thread.run_sync(lambda: dest.unlink(missing_ok=True))
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(60):
+            await anyio.to_thread.run_sync(lambda: dest.unlink(missing_ok=True))
             await services.media.tidy(stored)
         raise
     if services.pipeline is not None:

@@ -177,8 +177,9 @@ class MediaStore:
                 await self.delete(photo)
             if shop_id is not None and thumbnails_of:
                 await self.drop_thumbnails(shop_id, thumbnails_of)
-        except Unavailable as exc:
-            log.warning("media left behind", extra={"error": str(exc), "photos": len(photos)})
+        except (Unavailable, OSError, ValueError) as exc:
+            log.warning("media left behind", extra={"error": f"{type(exc).__name__}: {exc}"[:300],
+                                                    "photos": [p for p in photos if p][:50]})
 
     async def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` whole (a reader sees the old object or the new one); its name."""

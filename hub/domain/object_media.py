@@ -156,7 +156,11 @@ class ObjectMedia(MediaStore):
         """The object downloaded in ranges of ``PIECE_BYTES`` (each request within its own deadline, so a large
         import file takes as long as it needs and a stalled one fails within a piece's time)."""
         name = self.checked_name(relative)
-        size = int((await self._call("a look-up", obstore.head_async(self.store, name)))["size"])
+        try:
+            size = int((await self._call("a look-up", obstore.head_async(self.store, name)))["size"])
+        except FileNotFoundError:  # (a HEAD's answer has no body: a GET tells a missing bucket from a missing file)
+            await self._call("a look-up", obstore.get_async(self.store, name))
+            raise
         if size > max_bytes:
             raise TooLarge(f"the stored import file is {size} bytes, more than {max_bytes}")
         await anyio.to_thread.run_sync(lambda: self.scratch.mkdir(parents=True, exist_ok=True))

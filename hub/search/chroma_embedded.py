@@ -9,10 +9,12 @@ save their index as soon as it exists: ``hub.search.store.HNSW``)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from types import SimpleNamespace
 from typing import Any
 
+log = logging.getLogger("hub.store")
 FILES_PER_INDEX = 5  # Chroma's own divisor: 4 data files and 1 metadata file per index
 _lock = threading.Lock()
 
@@ -26,17 +28,22 @@ def persistent_client(path: str, settings: Any, open_indexes: int) -> Any:
 
     with _lock:
         real = rust_api.resource
-        limit = open_indexes * FILES_PER_INDEX
+        # (never above what Chroma itself would allow: the real file limit)
+        limit = min(open_indexes * FILES_PER_INDEX, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         rust_api.resource = SimpleNamespace(  # type: ignore[assignment]
             RLIMIT_NOFILE=resource.RLIMIT_NOFILE,
             getrlimit=lambda which: (limit, resource.getrlimit(which)[1]),
         )
         try:
-            return chromadb.PersistentClient(path=path, settings=settings)
+            client = chromadb.PersistentClient(path=path, settings=settings)
         finally:
             rust_api.resource = real
+    if open_indexes_of(client) != limit // FILES_PER_INDEX:  # (Chroma keeps one client per path, made once)
+        log.warning("the embedded Chroma keeps another number of indexes open than asked",
+                    extra={"asked": open_indexes, "keeps": open_indexes_of(client)})
+    return client
 
 
 def open_indexes_of(client: Any) -> int:
-    """How many indexes the client keeps open at most (for tests and ``/ready``)."""
+    """How many indexes the client keeps open at most."""
     return int(client._server.hnsw_cache_size)

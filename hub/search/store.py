@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,6 @@ from hub.metrics import vector_store_call
 log = logging.getLogger("hub.store")
 
 NONE_ID = -1  # Chroma metadata has no null: "no category" is stored as -1
-# sync_threshold (Chroma's default 1,000) at batch_size: a shop's index is on disk as soon as it exists, so a
-# Chroma server that keeps only so many indexes open (deploy/chroma-lru.yaml) can close a small shop's and load it
-# again; with the default, an index of 100 to 999 vectors was never written and could not be loaded ("Nothing
-# found on disk"). Measured (docs/benchmarks.md, "Many shops"): no cost to inserts at 20,000 vectors.
 # sync_threshold (Chroma's default 1,000) at batch_size: a shop's index is on disk as soon as it exists, so a
 # Chroma server that keeps only so many indexes open (deploy/chroma-lru.yaml) can close a small shop's and load it
 # again; with the default, an index of 100 to 999 vectors written in one go was never saved and could not be
@@ -44,6 +41,21 @@ def collection_name(shop_id: int, model_key: str) -> str:
 def _is_missing(exc: Exception) -> bool:
     """Chroma's "no such collection" (a NotFoundError on a server, a ValueError embedded)."""
     return "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError"
+
+
+def _bring_up_to_date(col: Any) -> None:
+    """A collection made before the hub saved indexes as soon as they exist (Chroma keeps the configuration it
+    was made with, whatever ``get_or_create_collection`` is given) is changed to save them from its next writes.
+    Until then its index may exist in memory only: closing it (a cap on open indexes) would lose it, so the log
+    says to reindex the shop."""
+    with warnings.catch_warnings():  # (Chroma warns about the embedding-function part, which the hub leaves unset)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        hnsw = (getattr(col, "configuration", None) or {}).get("hnsw") or {}
+    if hnsw.get("sync_threshold", HNSW["sync_threshold"]) == HNSW["sync_threshold"]:
+        return
+    col.modify(configuration={"hnsw": {"sync_threshold": HNSW["sync_threshold"], "batch_size": HNSW["batch_size"]}})
+    log.warning("a collection made before 0.4.0: its index is saved from its next writes; reindex the shop before "
+                "capping open indexes", extra={"collection": col.name})
 
 
 def where_clause(filters: dict[str, Any], listed_only: bool = False) -> dict[str, Any] | None:
@@ -69,11 +81,11 @@ def where_clause(filters: dict[str, Any], listed_only: bool = False) -> dict[str
 class VectorStore:
     """Every call runs Chroma's client in a worker thread; any failure to reach it is a 503-style error."""
 
-    def __init__(self, chroma_url: str | None, home: Path, model_key: str, open_indexes: int = 200) -> None:
+    def __init__(self, chroma_url: str | None, home: Path, model_key: str, open_indexes: int = 0) -> None:
         self.chroma_url = chroma_url
         self.path = home / "chroma"
         self.model_key = model_key
-        self.open_indexes = open_indexes  # embedded: shops' indexes kept open at once (a server has its own)
+        self.open_indexes = open_indexes  # embedded: shops' indexes kept open at once (0: Chroma's own number)
         self._client: Any = None
         self._collections: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -96,6 +108,8 @@ class VectorStore:
                 settings=settings,
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        if not self.open_indexes:
+            return chromadb.PersistentClient(path=str(self.path), settings=settings)
         from hub.search.chroma_embedded import persistent_client
 
         return persistent_client(str(self.path), settings, self.open_indexes)
@@ -123,6 +137,7 @@ class VectorStore:
                         if _is_missing(exc):
                             return None
                         raise
+                _bring_up_to_date(col)
                 self._collections[shop_id] = col
             return col
 

@@ -49,3 +49,22 @@ async def test_shops_whose_indexes_were_closed_answer_as_before(store, per_write
     for shop, vectors in shops.items():
         assert await store.ids(shop) == [shop * 1000 + i for i in range(len(vectors))]
         assert await store.unreachable(shop, await store.ids(shop)) == []
+
+
+async def test_a_collection_made_before_saves_its_index_from_then_on(tmp_path):
+    """Chroma keeps the configuration a collection was made with; the hub brings an older one up to date when
+    it opens it (and says so), so its index is saved from its next writes."""
+    import chromadb
+    from chromadb.config import Settings
+
+    from hub.search.store import HNSW, collection_name
+
+    old = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
+    old.create_collection(collection_name(1, "test-model"), embedding_function=None,
+                          configuration={"hnsw": {"space": "cosine", "ef_construction": 200, "ef_search": 200}})
+    store = VectorStore(None, tmp_path, "test-model")
+    meta = {"category_id": -1, "style_id": -1, "age_group_id": -1, "product_id": -1, "source": "manual",
+            "available": True, "listed": True}
+    await store.upsert(1, [1], np.ones((1, 512), dtype=np.float32), [meta])
+    assert old.get_collection(collection_name(1, "test-model")).configuration["hnsw"]["sync_threshold"] == \
+        HNSW["sync_threshold"]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import free_port, machine, rss_of, write_section
+from bench.common import free_port, machine, rss_of, wait_for_http, write_section
 from hub.search.store import HNSW
 
 DIM = 512
@@ -46,25 +46,18 @@ def start_server(path: Path, open_indexes: int | None) -> tuple[subprocess.Popen
     port = free_port()
     args = [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)]
     if open_indexes is not None:  # (a config file excludes --path, --host and --port: they go in the file)
+        import yaml
+
+        settings = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "chroma-lru.yaml").read_text())
+        settings |= {"persist_path": str(path), "port": port, "listen_address": "127.0.0.1"}
+        settings["segment_manager"]["hnsw_index_pool_cache_config"]["memory"]["capacity"] = open_indexes
         config = path.parent / "chroma.yaml"
-        config.write_text(f'persist_path: "{path}"\nport: {port}\nlisten_address: "127.0.0.1"\n'
-                          f"segment_manager:\n  hnsw_index_pool_cache_config:\n    memory:\n"
-                          f"      capacity: {open_indexes}\n")
+        config.write_text(yaml.safe_dump(settings))
         args = [chroma, "run", str(config)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=os.environ | {"ANONYMIZED_TELEMETRY": "False"})
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("chroma run did not start")
-        time.sleep(0.2)
+    wait_for_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", [proc], "chroma run", timeout=60)
+    return proc, port
 
 
 def main() -> None:

@@ -48,6 +48,14 @@ def old_names_in_use(environ: Mapping[str, str] | None = None, env_file: str | P
     return found
 
 
+def _http_url(value: str, problem: str) -> str:
+    """``value`` without its trailing slash if it is an http(s) URL with a host; else ``problem``."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(problem)
+    return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Unset values fall back to the embedded single-machine default."""
 
@@ -171,12 +179,7 @@ class Settings(BaseSettings):
     @field_validator("chroma_url")
     @classmethod
     def _chroma_url(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be http://host:port of a Chroma server (or unset for embedded)")
-        return value.rstrip("/")
+        return _http_url(value, "must be http://host:port of a Chroma server (or unset for embedded)") if value else None
 
     @field_validator("smtp_url")
     @classmethod
@@ -191,10 +194,7 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be an http(s):// URL")
-        return value.rstrip("/")
+        return _http_url(value, "must be an http(s):// URL")
 
     @field_validator("admin_token")
     @classmethod
@@ -217,12 +217,7 @@ class Settings(BaseSettings):
     @field_validator("s3_endpoint_url")
     @classmethod
     def _s3_endpoint(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be an http(s):// URL")
-        return value.rstrip("/")
+        return _http_url(value, "must be an http(s):// URL") if value else None
 
     @field_validator("metrics_address")
     @classmethod

@@ -4,7 +4,6 @@ counts, each over an indexed column or a table that is pruned) and the task queu
 from __future__ import annotations
 
 import logging
-from datetime import UTC
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,8 +32,7 @@ async def shared_state(session: AsyncSession, pipeline: Pipeline | None) -> Shar
         .group_by(Connection.connector, Connection.status))}
     state.shops = int(await session.scalar(select(func.count()).select_from(Shop)) or 0)
     oldest = await session.scalar(select(func.min(Image.created_at)).where(Image.status.in_(WAITING)))
-    if oldest is not None:
-        oldest = oldest if oldest.tzinfo is not None else oldest.replace(tzinfo=UTC)
+    if oldest is not None:  # (aware: the column's type makes every timestamp UTC, on SQLite as on PostgreSQL)
         state.oldest_pending_seconds = max(0.0, (utcnow() - oldest).total_seconds())
     if pipeline is not None:
         try:

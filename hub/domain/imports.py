@@ -243,24 +243,30 @@ async def run_import(services: Services, progress: JobProgress) -> None:
     """The ``import`` job: read the file's rows from the cursor on, a chunk per transaction."""
     job = progress.job
     params = job.params
-    if job.cursor == END:  # (read to its end by a run that stopped before it could remove the file)
-        if params.get("uploaded"):
-            await services.media.delete(params["path"])
-        return
+    try:
+        if job.cursor != END:  # (at END: read to its end by a run that stopped before it removed the file)
+            await _read_file(services, progress)
+    except JobFailed:  # final: its file is not read again (other failures are retried, and need it)
+        await _drop_upload(services, params)
+        raise
+    await _drop_upload(services, params)
+
+
+async def _read_file(services: Services, progress: JobProgress) -> None:
+    params = progress.job.params
     importer = services.plugins.importers().get(params.get("importer", ""))
     if importer is None:
         raise JobFailed(f"the {params.get('importer')!r} importer is not installed")
-    try:
-        async with AsyncExitStack() as stack:
-            try:
-                path = await stack.enter_async_context(import_file(services, params))
-            except FileNotFoundError:
-                raise JobFailed(f"the import file {params.get('filename') or Path(params['path']).name} is gone") from None
-            await _import_rows(services, progress, importer, path)
-    except JobFailed:  # final: its file is not read again (other failures are retried, and need it)
-        if params.get("uploaded"):
-            await services.media.tidy([params["path"]])
-        raise
+    async with AsyncExitStack() as stack:
+        try:
+            path = await stack.enter_async_context(import_file(services, params))
+        except FileNotFoundError:
+            raise JobFailed(f"the import file {params.get('filename') or Path(params['path']).name} is gone") from None
+        await _import_rows(services, progress, importer, path)
+
+
+async def _drop_upload(services: Services, params: dict[str, Any]) -> None:
+    """An uploaded import file goes once the job is done with it (``hub import``'s own files stay)."""
     if params.get("uploaded"):
         await services.media.tidy([params["path"]])
 
@@ -461,18 +467,18 @@ async def start_import(session: AsyncSession, services: Services, shop_id: int, 
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     dest = folder / f"{uuid.uuid4().hex}{suffix}"
     stored: list[str] = []  # the name, once the file is in the media store
-
-    async def store() -> None:
-        relative = f"{int(shop_id)}/imports/{dest.name}"
-        await services.media.put_file(relative, dest)
-        stored.append(relative)
-
     try:
         original = await _save_upload(body, content_type, length, dest, services.settings.max_import_bytes, filename)
         if suffix == "" and safe_suffix(original):
             dest = dest.rename(dest.with_suffix(safe_suffix(original)))
-        job = await new_import_job(session, services, shop_id, dest, original,
-                                   {"path": f"{int(shop_id)}/imports/{dest.name}", "uploaded": True}, store=store)
+        relative = f"{int(shop_id)}/imports/{dest.name}"
+
+        async def store() -> None:
+            await services.media.put_file(relative, dest)
+            stored.append(relative)
+
+        job = await new_import_job(session, services, shop_id, dest, original, {"path": relative, "uploaded": True},
+                                   store=store)
     except BaseException:
         with anyio.CancelScope(shield=True), anyio.move_on_after(60):
             await anyio.to_thread.run_sync(lambda: dest.unlink(missing_ok=True))

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -112,15 +113,16 @@ def thumbnail_path(shop_id: int, image_id: int) -> str:
     return f"{int(shop_id)}/thumbs/{int(image_id)}-320.jpg"
 
 
-class MediaStore:
+class MediaStore(ABC):
     """Where photos, thumbnails and uploaded import files live: a folder (``FolderMedia``, the embedded default)
     or an S3-compatible bucket (``hub.domain.object_media.ObjectMedia``, ``HUB_MEDIA_URL=s3://…``), under the
     same relative names: ``<shop>/<hash[:2]>/<hash>-<random>.<ext>`` for uploads, ``<shop>/kept/…`` for kept
     fetches, ``<shop>/thumbs/…`` for thumbnails, ``<shop>/imports/…`` for import files. No two images share an
-    object (the random part): deleting one image's photo never takes another's, whatever the timing. Every call is a coroutine; a store that
-    cannot be reached raises ``Unavailable``; a name that is not there raises ``FileNotFoundError``."""
+    object (the random part): deleting one image's photo never takes another's, whatever the timing. Every call
+    is a coroutine; a store that cannot be reached raises ``Unavailable``; a name that is not there raises
+    ``FileNotFoundError``."""
 
-    kind = "folder"
+    kind: str
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes  # the largest object read back (an upload, a kept fetch, a thumbnail)
@@ -181,38 +183,38 @@ class MediaStore:
             log.warning("media left behind", extra={"error": f"{type(exc).__name__}: {exc}"[:300],
                                                     "photos": [p for p in photos if p][:50]})
 
+    @abstractmethod
     async def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` whole (a reader sees the old object or the new one); its name."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def read(self, relative: str) -> bytes:
         """The object, at most ``max_bytes`` of it (``TooLarge`` past that)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def age(self, relative: str) -> float | None:
         """Seconds since the object was written; None when there is none."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def delete(self, relative: str | None) -> None:
         """Remove the object if it is there."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def delete_shop(self, shop_id: int) -> None:
         """Remove every object of the shop."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def check(self) -> str:
         """``ok`` when the store can be written, else what is wrong (for ``/ready``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def put_file(self, relative: str, path: Path) -> None:
         """Store a local file (an import upload, up to HUB_MAX_IMPORT_BYTES) without reading it into memory."""
-        raise NotImplementedError
 
+    @abstractmethod
     def local_file(self, relative: str, max_bytes: int) -> AbstractAsyncContextManager[Path]:
         """A local path with the object's content for the block's duration (a folder's own file, or a
         download of at most ``max_bytes`` removed afterwards)."""
-        raise NotImplementedError
 
     def _too_large(self, relative: str, size: int) -> TooLarge:
         return TooLarge(f"the stored object {relative} is {size} bytes, more than the {self.max_bytes} allowed")
@@ -220,6 +222,8 @@ class MediaStore:
 
 class FolderMedia(MediaStore):
     """Files under a folder (``HUB_HOME/media``), written atomically; file work runs in worker threads."""
+
+    kind = "folder"
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         super().__init__(max_bytes)

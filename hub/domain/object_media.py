@@ -79,8 +79,9 @@ class ObjectMedia(MediaStore):
                 raise self._no_bucket() from None
             raise
         except (BaseError, OSError) as exc:
+            first_line = (str(exc).splitlines() or [""])[0]  # (the rest is the client's debug dump)
             log.warning("media store error", extra={"where": self.where, "what": what,
-                                                     "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+                                                     "error": f"{type(exc).__name__}: {first_line}"[:300]})
             raise Unavailable("media", f"{what} failed ({type(exc).__name__}); the operator should check "
                                        "HUB_MEDIA_URL and the HUB_S3_* settings") from None
 
@@ -88,12 +89,14 @@ class ObjectMedia(MediaStore):
         log.warning("media bucket missing", extra={"where": self.where})
         return Unavailable("media", "the media store's bucket does not exist")
 
-    async def write(self, relative: str, data: bytes) -> str:
-        name = self.checked_name(relative)
+    async def _put(self, what: str, relative: str, body: bytes | Path) -> None:
         try:
-            await self._call("a write", obstore.put_async(self.store, name, data))
-        except FileNotFoundError:  # S3's answer to a write into a bucket that is not there
+            await self._call(what, obstore.put_async(self.store, self.checked_name(relative), body))
+        except FileNotFoundError:  # S3's only reason to answer a write "not found": the bucket is not there
             raise self._no_bucket() from None
+
+    async def write(self, relative: str, data: bytes) -> str:
+        await self._put("a write", relative, data)
         return relative
 
     async def read(self, relative: str) -> bytes:
@@ -144,11 +147,7 @@ class ObjectMedia(MediaStore):
         return outcome
 
     async def put_file(self, relative: str, path: Path) -> None:
-        name = self.checked_name(relative)
-        try:
-            await self._call("an upload", obstore.put_async(self.store, name, path))
-        except FileNotFoundError:
-            raise self._no_bucket() from None
+        await self._put("an upload", relative, path)
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
     @asynccontextmanager

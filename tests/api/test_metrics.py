@@ -96,6 +96,18 @@ async def test_a_tour_shows_in_the_metrics(client, shop, feed, settings):
     assert after.value("hub_webhook_deliveries", connector="example") == 1
     assert after.labels("hub_queue_tasks", "state") == {"waiting", "running"}
 
+    # an image waiting for a minute (not due yet: the sweep leaves it) is what the figure shows
+    from datetime import timedelta
+
+    from hub.db.models import Image, utcnow
+
+    async with client.app.state.services.sessions() as session:
+        session.add(Image(shop_id=shop["id"], name="waiting", image_url="https://cdn.example.com/w.jpg",
+                          status="pending", created_at=utcnow() - timedelta(minutes=1),
+                          next_attempt_at=utcnow() + timedelta(hours=1)))
+        await session.commit()
+    assert 60 <= (await scrape(client)).value("hub_images_oldest_pending_seconds") < 3600
+
 
 async def test_metrics_are_the_operators(client, shop):
     assert (await client.get("/metrics")).status_code == 401

@@ -481,6 +481,26 @@ class RunningHub:
         return dict(resp.json())
 
 
+def _wait_until_ready(server: subprocess.Popen[bytes], base: str, log: Path, timeout: float) -> None:
+    """Until ``/ready`` answers 200: the port opens before the model is loaded, and a test that starts at once
+    would meet a 503 ("model": "loading") on a busy machine."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"hub serve exited ({server.returncode}); its log: {log}\n{log.read_text()[-4000:]}")
+        try:
+            answer = httpx.get(f"{base}/ready", timeout=10)
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text[:1000]}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"hub serve was not ready within {timeout} s (/ready: {last}); its log: {log}")
+        time.sleep(0.1)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -491,7 +511,7 @@ def _free_port() -> int:
 def running_hub(home: Path, model: str | Path | None = None, *, timeout: float = 120,
                 **settings: str) -> Iterator[RunningHub]:
     """Run ``hub serve`` (the embedded default: SQLite, in-process workers and vector store) from this Python on a
-    free port, with its data in ``home``, until the block ends (SIGTERM). Installed plugins load as in
+    free port, with its data in ``home``, from when ``/ready`` answers 200 until the block ends (SIGTERM). Installed plugins load as in
     production, so yours is there. ``model`` is a CLIP checkpoint (hub id or folder); without one, a small random
     checkpoint is written with ``hub model init-test`` (its rankings mean nothing). ``settings`` become
     ``HUB_<NAME>`` variables; private addresses may be fetched (your fake platform is on loopback), rate limits
@@ -516,18 +536,9 @@ def running_hub(home: Path, model: str | Path | None = None, *, timeout: float =
         server = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--port", str(port)], env=env, cwd=home,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"hub serve exited ({server.returncode}); its log: {log}\n{log.read_text()[-4000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"hub serve did not listen within {timeout} s; its log: {log}") from None
-                time.sleep(0.1)
-        yield RunningHub(f"http://127.0.0.1:{port}", home, log)
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_ready(server, base, log, timeout)
+        yield RunningHub(base, home, log)
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from litestar import Response, get
+from litestar.openapi import ResponseSpec
 
 from hub import __version__
 from hub.domain.connections import stale_webhook_connections
@@ -40,7 +41,9 @@ async def health() -> HealthOut:
     return {"status": "ok", "version": __version__}
 
 
-@get("/ready", tags=["ops"])
+@get("/ready", tags=["ops"], responses={503: ResponseSpec(
+    data_container=ReadyOut, generate_examples=False,
+    description="Not ready: a check is not \"ok\" (a dependency down, the model still loading); the body says which")})
 async def ready(services: Svc) -> Response[ReadyOut]:
     checks: dict[str, str] = {"database": await database_status(services.sessions)}
     checks["media"] = await services.media.check()

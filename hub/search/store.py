@@ -19,11 +19,12 @@ from hub.metrics import vector_store_call
 log = logging.getLogger("hub.store")
 
 NONE_ID = -1  # Chroma metadata has no null: "no category" is stored as -1
-# sync_threshold (Chroma's default 1,000) at batch_size: a shop's index is on disk as soon as it exists, so a
-# Chroma server that keeps only so many indexes open (deploy/chroma-lru.yaml) can close a small shop's and load it
-# again; with the default, an index of 100 to 999 vectors written in one go was never saved and could not be
-# loaded ("Nothing found on disk"). Measured (docs/benchmarks.md, "Many shops"): no cost to inserts at 20,000.
-HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "sync_threshold": 100, "batch_size": 100}
+# sync_threshold 1: Chroma saves a shop's index (its files and the sequence number the log is replayed from) only
+# once sync_threshold vectors were written since the last save; an index closed before that (a cap on open indexes:
+# deploy/chroma-lru.yaml, HUB_CHROMA_OPEN_INDEXES) could not be loaded again ("Nothing found on disk"). Chroma's
+# default (1,000) lost small shops written in one go; 100 still lost a shop whose last writes came to fewer than
+# 100 (1 in 20 runs of test_many_shops). Measured (docs/benchmarks.md, "Many shops"): no cost to writes.
+HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "sync_threshold": 1, "batch_size": 100}
 GET_BATCH = 2000  # ids per Chroma get
 QUERY_BATCH = 500  # query vectors per Chroma query
 
@@ -44,18 +45,18 @@ def _is_missing(exc: Exception) -> bool:
 
 
 def _bring_up_to_date(col: Any) -> None:
-    """A collection made before the hub saved indexes as soon as they exist (Chroma keeps the configuration it
-    was made with, whatever ``get_or_create_collection`` is given) is changed to save them from its next writes.
-    Until then its index may exist in memory only: closing it (a cap on open indexes) would lose it, so the log
-    says to reindex the shop."""
+    """A collection made with another ``sync_threshold`` (before 0.4.0, Chroma's 1,000: Chroma keeps the
+    configuration a collection was made with, whatever ``get_or_create_collection`` is given) is changed to save
+    its index at every write from its next one. Until then its last writes may exist in memory only: closing
+    it (a cap on open indexes) would lose them, so the log says to reindex the shop."""
     with warnings.catch_warnings():  # (Chroma warns about the embedding-function part, which the hub leaves unset)
         warnings.simplefilter("ignore", DeprecationWarning)
         hnsw = (getattr(col, "configuration", None) or {}).get("hnsw") or {}
     if hnsw.get("sync_threshold", HNSW["sync_threshold"]) == HNSW["sync_threshold"]:
         return
     col.modify(configuration={"hnsw": {"sync_threshold": HNSW["sync_threshold"], "batch_size": HNSW["batch_size"]}})
-    log.warning("a collection made before 0.4.0: its index is saved from its next writes; reindex the shop before "
-                "capping open indexes", extra={"collection": col.name})
+    log.warning("a collection made by an older hub: its index is saved at every write from its next one; reindex "
+                "the shop before capping open indexes", extra={"collection": col.name})
 
 
 def where_clause(filters: dict[str, Any], listed_only: bool = False) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""The ``hub`` command: serve, worker, migrate, plugins, model, import, shops, eval."""
+"""The ``hub`` command: serve, worker, migrate, plugins, model, import, reindex, shops, eval."""
 
 from __future__ import annotations
 
@@ -220,6 +220,82 @@ def cmd_import(args: argparse.Namespace) -> None:
     raise SystemExit(asyncio.run(_import(_settings(), args.path, args.shop, args.json)))
 
 
+def _status_line(status: Any) -> str:
+    jobs = ", ".join(f"{n} {state}" for state, n in sorted(status.jobs.items())) or "no jobs"
+    missing = f", {status.missing} with images not built" if status.missing else ""
+    return (f"{status.name} ({status.key}): {status.progress}; {status.done:,} of {status.total:,} images embedded, "
+            f"{status.failed:,} failed; {status.shops} shop(s) with images: {jobs}{missing}")
+
+
+async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hub.bootstrap import build
+    from hub.db.engine import migrate
+    from hub.domain.reindex import build_statuses, forget_model, jobs_progress, start_build
+    from hub.errors import HubError
+    from hub.search.encoder import model_key
+
+    if settings.is_embedded_db:
+        await migrate(settings.db_url)
+    hub = build(settings, "cli")
+    services = hub.services
+    try:
+        if args.forget:
+            known = await forget_model(services, args.forget) or await forget_model(services, model_key(args.forget))
+            print(json.dumps({"forgotten": known}) if args.json else f"{args.forget}: " + (
+                "forgotten; its collections are no longer kept current" if known else "not a registered model"))
+            return 0 if known else 1
+        if args.model is None:
+            found = await build_statuses(services)
+            if args.json:
+                print(json.dumps([{**status.__dict__, "progress": status.progress} for status in found]))
+            for status in [] if args.json else found:
+                print(_status_line(status))
+            if not found and not args.json:
+                print(f"no model is being built; the active model is {settings.model} ({model_key(settings.model)})")
+            return 0
+        key = model_key(args.model)
+        try:
+            job_ids = await start_build(services, args.model, key, model_key(settings.model), args.shop)
+        except HubError as exc:
+            raise SystemExit(f"hub: {exc.detail}") from None
+        if not args.json:
+            print(f"building {args.model} ({key}) for {len(job_ids)} shop(s); a running `hub serve` (or `hub "
+                  "worker`) does the work")
+        if args.no_wait:
+            return 0
+        bar = tqdm(desc=f"reindexing for {args.model}", unit="image", disable=args.json, file=sys.stderr,
+                   mininterval=0.5)
+        while True:
+            done, failed, total, jobs = await jobs_progress(services, job_ids)
+            bar.total, bar.n = total, done + failed
+            bar.set_postfix(failed=failed, refresh=False)
+            bar.refresh()
+            if jobs.get("queued", 0) + jobs.get("running", 0) == 0:
+                break
+            await asyncio.sleep(1)
+        bar.close()
+        status = next(s for s in await build_statuses(services) if s.key == key)
+        ours_ok = jobs.get("succeeded", 0) == len(job_ids) and failed == 0
+        if args.json:
+            print(json.dumps({**status.__dict__, "progress": status.progress,
+                              "these_jobs": {"done": done, "failed": failed, "total": total, "jobs": jobs}}))
+        else:
+            print(_status_line(status))
+            if status.progress == "built":
+                print(f"to switch, set HUB_MODEL={args.model} and restart: first every worker at once, then the API "
+                      "processes one at a time; images embedded meanwhile are embedded again by it within "
+                      "HUB_SWEEP_SECONDS")
+        return 0 if ours_ok else 1
+    finally:
+        await hub.stop()
+
+
+def cmd_reindex(args: argparse.Namespace) -> None:
+    raise SystemExit(asyncio.run(_reindex(_settings(), args)))
+
+
 async def _eval(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -323,6 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--shop", type=int, required=True, help="the shop's id")
     bulk.add_argument("--json", action="store_true", help="print the finished job as JSON (no progress bar)")
     bulk.set_defaults(func=cmd_import)
+
+    reindex = sub.add_parser("reindex", help="embed every shop's images with another model beside the active one "
+                             "(then switch HUB_MODEL to it); without --model, each build's progress")
+    reindex.add_argument("--model", help="Hugging Face id or checkpoint folder to build")
+    reindex.add_argument("--shop", type=int, help="build this shop only")
+    reindex.add_argument("--no-wait", action="store_true", help="queue the build and return")
+    reindex.add_argument("--forget", metavar="MODEL", help="stop keeping a model's collections current (a key, "
+                         "an id or a folder)")
+    reindex.add_argument("--json", action="store_true", help="print JSON (no progress bar)")
+    reindex.set_defaults(func=cmd_reindex)
 
     judge = sub.add_parser("eval", help="score each ranking mode and weight against a shop's judged queries")
     judge.add_argument("path", help='JSON lines: {"query": "...", "relevant": [product ids], "relevant_images": [...]}')

@@ -383,7 +383,8 @@ ACTIVE_JOB = "status IN ('queued', 'running')"
 
 
 class Job(Base):
-    """A full sync or a bulk import, run by a worker with its progress here; resumable from ``cursor``."""
+    """A full sync, a bulk import or a shop's build for another model, run by a worker with its progress here;
+    resumable from ``cursor``."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -398,7 +399,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
     connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), default=None)
-    kind: Mapped[str] = mapped_column(String(20))  # sync | import
+    kind: Mapped[str] = mapped_column(String(20))  # sync | import | reindex (hub.domain.reindex)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|failed
     total: Mapped[int | None] = mapped_column(Integer, default=None)
     done: Mapped[int] = mapped_column(Integer, default=0)
@@ -414,3 +415,18 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class VectorModel(Base):
+    """A model the vector store holds collections for: ``building`` (``hub reindex`` is embedding every shop's
+    images with it while the active model serves); ``built`` once every shop's build job succeeded. The active
+    model is ``HUB_MODEL``; its row, if any, is never building. Processes write a building model's metadata changes
+    and deletions to its collections as they do to the active model's, so a build stays current."""
+
+    __tablename__ = "vector_models"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # hub.search.encoder.model_key(name)
+    name: Mapped[str] = mapped_column(String(1000))  # a Hugging Face id or a checkpoint folder, as HUB_MODEL takes
+    state: Mapped[str] = mapped_column(String(20), default="building")  # building | built
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -94,8 +94,12 @@ class Embedder:
         media: MediaStore,
         on_indexed: Callable[[int, int, str], None] | None = None,
         image_headers: Callable[[Image], Awaitable[dict[str, str]]] | None = None,
+        companions: Callable[[], Awaitable[list[VectorStore]]] | None = None,
     ) -> None:
         self.settings = settings
+        # the collections of models being built (hub reindex): an image embedded again leaves them, so they never
+        # hold a vector of its old photo (their build, or the sweep once that model is active, embeds it anew)
+        self.companions = companions
         # the credentials a connection's connector asks for when its images are fetched (``ImageAuth``)
         self.image_headers = image_headers
         self.on_indexed = on_indexed
@@ -230,21 +234,33 @@ class Embedder:
         except (OSError, SyntaxError, ValueError) as exc:
             raise Fail(f"the image cannot be decoded ({exc})") from None
 
-    async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
+    async def _photo(self, img: Image) -> tuple[bytes, bool, dict[str, str]]:
+        """The image's bytes, whether they are the stored photo (checked when accepted or kept) rather than a fetch,
+        and the headers a fetch was made with."""
         stored = await self._read_photo(img) if img.photo else None
-        headers: dict[str, str] = {}
-        if stored is None:
-            try:
-                headers = await self.image_headers(img) if self.image_headers else {}
-            except ConnectorError as exc:
-                raise Fail(str(exc)) from None
-        data = stored if stored is not None else await self._fetch(img, headers)
+        if stored is not None:
+            return stored, True, {}
+        try:
+            headers = await self.image_headers(img) if self.image_headers else {}
+        except ConnectorError as exc:
+            raise Fail(str(exc)) from None
+        return await self._fetch(img, headers), False, headers
+
+    async def vector_only(self, img: Image) -> np.ndarray:
+        """The image's vector from its stored photo or its URL, with nothing recorded or kept (a model being
+        built beside the active one: ``hub.domain.reindex``). ``Fail`` says why an image cannot have one."""
+        data, stored, _ = await self._photo(img)
+        vector, _ = await self.batcher.embed((data, stored))
+        return vector
+
+    async def _vector_for(self, img: Image) -> tuple[np.ndarray, dict[str, Any]]:
+        data, stored_photo, headers = await self._photo(img)
         # a stored file was fully checked when it was accepted (or kept); a fetched one is checked now
-        vector, details = await self.batcher.embed((data, stored is not None))
+        vector, details = await self.batcher.embed((data, stored_photo))
         checked = details.pop(CHECKED, None)
         if headers and checked is not None:  # fetched with credentials browsers lack: kept and served (file_url)
             details["photo"] = await self.media.keep(img.shop_id, img.id, checked)
-        elif img.photo and stored is None:  # the kept photo was gone and this fetch keeps none
+        elif img.photo and not stored_photo:  # the kept photo was gone and this fetch keeps none
             details["photo"] = None
         return vector, details
 
@@ -257,8 +273,11 @@ class Embedder:
         for item in ready:
             by_shop.setdefault(item[0].shop_id, []).append(item)
         outcomes: dict[int, Outcome] = {}
+        companions = await self.companions() if self.companions is not None else []
         for shop_id, items in by_shop.items():
             try:
+                for companion in companions:
+                    await companion.delete(shop_id, [img.id for img, _, _ in items])
                 await self.store.upsert(
                     shop_id,
                     [img.id for img, _, _ in items],
@@ -361,14 +380,18 @@ class Embedder:
         return [r.id for r in rows]
 
     async def remove_orphan_vectors(self) -> int:
-        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone.
+        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone (also
+        those of a shop this model has no collection for: ``HUB_MODEL`` switched to a model built before the shop had
+        images).
 
         The vector ids are listed first, then the images are read. A vector is an orphan if its image is gone (or
         failed) by then. A ready image missing from the list may have become ready in between (its vector was
         written before it was marked ready): those are looked up in the store once more, and only the ones still
         missing are lost."""
         removed = 0
-        for shop_id in await self.store.shops():
+        async with self.sessions() as session:  # (a shop may have no collection for this model yet: a new model)
+            with_images = set(await session.scalars(select(Image.shop_id).where(Image.status == "ready").distinct()))
+        for shop_id in sorted(set(await self.store.shops()) | with_images):
             vector_ids = set(await self.store.ids(shop_id))
             async with self.sessions() as session:
                 rows = dict((await session.execute(

@@ -49,7 +49,8 @@ class JobErrorOut(TypedDict, total=False):
 
 
 class JobOut(TypedDict):
-    """A sync or an import: ``status`` is queued → running → succeeded or failed; ``scheduled`` is true for a sync
+    """A sync, an import or a reindex (the operator's ``hub reindex`` building the shop's vectors for another
+    model): ``status`` is queued → running → succeeded or failed; ``scheduled`` is true for a sync
     the connection's schedule started; ``errors`` lists the first
     1,000 items that failed (``errors_truncated`` when there were more); ``error`` says why a failed job failed."""
 
@@ -96,8 +97,8 @@ def job_json(job: Job) -> JobOut:
 
 async def check_job_room(session: AsyncSession, shop_id: int) -> None:
     """429 when the shop already runs as many syncs and imports as it may."""
-    active = await session.scalar(select(func.count(Job.id)).where(Job.shop_id == shop_id,
-                                                                     Job.status.in_(("queued", "running"))))
+    active = await session.scalar(select(func.count(Job.id)).where(  # (an operator's reindex does not count)
+        Job.shop_id == shop_id, Job.status.in_(("queued", "running")), Job.kind != "reindex"))
     if (active or 0) >= MAX_ACTIVE_JOBS_PER_SHOP:
         raise RateLimited(f"this shop has {active} syncs and imports running; wait for one to finish",
                           retry_after=30)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from hub.domain.indexing import Embedder
 
 
 class Pipeline(Protocol):
@@ -71,6 +74,10 @@ class Pipeline(Protocol):
 
     async def queue_depth(self) -> dict[str, int]:
         """Tasks in the queue: ``waiting`` (not yet taken by a worker) and ``running`` (taken, not yet done)."""
+
+    def model_embedder(self, name: str) -> Embedder:
+        """An embedder for another model (its encoder; its store holds that model's collections), for the builds
+        of ``hub reindex``. Raises ``ModelUnavailable`` if the model cannot be loaded."""
 
     def model_warnings(self) -> list[str]:
         """What an operator should know about the model though it serves (a fallback from ONNX Runtime)."""

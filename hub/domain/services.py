@@ -12,7 +12,7 @@ from hub.domain.inbox import DeliveryInbox
 from hub.domain.keys import KnownKey, key_cache
 from hub.domain.media import MediaStore
 from hub.domain.merchandising import ShopSearch, shop_search_cache
-from hub.db.models import Connection
+from hub.db.models import Connection, VectorModel
 from hub.domain.pipeline import Pipeline
 from hub.domain.prompt_log import PromptLog
 from hub.domain.recent import Recent
@@ -21,6 +21,7 @@ from hub.plugin_manager import Plugins
 from hub.settings import Settings
 
 WEBHOOK_SECRET = "__webhook_secret"  # kept with a connection's sealed credentials
+BUILDS_SECONDS = 10.0  # /ready reads the builds' progress (a query over every shop's job) at most this often
 
 
 @dataclass
@@ -36,12 +37,14 @@ class Services:
     inbox: DeliveryInbox = field(init=False)
     keys: Recent[str, KnownKey] = field(init=False)
     shop_search: Recent[int, ShopSearch] = field(init=False)
+    builds: Recent[str, list[Any]] = field(init=False)  # hub.domain.reindex.recent_build_statuses
 
     def __post_init__(self) -> None:
         self.prompt_log = PromptLog(self.sessions)
         self.inbox = DeliveryInbox(self.intake or self.sessions)
         self.keys = key_cache(self.settings.query_cache_seconds)
         self.shop_search = shop_search_cache(self.settings.query_cache_seconds)
+        self.builds = Recent(BUILDS_SECONDS, (VectorModel,), size=1)
 
     def webhook_url(self, row: Connection) -> str:
         """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hub.domain.imports import run_import
 from hub.domain.jobs import Runner
+from hub.domain.reindex import REINDEX, run_reindex
 from hub.domain.sync import run_sync
 
-RUNNERS: dict[str, Runner] = {"sync": run_sync, "import": run_import}
+RUNNERS: dict[str, Runner] = {"sync": run_sync, "import": run_import, REINDEX: run_reindex}

@@ -232,6 +232,17 @@ class VectorStore:
 
         return await self._run("vector", run)
 
+    async def metadatas(self, shop_id: int, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The metadata of those of ``ids`` the shop's collection holds."""
+        def run() -> dict[int, dict[str, Any]]:
+            col = self._collection(shop_id, create=False)
+            if col is None or not ids:
+                return {}
+            got = col.get(ids=[str(i) for i in ids], include=["metadatas"])
+            return {int(i): dict(m or {}) for i, m in zip(got["ids"], got["metadatas"], strict=True)}
+
+        return await self._run("metadatas", run)
+
     async def vectors(self, shop_id: int, ids: list[int]) -> dict[int, np.ndarray]:
         """The stored vectors of these images (those the store has), by image id."""
 

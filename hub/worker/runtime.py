@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from hub.domain.jobs import due_jobs, run_job
 from hub.db.models import Image
 from hub.domain.services import Services
 from hub.domain.webhooks import due_deliveries, process_delivery, prune_deliveries
+from hub.domain.reindex import COMPANIONS_TTL, registered_keys
 from hub.domain.work import RUNNERS
 from hub.search.batching import PromptBatcher
 from hub.domain.indexing import Embedder, metadata_for
@@ -70,6 +72,9 @@ class Runtime:
         self.ranker = Ranker(self.store, self.prompts, settings.exact_max_vectors,
                              settings.exact_cache_mb * 1024 * 1024, settings.query_cache_seconds)
         self._embedder: Embedder | None = None
+        self._builds: dict[str, Embedder] = {}  # a model being built (hub reindex) -> its embedder, by name
+        self._companions: tuple[float, list[VectorStore]] | None = None
+        self._companion_stores: dict[str, VectorStore] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None
         self._app_installs_recognised = False
@@ -115,8 +120,8 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.broker.shutdown()
         await self.prompts.stop()
-        if self._embedder is not None:
-            await self._embedder.close()
+        for embedder in [*([self._embedder] if self._embedder is not None else []), *self._builds.values()]:
+            await embedder.close()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -150,8 +155,38 @@ class Runtime:
             self._embedder = Embedder(
                 self.settings, self.sessions, self.encoder, self.store, self.media, on_indexed=self._indexed,
                 image_headers=lambda img: image_fetch_headers(self.services, img),
+                companions=self.companion_stores,
             )
         return self._embedder
+
+    def model_embedder(self, name: str) -> Embedder:
+        """An embedder for a model being built (``hub reindex``): its own encoder and collections, made once."""
+        if self.role == "api":
+            raise RuntimeError("the API process does not embed images; run `hub worker`")
+        embedder = self._builds.get(name)
+        if embedder is None:
+            settings = self.settings
+            encoder = Encoder(name, settings.device, settings.inference, settings.inference_threads, settings.home,
+                              settings.inference_int8, settings.embed_nice)
+            embedder = Embedder(settings, self.sessions, encoder, self._store_for(encoder.key), self.media,
+                                image_headers=lambda img: image_fetch_headers(self.services, img))
+            self._builds[name] = embedder
+        return embedder
+
+    def _store_for(self, key: str) -> VectorStore:
+        if key not in self._companion_stores:
+            self._companion_stores[key] = VectorStore(self.settings.chroma_url, self.settings.home, key,
+                                                      self.settings.chroma_open_indexes)
+        return self._companion_stores[key]
+
+    async def companion_stores(self) -> list[VectorStore]:
+        """The collections of the models registered beside the active one (``hub reindex``): this process writes
+        metadata changes and deletions to them too. The list is read again after ``COMPANIONS_TTL``."""
+        now = time.monotonic()
+        if self._companions is None or now - self._companions[0] > COMPANIONS_TTL.total_seconds():
+            keys = [key for key in await registered_keys(self.services) if key != self.encoder.key]
+            self._companions = (now, [self._store_for(key) for key in keys])
+        return self._companions[1]
 
     def _indexed(self, shop_id: int, image_id: int, source: str) -> None:
         self.plugins.image_indexed(shop_id, image_id, source)
@@ -180,7 +215,8 @@ class Runtime:
         await self._queue(image_ids)
 
     async def images_changed(self, shop_id: int, image_ids: list[int]) -> None:
-        """Refresh filter metadata; if the store is down, re-embed later (which rewrites it)."""
+        """Refresh filter metadata, in the collections of a model being built too; if the store is down, re-embed
+        later (which rewrites it, and takes the images out of a build's collections)."""
         async with self.sessions() as session:
             images = list(await session.scalars(
                 select(Image).where(Image.id.in_(image_ids), Image.status == "ready")
@@ -189,7 +225,8 @@ class Runtime:
         if not images:
             return
         try:
-            await self.store.update_metadata(shop_id, [i.id for i in images], metadata)
+            for store in [self.store, *await self.companion_stores()]:
+                await store.update_metadata(shop_id, [i.id for i in images], metadata)
         except Unavailable:
             async with self.sessions() as session:
                 await session.execute(
@@ -199,9 +236,11 @@ class Runtime:
                 await session.commit()
 
     async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
-        """Drop vectors now; if the store is down, the sweep removes the orphans later."""
-        with contextlib.suppress(Unavailable):
-            await self.store.delete(shop_id, image_ids)
+        """Drop vectors now; if the store is down, the sweep removes the orphans later (a build's catch-up, those
+        of a model being built)."""
+        for store in [self.store, *await self.companion_stores()]:
+            with contextlib.suppress(Unavailable):
+                await store.delete(shop_id, image_ids)
 
     async def deliveries_received(self, delivery_ids: list[int]) -> None:
         for delivery_id in delivery_ids:  # if the broker is down, the sweep sends them once their lease ends
@@ -211,8 +250,9 @@ class Runtime:
         await safe_kiq(self.tasks.run_job, job_id)
 
     async def shop_removed(self, shop_id: int) -> None:
-        with contextlib.suppress(Unavailable):
-            await self.store.drop_shop(shop_id)
+        for store in [self.store, *await self.companion_stores()]:
+            with contextlib.suppress(Unavailable):
+                await store.drop_shop(shop_id)
 
     async def recommend(self, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]) -> Ranking:
         """``rank`` with a session of its own (the ``FashionClipRecommender`` task)."""

@@ -10,6 +10,7 @@ from litestar.openapi import ResponseSpec
 from hub import __version__
 from hub.domain.connections import stale_webhook_connections
 from hub.domain.health import database_status
+from hub.domain.reindex import recent_build_statuses
 from hub.domain.services import Services
 from hub.http.deps import Svc
 
@@ -26,14 +27,25 @@ class PluginOut(TypedDict):
     importers: list[str]
 
 
+class BuildOut(TypedDict):
+    """A model ``hub reindex`` builds beside the active one: ``state`` is building, built (every shop with images
+    built; ``HUB_MODEL`` may switch to it) or incomplete (a shop's build failed: ``hub reindex --model`` again);
+    ``progress`` the share of images done. Which model, and the counts, are the operator's: ``hub reindex``
+    (this document is public)."""
+
+    state: str
+    progress: float
+
+
 class ReadyOut(TypedDict):
     """``checks``: each dependency, "ok" or what is wrong (503 unless all are ok); ``warnings``: what an
-    operator should act on though the service can serve."""
+    operator should act on though the service can serve; ``builds``: models being built (``hub reindex``)."""
 
     status: str
     checks: dict[str, str]
     warnings: list[str]
     plugins: list[PluginOut]
+    builds: list[BuildOut]
 
 
 @get("/health", tags=["ops"])
@@ -53,8 +65,18 @@ async def ready(services: Svc) -> Response[ReadyOut]:
     plugins: list[Any] = [{k: p[k] for k in ("name", "version", "connectors", "importers")}
                           for p in services.plugins.loaded]
     body: ReadyOut = {"status": "ready" if ok else "not ready", "checks": checks,
-                      "warnings": await _warnings(services), "plugins": plugins}
+                      "warnings": await _warnings(services), "plugins": plugins, "builds": await _builds(services)}
     return Response(body, status_code=200 if ok else 503)
+
+
+async def _builds(services: Services) -> list[BuildOut]:
+    try:
+        found = await recent_build_statuses(services)
+    except Exception:  # noqa: BLE001 - readiness reports, never raises (the database check says what is wrong)
+        return []
+    return [{"state": b.progress,
+             "progress": round((b.done + b.failed) / b.total, 4) if b.total else (1.0 if b.finished else 0.0)}
+            for b in found]
 
 
 async def _warnings(services: Services) -> list[str]:

@@ -28,7 +28,7 @@ class JobController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[JobStatus | None] = None,
-        kind: FromQuery[Literal["sync", "import"] | None] = None,
+        kind: FromQuery[Literal["sync", "import", "reindex"] | None] = None,
         connection_id: QueryId = None,
     ) -> JobPage:
         """The shop's jobs, newest first (pass ``next_cursor`` back as ``cursor`` for the next page)."""

@@ -80,6 +80,12 @@ async def metadata_for(session: AsyncSession, images: list[Image]) -> list[dict[
     return [image_metadata(img, products.get(img.product_id or -1)) for img in images]
 
 
+async def shops_with_images(session: AsyncSession) -> list[int]:
+    """The shops that have ready images, in id order."""
+    return list(await session.scalars(select(Image.shop_id).where(Image.status == "ready").distinct()
+                                      .order_by(Image.shop_id)))
+
+
 OUTCOME_LABELS = {"pending": "retry"}  # an Outcome's status -> the metric's outcome (the others keep their name)
 CHECKED = "checked"  # the checked image, passed from the batch thread to the fetch that may keep it
 
@@ -390,7 +396,7 @@ class Embedder:
         missing are lost."""
         removed = 0
         async with self.sessions() as session:  # (a shop may have no collection for this model yet: a new model)
-            with_images = set(await session.scalars(select(Image.shop_id).where(Image.status == "ready").distinct()))
+            with_images = set(await shops_with_images(session))
         for shop_id in sorted(set(await self.store.shops()) | with_images):
             vector_ids = set(await self.store.ids(shop_id))
             async with self.sessions() as session:

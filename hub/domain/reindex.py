@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Image, Job, Shop, VectorModel, utcnow
 from hub.domain.fetching import FetchError
-from hub.domain.indexing import Embedder, Fail, metadata_for
+from hub.domain.indexing import Embedder, Fail, metadata_for, shops_with_images
 from hub.domain.jobs import JobFailed, JobProgress
 from hub.domain.services import Services
 from hub.errors import Conflict, NotFound
@@ -96,11 +95,6 @@ async def start_build(services: Services, name: str, key: str, active_key: str,
         session.add_all(created)
         await session.commit()
         return sorted([*(running[shop] for shop in shops if shop in running), *(job.id for job in created)])
-
-
-async def shops_with_images(session: AsyncSession) -> list[int]:
-    return list(await session.scalars(select(Image.shop_id).where(Image.status == "ready").distinct()
-                                      .order_by(Image.shop_id)))
 
 
 async def jobs_progress(services: Services, job_ids: list[int]) -> tuple[int, int, int, dict[str, int]]:

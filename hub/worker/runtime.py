@@ -120,8 +120,9 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.broker.shutdown()
         await self.prompts.stop()
-        for embedder in [*([self._embedder] if self._embedder is not None else []), *self._builds.values()]:
-            await embedder.close()
+        for embedder in (self._embedder, *self._builds.values()):
+            if embedder is not None:
+                await embedder.close()
         if self._redis is not None:
             await self._redis.aclose()
 

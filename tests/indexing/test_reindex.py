@@ -38,7 +38,8 @@ def options(**given: Any) -> argparse.Namespace:
 
 async def reindex(settings, capsys, **given: Any) -> tuple[int, Any]:
     capsys.readouterr()
-    code = await _reindex(settings, options(**given))
+    async with asyncio.timeout(180):  # (a build that no worker runs fails here instead of hanging)
+        code = await _reindex(settings, options(**given))
     out = capsys.readouterr().out.strip()
     return code, json.loads(out) if out else None
 
@@ -126,6 +127,8 @@ async def test_a_model_is_built_beside_the_active_one_then_serves_when_switched_
             if late in await store.ids(first["id"]) and newcomer in await store.ids(third["id"]):
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the new model did not embed the images it missed within 30 s")
         await wait_for_images(client, first.secret, [a, c, late])
         await wait_for_images(client, third.secret, [newcomer])
         assert cosine((await store.vectors(third["id"], [newcomer]))[newcomer], encoded(other_model, 7)) > 0.999

@@ -223,73 +223,143 @@ def cmd_import(args: argparse.Namespace) -> None:
 def _status_line(status: Any) -> str:
     jobs = ", ".join(f"{n} {state}" for state, n in sorted(status.jobs.items())) or "no jobs"
     missing = f", {status.missing} with images not built" if status.missing else ""
+    if status.added:
+        missing += f", {status.added} with images only since (embedded by the sweep once the model is active)"
     return (f"{status.name} ({status.key}): {status.progress}; {status.done:,} of {status.total:,} images embedded, "
             f"{status.failed:,} failed; {status.shops} shop(s) with images: {jobs}{missing}")
 
 
 async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from hub.bootstrap import build
     from hub.db.engine import migrate
-    from hub.domain.reindex import build_statuses, forget_model, jobs_progress, start_build
     from hub.errors import HubError
-    from hub.search.encoder import model_key
 
     if settings.is_embedded_db:
         await migrate(settings.db_url)
     hub = build(settings, "cli")
-    services = hub.services
     try:
         if args.forget:
-            known = await forget_model(services, args.forget) or await forget_model(services, model_key(args.forget))
-            print(json.dumps({"forgotten": known}) if args.json else f"{args.forget}: " + (
-                "forgotten; its collections are no longer kept current" if known else "not a registered model"))
-            return 0 if known else 1
+            return await _forget(hub.services, args)
+        if args.switch or args.rollback:
+            return await _switch(hub.services, args)
         if args.model is None:
-            found = await build_statuses(services)
-            if args.json:
-                print(json.dumps([{**status.__dict__, "progress": status.progress} for status in found]))
-            for status in [] if args.json else found:
-                print(_status_line(status))
-            if not found and not args.json:
-                print(f"no model is being built; the active model is {settings.model} ({model_key(settings.model)})")
-            return 0
-        key = model_key(args.model)
-        try:
-            job_ids = await start_build(services, args.model, key, model_key(settings.model), args.shop)
-        except HubError as exc:
-            raise SystemExit(f"hub: {exc.detail}") from None
-        if not args.json:
-            print(f"building {args.model} ({key}) for {len(job_ids)} shop(s); a running `hub serve` (or `hub "
-                  "worker`) does the work")
-        if args.no_wait:
-            return 0
-        bar = tqdm(desc=f"reindexing for {args.model}", unit="image", disable=args.json, file=sys.stderr,
-                   mininterval=0.5)
-        while True:
-            done, failed, total, jobs = await jobs_progress(services, job_ids)
-            bar.total, bar.n = total, done + failed
-            bar.set_postfix(failed=failed, refresh=False)
-            bar.refresh()
-            if jobs.get("queued", 0) + jobs.get("running", 0) == 0:
-                break
-            await asyncio.sleep(1)
-        bar.close()
-        status = next(s for s in await build_statuses(services) if s.key == key)
-        ours_ok = jobs.get("succeeded", 0) == len(job_ids) and failed == 0
-        if args.json:
-            print(json.dumps({**status.__dict__, "progress": status.progress,
-                              "these_jobs": {"done": done, "failed": failed, "total": total, "jobs": jobs}}))
-        else:
-            print(_status_line(status))
-            if status.progress == "built":
-                print(f"to switch, set HUB_MODEL={args.model} and restart: first every worker at once, then the API "
-                      "processes one at a time; images embedded meanwhile are embedded again by it within "
-                      "HUB_SWEEP_SECONDS")
-        return 0 if ours_ok else 1
+            return await _registry_status(settings, hub.services, args)
+        return await _build(settings, hub.services, args)
+    except HubError as exc:
+        raise SystemExit(f"hub: {exc.detail}") from None
     finally:
         await hub.stop()
+
+
+def _ref(ref: Any) -> dict[str, str] | None:
+    return {"key": ref.key, "name": ref.name} if ref is not None else None
+
+
+async def _registry_status(settings: Settings, services: Any, args: argparse.Namespace) -> int:
+    from hub.domain.reindex import build_statuses
+    from hub.domain.vector_models import read_registry
+    from hub.search.encoder import model_key
+
+    registry = await read_registry(services)
+    found = await build_statuses(services)
+    if args.json:
+        print(json.dumps({"active": _ref(registry.active), "previous": _ref(registry.previous),
+                          "builds": [{**status.__dict__, "progress": status.progress} for status in found]}))
+        return 0
+    if registry.active is None:
+        print(f"active: {settings.model} ({model_key(settings.model)}), HUB_MODEL (no process has started yet)")
+    else:
+        print(f"active: {registry.active.name} ({registry.active.key})")
+    if registry.previous is not None:
+        print(f"previous: {registry.previous.name} ({registry.previous.key}); hub reindex --rollback makes it active "
+              "again")
+    for status in found:
+        print("building " + _status_line(status))
+    return 0
+
+
+async def _forget(services: Any, args: argparse.Namespace) -> int:
+    from hub.domain.vector_models import forget_model
+    from hub.search.encoder import model_key
+
+    known = await forget_model(services, args.forget) or await forget_model(services, model_key(args.forget))
+    print(json.dumps({"forgotten": known}) if args.json else f"{args.forget}: " + (
+        "forgotten; its collections are no longer kept current, and the next sweep drops them" if known
+        else "not a registered model"))
+    return 0 if known else 1
+
+
+async def _switch(services: Any, args: argparse.Namespace) -> int:
+    """``--switch M``: M must be built (every shop, no failure) unless ``--force``; ``--rollback``: the previous
+    model, at once."""
+    from hub.domain.reindex import build_statuses
+    from hub.domain.vector_models import PREVIOUS, find_model, read_registry, roll_back, switch_to
+    from hub.errors import Conflict
+    from hub.search.encoder import model_key
+
+    if args.rollback:
+        done = await roll_back(services)
+    else:
+        row = await find_model(services, args.switch, model_key(args.switch))
+        if row.state != PREVIOUS and not args.force:
+            status = next(iter(await build_statuses(services, row.key)), None)
+            if status is None or status.progress != "built":
+                why = _status_line(status) if status is not None else "it was never built"
+                raise Conflict(f"{row.name} is not built ({why}); build it again (hub reindex --model), or switch "
+                               "with --force: the sweep then embeds what it misses, and those images are not found "
+                               "until it has")
+        if model_key(row.name) != row.key:
+            print(f"hub: {row.name}'s files here are not those it was built from ({model_key(row.name)}, not "
+                  f"{row.key}); only processes that have the built files switch", file=sys.stderr)
+        done = await switch_to(services, row.key)
+    registry = await read_registry(services)
+    if args.json:
+        print(json.dumps({"active": _ref(done.active), "previous": _ref(done.previous),
+                          "forgotten": _ref(done.forgotten), "kept": list(registry.kept)}))
+        return 0
+    print(f"active: {done.active.name} ({done.active.key}); every process serves it within a few seconds of having "
+          "loaded it (its /ready warns while it loads)")
+    if done.previous is not None:
+        print(f"previous: {done.previous.name}: its collections stay current; hub reindex --rollback returns to it")
+    if done.forgotten is not None:
+        print(f"forgotten: {done.forgotten.name}, previous before; the next sweep drops its collections")
+    return 0
+
+
+async def _build(settings: Settings, services: Any, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hub.domain.reindex import build_statuses, jobs_progress, start_build
+    from hub.search.encoder import model_key
+
+    key = model_key(args.model)
+    job_ids = await start_build(services, args.model, key, model_key(settings.model), args.shop)
+    if not args.json:
+        print(f"building {args.model} ({key}) for {len(job_ids)} shop(s); a running `hub serve` (or `hub "
+              "worker`) does the work")
+    if args.no_wait:
+        return 0
+    bar = tqdm(desc=f"reindexing for {args.model}", unit="image", disable=args.json, file=sys.stderr,
+               mininterval=0.5)
+    while True:
+        done, failed, total, jobs = await jobs_progress(services, job_ids)
+        bar.total, bar.n = total, done + failed
+        bar.set_postfix(failed=failed, refresh=False)
+        bar.refresh()
+        if jobs.get("queued", 0) + jobs.get("running", 0) == 0:
+            break
+        await asyncio.sleep(1)
+    bar.close()
+    status = (await build_statuses(services, key))[0]
+    ours_ok = jobs.get("succeeded", 0) == len(job_ids) and failed == 0
+    if args.json:
+        print(json.dumps({**status.__dict__, "progress": status.progress,
+                          "these_jobs": {"done": done, "failed": failed, "total": total, "jobs": jobs}}))
+    else:
+        print(_status_line(status))
+        if status.progress == "built":
+            print(f"to serve it: hub reindex --switch {args.model} (no restart; --rollback returns)")
+    return 0 if ours_ok else 1
 
 
 def cmd_reindex(args: argparse.Namespace) -> None:
@@ -400,13 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--json", action="store_true", help="print the finished job as JSON (no progress bar)")
     bulk.set_defaults(func=cmd_import)
 
-    reindex = sub.add_parser("reindex", help="embed every shop's images with another model beside the active one "
-                             "(then switch HUB_MODEL to it); without --model, each build's progress")
-    reindex.add_argument("--model", help="Hugging Face id or checkpoint folder to build")
-    reindex.add_argument("--shop", type=int, help="build this shop only")
-    reindex.add_argument("--no-wait", action="store_true", help="queue the build and return")
-    reindex.add_argument("--forget", metavar="MODEL", help="stop keeping a model's collections current (a key, "
-                         "an id or a folder)")
+    reindex = sub.add_parser("reindex", help="embed every shop's images with another model beside the active one, "
+                             "then switch to it with no restart (and back); alone: the active model and each build")
+    action = reindex.add_mutually_exclusive_group()
+    action.add_argument("--model", help="Hugging Face id or checkpoint folder to build")
+    action.add_argument("--switch", metavar="MODEL", help="make a built model the active one in every process (a "
+                        "key, an id or a folder); the active one becomes the previous one")
+    action.add_argument("--rollback", action="store_true", help="make the previous model active again")
+    action.add_argument("--forget", metavar="MODEL", help="stop keeping a model's collections current and drop "
+                        "them (a key, an id or a folder; not the active model)")
+    reindex.add_argument("--shop", type=int, help="with --model: build this shop only")
+    reindex.add_argument("--no-wait", action="store_true", help="with --model: queue the build and return")
+    reindex.add_argument("--force", action="store_true", help="with --switch: even if the build is not complete")
     reindex.add_argument("--json", action="store_true", help="print JSON (no progress bar)")
     reindex.set_defaults(func=cmd_reindex)
 

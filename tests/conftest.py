@@ -50,6 +50,14 @@ def test_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second small random checkpoint (another seed: its vectors differ), for switching models."""
+    from hub.search.test_checkpoint import write_test_checkpoint
+
+    return write_test_checkpoint(tmp_path_factory.mktemp("model-b") / "tiny-clip-b", seed=1)
+
+
+@pytest.fixture(scope="session")
 def pg_service() -> Iterator[services.Service]:
     svc = services.postgres()
     yield svc

@@ -418,15 +418,16 @@ class Job(Base):
 
 
 class VectorModel(Base):
-    """A model the vector store holds collections for: ``building`` (``hub reindex`` is embedding every shop's
-    images with it while the active model serves); ``built`` once every shop's build job succeeded. The active
-    model is ``HUB_MODEL``; its row, if any, is never building. Processes write a building model's metadata changes
-    and deletions to its collections as they do to the active model's, so a build stays current."""
+    """A model the vector store holds collections for (``hub.domain.vector_models``): ``active`` (every process
+    serves it; the first to start registers its ``HUB_MODEL``), ``previous`` (active before the last switch: kept
+    current for a rollback), ``building`` (``hub reindex --model`` embeds every shop's images with it), or
+    ``forgotten`` (the sweep drops its collections, then the row). Processes write metadata changes and deletions
+    to every registered model's collections but forgotten ones."""
 
     __tablename__ = "vector_models"
 
     key: Mapped[str] = mapped_column(String(80), primary_key=True)  # hub.search.encoder.model_key(name)
     name: Mapped[str] = mapped_column(String(1000))  # a Hugging Face id or a checkpoint folder, as HUB_MODEL takes
-    state: Mapped[str] = mapped_column(String(20), default="building")  # building | built
+    state: Mapped[str] = mapped_column(String(20), default="building")  # active | previous | building | forgotten
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -103,8 +103,9 @@ class Embedder:
         companions: Callable[[], Awaitable[list[VectorStore]]] | None = None,
     ) -> None:
         self.settings = settings
-        # the collections of models being built (hub reindex): an image embedded again leaves them, so they never
-        # hold a vector of its old photo (their build, or the sweep once that model is active, embeds it anew)
+        # every registered model's collections (hub.domain.vector_models): an image embedded again leaves the
+        # others', so they never hold a vector of its old photo (a build, or the sweep once that model is active,
+        # embeds it anew)
         self.companions = companions
         # the credentials a connection's connector asks for when its images are fetched (``ImageAuth``)
         self.image_headers = image_headers
@@ -279,7 +280,8 @@ class Embedder:
         for item in ready:
             by_shop.setdefault(item[0].shop_id, []).append(item)
         outcomes: dict[int, Outcome] = {}
-        companions = await self.companions() if self.companions is not None else []
+        companions = [store for store in await self.companions() if store.model_key != self.store.model_key] \
+            if self.companions is not None else []
         for shop_id, items in by_shop.items():
             try:
                 for companion in companions:

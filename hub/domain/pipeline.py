@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +19,10 @@ class Pipeline(Protocol):
 
     async def stop(self) -> None:
         """Finish in-flight work and release connections."""
+
+    def one_model(self) -> AbstractAsyncContextManager[Any]:
+        """Every call made inside uses one model, the one served when it was entered (a query's vector is
+        ranked among vectors of the model that encoded it, whatever switch happens meanwhile)."""
 
     async def images_added(self, shop_id: int, image_ids: list[int]) -> None:
         """New ``pending`` images: queue their embedding."""

@@ -244,9 +244,19 @@ async def recommend(session: AsyncSession, services: Services, principal: Princi
     """Rank the shop's ready images of listed products for a prompt — by looks, by words or both (the shop's
     defaults unless the request says) —, one per product unless asked otherwise; log the prompt (the original
     Prompt_API; not for the console's own tries, which are not shoppers). The prompt is encoded while the
-    lexical index is searched."""
+    lexical index is searched; every vector of the query is of one model, whatever switch happens meanwhile."""
     pipeline = services.pipeline
     assert pipeline is not None, "recommendations need the pipeline (its encoder and vector store)"
+    async with pipeline.one_model():
+        return await _recommend(session, services, pipeline, principal, prompt, limit, filters, mode=mode,
+                                weight=weight, distinct=distinct, examples=examples, facets=facets,
+                                log_prompt=log_prompt)
+
+
+async def _recommend(session: AsyncSession, services: Services, pipeline: Any, principal: Principal,
+                     prompt: str | None, limit: int, filters: dict[str, Any], *, mode: SearchMode | None,
+                     weight: float | None, distinct: Distinct, examples: Examples, facets: bool,
+                     log_prompt: bool) -> Recommendations:
     start = time.perf_counter()
     if not (prompt or examples.positive or examples.photo is not None or examples.photo_url):
         raise Invalid("give a prompt, positive examples or a photo")

@@ -1,5 +1,5 @@
-"""``hub reindex``: every shop's images embedded with another model into that model's own collections, while the
-active model (``HUB_MODEL``) goes on serving from its own.
+"""``hub reindex --model``: every shop's images embedded with another model into that model's own collections,
+while the active model (``hub.domain.vector_models``) goes on serving from its own.
 
 A build is one job per shop (kind ``reindex``), resumable from the last image it wrote, its progress in the
 shop's jobs; an image whose photo cannot be read is reported in the job and never stops it. While a model is
@@ -8,7 +8,7 @@ deletions are written to them too, and an image embedded again by the active mod
 vector there (``Embedder.companions``). Each shop's job ends with a catch-up: images missing from the model's
 collection are embedded, vectors of images gone are deleted, and every vector's metadata is written again. So a
 finished build holds no stale vector, only possibly missing ones, which the sweep embeds once the model is
-``HUB_MODEL`` (``Embedder.remove_orphan_vectors``).
+active (``Embedder.remove_orphan_vectors``).
 """
 
 from __future__ import annotations
@@ -17,34 +17,33 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from hub.db.models import Image, Job, Shop, VectorModel, utcnow
 from hub.domain.fetching import FetchError
 from hub.domain.indexing import Embedder, Fail, metadata_for, shops_with_images
 from hub.domain.jobs import JobFailed, JobProgress
 from hub.domain.services import Services
+from hub.domain.vector_models import BUILDING, FORGOTTEN, REGISTRY_TTL, REINDEX, of_model, read_registry
 from hub.errors import Conflict, NotFound
 from hub.search.encoder import ModelUnavailable
 from hub.search.store import VectorStore
 
 log = logging.getLogger("hub.reindex")
-REINDEX = "reindex"
 BATCH = 64  # images per step: their vectors are written together, then the job's cursor moves past them
 METADATA_BATCH = 500
-# how long a process trusts its list of registered models; a build's first step waits twice this after the
-# model was registered, so every process writes to its collections before the build reads anything
-COMPANIONS_TTL = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
 class BuildStatus:
-    """A registered model's build: ``shops`` that have images now, the latest job of each shop by status,
-    ``missing`` shops with images but no successful build, and images done and failed of the total."""
+    """A registered model's build: ``shops`` that have images now, the latest job of each shop by status, and
+    images done and failed of the total. Shops with images that no job of the build covers are ``missing`` if
+    only single shops were built (``--shop``), ``added`` after a build of every shop (their first images came
+    later: the sweep embeds them once the model is active)."""
 
     key: str
     name: str
@@ -54,6 +53,7 @@ class BuildStatus:
     done: int
     failed: int
     total: int
+    added: int = 0
 
     @property
     def finished(self) -> bool:
@@ -61,36 +61,38 @@ class BuildStatus:
 
     @property
     def progress(self) -> str:
-        """building; built (every shop with images built, no job failed: ``HUB_MODEL`` may switch to it; images
-        that could not be read are listed in their shop's job and stay without a vector); or
+        """building; built (every shop with images built, no job failed: ``hub reindex --switch`` may make it
+        active; images that could not be read are listed in their shop's job and stay without a vector); or
         incomplete (a shop's build failed, or a shop has images but no build: ``hub reindex --model`` again)."""
         if not self.finished:
             return "building"
         return "built" if self.jobs.get("failed", 0) == 0 and self.missing == 0 else "incomplete"
 
 
-def _of_model(key: str) -> Any:
-    return (Job.kind == REINDEX) & (Job.params["key"].as_string() == key)
-
-
-async def start_build(services: Services, name: str, key: str, active_key: str,
+async def start_build(services: Services, name: str, key: str, hub_model_key: str,
                       shop_id: int | None = None) -> list[int]:
     """Register the model and queue a build job for each shop that has images (or the one shop); a shop whose
-    build is already queued or running keeps it. Returns the ids of this build's jobs, oldest first."""
-    if key == active_key:
-        raise Conflict(f"{name} is the active model (HUB_MODEL): there is nothing to build")
+    build is already queued or running keeps it. The active model is the registry's (``hub_model_key`` before
+    any process registered one). Returns the ids of this build's jobs, oldest first."""
+    active = (await read_registry(services)).active
+    if key == (active.key if active is not None else hub_model_key):
+        raise Conflict(f"{name} is the active model: there is nothing to build")
     async with services.sessions() as session:
         if shop_id is not None and await session.get(Shop, shop_id) is None:
             raise NotFound(f"no shop {shop_id}")
         row = await session.get(VectorModel, key)
         if row is None:
-            session.add(VectorModel(key=key, name=name, state="building"))
-        else:
-            row.name, row.state, row.updated_at = name, "building", utcnow()
+            session.add(VectorModel(key=key, name=name, state=BUILDING))
+        elif row.state == FORGOTTEN:
+            raise Conflict(f"{name} was forgotten and its collections are being dropped; build it again after the "
+                           "next sweep (HUB_SWEEP_SECONDS)")
+        else:  # (the previous model rebuilt: it is a build now, no longer what a rollback returns to)
+            row.name, row.state, row.updated_at = name, BUILDING, utcnow()
         shops = [shop_id] if shop_id is not None else await shops_with_images(session)
         running = dict((await session.execute(select(Job.shop_id, Job.id).where(
-            _of_model(key), Job.status.in_(("queued", "running"))))).all())
-        created = [Job(shop_id=shop, kind=REINDEX, params={"model": name, "key": key}, next_attempt_at=utcnow())
+            of_model(key), Job.status.in_(("queued", "running"))))).all())
+        params = {"model": name, "key": key, "every_shop": shop_id is None}
+        created = [Job(shop_id=shop, kind=REINDEX, params=params, next_attempt_at=utcnow())
                    for shop in shops if shop not in running]
         session.add_all(created)
         await session.commit()
@@ -108,23 +110,28 @@ async def jobs_progress(services: Services, job_ids: list[int]) -> tuple[int, in
     return (sum(r.done for r in rows), sum(r.failed for r in rows), sum(r.total or 0 for r in rows), statuses)
 
 
-async def build_statuses(services: Services) -> list[BuildStatus]:
-    """Every registered model's build: the latest job of each shop counts."""
+async def build_statuses(services: Services, key: str | None = None) -> list[BuildStatus]:
+    """The build of every model being built (or of the model ``key``, whatever its state): the latest job of
+    each shop counts."""
     async with services.sessions() as session:
-        models = list(await session.scalars(select(VectorModel).order_by(VectorModel.created_at)))
+        chosen = VectorModel.key == key if key is not None else VectorModel.state == BUILDING
+        models = list(await session.scalars(select(VectorModel).where(chosen).order_by(VectorModel.created_at)))
         with_images = set(await shops_with_images(session)) if models else set()
         found = []
         for model in models:
             latest: dict[int, Any] = {}
-            for row in (await session.execute(select(Job.shop_id, Job.status, Job.done, Job.failed, Job.total)
-                                              .where(_of_model(model.key)).order_by(Job.id))).all():
+            every_shop = False
+            for row in (await session.execute(select(Job.shop_id, Job.status, Job.done, Job.failed, Job.total,
+                                                     Job.params).where(of_model(model.key)).order_by(Job.id))).all():
                 latest[row.shop_id] = row
+                every_shop = every_shop or bool(row.params.get("every_shop"))
             jobs: dict[str, int] = {}
             for row in latest.values():
                 jobs[row.status] = jobs.get(row.status, 0) + 1
-            built = {shop for shop, row in latest.items() if row.status == "succeeded"}
+            uncovered = len(with_images - set(latest))
             found.append(BuildStatus(
-                key=model.key, name=model.name, shops=len(with_images), jobs=jobs, missing=len(with_images - built),
+                key=model.key, name=model.name, shops=len(with_images), jobs=jobs,
+                missing=0 if every_shop else uncovered, added=uncovered if every_shop else 0,
                 done=sum(r.done for r in latest.values()), failed=sum(r.failed for r in latest.values()),
                 total=sum(r.total or 0 for r in latest.values())))
         return found
@@ -141,24 +148,6 @@ async def recent_build_statuses(services: Services) -> list[BuildStatus]:
     return found
 
 
-async def forget_model(services: Services, key: str) -> bool:
-    """Stop keeping a registered model's collections current (its queued builds fail); False if unknown."""
-    async with services.sessions() as session:
-        row = await session.get(VectorModel, key)
-        if row is None:
-            return False
-        await session.delete(row)
-        await session.execute(update(Job).where(_of_model(key), Job.status == "queued").values(
-            status="failed", error="the build was cancelled", finished_at=utcnow(), next_attempt_at=None))
-        await session.commit()
-        return True
-
-
-async def registered_keys(services: Services) -> list[str]:
-    async with services.sessions() as session:
-        return list(await session.scalars(select(VectorModel.key).order_by(VectorModel.key)))
-
-
 # -- the job ------------------------------------------------------------------------------------------------------
 
 
@@ -173,8 +162,8 @@ async def run_reindex(services: Services, progress: JobProgress) -> None:
     name, key, shop_id = str(job.params["model"]), str(job.params["key"]), job.shop_id
     async with services.sessions() as session:
         model = await session.get(VectorModel, key)
-        if model is None:
-            raise JobFailed("the build was cancelled (the model is no longer registered)")
+        if model is None or model.state == FORGOTTEN:
+            raise JobFailed("the build was cancelled (the model was forgotten)")
         registered = model.updated_at
         total = None
         if job.total is None:
@@ -182,10 +171,10 @@ async def run_reindex(services: Services, progress: JobProgress) -> None:
                 Image.shop_id == shop_id, Image.status == "ready")) or 0)
         await progress.advance(session, total=total)  # (renews the lease before the wait and the model's load)
         await session.commit()
-    # nothing is read for the build before every process re-read its list of registered models (COMPANIONS_TTL):
+    # nothing is read for the build before every process re-read its list of registered models (REGISTRY_TTL):
     # timed from when this process first saw this registration (after it, whatever another host's clock says)
     first = _FIRST_SEEN.setdefault((key, registered), time.monotonic())
-    await asyncio.sleep(max(0.0, first + 2 * COMPANIONS_TTL.total_seconds() - time.monotonic()))
+    await asyncio.sleep(max(0.0, first + 2 * REGISTRY_TTL.total_seconds() - time.monotonic()))
     try:
         embedder = services.pipeline.model_embedder(name)
         await asyncio.to_thread(embedder.encoder.vision.get)

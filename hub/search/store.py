@@ -27,6 +27,7 @@ NONE_ID = -1  # Chroma metadata has no null: "no category" is stored as -1
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "sync_threshold": 1, "batch_size": 100}
 GET_BATCH = 2000  # ids per Chroma get
 QUERY_BATCH = 500  # query vectors per Chroma query
+SAME_VECTOR = 1e-5  # a cosine distance this small is the same vector (float error)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,13 @@ class VectorStore:
 
         await self._run("drop_shop", run)
 
+    async def drop_all(self) -> int:
+        """Drop every shop's collection of this model; how many there were."""
+        shops = await self.shops()
+        for shop_id in shops:
+            await self.drop_shop(shop_id)
+        return len(shops)
+
     async def shops(self) -> list[int]:
         """Shops that have a collection for this model."""
 
@@ -262,7 +270,8 @@ class VectorStore:
     async def unreachable(self, shop_id: int, ids: list[int], probe: int = 10) -> list[int]:
         """Vectors the index cannot find with their own vector as the query (an HNSW graph can lose a node's
         every incoming link when a batch is inserted into a small built graph in parallel): these are stored but
-        no query would ever return them."""
+        no query would ever return them. A vector that ``probe`` others equal (the same photo on many products)
+        may be left out of its own top ``probe`` by a tie: that is not a loss."""
 
         def run() -> list[int]:
             col = self._collection(shop_id, create=False)
@@ -275,8 +284,10 @@ class VectorStore:
                 if not got["ids"]:
                     continue
                 found = col.query(query_embeddings=np.asarray(got["embeddings"], dtype=np.float32),
-                                  n_results=min(probe, count), include=[])
-                lost += [int(ident) for ident, hits in zip(got["ids"], found["ids"], strict=True) if ident not in hits]
+                                  n_results=min(probe, count), include=["distances"])
+                lost += [int(ident) for ident, hits, distances in zip(got["ids"], found["ids"], found["distances"],
+                                                                      strict=True)
+                         if ident not in hits and (not distances or distances[-1] > SAME_VECTOR)]
             return lost
 
         return await self._run("unreachable", run)

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -32,19 +34,30 @@ from hub.domain.jobs import due_jobs, run_job
 from hub.db.models import Image
 from hub.domain.services import Services
 from hub.domain.webhooks import due_deliveries, process_delivery, prune_deliveries
-from hub.domain.reindex import COMPANIONS_TTL, registered_keys
+from hub.domain.vector_models import (
+    REGISTRY_TTL,
+    ModelRef,
+    Registry,
+    adopt_active,
+    drop_row,
+    forgotten_models,
+    read_registry,
+)
 from hub.domain.work import RUNNERS
-from hub.search.batching import PromptBatcher
 from hub.domain.indexing import Embedder, metadata_for
 from hub.search.encoder import Encoder, ModelUnavailable
 from hub.domain import lexical
 from hub.domain.photos import PhotoQueries
 from hub.domain.ranking import Ranker, Ranking, encode_prompt
+from hub.search.batching import PromptBatcher
 from hub.search.store import VectorStore
+from hub.worker.slot import ModelSlot
 from hub.worker.tasks import CONSUMER_GROUP, BoundedInMemoryBroker, Tasks, make_broker, register_tasks, safe_kiq
 
 log = logging.getLogger("hub.runtime")
 Role = Literal["embedded", "api", "worker", "cli"]
+# the slot a call chain uses (``Runtime.one_model``): every step of a query ranks with the model it encoded with
+_PINNED: ContextVar[tuple["Runtime", ModelSlot] | None] = ContextVar("hub_model_slot", default=None)
 
 
 def _text(value: Any) -> str:
@@ -62,29 +75,170 @@ class Runtime:
         self.sessions = services.sessions
         self.media = services.media
         self.role = role
-        self.encoder = Encoder(settings.model, settings.device, settings.inference, settings.inference_threads,
-                               settings.home, settings.inference_int8, settings.embed_nice)
-        self.store = VectorStore(settings.chroma_url, settings.home, self.encoder.key, settings.chroma_open_indexes)
+        self._stores: dict[str, VectorStore] = {}  # every model's collections this process uses, by model key
+        self._builds: dict[str, Embedder] = {}  # a model being built (hub reindex) -> its embedder, by name
+        self.slot = self._new_slot(settings.model)  # the model served (replaced whole by a switch: ``follow``)
+        self._retiring: list[ModelSlot] = []  # slots switched from, closed once no call uses them
+        self._registry: tuple[float, Registry] | None = None
+        self._switching = asyncio.Lock()
+        self._loading: str | None = None  # the key of the active model this process is loading to switch to
+        self._switch_problem: str | None = None  # why this process could not switch to the active model
         self.broker = make_broker(settings)
         self.broker.is_worker_process = role == "worker"
         self.tasks: Tasks = register_tasks(self.broker, self)
-        self.prompts = PromptBatcher(self.encoder)
-        self.ranker = Ranker(self.store, self.prompts, settings.exact_max_vectors,
-                             settings.exact_cache_mb * 1024 * 1024, settings.query_cache_seconds)
-        self._embedder: Embedder | None = None
-        self._builds: dict[str, Embedder] = {}  # a model being built (hub reindex) -> its embedder, by name
-        self._companions: tuple[float, list[VectorStore]] | None = None
-        self._companion_stores: dict[str, VectorStore] = {}
         self._background: list[asyncio.Task[Any]] = []
         self._redis: Any = None
         self._app_installs_recognised = False
-        self.photos = PhotoQueries(settings, self.encoder)
         self._backfill_after = 0  # where the sweep's lexical backfill goes on
+
+    # -- the model served ---------------------------------------------------------------------------------------
+
+    def _new_slot(self, name: str) -> ModelSlot:
+        """A slot for a model (nothing loaded yet); a model this process builds lends its encoder."""
+        build = self._builds.get(name)
+        encoder = build.encoder if build is not None else self._encoder(name)
+        return ModelSlot.of(self.settings, encoder, self._store_for(encoder.key))
+
+    def _encoder(self, name: str) -> Encoder:
+        settings = self.settings
+        return Encoder(name, settings.device, settings.inference, settings.inference_threads, settings.home,
+                       settings.inference_int8, settings.embed_nice)
+
+    def _slot(self) -> ModelSlot:
+        pinned = _PINNED.get()
+        return pinned[1] if pinned is not None and pinned[0] is self else self.slot
+
+    @property
+    def encoder(self) -> Encoder:
+        return self._slot().encoder
+
+    @property
+    def store(self) -> VectorStore:
+        return self._slot().store
+
+    @property
+    def prompts(self) -> PromptBatcher:
+        return self._slot().prompts
+
+    @property
+    def ranker(self) -> Ranker:
+        return self._slot().ranker
+
+    @property
+    def photos(self) -> PhotoQueries:
+        return self._slot().photos
+
+    @contextlib.asynccontextmanager
+    async def one_model(self) -> AsyncIterator[ModelSlot]:
+        """Every call made inside uses the model served when it was entered, which a switch does not close
+        before it has returned."""
+        pinned = _PINNED.get()
+        if pinned is not None and pinned[0] is self:
+            yield pinned[1]
+            return
+        slot = self.slot
+        slot.enter()
+        token = _PINNED.set((self, slot))
+        try:
+            yield slot
+        finally:
+            _PINNED.reset(token)
+            slot.leave()
+
+    async def registry(self, fresh: bool = False) -> Registry:
+        """The registry of models, read again after ``REGISTRY_TTL`` (or now)."""
+        now = time.monotonic()
+        if fresh or self._registry is None or now - self._registry[0] > REGISTRY_TTL.total_seconds():
+            self._registry = (now, await read_registry(self.services))
+        return self._registry[1]
+
+    async def _adopt(self) -> None:
+        """At start: serve the registry's active model (registering ``HUB_MODEL`` if there is none yet)."""
+        try:
+            active = await adopt_active(self.services, self.settings.model, self.slot.key)
+        except Exception as exc:  # noqa: BLE001 - the database is down: HUB_MODEL until ``follow`` can read it
+            log.warning("the registry of models cannot be read; serving HUB_MODEL until it can",
+                        extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
+            return
+        if active.key == self.slot.key:
+            return
+        log.warning("HUB_MODEL is not the active model (hub reindex --switch chose another): serving the active one",
+                    extra={"hub_model": self.settings.model, "active": active.name})
+        slot = self._new_slot(active.name)
+        if slot.key != active.key:
+            self._files_differ(active, slot)
+            await slot.close()
+            return
+        self.slot = slot
+
+    def _files_differ(self, active: ModelRef, slot: ModelSlot) -> None:
+        self._switch_problem = ("the active model's files differ in this process (the log says which); it serves "
+                                "the model before")
+        log.error("the active model's files here are not those it was built from: not switching to it",
+                  extra={"model": active.name, "registered_key": active.key, "key_here": slot.key})
+
+    async def follow(self) -> bool:
+        """Serve the registry's active model: if it changed, load the new one (an API its text tower, a worker
+        its image tower, ``embedded`` both), then switch every call that starts from now on to it. The previous
+        slot is closed once the calls using it have returned. True if this process switched."""
+        target = (await self.registry(fresh=True)).active
+        if target is None or target.key == self.slot.key:
+            self._switch_problem = None
+            return False
+        async with self._switching:
+            if target.key == self.slot.key:
+                return False
+            slot = self._new_slot(target.name)
+            if slot.key != target.key:
+                self._files_differ(target, slot)
+                await slot.close()
+                return False
+            self._loading = target.key
+            try:
+                await anyio.to_thread.run_sync(self._load, slot)
+            except ModelUnavailable as exc:
+                self._switch_problem = ("the active model cannot be loaded in this process (the log says why); it "
+                                        "serves the model before")
+                log.error("cannot load the active model: not switching to it",
+                          extra={"model": target.name, "reason": str(exc)[:500]})
+                await slot.close()
+                return False
+            finally:
+                self._loading = None
+            old, self.slot = self.slot, slot
+            self._switch_problem = None
+            self._retiring.append(old)
+            self._spawn(self._retire(old), "hub-retire-model")
+            log.info("switched to the active model", extra={"model": target.name, "key": target.key,
+                                                            "from": old.encoder.name})
+            return True
+
+    def _load(self, slot: ModelSlot) -> None:
+        if self.role in ("embedded", "api"):
+            slot.encoder.text.get()
+        if self.role in ("embedded", "worker"):
+            slot.encoder.vision.get()
+
+    async def _retire(self, slot: ModelSlot) -> None:
+        await slot.idle.wait()
+        await slot.close()
+        self._retiring.remove(slot)
+
+    async def _follow_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTRY_TTL.total_seconds())
+            try:
+                await self.follow()
+            except Exception as exc:  # noqa: BLE001 - the database is down: the next round reads it again
+                log.warning("the registry of models cannot be read", extra={
+                    "reason": f"{type(exc).__name__}: {exc}"[:300]})
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.broker.startup()
+        await self._adopt()
+        self._spawn(self._follow_loop(), "hub-follow-model")
         if self.role in ("embedded", "api"):
             self._spawn(self._warm_text(), "hub-warm-text")
         if self.role in ("embedded", "worker"):
@@ -105,7 +259,6 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._background.clear()
-        await self.photos.close()
         if hasattr(self.broker, "wait_all"):
             with contextlib.suppress(Exception), anyio.move_on_after(10):
                 await self.broker.wait_all()
@@ -119,10 +272,10 @@ class Runtime:
                 await asyncio.wait(running, timeout=10)
         with contextlib.suppress(Exception):
             await self.broker.shutdown()
-        await self.prompts.stop()
-        for embedder in (self._embedder, *self._builds.values()):
-            if embedder is not None:
-                await embedder.close()
+        for slot in (self.slot, *self._retiring):
+            await slot.close()
+        for embedder in self._builds.values():
+            await embedder.close()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -131,7 +284,7 @@ class Runtime:
 
     async def _warm_text(self) -> None:
         with contextlib.suppress(ModelUnavailable):
-            await anyio.to_thread.run_sync(self.encoder.text.get)
+            await anyio.to_thread.run_sync(self.slot.encoder.text.get)
 
     async def _sweep_loop(self) -> None:
         """The schedule of ``ReconcileImages`` (taskiq's interval schedule, run in this process)."""
@@ -150,15 +303,17 @@ class Runtime:
             log.warning("sweep failed", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
 
     def worker(self) -> Embedder:
+        """The embedder of the model served (of the slot ``one_model`` pinned)."""
         if self.role == "api":
             raise RuntimeError("the API process does not embed images; run `hub worker`")
-        if self._embedder is None:
-            self._embedder = Embedder(
-                self.settings, self.sessions, self.encoder, self.store, self.media, on_indexed=self._indexed,
+        slot = self._slot()
+        if slot.embedder is None:
+            slot.embedder = Embedder(
+                self.settings, self.sessions, slot.encoder, slot.store, self.media, on_indexed=self._indexed,
                 image_headers=lambda img: image_fetch_headers(self.services, img),
                 companions=self.companion_stores,
             )
-        return self._embedder
+        return slot.embedder
 
     def model_embedder(self, name: str) -> Embedder:
         """An embedder for a model being built (``hub reindex``): its own encoder and collections, made once."""
@@ -166,28 +321,28 @@ class Runtime:
             raise RuntimeError("the API process does not embed images; run `hub worker`")
         embedder = self._builds.get(name)
         if embedder is None:
-            settings = self.settings
-            encoder = Encoder(name, settings.device, settings.inference, settings.inference_threads, settings.home,
-                              settings.inference_int8, settings.embed_nice)
-            embedder = Embedder(settings, self.sessions, encoder, self._store_for(encoder.key), self.media,
+            served = self.slot
+            encoder = served.encoder if served.encoder.name == name else self._encoder(name)
+            embedder = Embedder(self.settings, self.sessions, encoder, self._store_for(encoder.key), self.media,
                                 image_headers=lambda img: image_fetch_headers(self.services, img))
             self._builds[name] = embedder
         return embedder
 
     def _store_for(self, key: str) -> VectorStore:
-        if key not in self._companion_stores:
-            self._companion_stores[key] = VectorStore(self.settings.chroma_url, self.settings.home, key,
-                                                      self.settings.chroma_open_indexes)
-        return self._companion_stores[key]
+        if key not in self._stores:
+            self._stores[key] = VectorStore(self.settings.chroma_url, self.settings.home, key,
+                                            self.settings.chroma_open_indexes)
+        return self._stores[key]
 
     async def companion_stores(self) -> list[VectorStore]:
-        """The collections of the models registered beside the active one (``hub reindex``): this process writes
-        metadata changes and deletions to them too. The list is read again after ``COMPANIONS_TTL``."""
-        now = time.monotonic()
-        if self._companions is None or now - self._companions[0] > COMPANIONS_TTL.total_seconds():
-            keys = [key for key in await registered_keys(self.services) if key != self.encoder.key]
-            self._companions = (now, [self._store_for(key) for key in keys])
-        return self._companions[1]
+        """The collections of every registered model but forgotten ones (the active one, the previous one, those
+        being built): an embedder deletes an image it embeds again from the others', and metadata changes and
+        deletions are written to all of them. The registry is read again after ``REGISTRY_TTL``."""
+        return [self._store_for(key) for key in (await self.registry()).kept]
+
+    async def _every_store(self, slot: ModelSlot) -> list[VectorStore]:
+        """The served model's collections and every registered model's."""
+        return [slot.store, *(store for store in await self.companion_stores() if store is not slot.store)]
 
     def _indexed(self, shop_id: int, image_id: int, source: str) -> None:
         self.plugins.image_indexed(shop_id, image_id, source)
@@ -226,7 +381,7 @@ class Runtime:
         if not images:
             return
         try:
-            for store in [self.store, *await self.companion_stores()]:
+            for store in await self._every_store(self.slot):
                 await store.update_metadata(shop_id, [i.id for i in images], metadata)
         except Unavailable:
             async with self.sessions() as session:
@@ -239,7 +394,7 @@ class Runtime:
     async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
         """Drop vectors now; if the store is down, the sweep removes the orphans later (a build's catch-up, those
         of a model being built)."""
-        for store in [self.store, *await self.companion_stores()]:
+        for store in await self._every_store(self.slot):
             with contextlib.suppress(Unavailable):
                 await store.delete(shop_id, image_ids)
 
@@ -251,7 +406,7 @@ class Runtime:
         await safe_kiq(self.tasks.run_job, job_id)
 
     async def shop_removed(self, shop_id: int) -> None:
-        for store in [self.store, *await self.companion_stores()]:
+        for store in await self._every_store(self.slot):
             with contextlib.suppress(Unavailable):
                 await store.drop_shop(shop_id)
 
@@ -263,39 +418,47 @@ class Runtime:
     async def rank(
         self, session: AsyncSession, shop_id: int, prompt: str, limit: int, filters: dict[str, Any]
     ) -> Ranking:
-        return await self.ranker.rank_prompt(session, shop_id, prompt, limit, filters)
+        async with self.one_model() as slot:
+            return await slot.ranker.rank_prompt(session, shop_id, prompt, limit, filters)
 
     async def encode_prompt(self, prompt: str) -> np.ndarray:
-        return await encode_prompt(self.prompts, prompt)
+        async with self.one_model() as slot:
+            return await encode_prompt(slot.prompts, prompt)
 
     async def rank_vector(
         self, session: AsyncSession, shop_id: int, vector: np.ndarray, limit: int, filters: dict[str, Any]
     ) -> list[tuple[Image, float]]:
-        return await self.ranker.rank_vector(session, shop_id, vector, limit, filters)
+        async with self.one_model() as slot:
+            return await slot.ranker.rank_vector(session, shop_id, vector, limit, filters)
 
     async def vectors(self, shop_id: int, image_ids: list[int]) -> dict[int, np.ndarray]:
-        return await self.store.vectors(shop_id, image_ids)
+        async with self.one_model() as slot:
+            return await slot.store.vectors(shop_id, image_ids)
 
     async def rank_examples(self, session: AsyncSession, shop_id: int, positives: list[np.ndarray],
                             negatives: list[np.ndarray], strategy: str, limit: int, filters: dict[str, Any],
                             exclude: tuple[int, ...]) -> list[tuple[Image, float]]:
-        return await self.ranker.rank_examples(session, shop_id, positives, negatives, strategy, limit, filters,
-                                               exclude)
+        async with self.one_model() as slot:
+            return await slot.ranker.rank_examples(session, shop_id, positives, negatives, strategy, limit,
+                                                   filters, exclude)
 
     async def photo_vector(self, data: bytes | None, url: str | None) -> np.ndarray:
-        return await self.photos.vector(data, url)
+        async with self.one_model() as slot:
+            return await slot.photos.vector(data, url)
 
     async def similar(
         self, session: AsyncSession, shop_id: int, image_id: int, limit: int, filters: dict[str, Any]
     ) -> list[tuple[Image, float]] | None:
-        vector: np.ndarray | None = await self.store.vector(shop_id, image_id)
-        if vector is None:
-            return None
-        return await self.ranker.rank_vector(session, shop_id, vector, limit, filters, exclude=(image_id,))
+        async with self.one_model() as slot:
+            vector: np.ndarray | None = await slot.store.vector(shop_id, image_id)
+            if vector is None:
+                return None
+            return await slot.ranker.rank_vector(session, shop_id, vector, limit, filters, exclude=(image_id,))
 
     async def readiness(self) -> dict[str, str]:
-        checks = {"vector_store": await self.store.ping(), "broker": await self._broker_check()}
-        tower = self.encoder.text
+        slot = self.slot
+        checks = {"vector_store": await slot.store.ping(), "broker": await self._broker_check()}
+        tower = slot.encoder.text
         if tower.loaded:
             checks["model"] = "ok"
         elif tower.error:
@@ -305,9 +468,16 @@ class Runtime:
         return checks
 
     def model_warnings(self) -> list[str]:
-        """A tower that runs on torch though ONNX Runtime was asked for (the export or its session failed)."""
-        return [f"the {tower} model runs on {runtime}" for tower, runtime in sorted(self.encoder.runtimes.items())
-                if "(" in runtime]
+        """A tower that runs on torch though ONNX Runtime was asked for (the export or its session failed); a
+        switch to the newly active model under way, or not possible in this process. (No model's name: /ready
+        is public.)"""
+        found = [f"the {tower} model runs on {runtime}"
+                 for tower, runtime in sorted(self.slot.encoder.runtimes.items()) if "(" in runtime]
+        if self._loading is not None:
+            found.append("this process is loading the newly active model; it serves the model before until then")
+        if self._switch_problem is not None:
+            found.append(self._switch_problem)
+        return found
 
     async def queue_depth(self) -> dict[str, int]:
         """The embedded broker's own count; with Redis, the consumer group's: ``lag`` (entries not yet read by
@@ -347,6 +517,17 @@ class Runtime:
 
     # -- the sweep --------------------------------------------------------------------------------------------
 
+    async def _drop_forgotten(self) -> int:
+        """Drop every collection of the models ``hub reindex --forget`` (or a switch) forgot; then their rows."""
+        dropped = 0
+        for key in await forgotten_models(self.services):
+            if key == self.slot.key:
+                continue  # (never what this process serves: it follows the registry first)
+            dropped += await self._store_for(key).drop_all()
+            await drop_row(self.services, key)
+            log.info("a forgotten model's collections dropped", extra={"key": key})
+        return dropped
+
     async def sweep(self) -> dict[str, Any]:
         """One ``ReconcileImages`` run; with Redis, one worker at a time does it."""
         if self.settings.broker_is_redis:
@@ -355,6 +536,10 @@ class Runtime:
             )
             if not lock:
                 return {"skipped": "another worker is sweeping"}
+        async with self.one_model() as slot:
+            return await self._sweep(slot)
+
+    async def _sweep(self, slot: ModelSlot) -> dict[str, Any]:
         embedder = self.worker()
         queued = await self._queue(await embedder.due_images())
         deliveries = await due_deliveries(self.services)
@@ -363,11 +548,15 @@ class Runtime:
         scheduled = await start_due_syncs(self.services)
         for job_id in [*jobs, *scheduled]:
             await self.job_queued(job_id)
-        removed = 0
+        removed = dropped = 0
         reach: dict[str, int] = {}
+        active = (await self.registry(fresh=True)).active
         with contextlib.suppress(Unavailable):
-            removed = await embedder.remove_orphan_vectors()
-            reach = await embedder.repair_unreachable()
+            # (a process still switching to the active model leaves its collections to the processes serving it)
+            if active is None or active.key == slot.key:
+                removed = await embedder.remove_orphan_vectors()
+                reach = await embedder.repair_unreachable()
+            dropped = await self._drop_forgotten()
         pruned = await prune_deliveries(self.services)
         async with self.sessions() as session:  # documents the lexical index misses, a slice per sweep
             indexed, self._backfill_after = await lexical.backfill(session, self._backfill_after)
@@ -376,6 +565,7 @@ class Runtime:
             await recognise_app_installs(self.services)
             self._app_installs_recognised = True
         report = {"queued": queued, "deliveries": len(deliveries), "jobs": len(jobs), "scheduled_syncs": len(scheduled), "orphan_vectors_removed": removed,
+                  "forgotten_collections_dropped": dropped,
                   "search_docs_built": indexed,
                   "deliveries_forgotten": pruned, "abandoned_connections_dropped": abandoned,
                   **reach, **await move_webhooks(self.services)}

@@ -93,18 +93,20 @@ def register_tasks(broker: AsyncBroker, runtime: "Runtime") -> Tasks:
     @broker.task(task_name="CreateEmbedding")
     async def create_embedding(image_ids: list[int]) -> list[dict[str, Any]]:
         """Embed these images and mark each ready, pending (to retry) or failed."""
-        return [asdict(o) for o in await runtime.worker().embed_images(image_ids)]
+        async with runtime.one_model():  # (a model switch meanwhile: the sweep embeds them with the new one)
+            return [asdict(o) for o in await runtime.worker().embed_images(image_ids)]
 
     @broker.task(task_name="DeleteEmbedding")
     async def delete_embedding(shop_id: int, image_ids: list[int]) -> int:
-        """Remove these images' vectors from the shop's collection."""
-        await runtime.store.delete(shop_id, image_ids)
+        """Remove these images' vectors from the shop's collections (every registered model's)."""
+        await runtime.images_removed(shop_id, image_ids)
         return len(image_ids)
 
     @broker.task(task_name="RetrieveImageIds")
     async def retrieve_image_ids(shop_id: int) -> list[int]:
         """The image ids that have a vector in the shop's collection."""
-        return await runtime.store.ids(shop_id)
+        async with runtime.one_model() as slot:
+            return await slot.store.ids(shop_id)
 
     @broker.task(task_name="FashionClipRecommender")
     async def recommender(

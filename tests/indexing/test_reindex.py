@@ -1,7 +1,7 @@
 """``hub reindex --model M``: every shop's images embedded with M into M's own collections while the active model
-serves; what changes meanwhile reaches M's collections; switching ``HUB_MODEL`` to M serves from them, and what
-M missed (images embedded after its build) is embedded by M. Two generated checkpoints (different seeds): their
-rankings mean nothing, their vectors differ."""
+serves; what changes meanwhile reaches M's collections; ``--switch M`` serves from them with no restart, and what
+M missed (images embedded after its build) is embedded by M; ``--rollback`` returns, ``--forget`` drops a model's
+collections. Two generated checkpoints (different seeds): their rankings mean nothing, their vectors differ."""
 
 from __future__ import annotations
 
@@ -19,21 +19,15 @@ from PIL import Image as PILImage
 
 from hub.cli import _reindex
 from hub.search.encoder import Encoder, model_key
-from hub.search.test_checkpoint import write_test_checkpoint
 from tests.conftest import serve_app, wait_for_images
 from tests.images import photo
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_test_checkpoint(tmp_path_factory.mktemp("model-b") / "tiny-clip-b", seed=1)
-
-
 def options(**given: Any) -> argparse.Namespace:
-    return argparse.Namespace(**({"model": None, "shop": None, "no_wait": False, "forget": None, "json": True}
-                                 | given))
+    return argparse.Namespace(**({"model": None, "shop": None, "no_wait": False, "forget": None, "switch": None,
+                                  "rollback": False, "force": False, "json": True} | given))
 
 
 async def reindex(settings, capsys, **given: Any) -> tuple[int, Any]:
@@ -65,41 +59,75 @@ def encoded(model: Path, seed: int) -> np.ndarray:
     return np.asarray(encoder.encode_images([PILImage.open(io.BytesIO(photo(seed))).convert("RGB")])[0])
 
 
-async def test_a_model_is_built_beside_the_active_one_then_serves_when_switched_to(
+async def wait_until_stored(store, shop_id: int, ids: list[int]) -> None:
+    """Until the model's collection of the shop holds these images (the sweep embeds what a model misses)."""
+    async with asyncio.timeout(60):
+        while not set(ids) <= set(await store.ids(shop_id)):
+            await asyncio.sleep(0.1)
+
+
+async def vector_scores(client, shop, prompt: str, **filters: Any) -> dict[int, float]:
+    answer = await client.post("/api/v1/recommendations", headers=shop.publishable, json={
+        "prompt": prompt, "limit": 10, "mode": "vector", "distinct": "image", "filters": filters})
+    assert answer.status_code == 200, answer.text
+    return {r["id"]: r["scores"]["vector"] for r in answer.json()["results"]}
+
+
+def expected_scores(model: Path, prompt: str, seeds: dict[int, int]) -> dict[int, float]:
+    text = encoder_of(model).encode_prompt(prompt)
+    return {image_id: cosine(text, encoded(model, seed)) for image_id, seed in seeds.items()}
+
+
+def same_scores(found: dict[int, float], expected: dict[int, float]) -> bool:
+    return found.keys() == expected.keys() and all(abs(found[i] - expected[i]) < 1e-3 for i in found)
+
+
+async def test_a_model_is_built_beside_the_active_one_switched_to_and_back_without_a_restart(
         settings, other_model, make_shop_for, capsys):
     new_key = model_key(str(other_model))
+    old_model = Path(settings.model)
+    old_key = model_key(settings.model)
     async with serve_app(settings) as client:
         runtime = client.app.state.services.pipeline
-        assert runtime.encoder.key != new_key
+        assert runtime.encoder.key == old_key != new_key
         first, second = await make_shop_for(client, "First"), await make_shop_for(client, "Second")
         cats = {c["name"]: c["id"] for c in (await client.get("/api/v1/categories", headers=first.secret)).json()["items"]}
-        mine = {first["id"]: [await upload(client, first, s) for s in (1, 2, 3)],
-                second["id"]: [await upload(client, second, s) for s in (4, 5)]}
-        for shop, ids in zip((first, second), mine.values(), strict=True):
-            await wait_for_images(client, shop.secret, ids)
-        before = {shop: await runtime.store.vectors(shop, ids) for shop, ids in mine.items()}
+        seeds = {1: first, 2: first, 3: first, 4: second, 5: second}
+        ids = {seed: await upload(client, shop, seed) for seed, shop in seeds.items()}
+        mine = {first["id"]: [ids[1], ids[2], ids[3]], second["id"]: [ids[4], ids[5]]}
+        for shop, shop_ids in zip((first, second), mine.values(), strict=True):
+            await wait_for_images(client, shop.secret, shop_ids)
+        before = {shop: await runtime.store.vectors(shop, shop_ids) for shop, shop_ids in mine.items()}
+        code, status = await reindex(settings, capsys)  # the first process registered HUB_MODEL as active
+        assert status == {"active": {"key": old_key, "name": settings.model}, "previous": None, "builds": []}
+
+        # one shop built: the model is not built, and a switch to it is refused
+        code, status = await reindex(settings, capsys, model=str(other_model), shop=first["id"])
+        assert code == 0 and (status["progress"], status["missing"]) == ("incomplete", 1)
+        with pytest.raises(SystemExit, match="is not built"):
+            await reindex(settings, capsys, switch=str(other_model))
 
         code, status = await reindex(settings, capsys, model=str(other_model))
         assert code == 0, status
         assert (status["progress"], status["done"], status["failed"], status["total"]) == ("built", 5, 0, 5)
         built = runtime.model_embedder(str(other_model)).store
         assert built.model_key == new_key
-        for (shop, ids), seeds in zip(mine.items(), ((1, 2, 3), (4, 5)), strict=True):
-            vectors = await built.vectors(shop, ids)
-            assert sorted(vectors) == sorted(ids)
-            for image_id, seed in zip(ids, seeds, strict=True):  # the new model's own vector of the photo
-                assert cosine(vectors[image_id], encoded(other_model, seed)) > 0.999
-                assert cosine(vectors[image_id], before[shop][image_id]) < 0.99  # (not the old model's)
-            still = await runtime.store.vectors(shop, ids)  # the active model's collections are untouched
-            assert all(np.allclose(still[i], before[shop][i]) for i in ids)
+        for shop, shop_ids in mine.items():
+            vectors = await built.vectors(shop, shop_ids)
+            assert sorted(vectors) == sorted(shop_ids)
+            for seed in [seed for seed in seeds if ids[seed] in shop_ids]:  # the new model's own vector of the photo
+                assert cosine(vectors[ids[seed]], encoded(other_model, seed)) > 0.999
+                assert cosine(vectors[ids[seed]], before[shop][ids[seed]]) < 0.99  # (not the old model's)
+            still = await runtime.store.vectors(shop, shop_ids)  # the active model's collections are untouched
+            assert all(np.allclose(still[i], before[shop][i]) for i in shop_ids)
         ready = (await client.get("/ready")).json()
         assert ready["builds"] == [{"state": "built", "progress": 1.0}]  # (which model, the counts: the CLI's)
         jobs = (await client.get("/api/v1/jobs", params={"kind": "reindex"}, headers=first.secret)).json()["items"]
-        assert [(j["status"], j["done"], j["total"]) for j in jobs] == [("succeeded", 3, 3)]
+        assert [(j["status"], j["done"], j["total"]) for j in jobs] == [("succeeded", 3, 3), ("succeeded", 3, 3)]
         # the old model still serves
-        answer = await client.post("/api/v1/recommendations", json={"prompt": "a red dress", "limit": 10},
-                                   headers=first.publishable)
-        assert answer.status_code == 200 and len(answer.json()["results"]) == 3
+        first_seeds = {ids[s]: s for s in (1, 2, 3)}
+        assert same_scores(await vector_scores(client, first, "a red dress"),
+                           expected_scores(old_model, "a red dress", first_seeds))
 
         # changes while the model waits to be switched to reach its collections
         a, b, c = mine[first["id"]]
@@ -117,32 +145,73 @@ async def test_a_model_is_built_beside_the_active_one_then_serves_when_switched_
         newcomer = await upload(client, third, 7)
         await wait_for_images(client, third.secret, [newcomer])
         assert await built.ids(third["id"]) == []
+        code, status = await reindex(settings, capsys)  # (a shop with images only since the build is no failure)
+        assert [(b["progress"], b["missing"], b["added"]) for b in status["builds"]] == [("built", 0, 1)]
 
-    switched = settings.model_copy(update={"model": str(other_model)})
-    async with serve_app(switched) as client:
-        runtime = client.app.state.services.pipeline
-        assert runtime.encoder.key == new_key
-        store = runtime.store
-        for _ in range(300):  # the sweep finds the images the new model has no vector for and embeds them
-            if late in await store.ids(first["id"]) and newcomer in await store.ids(third["id"]):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the new model did not embed the images it missed within 30 s")
+        # the switch, with no restart: this process serves the new model once it has loaded it
+        old_store = runtime.store
+        code, done = await reindex(settings, capsys, switch=str(other_model))
+        assert code == 0 and (done["active"]["key"], done["previous"]["key"], done["forgotten"]) == (
+            new_key, old_key, None)
+        with pytest.raises(SystemExit, match="is the active model"):
+            await reindex(settings, capsys, forget=str(other_model))
+        await runtime.follow()  # (what the process does every few seconds; the test need not wait for it)
+        assert runtime.encoder.key == new_key and runtime.store is built
+        await wait_until_stored(built, first["id"], [late])  # the sweep embeds what the new model missed
+        await wait_until_stored(built, third["id"], [newcomer])
         await wait_for_images(client, first.secret, [a, c, late])
         await wait_for_images(client, third.secret, [newcomer])
-        assert cosine((await store.vectors(third["id"], [newcomer]))[newcomer], encoded(other_model, 7)) > 0.999
-        assert sorted(await store.ids(first["id"])) == sorted([a, c, late])
-        assert cosine((await store.vectors(first["id"], [late]))[late], encoded(other_model, 6)) > 0.999
-        answer = await client.post("/api/v1/recommendations", json={"prompt": "a red dress", "limit": 10,
-                                                                    "filters": {"category_id": cats["Dresses"]}},
-                                   headers=first.publishable)
-        assert answer.status_code == 200 and [r["id"] for r in answer.json()["results"]] == [a]
-        # the model switched to is no longer one being built; the old one is not registered
-        assert len((await client.get("/ready")).json()["builds"]) == 1
-        code, _ = await reindex(switched, capsys, forget=str(other_model))
+        assert cosine((await built.vectors(third["id"], [newcomer]))[newcomer], encoded(other_model, 7)) > 0.999
+        assert sorted(await built.ids(first["id"])) == sorted([a, c, late])
+        assert cosine((await built.vectors(first["id"], [late]))[late], encoded(other_model, 6)) > 0.999
+        now_seeds = {a: 1, c: 3, late: 6}
+        assert same_scores(await vector_scores(client, first, "a red dress"),
+                           expected_scores(other_model, "a red dress", now_seeds))
+        assert list(await vector_scores(client, first, "a red dress", category_id=cats["Dresses"])) == [a]
+        assert (await client.get("/ready")).json()["builds"] == []  # (the active model is not a build)
+        # the previous model's collections stay current: a change reaches them; what the new model embedded
+        # (a photo it read anew) left them
+        patched = await client.patch(f"/api/v1/images/{c}", json={"category_id": cats["Dresses"]},
+                                     headers=first.secret)
+        assert patched.status_code == 200, patched.text
+        assert (await old_store.metadatas(first["id"], [c]))[c]["category_id"] == cats["Dresses"]
+        assert late not in await old_store.ids(first["id"])
+
+        # the rollback: a query under way keeps the model it started with until it returns
+        async with runtime.one_model() as pinned:
+            code, done = await reindex(settings, capsys, rollback=True)
+            assert code == 0 and (done["active"]["key"], done["previous"]["key"]) == (old_key, new_key)
+            assert await runtime.follow()
+            assert runtime.slot.key == old_key and runtime.encoder.key == new_key  # (this call chain: pinned)
+            found = await runtime.encode_prompt("a red dress")
+            assert cosine(found, encoder_of(other_model).encode_prompt("a red dress")) > 0.999
+            assert pinned in runtime._retiring  # not closed while in use
+        assert runtime.encoder.key == old_key
+        async with asyncio.timeout(10):
+            while pinned in runtime._retiring:
+                await asyncio.sleep(0.05)
+        await wait_until_stored(old_store, first["id"], [late])
+        await wait_until_stored(old_store, third["id"], [newcomer])
+        await wait_for_images(client, first.secret, [a, c, late])
+        assert same_scores(await vector_scores(client, first, "a red dress"),
+                           expected_scores(old_model, "a red dress", now_seeds))
+        assert sorted(await vector_scores(client, first, "a red dress", category_id=cats["Dresses"])) == sorted([a, c])
+
+        # forgetting the model switched from drops its collections
+        code, _ = await reindex(settings, capsys, forget=str(other_model))
         assert code == 0
-        assert (await client.get("/ready")).json()["builds"] == []
+        code, status = await reindex(settings, capsys)
+        assert status == {"active": {"key": old_key, "name": settings.model}, "previous": None, "builds": []}
+        async with asyncio.timeout(60):
+            while await built.shops():
+                await asyncio.sleep(0.1)
+        assert (await runtime.registry(fresh=True)).kept == (old_key,)
+
+    # a restart with another HUB_MODEL serves the active model all the same (the registry decides)
+    async with serve_app(settings.model_copy(update={"model": str(other_model)})) as client:
+        assert client.app.state.services.pipeline.encoder.key == old_key
+        assert same_scores(await vector_scores(client, first, "a red dress"),
+                           expected_scores(old_model, "a red dress", now_seeds))
 
 
 async def test_reindex_refuses_the_active_model_and_an_unknown_shop(settings, capsys):
@@ -151,7 +220,11 @@ async def test_reindex_refuses_the_active_model_and_an_unknown_shop(settings, ca
     with pytest.raises(SystemExit, match="no shop 999"):
         await reindex(settings, capsys, model="some/other-model", shop=999)
     code, found = await reindex(settings, capsys)
-    assert (code, found) == (0, [])
+    assert (code, found) == (0, {"active": None, "previous": None, "builds": []})  # (no process has started)
+    with pytest.raises(SystemExit, match="not a registered model"):
+        await reindex(settings, capsys, switch="some/other-model")
+    with pytest.raises(SystemExit, match="no previous model"):
+        await reindex(settings, capsys, rollback=True)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": True}])

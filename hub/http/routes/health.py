@@ -29,7 +29,7 @@ class PluginOut(TypedDict):
 
 class BuildOut(TypedDict):
     """A model ``hub reindex`` builds beside the active one: ``state`` is building, built (every shop with images
-    built; ``HUB_MODEL`` may switch to it) or incomplete (a shop's build failed: ``hub reindex --model`` again);
+    built; ``hub reindex --switch`` may make it active) or incomplete (a shop's build failed: ``hub reindex --model`` again);
     ``progress`` the share of images done. Which model, and the counts, are the operator's: ``hub reindex``
     (this document is public)."""
 

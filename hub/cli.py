@@ -264,7 +264,8 @@ async def _registry_status(settings: Settings, services: Any, args: argparse.Nam
     found = await build_statuses(services)
     if args.json:
         print(json.dumps({"active": _ref(registry.active), "previous": _ref(registry.previous),
-                          "builds": [{**status.__dict__, "progress": status.progress} for status in found]}))
+                          "builds": [{**status.__dict__, "progress": status.progress} for status in found],
+                          "forgotten": list(registry.forgotten)}))
         return 0
     if registry.active is None:
         print(f"active: {settings.model} ({model_key(settings.model)}), HUB_MODEL (no process has started yet)")
@@ -275,6 +276,9 @@ async def _registry_status(settings: Settings, services: Any, args: argparse.Nam
               "again")
     for status in found:
         print("building " + _status_line(status))
+    for key in registry.forgotten:
+        print(f"forgotten: {key}; a sweep drops its collections {settings.model_drop_delay:g} s after it was "
+              "forgotten (HUB_MODEL_DROP_DELAY)")
     return 0
 
 
@@ -284,7 +288,8 @@ async def _forget(services: Any, args: argparse.Namespace) -> int:
 
     known = await forget_model(services, args.forget) or await forget_model(services, model_key(args.forget))
     print(json.dumps({"forgotten": known}) if args.json else f"{args.forget}: " + (
-        "forgotten; its collections are no longer kept current, and the next sweep drops them" if known
+        "forgotten; its collections are no longer kept current, and a sweep drops them HUB_MODEL_DROP_DELAY after "
+        "this" if known
         else "not a registered model"))
     return 0 if known else 1
 
@@ -309,8 +314,12 @@ async def _switch(services: Any, args: argparse.Namespace) -> int:
                                "with --force: the sweep then embeds what it misses, and those images are not found "
                                "until it has")
         if model_key(row.name) != row.key:
-            print(f"hub: {row.name}'s files here are not those it was built from ({model_key(row.name)}, not "
-                  f"{row.key}); only processes that have the built files switch", file=sys.stderr)
+            if not args.force:
+                raise Conflict(f"{row.name}'s files here are not those it was built from ({model_key(row.name)}, "
+                               f"not {row.key}): processes with these files would not switch to it. Put the built "
+                               "files back, or switch with --force where this host is not one that serves")
+            print(f"hub: {row.name}'s files here are not those it was built from; only processes that have the "
+                  "built files switch", file=sys.stderr)
         done = await switch_to(services, row.key)
     registry = await read_registry(services)
     if args.json:
@@ -322,7 +331,8 @@ async def _switch(services: Any, args: argparse.Namespace) -> int:
     if done.previous is not None:
         print(f"previous: {done.previous.name}: its collections stay current; hub reindex --rollback returns to it")
     if done.forgotten is not None:
-        print(f"forgotten: {done.forgotten.name}, previous before; the next sweep drops its collections")
+        print(f"forgotten: {done.forgotten.name}, previous before; a sweep drops its collections "
+              "HUB_MODEL_DROP_DELAY after this")
     return 0
 
 

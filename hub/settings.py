@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     platform_max_response_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024,
                                              description="Largest answer read from a shop platform's API.")
     platform_deadline: float = Field(60.0, gt=0, description="Seconds one call to a shop platform may take in all.")
+    model_drop_delay: float = Field(900.0, ge=0, description="Seconds after a model is forgotten (hub reindex "
+                                    "--forget, or a third switch) before the sweep drops its collections.")
+    feed_deadline: float = Field(1800.0, gt=0, description="Seconds one read of a product feed (the feed "
+                                 "connector) may take in all; its size is bounded by HUB_MAX_IMPORT_BYTES.")
     connect_deadline: float = Field(180.0, gt=0,
                                     description="Seconds connecting a store (check, webhooks) may take in all.")
     lexical_deadline: float = Field(2.0, ge=0, le=60, description="Seconds a query's word searches may take in "

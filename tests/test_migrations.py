@@ -31,7 +31,7 @@ def test_migrated_schema_matches_models(database_url):
             await engine.dispose()
 
     assert asyncio.run(check()) == []
-    assert head_revision() == "0013"
+    assert head_revision() == "0014"
 
 
 def test_0005_keeps_the_data_and_makes_it_safe(tmp_path, request):

@@ -193,6 +193,10 @@ class Connection(Base):
     # next_sync_at
     sync_interval_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
     next_sync_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    # what the last complete catalog read left for the next (hub.connectors.CatalogPage.state), and why the last
+    # read failed (None once one succeeds): the catalog is kept as it was
+    catalog_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    sync_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -429,5 +433,6 @@ class VectorModel(Base):
     key: Mapped[str] = mapped_column(String(80), primary_key=True)  # hub.search.encoder.model_key(name)
     name: Mapped[str] = mapped_column(String(1000))  # a Hugging Face id or a checkpoint folder, as HUB_MODEL takes
     state: Mapped[str] = mapped_column(String(20), default="building")  # active | previous | building | forgotten
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # registered in its current role
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    switched_at: Mapped[datetime | None] = mapped_column(default=None)  # made active by a switch (None: a process)

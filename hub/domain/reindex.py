@@ -86,8 +86,10 @@ async def start_build(services: Services, name: str, key: str, hub_model_key: st
         elif row.state == FORGOTTEN:
             raise Conflict(f"{name} was forgotten and its collections are being dropped; build it again after the "
                            "next sweep (HUB_SWEEP_SECONDS)")
-        else:  # (the previous model rebuilt: it is a build now, no longer what a rollback returns to)
-            row.name, row.state, row.updated_at = name, BUILDING, utcnow()
+        elif row.state != BUILDING:  # (the previous model rebuilt: no longer what a rollback returns to)
+            row.name, row.state, row.updated_at, row.created_at = name, BUILDING, utcnow(), utcnow()
+        else:
+            row.name, row.updated_at = name, utcnow()
         shops = [shop_id] if shop_id is not None else await shops_with_images(session)
         running = dict((await session.execute(select(Job.shop_id, Job.id).where(
             of_model(key), Job.status.in_(("queued", "running"))))).all())
@@ -121,8 +123,11 @@ async def build_statuses(services: Services, key: str | None = None) -> list[Bui
         for model in models:
             latest: dict[int, Any] = {}
             every_shop = False
+            # (this registration's jobs: a model forgotten and built again starts afresh)
             for row in (await session.execute(select(Job.shop_id, Job.status, Job.done, Job.failed, Job.total,
-                                                     Job.params).where(of_model(model.key)).order_by(Job.id))).all():
+                                                     Job.params).where(of_model(model.key),
+                                                                       Job.created_at >= model.created_at)
+                                              .order_by(Job.id))).all():
                 latest[row.shop_id] = row
                 every_shop = every_shop or bool(row.params.get("every_shop"))
             jobs: dict[str, int] = {}
@@ -215,6 +220,7 @@ class _Step:
         self.failed: set[int] = set()  # images that cannot have a vector (this run): the catch-up leaves them
 
     async def run(self, images: list[Image], cursor: str | None = None, extra_total: int = 0) -> None:
+        await self.still_building()
         outcomes = await asyncio.gather(*(self.embedder.vector_only(img) for img in images), return_exceptions=True)
         vectors: dict[int, np.ndarray] = {}
         errors: list[dict[str, Any]] = []
@@ -253,10 +259,22 @@ class _Step:
             await session.commit()
 
 
+    async def still_building(self) -> None:
+        """A build stops when its model is forgotten (its collections are to be dropped) or was switched to
+        before it ended (the sweep embeds what the model misses: its vectors must not be deleted as a build's)."""
+        async with self.services.sessions() as session:
+            row = await session.get(VectorModel, self.embedder.store.model_key)
+        if row is None or row.state == FORGOTTEN:
+            raise JobFailed("the build was cancelled (the model was forgotten)")
+        if row.state != BUILDING:
+            raise JobFailed(f"the build stopped: the model is {row.state} now; the sweep embeds what it misses")
+
+
 async def _catch_up(services: Services, embedder: Embedder, shop_id: int, step: _Step) -> None:
     """What changed while the shop was built: vectors of images gone go, images missing (ready meanwhile, or
     embedded again by the active model) are embedded, and the metadata is made the database's."""
     store = embedder.store
+    await step.still_building()
     stored = set(await store.ids(shop_id))
     async with services.sessions() as session:
         ready = set(await session.scalars(select(Image.id).where(Image.shop_id == shop_id, Image.status == "ready")))

@@ -10,7 +10,8 @@ A model's row is in one of these states:
   changes and deletions), so ``hub reindex --rollback`` makes it active again without a rebuild; images embedded
   since the switch are embedded by it once it is active again (the sweep finds their vectors missing);
 - ``building``: a model ``hub reindex --model`` builds beside the active one (``hub.domain.reindex``);
-- ``forgotten``: its collections are dropped by the next sweep, then the row goes.
+- ``forgotten``: its collections are dropped by a sweep once ``HUB_MODEL_DROP_DELAY`` has passed (a process still
+  switching away from it finishes first), then the row goes.
 
 Every process reads the registry at most ``REGISTRY_TTL`` apart (``hub.worker.runtime.Runtime``): it writes
 metadata changes and deletions to every registered model's collections, and when the active model changes it
@@ -54,6 +55,7 @@ class Registry:
     active: ModelRef | None
     previous: ModelRef | None
     kept: tuple[str, ...]
+    forgotten: tuple[str, ...] = ()  # whose collections a sweep drops
 
     def companions(self, serving: str) -> list[str]:
         """The keys a process serving ``serving`` mirrors its metadata changes and deletions to."""
@@ -76,30 +78,33 @@ async def read_registry(services: Services) -> Registry:
     active = [row for row in rows if row.state == ACTIVE]
     previous = [row for row in rows if row.state == PREVIOUS]
     return Registry(_ref(active[-1] if active else None), _ref(previous[-1] if previous else None),
-                    tuple(sorted(row.key for row in rows if row.state != FORGOTTEN)))
+                    tuple(sorted(row.key for row in rows if row.state != FORGOTTEN)),
+                    tuple(sorted(row.key for row in rows if row.state == FORGOTTEN)))
 
 
 async def adopt_active(services: Services, name: str, key: str) -> ModelRef:
     """The active model. If none is registered yet, this process's ``HUB_MODEL`` becomes it; so it does if the
-    active one differs while no image is ready yet (a fresh install trying models, or one whose first model
-    could not be loaded): the one it replaces is forgotten. Once an image is ready, only a switch changes it."""
+    active one differs, was registered by a process (never switched to) and no image is ready yet (a fresh
+    install trying models, or one whose first model could not be loaded): the one it replaces becomes the
+    previous one. Once a switch was made, or an image is ready, only a switch changes it."""
     found = (await read_registry(services)).active
     if found is not None and found.key == key:
         return found
     async with services.sessions() as session:
-        if found is not None and await session.scalar(
-                select(Image.id).where(Image.status == "ready").limit(1)) is not None:
-            return found
         now = utcnow()
         if found is not None:
             replaced = await session.get(VectorModel, found.key)
-            if replaced is not None and replaced.state == ACTIVE:
-                replaced.state, replaced.updated_at = FORGOTTEN, now
+            if replaced is None or replaced.switched_at is not None or await session.scalar(
+                    select(Image.id).where(Image.status == "ready").limit(1)) is not None:
+                return found
+            for earlier in await session.scalars(select(VectorModel).where(VectorModel.state == PREVIOUS)):
+                earlier.state, earlier.updated_at = FORGOTTEN, now
+            replaced.state, replaced.updated_at, replaced.created_at = PREVIOUS, now, now
         row = await session.get(VectorModel, key)
         if row is None:
             session.add(VectorModel(key=key, name=name, state=ACTIVE, created_at=now, updated_at=now))
         else:  # (a model built, or forgotten, before it was first served)
-            row.name, row.state, row.updated_at = name, ACTIVE, now
+            row.name, row.state, row.updated_at, row.created_at = name, ACTIVE, now, now
         try:
             await session.commit()
         except IntegrityError:  # another process registered the same model meanwhile
@@ -148,10 +153,10 @@ async def switch_to(services: Services, key: str) -> Switched:
             if row.key == key:
                 continue
             if row.state == ACTIVE:
-                row.state, row.updated_at, replaced = PREVIOUS, now, _ref(row)
+                row.state, row.updated_at, row.created_at, replaced = PREVIOUS, now, now, _ref(row)
             else:
                 row.state, row.updated_at, forgotten = FORGOTTEN, now, _ref(row)
-        target.state, target.updated_at = ACTIVE, now
+        target.state, target.updated_at, target.created_at, target.switched_at = ACTIVE, now, now, now
         await _cancel_builds(session, key)  # (a build still queued for the model: the sweep embeds what it misses)
         await session.commit()
         return Switched(ModelRef(target.key, target.name), replaced, forgotten)
@@ -185,9 +190,12 @@ async def _cancel_builds(session: AsyncSession, key: str) -> None:
         status="failed", error="the build was cancelled", finished_at=utcnow(), next_attempt_at=None))
 
 
-async def forgotten_models(services: Services) -> list[str]:
+async def forgotten_models(services: Services, delay: timedelta) -> list[str]:
+    """The models forgotten at least ``delay`` ago (``HUB_MODEL_DROP_DELAY``): every process has switched away
+    from them by then, so their collections can go."""
     async with services.sessions() as session:
-        return list(await session.scalars(select(VectorModel.key).where(VectorModel.state == FORGOTTEN)))
+        return list(await session.scalars(select(VectorModel.key).where(
+            VectorModel.state == FORGOTTEN, VectorModel.updated_at <= utcnow() - delay)))
 
 
 async def drop_row(services: Services, key: str) -> None:

@@ -271,7 +271,8 @@ class VectorStore:
         """Vectors the index cannot find with their own vector as the query (an HNSW graph can lose a node's
         every incoming link when a batch is inserted into a small built graph in parallel): these are stored but
         no query would ever return them. A vector that ``probe`` others equal (the same photo on many products)
-        may be left out of its own top ``probe`` by a tie: that is not a loss."""
+        may be left out of its own top ``probe`` by a tie: it is asked for once more among ten times as many, and
+        only past that many equal ones is it taken as reachable without proof."""
 
         def run() -> list[int]:
             col = self._collection(shop_id, create=False)
@@ -283,11 +284,22 @@ class VectorStore:
                 got = col.get(ids=[str(n) for n in ids[i : i + QUERY_BATCH]], include=["embeddings"])
                 if not got["ids"]:
                     continue
-                found = col.query(query_embeddings=np.asarray(got["embeddings"], dtype=np.float32),
-                                  n_results=min(probe, count), include=["distances"])
-                lost += [int(ident) for ident, hits, distances in zip(got["ids"], found["ids"], found["distances"],
-                                                                      strict=True)
-                         if ident not in hits and (not distances or distances[-1] > SAME_VECTOR)]
+                vectors = dict(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32), strict=True))
+                missing = list(vectors)
+                for n_results in (min(probe, count), min(probe * 10, count)):  # ties: asked once more, deeper
+                    found = col.query(query_embeddings=np.stack([vectors[i] for i in missing]),
+                                      n_results=n_results, include=["distances"])
+                    tied = []
+                    for ident, hits, distances in zip(missing, found["ids"], found["distances"], strict=True):
+                        if ident in hits:
+                            continue
+                        if distances and distances[-1] <= SAME_VECTOR:
+                            tied.append(ident)
+                        else:
+                            lost.append(int(ident))
+                    missing = tied
+                    if not missing:
+                        break
             return lost
 
         return await self._run("unreachable", run)

@@ -131,12 +131,12 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def one_model(self) -> AsyncIterator[ModelSlot]:
         """Every call made inside uses the model served when it was entered, which a switch does not close
-        before it has returned."""
+        before it has returned. (Inside another ``one_model``, the same slot, counted again: a task started from
+        a pinned call and outliving it keeps its slot open too. A slot already closed is never handed out.)"""
         pinned = _PINNED.get()
-        if pinned is not None and pinned[0] is self:
-            yield pinned[1]
-            return
-        slot = self.slot
+        slot = pinned[1] if pinned is not None and pinned[0] is self else self.slot
+        if slot is not self.slot and slot not in self._retiring:
+            slot = self.slot  # (closed: a task that outlived its slot starts on the current one)
         slot.enter()
         token = _PINNED.set((self, slot))
         try:
@@ -205,6 +205,10 @@ class Runtime:
                 return False
             finally:
                 self._loading = None
+            now = (await self.registry(fresh=True)).active
+            if now is not None and now.key != target.key:  # (switched again, or rolled back, while it loaded)
+                await slot.close()
+                return False
             old, self.slot = self.slot, slot
             self._switch_problem = None
             self._retiring.append(old)
@@ -220,9 +224,12 @@ class Runtime:
             slot.encoder.vision.get()
 
     async def _retire(self, slot: ModelSlot) -> None:
-        await slot.idle.wait()
+        while True:
+            await slot.idle.wait()
+            if slot.users == 0:  # (not entered again between the wake-up and now)
+                break
+        self._retiring.remove(slot)  # from here on, no call is handed it
         await slot.close()
-        self._retiring.remove(slot)
 
     async def _follow_loop(self) -> None:
         while True:
@@ -520,12 +527,15 @@ class Runtime:
     async def _drop_forgotten(self) -> int:
         """Drop every collection of the models ``hub reindex --forget`` (or a switch) forgot; then their rows."""
         dropped = 0
-        for key in await forgotten_models(self.services):
+        delay = timedelta(seconds=self.settings.model_drop_delay)
+        for key in await forgotten_models(self.services, delay):
             if key == self.slot.key:
                 continue  # (never what this process serves: it follows the registry first)
-            dropped += await self._store_for(key).drop_all()
-            await drop_row(self.services, key)
-            log.info("a forgotten model's collections dropped", extra={"key": key})
+            store = self._store_for(key)
+            dropped += await store.drop_all()
+            if not await store.shops():  # (a late write made one again: the next sweep drops it, then the row)
+                await drop_row(self.services, key)
+                log.info("a forgotten model's collections dropped", extra={"key": key})
         return dropped
 
     async def sweep(self) -> dict[str, Any]:

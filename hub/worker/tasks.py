@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,9 @@ class BoundedInMemoryBroker(InMemoryBroker):
     async def kick(self, message: BrokerMessage) -> None:
         if self.find_task(message.task_name) is None:
             raise UnknownTaskError(task_name=message.task_name)
-        task = asyncio.create_task(self._run(message))
+        # a fresh context, as a task on another worker would have: nothing of the sender's carries over (the model
+        # slot a sweep or a query pinned: ``Runtime.one_model``)
+        task = asyncio.create_task(self._run(message), context=contextvars.Context())
         self._running_tasks.add(task)
         task.add_done_callback(self._running_tasks.discard)
 

@@ -82,6 +82,7 @@ def same_scores(found: dict[int, float], expected: dict[int, float]) -> bool:
     return found.keys() == expected.keys() and all(abs(found[i] - expected[i]) < 1e-3 for i in found)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"model_drop_delay": 0}])
 async def test_a_model_is_built_beside_the_active_one_switched_to_and_back_without_a_restart(
         settings, other_model, make_shop_for, capsys):
     new_key = model_key(str(other_model))
@@ -99,7 +100,8 @@ async def test_a_model_is_built_beside_the_active_one_switched_to_and_back_witho
             await wait_for_images(client, shop.secret, shop_ids)
         before = {shop: await runtime.store.vectors(shop, shop_ids) for shop, shop_ids in mine.items()}
         code, status = await reindex(settings, capsys)  # the first process registered HUB_MODEL as active
-        assert status == {"active": {"key": old_key, "name": settings.model}, "previous": None, "builds": []}
+        assert status == {"active": {"key": old_key, "name": settings.model}, "previous": None, "builds": [],
+                          "forgotten": []}
 
         # one shop built: the model is not built, and a switch to it is refused
         code, status = await reindex(settings, capsys, model=str(other_model), shop=first["id"])
@@ -181,11 +183,19 @@ async def test_a_model_is_built_beside_the_active_one_switched_to_and_back_witho
         async with runtime.one_model() as pinned:
             code, done = await reindex(settings, capsys, rollback=True)
             assert code == 0 and (done["active"]["key"], done["previous"]["key"]) == (old_key, new_key)
-            assert await runtime.follow()
+            await runtime.follow()  # (or the process's own round did it first)
             assert runtime.slot.key == old_key and runtime.encoder.key == new_key  # (this call chain: pinned)
             found = await runtime.encode_prompt("a red dress")
             assert cosine(found, encoder_of(other_model).encode_prompt("a red dress")) > 0.999
             assert pinned in runtime._retiring  # not closed while in use
+
+            @runtime.broker.task(task_name="hub-test-which-model")
+            async def which_model() -> str:
+                async with runtime.one_model() as slot:
+                    return slot.key
+
+            queued = await which_model.kiq()  # work sent from a pinned call starts afresh, on the current model
+            assert (await queued.wait_result(timeout=30)).return_value == old_key
         assert runtime.encoder.key == old_key
         async with asyncio.timeout(10):
             while pinned in runtime._retiring:
@@ -201,9 +211,10 @@ async def test_a_model_is_built_beside_the_active_one_switched_to_and_back_witho
         code, _ = await reindex(settings, capsys, forget=str(other_model))
         assert code == 0
         code, status = await reindex(settings, capsys)
-        assert status == {"active": {"key": old_key, "name": settings.model}, "previous": None, "builds": []}
+        assert status["active"] == {"key": old_key, "name": settings.model} and status["previous"] is None
+        assert status["forgotten"] in ([new_key], [])  # (until a sweep dropped its collections)
         async with asyncio.timeout(60):
-            while await built.shops():
+            while await built.shops() or (await runtime.registry(fresh=True)).forgotten:
                 await asyncio.sleep(0.1)
         assert (await runtime.registry(fresh=True)).kept == (old_key,)
 
@@ -220,7 +231,7 @@ async def test_reindex_refuses_the_active_model_and_an_unknown_shop(settings, ca
     with pytest.raises(SystemExit, match="no shop 999"):
         await reindex(settings, capsys, model="some/other-model", shop=999)
     code, found = await reindex(settings, capsys)
-    assert (code, found) == (0, {"active": None, "previous": None, "builds": []})  # (no process has started)
+    assert (code, found) == (0, {"active": None, "previous": None, "builds": [], "forgotten": []})  # (none started)
     with pytest.raises(SystemExit, match="not a registered model"):
         await reindex(settings, capsys, switch="some/other-model")
     with pytest.raises(SystemExit, match="no previous model"):

@@ -112,11 +112,21 @@ def check_event(event: CatalogEvent) -> str | None:
 
 @dataclass(frozen=True)
 class CatalogPage:
-    """One page of a full catalog read: its events, the cursor to resume after it, the total if known."""
+    """One page of a full catalog read: its events, the cursor to resume after it, the total if known.
+
+    ``errors``: items of the platform's catalog that could not be read (reported in the sync job; the read goes
+    on). ``state``: what the core keeps once the whole read is done, given to the next read as
+    ``ConnectionContext.catalog_state`` (a feed's ETag and Last-Modified, say). ``unchanged``: the platform says
+    nothing changed since the read that left ``catalog_state`` (an HTTP 304): the core applies nothing and removes
+    nothing, and the page must be the last one.
+    """
 
     events: tuple[CatalogEvent, ...]
     cursor: str | None = None  # None: this was the last page
     total: int | None = None  # number of products on the platform, for progress
+    errors: tuple[RowError, ...] = ()
+    state: dict[str, Any] | None = None
+    unchanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,10 +170,16 @@ class ConnectionContext:
     ``webhook_secret`` is a random secret the core made for this connection and keeps encrypted: give it to a
     platform that signs its deliveries with a secret of our choosing (None for connections made before it existed).
     ``installed_by_app`` says the connection was installed through the operator's app (OAuth).
+
+    In a catalog read, ``catalog_state`` is what the last complete read left (``CatalogPage.state``; ``{}`` at
+    first), and ``bulk_http`` a client for reading one large document as a stream (a product feed): its answers
+    may be as large as a bulk import (``HUB_MAX_IMPORT_BYTES``) and take ``HUB_FEED_DEADLINE`` seconds in all,
+    with the same address checks as ``http`` (None outside catalog reads).
     """
 
     def __init__(self, settings: Any, http: httpx.AsyncClient | None, webhook_url: str,
-                 webhook_secret: str | None = None, installed_by_app: bool = False) -> None:
+                 webhook_secret: str | None = None, installed_by_app: bool = False, *,
+                 catalog_state: dict[str, Any] | None = None, bulk_http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
         self.http = http
         self.webhook_url = webhook_url
@@ -171,12 +187,15 @@ class ConnectionContext:
         # installed through the operator's app (an OAuth install): its deliveries are signed with the app's
         # secret, which every store installed that way shares — a signed body proves the app, not the store
         self.installed_by_app = installed_by_app
+        self.catalog_state = dict(catalog_state or {})
+        self.bulk_http = bulk_http
 
     def using(self, http: httpx.AsyncClient | None, *, webhook_url: str | None = None,
               webhook_secret: str | None = None) -> ConnectionContext:
         """The same connection with another HTTP client (and, when moving webhooks, another URL or secret)."""
         return ConnectionContext(self.settings, http, webhook_url or self.webhook_url,
-                                 webhook_secret or self.webhook_secret, self.installed_by_app)
+                                 webhook_secret or self.webhook_secret, self.installed_by_app,
+                                 catalog_state=self.catalog_state, bulk_http=self.bulk_http)
 
 
 class ConnectorError(Exception):
@@ -198,7 +217,11 @@ class DeliveryRejected(Exception):
 
 @runtime_checkable
 class Connector(Protocol):
-    """A platform connector. ``settings_model`` marks secret fields with ``json_schema_extra={"secret": True}``."""
+    """A platform connector. ``settings_model`` marks secret fields with ``json_schema_extra={"secret": True}``.
+
+    A platform that sends no webhooks (a product feed) sets ``webhooks = False`` on the class: ``verify``
+    refuses every delivery, ``register_webhooks`` makes nothing, and the connector implements ``ScheduledSync``
+    (its catalog is kept current by scheduled reads alone)."""
 
     name: ClassVar[str]
     settings_model: ClassVar[type[BaseModel]]

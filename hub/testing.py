@@ -25,6 +25,10 @@ Subclass ``ConnectorContract`` in your tests and provide these fixtures::
         def webhook_url(self):                          # optional: where your platform's webhooks should point
             return "http://127.0.0.1:9/webhooks/mine/1"
 
+A connector for a platform without webhooks (a product feed) sets ``webhooks = False`` on its class and provides
+no ``genuine_delivery``: the suite then checks that it refuses every delivery and syncs on a schedule
+(``ScheduledSync``) instead.
+
 Two more are required, because a contract that never sees them catches nothing: ``bad_connection_settings``
 (settings with wrong credentials for the same platform: ``check`` must raise ``ConnectorError``; return None only
 if the platform takes no credentials at all) and a catalog of **more than one page** (give the fake platform a
@@ -89,11 +93,17 @@ from hub.connectors import (
     ProductDeleted,
     ProductReader,
     ProductUpserted,
+    ScheduledSync,
     check_event,
     secret_fields,
 )
 
 EVENT_TYPES = (ProductUpserted, ProductDeleted, ProductChanged, ConnectionDisabled, ConnectionErased)
+
+
+def takes_webhooks(connector: Connector) -> bool:
+    """False for a connector whose platform sends no webhooks (``webhooks = False`` on its class)."""
+    return bool(getattr(connector, "webhooks", True))
 MAX_PAGES = 10_000
 
 
@@ -104,6 +114,13 @@ class ConnectorContract:
     @pytest.fixture
     def webhook_url(self) -> str:
         return "http://127.0.0.1:9/webhooks/contract/1"
+
+    @pytest.fixture
+    def genuine_delivery(self, connector: Connector) -> Delivery | None:
+        if takes_webhooks(connector):
+            pytest.fail("provide a genuine_delivery fixture: a signed delivery carrying at least one product event "
+                        "(or set webhooks = False on a connector whose platform sends none)")
+        return None
 
     @pytest.fixture
     def delete_delivery(self) -> Delivery | None:
@@ -139,7 +156,7 @@ class ConnectorContract:
                   webhook_url: str) -> AsyncIterator[ConnectionContext]:
         settings = connector.settings_model.model_validate(connection_settings)
         async with _recording_client() as http:
-            yield ConnectionContext(settings, http, webhook_url)
+            yield ConnectionContext(settings, http, webhook_url, bulk_http=http)
 
     # -- what it declares ------------------------------------------------------------------------------------
 
@@ -190,24 +207,32 @@ class ConnectorContract:
     # -- deliveries ------------------------------------------------------------------------------------------
 
     def test_verify_accepts_a_genuine_delivery(self, connector: Connector, ctx: ConnectionContext,
-                                               genuine_delivery: Delivery) -> None:
+                                               genuine_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return  # no webhooks: test_without_webhooks_every_delivery_is_refused
         assert connector.verify(_no_http(ctx), genuine_delivery) is True
 
     def test_verify_refuses_a_tampered_body(self, connector: Connector, ctx: ConnectionContext,
-                                            genuine_delivery: Delivery) -> None:
+                                            genuine_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return  # no webhooks: test_without_webhooks_every_delivery_is_refused
         body = genuine_delivery.body
         tampered = body[:-1] + bytes([body[-1] ^ 1]) if body else b"x"
         forged = Delivery(genuine_delivery.headers, tampered, genuine_delivery.query)
         assert connector.verify(_no_http(ctx), forged) is False
 
     def test_verify_refuses_a_delivery_without_signature(self, connector: Connector, ctx: ConnectionContext,
-                                                         genuine_delivery: Delivery) -> None:
+                                                         genuine_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return  # no webhooks: test_without_webhooks_every_delivery_is_refused
         bare = Delivery({"content-type": genuine_delivery.headers.get("content-type", "application/json")},
                         genuine_delivery.body)
         assert connector.verify(_no_http(ctx), bare) is False
 
     def test_parse_gives_typed_valid_events_and_a_delivery_id(self, connector: Connector, ctx: ConnectionContext,
-                                                              genuine_delivery: Delivery) -> None:
+                                                              genuine_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return  # no webhooks: test_without_webhooks_every_delivery_is_refused
         parsed = connector.parse(_no_http(ctx), genuine_delivery)
         assert isinstance(parsed, ParsedDelivery)
         assert parsed.delivery_id, "a delivery id is what replays are recognised by"
@@ -220,9 +245,11 @@ class ConnectorContract:
         _assert_credential_free(parsed.events, ctx)
 
     def test_a_connector_that_sends_product_changed_reads_products(
-            self, connector: Connector, ctx: ConnectionContext, genuine_delivery: Delivery,
+            self, connector: Connector, ctx: ConnectionContext, genuine_delivery: Delivery | None,
             delete_delivery: Delivery | None, child_delivery: tuple[Delivery, str] | None) -> None:
         deliveries = [genuine_delivery, delete_delivery, child_delivery[0] if child_delivery else None]
+        if genuine_delivery is None:
+            return
         changed = [e for d in deliveries if d is not None for e in connector.parse(_no_http(ctx), d).events
                    if isinstance(e, ProductChanged)]
         if changed:
@@ -268,6 +295,8 @@ class ConnectorContract:
 
     def test_a_stale_delivery_is_refused(self, connector: Connector, ctx: ConnectionContext,
                                          stale_delivery: Delivery | None) -> None:
+        if not takes_webhooks(connector):
+            return
         if stale_delivery is None:
             pytest.skip("provide a stale_delivery fixture (genuinely signed, too old) to check replays of old "
                         "deliveries are refused")
@@ -277,14 +306,18 @@ class ConnectorContract:
             connector.parse(_no_http(ctx), stale_delivery)
 
     def test_parse_rejects_a_malformed_body(self, connector: Connector, ctx: ConnectionContext,
-                                            genuine_delivery: Delivery) -> None:
+                                            genuine_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return  # no webhooks: test_without_webhooks_every_delivery_is_refused
         for body in (b"{not json", b"", b"[]", b'{"unexpected": true}'):
             with pytest.raises(DeliveryRejected):
                 connector.parse(_no_http(ctx), Delivery(genuine_delivery.headers, body, genuine_delivery.query))
 
     def test_a_delete_is_a_delete_and_a_product_body_never_is(self, connector: Connector, ctx: ConnectionContext,
-                                                              genuine_delivery: Delivery,
+                                                              genuine_delivery: Delivery | None,
                                                               delete_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return
         if delete_delivery is None:
             pytest.skip("provide a delete_delivery fixture to check deletes")
         events = connector.parse(_no_http(ctx), delete_delivery).events
@@ -302,6 +335,8 @@ class ConnectorContract:
 
     def test_a_child_record_is_a_change_of_its_parent(self, connector: Connector, ctx: ConnectionContext,
                                                       child_delivery: tuple[Delivery, str] | None) -> None:
+        if not takes_webhooks(connector):
+            return
         if child_delivery is None:
             pytest.skip("provide a child_delivery fixture (a variation's delivery, its parent's id) to check it")
         delivery, parent = child_delivery
@@ -313,8 +348,10 @@ class ConnectorContract:
                 f"a child record became product {event.external_id!r}; it belongs to {parent!r}"
 
     def test_deliveries_sharing_an_id_are_each_parsed(self, connector: Connector, ctx: ConnectionContext,
-                                                      genuine_delivery: Delivery,
+                                                      genuine_delivery: Delivery | None,
                                                       same_id_delivery: Delivery | None) -> None:
+        if genuine_delivery is None:
+            return
         if same_id_delivery is None:
             pytest.skip("provide a same_id_delivery fixture to check deliveries sharing a delivery id")
         first = connector.parse(_no_http(ctx), genuine_delivery)
@@ -322,6 +359,24 @@ class ConnectorContract:
         assert first.delivery_id == second.delivery_id, "the fixture's deliveries should share their delivery id"
         assert second.events and second.events != first.events, \
             "two different bodies under one delivery id are two changes: the core applies both"
+
+    @pytest.mark.asyncio
+    async def test_without_webhooks_every_delivery_is_refused_and_the_catalog_is_read_on_a_schedule(
+            self, connector: Connector, ctx: ConnectionContext, connection_settings: dict[str, Any]) -> None:
+        if takes_webhooks(connector):
+            return
+        for body in (b"", b"{}", b'{"event": "product.created", "product": {"id": 1}}', b"<rss/>"):
+            delivery = Delivery({"content-type": "application/json"}, body)
+            assert connector.verify(_no_http(ctx), delivery) is False, "a connector without webhooks verifies none"
+            with pytest.raises(DeliveryRejected):
+                connector.parse(_no_http(ctx), delivery)
+        sent = _sent(ctx)
+        state = await connector.register_webhooks(ctx)
+        assert state == {} and _sent(ctx) == sent, "a connector without webhooks registers none on the platform"
+        assert isinstance(connector, ScheduledSync), \
+            "a platform without webhooks is kept current by scheduled reads: implement sync_interval_minutes"
+        minutes = connector.sync_interval_minutes(connector.settings_model.model_validate(connection_settings))
+        assert minutes is not None and minutes >= 5, "a connector without webhooks must sync on a schedule (>= 5)"
 
     # -- the catalog -----------------------------------------------------------------------------------------
 

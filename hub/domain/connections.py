@@ -46,6 +46,14 @@ def platform_client(settings: Settings) -> httpx.AsyncClient:
                           deadline=settings.platform_deadline, read_timeout=PLATFORM_TIMEOUT)
 
 
+def bulk_client(settings: Settings) -> httpx.AsyncClient:
+    """The client a catalog read gets for one large document (a product feed): the platform client's address
+    checks, an answer as large as a bulk import (HUB_MAX_IMPORT_BYTES) read within HUB_FEED_DEADLINE, at 8 KB/s
+    at least after 5 s."""
+    return limited_client(allow_private=settings.allow_private_fetch, max_bytes=settings.max_import_bytes,
+                          deadline=settings.feed_deadline, read_timeout=PLATFORM_TIMEOUT, min_rate=8192)
+
+
 class WebhookStatus(TypedDict):
     """Where the connection's webhooks point; ``current`` is false when HUB_PUBLIC_URL moved away from there
     (the hub moves them, and says why in ``problem`` if it cannot)."""
@@ -57,7 +65,9 @@ class WebhookStatus(TypedDict):
 
 class ConnectionOut(TypedDict):
     """A connection: ``settings`` without its secrets (``secret_settings`` names them: write-only), ``status``
-    connecting → active, or disabled (uninstalled on the platform) or erased; ``sync_job`` when one started."""
+    connecting → active, or disabled (uninstalled on the platform) or erased; ``sync_error`` why its last
+    catalog read failed (the catalog is kept as it was; null once a read succeeds); ``sync_job`` when one
+    started."""
 
     id: int
     connector: str
@@ -71,6 +81,7 @@ class ConnectionOut(TypedDict):
     webhooks: WebhookStatus
     sync_interval_minutes: int | None
     next_sync_at: datetime | None
+    sync_error: str | None
     created_at: datetime
     updated_at: datetime | None
 
@@ -97,6 +108,7 @@ def connection_json(row: Connection, connector: Connector | None, services: Serv
         "webhooks": webhook_status(row, services),
         "sync_interval_minutes": row.sync_interval_minutes,
         "next_sync_at": row.next_sync_at,
+        "sync_error": row.sync_error,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -139,10 +151,12 @@ def schedule_next_sync(row: Connection) -> None:
 
 
 async def start_sync(pipeline: Any, db: Any, row: Connection) -> Any:
-    """A full catalog read as a job (409 while one runs); the next scheduled one moves an interval on."""
+    """A full catalog read as a job (409 while one runs); the next scheduled one moves an interval on. Without a
+    pipeline in this process (a command), a running service's sweep starts the queued job."""
     schedule_next_sync(row)  # committed with the job, or rolled back with it
     job = await create_job(db, row.shop_id, "sync", {}, connection_id=row.id)
-    await pipeline.job_queued(job.id)
+    if pipeline is not None:
+        await pipeline.job_queued(job.id)
     return job
 
 

@@ -51,12 +51,14 @@ class Services:
         return f"{self.settings.public_url}/webhooks/{row.connector}/{row.id}"
 
     def context(self, row: Connection, connector: Connector, http: Any,
-                webhook_url: str | None = None) -> ConnectionContext:
+                webhook_url: str | None = None, bulk_http: Any = None) -> ConnectionContext:
         """The connector's view of a connection: settings with the secrets decrypted, the connection's webhook
-        secret, an HTTP client, and the webhook URL (by default the one its webhooks were registered at)."""
+        secret, an HTTP client, the webhook URL (by default the one its webhooks were registered at), and in a
+        catalog read the client for large documents and what the last complete read left."""
         opened = self.secrets.open(row.secrets)
         webhook_secret = opened.pop(WEBHOOK_SECRET, None)
         values = dict(row.settings) | opened
         return ConnectionContext(connector.settings_model.model_validate(values), http,
                                  webhook_url or row.webhook_url or self.webhook_url(row), webhook_secret,
-                                 installed_by_app=bool(row.via_app))
+                                 installed_by_app=bool(row.via_app), catalog_state=row.catalog_state or {},
+                                 bulk_http=bulk_http)

@@ -2,19 +2,27 @@
 
 Each page is applied and the job's progress and cursor are committed in one transaction, so a restarted job
 neither skips nor double-counts a page. When the whole catalog has been read, products the platform no longer
-lists (a delete webhook that never arrived) are removed.
+lists (a delete webhook that never arrived) are removed, and what the read left for the next one is kept
+(``CatalogPage.state``). A platform that says nothing changed (``CatalogPage.unchanged``) changes nothing. A read
+that fails keeps the catalog as it was and says why on the connection (``sync_error``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.connectors import check_event
+from hub.connectors import CatalogPage, ConnectorError, check_event
 from hub.domain.catalog import CatalogWriter, Changes, notify
-from hub.domain.connections import platform_client
+from hub.domain.connections import bulk_client, platform_client
 from hub.domain.jobs import END, JobFailed, JobProgress
 from hub.db.models import Connection, utcnow
 from hub.domain.services import Services
+from hub.net import DeadlineExceeded, ResponseTooLarge
+
+UNCHANGED = "unchanged"  # the job's result when the platform said nothing changed
 
 
 async def _writer(services: Services, session: AsyncSession, connection_id: int) -> CatalogWriter:
@@ -26,12 +34,42 @@ async def _writer(services: Services, session: AsyncSession, connection_id: int)
     return await CatalogWriter.open(session, connection, utcnow() + services.settings.lease)
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a read failed, in the shop's words (no stack, no credentials: the platform's URL is the shop's)."""
+    if isinstance(exc, ConnectorError | JobFailed):
+        return str(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"the platform answered HTTP {exc.response.status_code}"
+    if isinstance(exc, ResponseTooLarge | DeadlineExceeded):
+        return str(exc)
+    if isinstance(exc, httpx.TransportError):
+        return f"the platform cannot be reached ({type(exc).__name__})"
+    return f"the read failed ({type(exc).__name__})"
+
+
+async def _record(services: Services, connection_id: int, error: str | None) -> None:
+    async with services.sessions() as session:
+        row = await session.get(Connection, connection_id)
+        if row is not None and row.sync_error != error:
+            row.sync_error = error
+            await session.commit()
+
+
 async def run_sync(services: Services, progress: JobProgress) -> None:
     job = progress.job
     if job.connection_id is None:
         raise JobFailed("a sync job needs a connection")
+    try:
+        await _run(services, progress, job.connection_id)
+    except Exception as exc:
+        await _record(services, job.connection_id, _reason(exc)[:1000])
+        raise
+
+
+async def _run(services: Services, progress: JobProgress, connection_id: int) -> None:
+    job = progress.job
     async with services.sessions() as session:
-        connection = await session.get(Connection, job.connection_id)
+        connection = await session.get(Connection, connection_id)
         if connection is None:
             raise JobFailed("the connection was deleted")
         shop_id = connection.shop_id
@@ -39,27 +77,64 @@ async def run_sync(services: Services, progress: JobProgress) -> None:
     if connector is None:
         raise JobFailed(f"the {connection.connector} connector is not installed")
 
+    state: dict[str, Any] | None = None
     if job.cursor != END:
-        async with platform_client(services.settings) as http:
-            ctx = services.context(connection, connector, http)
+        async with platform_client(services.settings) as http, bulk_client(services.settings) as bulk:
+            ctx = services.context(connection, connector, http, bulk_http=bulk)
             async for page in connector.catalog(ctx, job.cursor):
-                problems = [(event, check_event(event)) for event in page.events]
-                good = [event for event, problem in problems if problem is None]
-                errors = [{"item": getattr(event, "external_id", ""), "error": problem}
-                          for event, problem in problems if problem is not None]
-                async with services.sessions() as session:
-                    writer = await _writer(services, session, job.connection_id)
-                    changes = await writer.apply(good, seen_job_id=job.id)
-                    await progress.advance(session, done=len(good), failed=len(errors), errors=errors,
-                                           cursor=page.cursor or END, total=page.total, result=changes.counts)
-                    await session.commit()
-                await notify(services.pipeline, services.media, shop_id, changes)
+                state = page.state if page.state is not None else state
+                if page.unchanged:
+                    await _unchanged(services, progress, connection_id, state)
+                    return
+                await _apply(services, progress, connection_id, shop_id, page)
                 if not page.cursor:
                     break
+    elif (job.result or {}).get(UNCHANGED):
+        return  # (resumed after an unchanged read was recorded)
 
     async with services.sessions() as session:
-        writer = await _writer(services, session, job.connection_id)
+        writer = await _writer(services, session, connection_id)
         removed: Changes = await writer.remove_unseen(job.id, progress.job.started_at or job.created_at)
         await progress.advance(session, cursor=END, result=removed.counts)
+        row = await session.get(Connection, connection_id)
+        if row is not None:
+            row.sync_error = None
+            if state is not None:
+                row.catalog_state = state
         await session.commit()
     await notify(services.pipeline, services.media, shop_id, removed)
+
+
+async def _apply(services: Services, progress: JobProgress, connection_id: int, shop_id: int,
+                 page: CatalogPage) -> None:
+    job = progress.job
+    problems = [(event, check_event(event)) for event in page.events]
+    good = [event for event, problem in problems if problem is None]
+    errors = [{"item": getattr(event, "external_id", ""), "error": problem}
+              for event, problem in problems if problem is not None]
+    errors += [{"item": e.item or (str(e.line) if e.line is not None else ""), "error": e.error[:500],
+                **({"line": e.line} if e.line is not None else {})} for e in page.errors]
+    limit = services.settings.max_import_rows
+    if progress.job.done + progress.job.failed + len(good) > limit:
+        raise JobFailed(f"the catalog has more than {limit:,} products (HUB_MAX_IMPORT_ROWS); nothing was removed")
+    async with services.sessions() as session:
+        writer = await _writer(services, session, connection_id)
+        changes = await writer.apply(good, seen_job_id=job.id)
+        await progress.advance(session, done=len(good), failed=len(errors), errors=errors,
+                               cursor=page.cursor or END, total=page.total, result=changes.counts)
+        await session.commit()
+    await notify(services.pipeline, services.media, shop_id, changes)
+
+
+async def _unchanged(services: Services, progress: JobProgress, connection_id: int,
+                     state: dict[str, Any] | None) -> None:
+    """Nothing changed since the last complete read: the job says so, the catalog stays, nothing is removed."""
+    async with services.sessions() as session:
+        await _writer(services, session, connection_id)  # (the connection is still there and active)
+        await progress.advance(session, cursor=END, result={UNCHANGED: 1})
+        row = await session.get(Connection, connection_id)
+        if row is not None:
+            row.sync_error = None
+            if state is not None:
+                row.catalog_state = state
+        await session.commit()

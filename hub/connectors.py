@@ -118,7 +118,8 @@ class CatalogPage:
     on). ``state``: what the core keeps once the whole read is done, given to the next read as
     ``ConnectionContext.catalog_state`` (a feed's ETag and Last-Modified, say). ``unchanged``: the platform says
     nothing changed since the read that left ``catalog_state`` (an HTTP 304): the core applies nothing and removes
-    nothing, and the page must be the last one.
+    nothing, and the page must be the last one. A page without events (with the cursor to resume from) is how a
+    read that goes on long without one renews its job's lease.
     """
 
     events: tuple[CatalogEvent, ...]
@@ -171,10 +172,10 @@ class ConnectionContext:
     platform that signs its deliveries with a secret of our choosing (None for connections made before it existed).
     ``installed_by_app`` says the connection was installed through the operator's app (OAuth).
 
-    In a catalog read, ``catalog_state`` is what the last complete read left (``CatalogPage.state``; ``{}`` at
-    first), and ``bulk_http`` a client for reading one large document as a stream (a product feed): its answers
-    may be as large as a bulk import (``HUB_MAX_IMPORT_BYTES``) and take ``HUB_FEED_DEADLINE`` seconds in all,
-    with the same address checks as ``http`` (None outside catalog reads).
+    In a scheduled catalog read, ``catalog_state`` is what the last complete read left (``CatalogPage.state``;
+    ``{}`` at first, and in a read the shop asked for or after reconnecting: those read everything). In a catalog read and in ``check``, ``bulk_http`` is a client for reading one large document as a
+    stream (a product feed): its answers may be as large as a bulk import (``HUB_MAX_IMPORT_BYTES``) and take
+    ``HUB_FEED_DEADLINE`` seconds in all, with the same address checks as ``http`` (None elsewhere).
     """
 
     def __init__(self, settings: Any, http: httpx.AsyncClient | None, webhook_url: str,

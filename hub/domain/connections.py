@@ -302,8 +302,9 @@ async def open_connection(
     url = services.webhook_url(row)
 
     async def connect(http: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-        ctx = ConnectionContext(validated, http, url, webhook_secret, installed_by_app=via_app)
-        info = await connector.check(ctx) or {}
+        async with bulk_client(services.settings) as bulk:  # (a check may read the beginning of a large feed)
+            ctx = ConnectionContext(validated, http, url, webhook_secret, installed_by_app=via_app, bulk_http=bulk)
+            info = await connector.check(ctx) or {}
         if old_webhooks and old_context is not None:
             with contextlib.suppress(ConnectorError, httpx.HTTPError):
                 await connector.unregister_webhooks(old_context.using(http), old_webhooks)
@@ -328,6 +329,7 @@ async def open_connection(
                                           | {WEBHOOK_SECRET: webhook_secret})
     fresh.info, fresh.webhook_state, fresh.webhook_url = info, webhook_state, url
     fresh.status, fresh.via_app = "active", via_app or fresh.via_app
+    fresh.catalog_state, fresh.sync_error = {}, None  # (settings that may name another catalog: read it whole)
     if sync_interval is not None:
         fresh.sync_interval_minutes = interval
     elif existing is None:

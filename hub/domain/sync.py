@@ -9,17 +9,20 @@ that fails keeps the catalog as it was and says why on the connection (``sync_er
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.connectors import CatalogPage, ConnectorError, check_event
 from hub.domain.catalog import CatalogWriter, Changes, notify
 from hub.domain.connections import bulk_client, platform_client
 from hub.domain.jobs import END, JobFailed, JobProgress
-from hub.db.models import Connection, utcnow
+from hub.db.models import Connection, Product, utcnow
 from hub.domain.services import Services
+from hub.logs import redact
 from hub.net import DeadlineExceeded, ResponseTooLarge
 
 UNCHANGED = "unchanged"  # the job's result when the platform said nothing changed
@@ -62,7 +65,8 @@ async def run_sync(services: Services, progress: JobProgress) -> None:
     try:
         await _run(services, progress, job.connection_id)
     except Exception as exc:
-        await _record(services, job.connection_id, _reason(exc)[:1000])
+        with contextlib.suppress(Exception):  # (the database down: the job's own failure says it)
+            await _record(services, job.connection_id, redact(_reason(exc))[:1000])
         raise
 
 
@@ -81,6 +85,8 @@ async def _run(services: Services, progress: JobProgress, connection_id: int) ->
     if job.cursor != END:
         async with platform_client(services.settings) as http, bulk_client(services.settings) as bulk:
             ctx = services.context(connection, connector, http, bulk_http=bulk)
+            if not (job.params or {}).get("scheduled"):
+                ctx.catalog_state = {}  # (asked for, or the first: the whole catalog, not "has it changed")
             async for page in connector.catalog(ctx, job.cursor):
                 state = page.state if page.state is not None else state
                 if page.unchanged:
@@ -94,6 +100,10 @@ async def _run(services: Services, progress: JobProgress, connection_id: int) ->
 
     async with services.sessions() as session:
         writer = await _writer(services, session, connection_id)
+        if not progress.job.done and await session.scalar(select(Product.id).where(
+                Product.connection_id == connection_id, Product.status != "deleted").limit(1)) is not None:
+            raise JobFailed("the catalog read found no product it could apply (an empty feed, or every item "
+                            "unreadable: see the job's errors); nothing was removed")
         removed: Changes = await writer.remove_unseen(job.id, progress.job.started_at or job.created_at)
         await progress.advance(session, cursor=END, result=removed.counts)
         row = await session.get(Connection, connection_id)
@@ -115,7 +125,7 @@ async def _apply(services: Services, progress: JobProgress, connection_id: int, 
     errors += [{"item": e.item or (str(e.line) if e.line is not None else ""), "error": e.error[:500],
                 **({"line": e.line} if e.line is not None else {})} for e in page.errors]
     limit = services.settings.max_import_rows
-    if progress.job.done + progress.job.failed + len(good) > limit:
+    if progress.job.done + len(good) > limit:
         raise JobFailed(f"the catalog has more than {limit:,} products (HUB_MAX_IMPORT_ROWS); nothing was removed")
     async with services.sessions() as session:
         writer = await _writer(services, session, connection_id)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from hub.connectors import (
     CatalogPage,
+    RowError,
     ConnectionContext,
     ConnectorError,
     Delivery,
@@ -32,6 +33,7 @@ from hub.plugins.feed.products import Products
 PAGE = 250  # products per catalog page: each is applied and committed with the job's cursor
 MAX_ITEMS = 5_000_000  # items one read goes through (the core also bounds the products: HUB_MAX_IMPORT_ROWS)
 CHECK_BYTES = 256 * 1024  # what connecting reads of the feed to know it is one
+HEARTBEAT_ITEMS = 5000  # items read without a page before an empty one renews the job's lease
 
 
 class FeedSettings(BaseModel):
@@ -45,7 +47,13 @@ class FeedSettings(BaseModel):
     @field_validator("feed_url")
     @classmethod
     def _no_credentials(cls, value: str) -> str:
-        if "@" in httpx.URL(value).netloc.decode(errors="replace"):
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if not url.host:
+            raise ValueError("the feed URL has no host")
+        if url.userinfo:
             raise ValueError("put the feed's username and password in their own settings, not in the URL (the URL "
                              "is shown; the password is kept encrypted)")
         return value
@@ -81,11 +89,12 @@ class FeedConnector:
 
     async def check(self, ctx: ConnectionContext) -> dict[str, Any]:
         """Read the feed's beginning: it must answer, and be a feed (not an HTML page) with items in it."""
-        assert ctx.http is not None
+        http = ctx.bulk_http or ctx.http  # (the platform client refuses an answer larger than an API call's)
+        assert http is not None
         settings: FeedSettings = ctx.settings
         items: list[Any] = []
         try:
-            async with ctx.http.stream("GET", settings.feed_url, auth=_auth(settings)) as response:
+            async with http.stream("GET", settings.feed_url, auth=_auth(settings)) as response:
                 if response.status_code != 200:
                     raise _refused(response.status_code, _auth(settings) is not None)
                 async with contextlib.aclosing(feed_items(_beginning(response, CHECK_BYTES))) as reader:
@@ -119,15 +128,19 @@ class FeedConnector:
         return settings.interval_minutes
 
     async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
-        """Every product of the feed, ``PAGE`` at a time; the cursor is the number of pages applied, and a
-        resumed read reads the feed again from its start and skips them."""
+        """Every product of the feed, ``PAGE`` at a time. The cursor is the number of pages applied and the
+        version of the feed they came from (its ETag or Last-Modified): a resumed read reads the feed again and
+        skips them only if it is still that version, and starts over otherwise (applying a page again changes
+        nothing). A read that goes on for ``HEARTBEAT_ITEMS`` items without a page (skipping, or items that all
+        fail) yields an empty one, which renews the job's lease."""
         http = ctx.bulk_http or ctx.http
         assert http is not None
         settings: FeedSettings = ctx.settings
-        skip = int(cursor or 0)
+        skip, _, version = (cursor or "0:").partition(":")
+        applied = int(skip) if skip.isdigit() else 0
         known = ctx.catalog_state
         headers = {}
-        if not skip:  # (a resumed read must read the whole feed again, whatever the last read saw)
+        if not applied:  # (a resumed read reads the whole feed again, whatever the last complete read saw)
             if known.get("etag"):
                 headers["If-None-Match"] = str(known["etag"])
             if known.get("last_modified"):
@@ -140,34 +153,47 @@ class FeedConnector:
                 raise _refused(response.status_code, _auth(settings) is not None)
             state = {k: v for k, v in (("etag", response.headers.get("etag")),
                                        ("last_modified", response.headers.get("last-modified"))) if v}
+            now = str(state.get("etag") or state.get("last_modified") or "")
+            if applied and (not now or now != version):
+                applied = 0  # (another version of the feed, or one that cannot tell: every page again)
             products = Products()
             events: list[Any] = []
-            number = 0
+            number = since_page = 0
 
             def page(last: bool) -> CatalogPage | None:
-                nonlocal events, number
+                nonlocal events, number, since_page
                 number += 1
+                since_page = 0
                 taken, events = events[:PAGE], events[PAGE:]
                 errors, products.errors = tuple(products.errors), []
-                if number <= skip:
+                if last and products.more_errors:
+                    errors += (RowError(None, f"{products.more_errors:,} more item(s) could not be read"),)
+                if number <= applied and not last:
                     return None
-                return CatalogPage(tuple(taken), None if last else str(number), state=state, errors=errors)
+                return CatalogPage(tuple(taken) if number > applied else (), None if last else f"{number}:{now}",
+                                   state=state, errors=errors)
 
-            async for item in feed_items(response.aiter_bytes()):
-                if item.position > MAX_ITEMS:
-                    raise ConnectorError(f"the feed has more than {MAX_ITEMS:,} items")
-                events += products.add(item)
-                if len(events) >= PAGE:
-                    found = page(last=False)
-                    if found is not None:
-                        yield found
+            async with contextlib.aclosing(feed_items(response.aiter_bytes())) as items:
+                async for item in items:
+                    if item.position > MAX_ITEMS:
+                        raise ConnectorError(f"the feed has more than {MAX_ITEMS:,} items")
+                    events += products.add(item)
+                    since_page += 1
+                    if len(events) >= PAGE:
+                        found = page(last=False)
+                        if found is not None:
+                            yield found
+                    elif since_page >= HEARTBEAT_ITEMS:
+                        since_page = 0
+                        yield CatalogPage((), f"{max(number, applied)}:{now}")
             events += products.finish()
             while len(events) > PAGE:
                 found = page(last=False)
                 if found is not None:
                     yield found
             found = page(last=True)
-            yield found if found is not None else CatalogPage((), None, state=state)
+            assert found is not None
+            yield found
 
 
 @hookimpl

@@ -2,8 +2,10 @@
 images, the lowest price its price, in stock if any is), an item without a group is a product of its own.
 
 Variants of a group usually come one after the other; those that come later still join their product, which is
-then given again with every image so far (a ``ProductUpserted`` carries the complete list). Only the groups still
-open, and for groups already given their images and offers, are kept in memory: never the feed.
+then given again, whole (a ``ProductUpserted`` carries the complete list of images). So kept in memory are the
+groups still open (the last ``OPEN_GROUPS``), every item id seen (a duplicate is refused), and of every group
+already given what giving it again needs but its description (a late variant brings its own): memory grows with
+the number of products, never with the feed's bytes.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from hub.plugins.feed.formats import FeedItem
 
 OPEN_GROUPS = 200  # groups kept open for more variants before they are given
 MAX_IMAGES = 50  # photos of one product (its variants' together)
+MAX_LINKS = 200  # image links of one item looked at
 MAX_TAGS = 30
-GROUP_PREFIX = "group:"  # a group's product id (an item id never collides with it)
-AVAILABLE = {"in stock", "in_stock", "instock", "preorder", "pre_order", "backorder", "back_order",
-             "available for order", "limited availability"}
-UNAVAILABLE = {"out of stock", "out_of_stock", "outofstock", "discontinued", "sold out", "soldout"}
+MAX_ERRORS = 1000  # item problems kept per read (the job keeps fewer); the rest are counted
+GROUP_PREFIX = "group:"  # a group's product id
+# availability, lower case without spaces, underscores or dashes (schema.org's URLs: their last part)
+UNAVAILABLE = {"outofstock", "discontinued", "soldout", "unavailable"}
 AGE_GROUPS = {"newborn": "Babies", "infant": "Babies", "toddler": "Kids", "kids": "Kids", "adult": "Adults"}
 TAG_ATTRIBUTES = ("color", "material", "pattern", "gender")
+CURRENCY_SIGNS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR", "₩": "KRW", "₺": "TRY", "zł": "PLN"}
 
 
 class ItemError(Exception):
@@ -37,19 +41,37 @@ def image_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:24]
 
 
-def _price(value: str) -> tuple[Decimal | None, str | None]:
-    """"15.00 USD", "USD 15.00", "1,299.50 EUR" or "15,00 EUR" → (amount, currency)."""
-    currency = next(iter(re.findall(r"\b[A-Z]{3}\b", value)), None)
-    number = re.search(r"\d[\d.,]*", value)
+def parse_price(value: str) -> tuple[Decimal | None, str | None]:
+    """"15.00 USD", "USD 15.00", "1,299.50 EUR", "1.299,50 EUR", "1 299,50 €" or "15,00 EUR" → (amount, currency);
+    a negative or unreadable amount is None."""
+    codes = re.findall(r"(?<![A-Za-z])[A-Za-z]{3}(?![A-Za-z])", value)
+    currency = codes[0].upper() if codes else next((code for sign, code in CURRENCY_SIGNS.items() if sign in value),
+                                                   None)
+    if re.search(r"-\s*\d", value):
+        return None, currency
+    number = re.search(r"\d[\d.,\s\u00a0\u202f']*", value)
     if number is None:
         return None, currency
-    digits = number.group(0).rstrip(".,")
-    if "," in digits and "." not in digits and re.fullmatch(r"\d+,\d{1,2}", digits):
-        digits = digits.replace(",", ".")  # a decimal comma
+    digits = re.sub(r"[\s\u00a0\u202f']", "", number.group(0)).rstrip(".,")
+    last_dot, last_comma = digits.rfind("."), digits.rfind(",")
+    if last_comma > last_dot and len(digits) - last_comma - 1 in (1, 2):  # a decimal comma: 15,00 / 1.299,50
+        digits = digits.replace(".", "").replace(",", ".")
+    else:  # a decimal point, or none: commas (and any point but the last) group thousands
+        digits = digits.replace(",", "")
+        if digits.count(".") > 1:
+            whole, _, cents = digits.rpartition(".")
+            digits = f"{whole.replace('.', '')}.{cents}"
     try:
-        return Decimal(digits.replace(",", "")), currency
+        amount = Decimal(digits)
     except InvalidOperation:
         return None, currency
+    return (amount if amount.is_finite() else None), currency
+
+
+def available(value: str) -> bool:
+    """In stock unless the feed says otherwise ("out of stock", "out_of_stock", schema.org's OutOfStock…)."""
+    word = re.sub(r"[\s_\-]", "", value.rsplit("/", 1)[-1].lower())
+    return word not in UNAVAILABLE
 
 
 def _url_ok(url: str) -> bool:
@@ -57,9 +79,13 @@ def _url_ok(url: str) -> bool:
 
 
 @dataclass
-class Offer:
-    """What a product keeps of its variants once it has been given: enough to give it again, whole."""
+class Given:
+    """What a product keeps once it has been given: enough to give it again, whole, but its description."""
 
+    title: str = ""
+    url: str | None = None
+    category_hint: str | None = None
+    tags: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     price: Decimal | None = None
     currency: str | None = None
@@ -69,37 +95,35 @@ class Offer:
 @dataclass
 class Draft:
     external_id: str
-    title: str = ""
+    kept: Given = field(default_factory=Given)
     description: str = ""
-    url: str | None = None
-    category_hint: str | None = None
-    tags: list[str] = field(default_factory=list)
-    offer: Offer = field(default_factory=Offer)
 
     def event(self) -> ProductUpserted:
-        images = tuple(CatalogImage(external_id=image_id(url), url=url, position=n)
-                       for n, url in enumerate(self.offer.images))
+        kept = self.kept
+        images = tuple(CatalogImage(external_id=image_id(url), url=url, position=n) for n, url in enumerate(kept.images))
         return ProductUpserted(
-            external_id=self.external_id, title=self.title[:500], description=self.description, url=self.url,
-            images=images, category_hint=self.category_hint, tags=tuple(dict.fromkeys(self.tags))[:MAX_TAGS],
-            price=self.offer.price, currency=self.offer.currency, available=self.offer.available)
+            external_id=self.external_id, title=kept.title[:500], description=self.description, url=kept.url,
+            images=images, category_hint=kept.category_hint, tags=tuple(dict.fromkeys(kept.tags))[:MAX_TAGS],
+            price=kept.price, currency=kept.currency, available=kept.available)
 
 
 class Products:
     """Feed items in, products out (``add`` gives what is complete, ``finish`` the rest); ``errors`` collects
-    the items that could not be read."""
+    the items that could not be read (at most ``MAX_ERRORS``; ``more_errors`` counts the rest)."""
 
     def __init__(self) -> None:
         self._open: OrderedDict[str, Draft] = OrderedDict()
-        self._given: dict[str, Offer] = {}  # groups already given: a later variant brings them back
+        self._given: dict[str, Given] = {}  # groups already given: a later variant brings them back
         self._item_ids: set[str] = set()
         self.errors: list[RowError] = []
+        self.more_errors = 0
+        self._reported = 0
 
     def add(self, item: FeedItem) -> list[ProductUpserted]:
         try:
             self._merge(item)
         except ItemError as exc:
-            self.errors.append(RowError(item.position, str(exc), item=item.first("id")[:MAX_EXTERNAL_ID]))
+            self._report(item, str(exc))
             return []
         ready = []
         while len(self._open) > OPEN_GROUPS:
@@ -109,55 +133,67 @@ class Products:
     def finish(self) -> list[ProductUpserted]:
         return [self._give(key) for key in list(self._open)]
 
+    def _report(self, item: FeedItem, error: str) -> None:
+        if self._reported >= MAX_ERRORS:
+            self.more_errors += 1
+            return
+        self._reported += 1
+        self.errors.append(RowError(item.position, error[:500], item=item.first("id")[:MAX_EXTERNAL_ID]))
+
     def _give(self, key: str) -> ProductUpserted:
         draft = self._open.pop(key)
         if key.startswith(GROUP_PREFIX):
-            self._given[key] = draft.offer
+            self._given[key] = draft.kept
         return draft.event()
 
     def _merge(self, item: FeedItem) -> None:
+        if item.problem:
+            raise ItemError(item.problem)
         ident = item.first("id")
         if not ident:
             raise ItemError("the item has no id (g:id)")
-        if len(ident) > MAX_EXTERNAL_ID - len(GROUP_PREFIX):
-            raise ItemError(f"the item's id is longer than {MAX_EXTERNAL_ID - len(GROUP_PREFIX)} characters")
+        if len(ident) > MAX_EXTERNAL_ID or ident.startswith(GROUP_PREFIX):
+            raise ItemError(f"the item's id must be 1-{MAX_EXTERNAL_ID} characters and not start with "
+                            f"{GROUP_PREFIX!r}")
         if ident in self._item_ids:
             raise ItemError(f"item {ident} comes twice in the feed; the first one counts")
-        links = [*item.fields.get("image_link", [])[:1], *item.fields.get("additional_image_link", [])]
-        usable = [url for url in links if _url_ok(url)]
-        if not item.fields.get("image_link") or not _url_ok(item.first("image_link")):
-            raise ItemError(f"item {ident} has no image_link (an absolute http(s) URL)" if not
-                            item.fields.get("image_link") else
+        main = item.first("image_link")
+        if not main or not _url_ok(main):
+            raise ItemError(f"item {ident} has no image_link (an absolute http(s) URL)" if not main else
                             f"item {ident}: image_link is not an absolute http(s) URL without credentials")
         self._item_ids.add(ident)
-        for url in links:
-            if url not in usable:
-                self.errors.append(RowError(item.position, f"item {ident}: additional_image_link {url[:200]!r} is "
-                                            "not an absolute http(s) URL without credentials; left out", item=ident))
+        extra = item.fields.get("additional_image_link", [])
+        links = list(dict.fromkeys([main, *extra[:MAX_LINKS]]))
+        usable = [url for url in links if _url_ok(url)]
+        bad = len(links) - len(usable) + max(0, len(extra) - MAX_LINKS)
+        if bad:
+            self._report(item, f"item {ident}: {bad} additional_image_link value(s) are not absolute http(s) URLs "
+                               f"without credentials, or past the first {MAX_LINKS}; left out")
         group = item.first("item_group_id")
         key = f"{GROUP_PREFIX}{group[:MAX_EXTERNAL_ID - len(GROUP_PREFIX)]}" if group else ident
         draft = self._open.get(key)
         if draft is None:
-            draft = Draft(key, offer=self._given.pop(key, Offer()))
+            draft = Draft(key, self._given.pop(key, Given()))
             self._open[key] = draft
         self._open.move_to_end(key)
-        if not draft.title:
-            draft.title = item.first("title") or ident
+        kept = draft.kept
+        if not draft.description:
             draft.description = html_to_text(item.first("description"))
-            draft.url = item.first("link") if _url_ok(item.first("link")) else None
-            types = [part.strip() for value in item.fields.get("product_type", []) for part in value.split(">")]
+        if not kept.title:
+            kept.title = item.first("title") or ident
+            kept.url = item.first("link") if _url_ok(item.first("link")) else None
+            types = [part.strip() for value in item.fields.get("product_type", [])[:3] for part in value.split(">")]
             google = [part.strip() for part in item.first("google_product_category").split(">")
                       if part.strip() and not part.strip().isdigit()]
-            draft.category_hint = next((p for p in [*reversed(types), *reversed(google)] if p), None)
+            kept.category_hint = next((p for p in [*reversed(types), *reversed(google)] if p), None)
             age = AGE_GROUPS.get(item.first("age_group").lower())
-            draft.tags = [p for p in [*reversed(types), *reversed(google), *([age] if age else [])] if p]
+            kept.tags = [p[:100] for p in [*reversed(types), *reversed(google), *([age] if age else [])] if p]
+            kept.tags = kept.tags[:MAX_TAGS]
         words = [item.first(name)[:100] for name in TAG_ATTRIBUTES if item.first(name)]
-        draft.tags += [w for w in dict.fromkeys(words) if w not in draft.tags][:max(0, MAX_TAGS - len(draft.tags))]
-        offer = draft.offer
-        offer.images += [url for url in dict.fromkeys(usable) if url not in offer.images][
-            :max(0, MAX_IMAGES - len(offer.images))]
-        price, currency = _price(item.first("sale_price") or item.first("price"))
-        if price is not None and (offer.price is None or price < offer.price):
-            offer.price, offer.currency = price, currency
-        availability = item.first("availability").lower().replace("-", " ")
-        offer.available = offer.available or availability not in UNAVAILABLE
+        kept.tags += [w for w in dict.fromkeys(words) if w not in kept.tags][:max(0, MAX_TAGS - len(kept.tags))]
+        known = set(kept.images)
+        kept.images += [url for url in usable if url not in known][:max(0, MAX_IMAGES - len(kept.images))]
+        price, currency = parse_price(item.first("sale_price") or item.first("price"))
+        if price is not None and (kept.price is None or price < kept.price):
+            kept.price, kept.currency = price, currency
+        kept.available = kept.available or available(item.first("availability"))

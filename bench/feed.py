@@ -183,8 +183,9 @@ def main() -> None:
         f"| reading and grouping alone (no database) | {items / read:,.0f} items/s, {size / 1e6 / read:.0f} MB/s |\n"
         f"| what a read holds at once (tracemalloc peak) | {traced / 1e6:.1f} MB |\n\n"
         "The reader keeps one item and the open item groups (the last 200) at a time, every item id (duplicates "
-        "are refused), and of every group already given what giving it again needs but its description (title, "
-        "link, hints, photo URLs, offer: a variant that comes later joins its product): memory grows with the "
+        "are refused), and of every group already given what giving it again needs (title, link, hints, photo "
+        "URLs, offer, its description's first 500 characters: a variant that comes later joins its product): "
+        "memory grows with the "
         "number of products, not with the feed's bytes. The import's own cost is the database's (one transaction "
         "per page of 250 products).\n")
     write_section("Product feeds", body)

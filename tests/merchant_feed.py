@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import re
 import threading
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -39,7 +40,7 @@ class MerchantFeed(FakePlatform):
     def __init__(self, username: str = "", password: str = "") -> None:
         self.items: list[Item] = []
         self.raw_items: list[str] = []  # extra items as written (malformed ones), XML or TSV lines
-        self.mode = "feed"  # feed | gone | html | cut | empty
+        self.mode = "feed"  # feed | gone | html | cut | unusable
         self.auth = (username, password)
         self.requests: list[tuple[str, int]] = []  # (path, status) of every feed request
         self.modified = formatdate(1_700_000_000, usegmt=True)
@@ -83,13 +84,13 @@ class MerchantFeed(FakePlatform):
         if self.mode == "html":
             return 200, b"<!DOCTYPE html><html><head><title>Shop</title></head><body>Welcome</body></html>", \
                 {"Content-Type": "text/html; charset=utf-8"}
-        if self.mode == "empty":
-            return 200, b'<?xml version="1.0"?><rss version="2.0"><channel><title>Shop</title></channel></rss>', {}
         base = path.removesuffix(".gz")
         render = {"/feed.xml": self.rss, "/feed.atom": self.atom, "/feed.tsv": self.tsv}.get(base)
         if render is None:
             return 404, b"", {}
         body = render().encode()
+        if self.mode == "unusable":  # every item without its photo (a column renamed in the shop's export, say)
+            body = re.sub(rb"<g:image_link>[^<]*</g:image_link>", b"", body)
         if self.mode == "cut":  # the connection breaks off after the first item (a server restarting, say)
             body = body[:body.index(b"</item>") + len(b"</item>") + 40]
         etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'

@@ -77,6 +77,7 @@ async def _run(services: Services, progress: JobProgress, connection_id: int) ->
         if connection is None:
             raise JobFailed("the connection was deleted")
         shop_id = connection.shop_id
+        read_with = (dict(connection.settings or {}), connection.secrets)  # (a reconnect meanwhile: another catalog)
     connector = services.plugins.connectors().get(connection.connector)
     if connector is None:
         raise JobFailed(f"the {connection.connector} connector is not installed")
@@ -90,7 +91,7 @@ async def _run(services: Services, progress: JobProgress, connection_id: int) ->
             async for page in connector.catalog(ctx, job.cursor):
                 state = page.state if page.state is not None else state
                 if page.unchanged:
-                    await _unchanged(services, progress, connection_id, state)
+                    await _unchanged(services, progress, connection_id, state, read_with)
                     return
                 await _apply(services, progress, connection_id, shop_id, page)
                 if not page.cursor:
@@ -106,13 +107,19 @@ async def _run(services: Services, progress: JobProgress, connection_id: int) ->
                             "unreadable: see the job's errors); nothing was removed")
         removed: Changes = await writer.remove_unseen(job.id, progress.job.started_at or job.created_at)
         await progress.advance(session, cursor=END, result=removed.counts)
-        row = await session.get(Connection, connection_id)
-        if row is not None:
-            row.sync_error = None
-            if state is not None:
-                row.catalog_state = state
+        _read_done(await session.get(Connection, connection_id), state, read_with)
         await session.commit()
     await notify(services.pipeline, services.media, shop_id, removed)
+
+
+def _read_done(row: Connection | None, state: dict[str, Any] | None, read_with: tuple[Any, Any]) -> None:
+    """A complete read: no error to show, and what it left kept for the next one — unless the connection was
+    reconnected with other settings meanwhile (what this read saw is not that catalog's)."""
+    if row is None:
+        return
+    row.sync_error = None
+    if state is not None and (dict(row.settings or {}), row.secrets) == read_with:
+        row.catalog_state = state
 
 
 async def _apply(services: Services, progress: JobProgress, connection_id: int, shop_id: int,
@@ -137,14 +144,10 @@ async def _apply(services: Services, progress: JobProgress, connection_id: int, 
 
 
 async def _unchanged(services: Services, progress: JobProgress, connection_id: int,
-                     state: dict[str, Any] | None) -> None:
+                     state: dict[str, Any] | None, read_with: tuple[Any, Any]) -> None:
     """Nothing changed since the last complete read: the job says so, the catalog stays, nothing is removed."""
     async with services.sessions() as session:
         await _writer(services, session, connection_id)  # (the connection is still there and active)
         await progress.advance(session, cursor=END, result={UNCHANGED: 1})
-        row = await session.get(Connection, connection_id)
-        if row is not None:
-            row.sync_error = None
-            if state is not None:
-                row.catalog_state = state
+        _read_done(await session.get(Connection, connection_id), state, read_with)
         await session.commit()

@@ -11,6 +11,7 @@ unchanged feed costs one 304; a changed one is read whole, and the core removes 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -33,7 +34,7 @@ from hub.plugins.feed.products import Products
 PAGE = 250  # products per catalog page: each is applied and committed with the job's cursor
 MAX_ITEMS = 5_000_000  # items one read goes through (the core also bounds the products: HUB_MAX_IMPORT_ROWS)
 CHECK_BYTES = 256 * 1024  # what connecting reads of the feed to know it is one
-HEARTBEAT_ITEMS = 5000  # items read without a page before an empty one renews the job's lease
+HEARTBEAT_SECONDS = 30.0  # a read that yields no page for this long yields an empty one (renewing the job's lease)
 
 
 class FeedSettings(BaseModel):
@@ -130,8 +131,9 @@ class FeedConnector:
     async def catalog(self, ctx: ConnectionContext, cursor: str | None) -> AsyncIterator[CatalogPage]:
         """Every product of the feed, ``PAGE`` at a time. The cursor is the number of pages applied and the
         version of the feed they came from (its ETag or Last-Modified): a resumed read reads the feed again and
-        skips them only if it is still that version, and starts over otherwise (applying a page again changes
-        nothing). A read that goes on for ``HEARTBEAT_ITEMS`` items without a page (skipping, or items that all
+        skips them if it is still that version; if it is not (or cannot tell), the read fails, keeping the
+        catalog, and the next one starts over (a job that went on with another version would count the removed
+        products of neither). A read that yields no page for ``HEARTBEAT_SECONDS`` (skipping, or items that all
         fail) yields an empty one, which renews the job's lease."""
         http = ctx.bulk_http or ctx.http
         assert http is not None
@@ -155,37 +157,35 @@ class FeedConnector:
                                        ("last_modified", response.headers.get("last-modified"))) if v}
             now = str(state.get("etag") or state.get("last_modified") or "")
             if applied and (not now or now != version):
-                applied = 0  # (another version of the feed, or one that cannot tell: every page again)
+                raise ConnectorError("the feed changed while its read was being resumed (or does not say which "
+                                     "version it is); the catalog is kept as it was, and the next read starts over")
             products = Products()
             events: list[Any] = []
-            number = since_page = 0
+            number = 0
+            last_yield = time.monotonic()
 
             def page(last: bool) -> CatalogPage | None:
-                nonlocal events, number, since_page
+                nonlocal events, number
                 number += 1
-                since_page = 0
                 taken, events = events[:PAGE], events[PAGE:]
                 errors, products.errors = tuple(products.errors), []
                 if last and products.more_errors:
                     errors += (RowError(None, f"{products.more_errors:,} more item(s) could not be read"),)
                 if number <= applied and not last:
                     return None
-                return CatalogPage(tuple(taken) if number > applied else (), None if last else f"{number}:{now}",
-                                   state=state, errors=errors)
+                return CatalogPage(tuple(taken), None if last else f"{number}:{now}", state=state, errors=errors)
 
             async with contextlib.aclosing(feed_items(response.aiter_bytes())) as items:
                 async for item in items:
                     if item.position > MAX_ITEMS:
                         raise ConnectorError(f"the feed has more than {MAX_ITEMS:,} items")
                     events += products.add(item)
-                    since_page += 1
-                    if len(events) >= PAGE:
-                        found = page(last=False)
-                        if found is not None:
-                            yield found
-                    elif since_page >= HEARTBEAT_ITEMS:
-                        since_page = 0
-                        yield CatalogPage((), f"{max(number, applied)}:{now}")
+                    found = page(last=False) if len(events) >= PAGE else None
+                    if found is None and time.monotonic() - last_yield > HEARTBEAT_SECONDS:
+                        found = CatalogPage((), f"{max(number, applied)}:{now}")
+                    if found is not None:
+                        last_yield = time.monotonic()
+                        yield found
             events += products.finish()
             while len(events) > PAGE:
                 found = page(last=False)

@@ -32,6 +32,7 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 PROLOG_BYTES = 64 * 1024  # what may come before the feed's first character that is not white space
 MAX_ITEM_BYTES = 4 * 1024 * 1024  # XML bytes between the ends of two items (and before the first)
 MAX_LINE_CHARS = 1024 * 1024  # characters of one delimited record (quoted newlines included)
+MAX_DEPTH = 64  # elements nested in a feed
 MAX_INFLATED_BYTES = 2 * 1024**3  # out of one gzip file (HUB_MAX_IMPORT_BYTES' default)
 INFLATE_STEP = 1024 * 1024  # inflated at a time, so a small compressed chunk never becomes a huge one
 csv.field_size_limit(MAX_LINE_CHARS)  # (a record is bounded before it reaches the csv module)
@@ -55,17 +56,23 @@ async def decompressed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     inflater: Any = None
     gzipped: bool | None = None
     inflated = 0
+    start = b""
     async for chunk in chunks:
+        if gzipped is None:  # (decided on the first two bytes, however the first chunks are cut)
+            start += chunk
+            if len(start) < 2:
+                continue
+            gzipped, chunk = start[:2] == b"\x1f\x8b", start
         if not chunk:
             continue
-        if gzipped is None:
-            gzipped = chunk[:2] == b"\x1f\x8b"
         if not gzipped:
             yield chunk
             continue
         data = chunk
         while data:
             if inflater is None:
+                if inflated and data[:2] != b"\x1f\x8b" and not data.strip(b"\x00"):
+                    break  # (zeros padding the file after its last member, as gzip itself allows)
                 inflater = zlib.decompressobj(wbits=31)
             try:
                 out = inflater.decompress(data, INFLATE_STEP)
@@ -81,6 +88,8 @@ async def decompressed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 data, inflater = inflater.unused_data, None  # (the next member, if any)
             else:
                 data = inflater.unconsumed_tail
+    if gzipped is None and start:
+        yield start
     if inflater is not None:
         raise ConnectorError("the feed's gzip file ends before its end (it was cut off, or is still being written)")
 
@@ -110,15 +119,14 @@ async def feed_items(chunks: AsyncIterator[bytes]) -> AsyncGenerator[FeedItem, N
     if _is_html(head[:PROLOG_BYTES]):
         raise ConnectorError("the feed URL answers an HTML page, not a product feed (is it the shop's page rather "
                              "than its feed?)")
-    rest = _chained(head, source)
-    if _looks_like_xml(text):
-        async for item in _xml_items(rest):
+    if _looks_like_xml(text):  # (white space before the XML declaration, as PHP often writes it, goes)
+        async for item in _xml_items(_chained(text if text.startswith(b"<") else head, source)):
             yield item
-    elif text[:1] in (b"{", b"["):
+        return
+    if text[:1] in (b"{", b"["):
         raise ConnectorError("the feed is JSON; give the URL of its XML (RSS or Atom) or tab-separated version")
-    else:
-        async for item in _delimited_items(rest):
-            yield item
+    async for item in _delimited_items(_chained(head, source)):
+        yield item
 
 
 async def _chained(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -169,6 +177,8 @@ class _Items:
 
     def _start(self, raw: str, attrs: dict[str, str]) -> None:
         self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ConnectorError(f"the feed nests elements more than {MAX_DEPTH} deep")
         name = _clark(raw)
         if self.depth == 1:
             if _local(name).lower() == "html":
@@ -249,6 +259,9 @@ async def _xml_items(chunks: AsyncIterator[bytes]) -> AsyncIterator[FeedItem]:
         yield item
     if items.item_tag is None:
         raise ConnectorError("the feed has no XML element")
+    if not items.count:
+        raise ConnectorError("the feed has no item (an RSS feed lists them as <item> in <rss><channel>, an Atom feed "
+                             "as <entry> in <feed>)")
 
 
 def _column(name: str) -> str:
@@ -304,7 +317,8 @@ async def _delimited_items(chunks: AsyncIterator[bytes]) -> AsyncIterator[FeedIt
     ``additional_image_link`` may hold several URLs separated by commas."""
     header: list[str] | None = None
     delimiter = "\t"
-    record, started, quoted = "", 0, False
+    record: list[str] = []  # the lines of a record a quoted value spans (joined once, when it ends)
+    size, started, quoted = 0, 0, False
     number = 0
     async for line in _lines(chunks):
         number += 1
@@ -318,16 +332,17 @@ async def _delimited_items(chunks: AsyncIterator[bytes]) -> AsyncIterator[FeedIt
                                      "link and image_link columns")
             continue
         if not record:
-            started = number
-        record = f"{record}\n{line}" if record else line
+            started, size = number, 0
+        record.append(line)
+        size += len(line) + 1
         if delimiter != "\t":
             quoted = _ends_quoted(line, delimiter, quoted)
             if quoted:
-                if len(record) > MAX_LINE_CHARS:
+                if size > MAX_LINE_CHARS:
                     raise ConnectorError(f"a quoted value at line {started} goes on for more than "
                                          f"{MAX_LINE_CHARS:,} characters")
                 continue  # a quoted value goes on on the next line
-        row, record = record, ""
+        row, record = "\n".join(record), []
         if not row.strip():
             continue
         yield _record(row, header, delimiter, started)

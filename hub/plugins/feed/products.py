@@ -4,8 +4,8 @@ images, the lowest price its price, in stock if any is), an item without a group
 Variants of a group usually come one after the other; those that come later still join their product, which is
 then given again, whole (a ``ProductUpserted`` carries the complete list of images). So kept in memory are the
 groups still open (the last ``OPEN_GROUPS``), every item id seen (a duplicate is refused), and of every group
-already given what giving it again needs but its description (a late variant brings its own): memory grows with
-the number of products, never with the feed's bytes.
+already given what giving it again needs (its description only in part): memory grows with the number of
+products, never with the feed's bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ MAX_IMAGES = 50  # photos of one product (its variants' together)
 MAX_LINKS = 200  # image links of one item looked at
 MAX_TAGS = 30
 MAX_ERRORS = 1000  # item problems kept per read (the job keeps fewer); the rest are counted
+MAX_PRICE = Decimal("1e10")  # (what the catalog stores: 12 digits, 2 of them decimals)
+KEPT_DESCRIPTION = 500  # characters of a given group's description kept for a late variant without one
 GROUP_PREFIX = "group:"  # a group's product id
 # availability, lower case without spaces, underscores or dashes (schema.org's URLs: their last part)
 UNAVAILABLE = {"outofstock", "discontinued", "soldout", "unavailable"}
@@ -56,16 +58,15 @@ def parse_price(value: str) -> tuple[Decimal | None, str | None]:
     last_dot, last_comma = digits.rfind("."), digits.rfind(",")
     if last_comma > last_dot and len(digits) - last_comma - 1 in (1, 2):  # a decimal comma: 15,00 / 1.299,50
         digits = digits.replace(".", "").replace(",", ".")
-    else:  # a decimal point, or none: commas (and any point but the last) group thousands
+    else:  # a decimal point, or none: commas group thousands, and so do points if there are several
         digits = digits.replace(",", "")
         if digits.count(".") > 1:
-            whole, _, cents = digits.rpartition(".")
-            digits = f"{whole.replace('.', '')}.{cents}"
+            digits = digits.replace(".", "")
     try:
         amount = Decimal(digits)
     except InvalidOperation:
         return None, currency
-    return (amount if amount.is_finite() else None), currency
+    return (amount if amount.is_finite() and amount < MAX_PRICE else None), currency
 
 
 def available(value: str) -> bool:
@@ -90,6 +91,7 @@ class Given:
     price: Decimal | None = None
     currency: str | None = None
     available: bool = False
+    description: str = ""  # (its first KEPT_DESCRIPTION characters)
 
 
 @dataclass
@@ -143,6 +145,7 @@ class Products:
     def _give(self, key: str) -> ProductUpserted:
         draft = self._open.pop(key)
         if key.startswith(GROUP_PREFIX):
+            draft.kept.description = draft.description[:KEPT_DESCRIPTION]
             self._given[key] = draft.kept
         return draft.event()
 
@@ -173,19 +176,20 @@ class Products:
         key = f"{GROUP_PREFIX}{group[:MAX_EXTERNAL_ID - len(GROUP_PREFIX)]}" if group else ident
         draft = self._open.get(key)
         if draft is None:
-            draft = Draft(key, self._given.pop(key, Given()))
+            kept = self._given.pop(key, Given())
+            draft = Draft(key, kept, kept.description)
             self._open[key] = draft
         self._open.move_to_end(key)
         kept = draft.kept
         if not draft.description:
             draft.description = html_to_text(item.first("description"))
         if not kept.title:
-            kept.title = item.first("title") or ident
+            kept.title = (item.first("title") or ident)[:500]
             kept.url = item.first("link") if _url_ok(item.first("link")) else None
             types = [part.strip() for value in item.fields.get("product_type", [])[:3] for part in value.split(">")]
             google = [part.strip() for part in item.first("google_product_category").split(">")
                       if part.strip() and not part.strip().isdigit()]
-            kept.category_hint = next((p for p in [*reversed(types), *reversed(google)] if p), None)
+            kept.category_hint = next((p[:200] for p in [*reversed(types), *reversed(google)] if p), None)
             age = AGE_GROUPS.get(item.first("age_group").lower())
             kept.tags = [p[:100] for p in [*reversed(types), *reversed(google), *([age] if age else [])] if p]
             kept.tags = kept.tags[:MAX_TAGS]

@@ -482,3 +482,14 @@ async def test_a_feed_larger_than_an_api_answer_connects_and_imports_page_by_pag
         assert (job["status"], job["done"], job["failed"]) == ("succeeded", 400, 0), job
         found = await catalog(client, shop)
         assert len(found) == 400 and found["P7"]["images"] == [platform.image(8)]
+
+
+async def test_a_csv_value_larger_than_the_csv_module_reads_is_that_items_problem_only():
+    """The csv module's own limit stays as it is (the process shares it); a feed record past it is reported."""
+    text = "id,title,image_link\nA,Scarf,http://x.example/1.jpg\nB,\"" + "x" * 200_000 + "\",http://x.example/2.jpg\n"
+    found = await items_of(text.encode(), size=65536)
+    assert [(i.first("id"), bool(i.problem)) for i in found] == [("A", False), ("", True)]
+    products = Products()
+    for item in found:
+        products.add(item)
+    assert [e.line for e in products.errors] == [3] and "cannot be read" in products.errors[0].error

@@ -35,7 +35,6 @@ MAX_LINE_CHARS = 1024 * 1024  # characters of one delimited record (quoted newli
 MAX_DEPTH = 64  # elements nested in a feed
 MAX_INFLATED_BYTES = 2 * 1024**3  # out of one gzip file (HUB_MAX_IMPORT_BYTES' default)
 INFLATE_STEP = 1024 * 1024  # inflated at a time, so a small compressed chunk never becomes a huge one
-csv.field_size_limit(MAX_LINE_CHARS)  # (a record is bounded before it reaches the csv module)
 
 
 @dataclass(frozen=True)

@@ -313,9 +313,10 @@ async def _switch(services: Any, args: argparse.Namespace) -> int:
                 raise Conflict(f"{row.name} is not built ({why}); build it again (hub reindex --model), or switch "
                                "with --force: the sweep then embeds what it misses, and those images are not found "
                                "until it has")
-        if model_key(row.name) != row.key:
+        here = model_key(row.name)
+        if here != row.key:
             if not args.force:
-                raise Conflict(f"{row.name}'s files here are not those it was built from ({model_key(row.name)}, "
+                raise Conflict(f"{row.name}'s files here are not those it was built from ({here}, "
                                f"not {row.key}): processes with these files would not switch to it. Put the built "
                                "files back, or switch with --force where this host is not one that serves")
             print(f"hub: {row.name}'s files here are not those it was built from; only processes that have the "

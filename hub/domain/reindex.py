@@ -84,8 +84,8 @@ async def start_build(services: Services, name: str, key: str, hub_model_key: st
         if row is None:
             session.add(VectorModel(key=key, name=name, state=BUILDING))
         elif row.state == FORGOTTEN:
-            raise Conflict(f"{name} was forgotten and its collections are being dropped; build it again after the "
-                           "next sweep (HUB_SWEEP_SECONDS)")
+            raise Conflict(f"{name} was forgotten and its collections are being dropped; build it again once a "
+                           "sweep has dropped them (HUB_MODEL_DROP_DELAY after it was forgotten)")
         elif row.state != BUILDING:  # (the previous model rebuilt: no longer what a rollback returns to)
             row.name, row.state, row.updated_at, row.created_at = name, BUILDING, utcnow(), utcnow()
         else:
@@ -257,7 +257,6 @@ class _Step:
                 session, done=len(vectors), failed=len(errors), errors=errors, cursor=cursor,
                 total=(self.progress.job.total or 0) + extra_total if extra_total else None)
             await session.commit()
-
 
     async def still_building(self) -> None:
         """A build stops when its model is forgotten (its collections are to be dropped) or was switched to

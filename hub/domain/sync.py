@@ -12,18 +12,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.connectors import CatalogPage, ConnectorError, check_event
+from hub.connectors import CatalogPage, check_event
 from hub.domain.catalog import CatalogWriter, Changes, notify
-from hub.domain.connections import bulk_client, platform_client
+from hub.domain.connections import bulk_client, platform_client, platform_problem
 from hub.domain.jobs import END, JobFailed, JobProgress
 from hub.db.models import Connection, Product, utcnow
 from hub.domain.services import Services
 from hub.logs import redact
-from hub.net import DeadlineExceeded, ResponseTooLarge
 
 UNCHANGED = "unchanged"  # the job's result when the platform said nothing changed
 
@@ -37,25 +35,18 @@ async def _writer(services: Services, session: AsyncSession, connection_id: int)
     return await CatalogWriter.open(session, connection, utcnow() + services.settings.lease)
 
 
-def _reason(exc: BaseException) -> str:
-    """Why a read failed, in the shop's words (no stack, no credentials: the platform's URL is the shop's)."""
-    if isinstance(exc, ConnectorError | JobFailed):
-        return str(exc)
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"the platform answered HTTP {exc.response.status_code}"
-    if isinstance(exc, ResponseTooLarge | DeadlineExceeded):
-        return str(exc)
-    if isinstance(exc, httpx.TransportError):
-        return f"the platform cannot be reached ({type(exc).__name__})"
-    return f"the read failed ({type(exc).__name__})"
-
-
-async def _record(services: Services, connection_id: int, error: str | None) -> None:
+async def _record_failure(services: Services, connection_id: int, exc: Exception) -> None:
+    """The connection says why its last read failed, in the words a failed connect uses
+    (``platform_problem``: redacted, no stack)."""
     async with services.sessions() as session:
         row = await session.get(Connection, connection_id)
-        if row is not None and row.sync_error != error:
-            row.sync_error = error
-            await session.commit()
+        if row is None:
+            return
+        connector = services.plugins.connectors().get(row.connector)
+        reason = str(exc) if isinstance(exc, JobFailed) or connector is None else \
+            platform_problem(connector, exc).detail
+        row.sync_error = redact(reason)[:1000]
+        await session.commit()
 
 
 async def run_sync(services: Services, progress: JobProgress) -> None:
@@ -66,7 +57,7 @@ async def run_sync(services: Services, progress: JobProgress) -> None:
         await _run(services, progress, job.connection_id)
     except Exception as exc:
         with contextlib.suppress(Exception):  # (the database down: the job's own failure says it)
-            await _record(services, job.connection_id, redact(_reason(exc))[:1000])
+            await _record_failure(services, job.connection_id, exc)
         raise
 
 

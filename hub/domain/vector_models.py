@@ -57,10 +57,6 @@ class Registry:
     kept: tuple[str, ...]
     forgotten: tuple[str, ...] = ()  # whose collections a sweep drops
 
-    def companions(self, serving: str) -> list[str]:
-        """The keys a process serving ``serving`` mirrors its metadata changes and deletions to."""
-        return [key for key in self.kept if key != serving]
-
 
 def _ref(row: VectorModel | None) -> ModelRef | None:
     return ModelRef(row.key, row.name) if row is not None else None

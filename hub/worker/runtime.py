@@ -47,9 +47,7 @@ from hub.domain.work import RUNNERS
 from hub.domain.indexing import Embedder, metadata_for
 from hub.search.encoder import Encoder, ModelUnavailable
 from hub.domain import lexical
-from hub.domain.photos import PhotoQueries
 from hub.domain.ranking import Ranker, Ranking, encode_prompt
-from hub.search.batching import PromptBatcher
 from hub.search.store import VectorStore
 from hub.worker.slot import ModelSlot
 from hub.worker.tasks import CONSUMER_GROUP, BoundedInMemoryBroker, Tasks, make_broker, register_tasks, safe_kiq
@@ -117,24 +115,15 @@ class Runtime:
         return self._slot().store
 
     @property
-    def prompts(self) -> PromptBatcher:
-        return self._slot().prompts
-
-    @property
     def ranker(self) -> Ranker:
         return self._slot().ranker
-
-    @property
-    def photos(self) -> PhotoQueries:
-        return self._slot().photos
 
     @contextlib.asynccontextmanager
     async def one_model(self) -> AsyncIterator[ModelSlot]:
         """Every call made inside uses the model served when it was entered, which a switch does not close
         before it has returned. (Inside another ``one_model``, the same slot, counted again: a task started from
         a pinned call and outliving it keeps its slot open too. A slot already closed is never handed out.)"""
-        pinned = _PINNED.get()
-        slot = pinned[1] if pinned is not None and pinned[0] is self else self.slot
+        slot = self._slot()
         if slot is not self.slot and slot not in self._retiring:
             slot = self.slot  # (closed: a task that outlived its slot starts on the current one)
         slot.enter()
@@ -347,9 +336,9 @@ class Runtime:
         deletions are written to all of them. The registry is read again after ``REGISTRY_TTL``."""
         return [self._store_for(key) for key in (await self.registry()).kept]
 
-    async def _every_store(self, slot: ModelSlot) -> list[VectorStore]:
+    async def _every_store(self) -> list[VectorStore]:
         """The served model's collections and every registered model's."""
-        return [slot.store, *(store for store in await self.companion_stores() if store is not slot.store)]
+        return [self.slot.store, *(store for store in await self.companion_stores() if store is not self.slot.store)]
 
     def _indexed(self, shop_id: int, image_id: int, source: str) -> None:
         self.plugins.image_indexed(shop_id, image_id, source)
@@ -388,7 +377,7 @@ class Runtime:
         if not images:
             return
         try:
-            for store in await self._every_store(self.slot):
+            for store in await self._every_store():
                 await store.update_metadata(shop_id, [i.id for i in images], metadata)
         except Unavailable:
             async with self.sessions() as session:
@@ -401,7 +390,7 @@ class Runtime:
     async def images_removed(self, shop_id: int, image_ids: list[int]) -> None:
         """Drop vectors now; if the store is down, the sweep removes the orphans later (a build's catch-up, those
         of a model being built)."""
-        for store in await self._every_store(self.slot):
+        for store in await self._every_store():
             with contextlib.suppress(Unavailable):
                 await store.delete(shop_id, image_ids)
 
@@ -413,7 +402,7 @@ class Runtime:
         await safe_kiq(self.tasks.run_job, job_id)
 
     async def shop_removed(self, shop_id: int) -> None:
-        for store in await self._every_store(self.slot):
+        for store in await self._every_store():
             with contextlib.suppress(Unavailable):
                 await store.drop_shop(shop_id)
 

@@ -168,6 +168,22 @@ async def _burst(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
     return latencies, statuses
 
 
+async def _collections(client: httpx.AsyncClient, base: str) -> tuple[float, float]:
+    """``hub serve``'s garbage collections so far (``hub_gc_pause_seconds``): (full ones, seconds in all)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = await client.get(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"})
+    resp.raise_for_status()
+    full = seconds = 0.0
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            if sample.name == "hub_gc_pause_seconds_count" and sample.labels.get("generation") == "2":
+                full += sample.value
+            elif sample.name == "hub_gc_pause_seconds_sum":
+                seconds += sample.value
+    return full, seconds
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -204,15 +220,18 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
                         deliveries.append(woo.delivery("product.updated", product,
                                                        delivery_id=f"bench-{seed}"))
                     cpu, own = _cpu_seconds(pids[0]), _cpu_seconds(os.getpid())
+                    collections = await _collections(client, base)
                     with profiled(pids[0], f"webhooks-{mode}-{rate}", seconds + 5):
                         latencies, statuses = await _burst(url, deliveries, rate)
                     cpu, own = _cpu_seconds(pids[0]) - cpu, _cpu_seconds(os.getpid()) - own
+                    full_gcs, gc_seconds = (b - a for a, b in zip(collections, await _collections(client, base)))
                     rss = _rss_mb(pids)
                     waited, drained = await _drain(client, base, auth, connection["id"], 900)
                     rows.append({"mode": mode, "rate": rate, "sent": len(deliveries), "statuses": statuses,
                                  "p50": statistics.median(latencies), "p99": _pct(latencies, 0.99),
                                  "max": max(latencies), "cpu_ms": cpu * 1000 / len(deliveries),
-                                 "client_cpu_ms": own * 1000 / len(deliveries), "drain": waited, "drained": drained, "rss": rss})
+                                 "client_cpu_ms": own * 1000 / len(deliveries), "full_gcs": full_gcs,
+                                 "gc_ms": gc_seconds * 1000, "drain": waited, "drained": drained, "rss": rss})
                     print(rows[-1], flush=True)
     return rows
 
@@ -241,14 +260,16 @@ def main() -> None:
              "was due to the hub's answer. *Drain*: how long the hub then took to apply every accepted delivery and "
              "embed every image. *RSS*: the hub's processes (API and worker), at the end of the burst. *CPU*: the "
              "CPU time `hub serve` used during the burst, per delivery (in embedded mode that includes the work "
-             "it started).", "",
-             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | drain s | RSS MB |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "it started). *GC*: `hub serve`'s garbage collections during the burst (`hub_gc_pause_seconds`): the "
+             "full ones, and the time all of them held the process.", "",
+             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | GC: full, ms | drain s | RSS MB |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         answers = ", ".join(f"{n}× {code or 'error'}" for code, n in sorted(r["statuses"].items()))
         drain = f"{r['drain']:.0f}" + ("" if r["drained"] else " (not drained)")
         lines.append(f"| {r['mode']} | {r['rate']} | {r['sent']} | {answers} | {r['p50']:.1f} | {r['p99']:.1f} | "
-                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {drain} | {r['rss']:.0f} |")
+                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['gc_ms']:.0f} | {drain} | "
+                     f"{r['rss']:.0f} |")
     print("\n".join(lines))
     if not args.no_write:
         write_section("Webhook acknowledgement", "\n".join(lines))

@@ -21,6 +21,7 @@ from typing import Literal
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub import heap
 from hub.db.engine import create_engine, dispose, session_factory
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
@@ -50,6 +51,7 @@ class Hub:
     async def start(self) -> None:
         if self.services.pipeline is not None:
             await self.services.pipeline.start()
+        heap.settle("started")  # (what a process keeps: its imports, app, pools; the model settles when loaded)
 
     async def stop(self) -> None:
         try:

@@ -23,10 +23,12 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from hub import heap
     from hub.bootstrap import web_app
     from hub.logs import configure_logging
     from hub.metrics import serve_process_metrics
 
+    heap.manage()
     settings = _settings()
     if "public_url" not in settings.model_fields_set:
         host = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
@@ -98,9 +100,11 @@ def cmd_shops_create(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    from hub import heap
     from hub.worker.main import run_worker
     from hub.logs import configure_logging
 
+    heap.manage()
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.broker_is_redis:

@@ -32,6 +32,9 @@ VECTOR_STORE_SECONDS = Histogram("hub_vector_store_seconds", "Calls to the vecto
 WEBHOOKS = Counter("hub_webhook_deliveries_received_total", "Webhook deliveries answered, by connector and "
                    "outcome (accepted, duplicate, ignored, processed, rejected, unauthenticated)",
                    ["connector", "outcome"])
+GC_PAUSE = Histogram("hub_gc_pause_seconds", "The interpreter's garbage collections (the whole process waits), by "
+                     "generation (2: a full collection)", ["generation"],
+                     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from hub import heap
 from hub.metrics import forward_pass
 from hub.search import onnx
 
@@ -109,9 +110,12 @@ def _normalise(x: Any) -> np.ndarray:
 
 
 class _Tower:
-    """One half of CLIP, loaded on first use; a failed load is remembered for a while, then retried."""
+    """One half of CLIP, loaded on first use; a failed load is remembered for a while, then retried. Once loaded,
+    its objects are frozen out of the garbage collector's sight (``hub.heap.settle``): they live as long as the
+    process."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, name: str, loader: Any) -> None:
+        self._name = name
         self._loader = loader
         self._lock = threading.Lock()
         self._parts: Any = None
@@ -138,8 +142,9 @@ class _Tower:
             if self._error and time.monotonic() - self._failed_at < RETRY_FAILED_LOAD_AFTER:
                 raise ModelUnavailable(self._error)
             try:
-                self._parts = self._loader()
-                self._error = None
+                parts = self._loader()
+                heap.settle(f"{self._name} model loaded")  # (before it is seen loaded: /ready then says settled)
+                self._parts, self._error = parts, None
             except Exception as exc:  # noqa: BLE001 - any load failure becomes a readable 503
                 self._error = str(exc).splitlines()[0][:1000] if str(exc) else type(exc).__name__
                 self._failed_at = time.monotonic()
@@ -184,8 +189,8 @@ class Encoder:
         self._places_lock = threading.Lock()
         self.runtimes: dict[str, str] = {}  # tower → what runs it ("onnxruntime", "torch", or why torch)
         self._key: str | None = None
-        self.text = _Tower(self._load_text)
-        self.vision = _Tower(self._load_vision)
+        self.text = _Tower("text", self._load_text)
+        self.vision = _Tower("image", self._load_vision)
         self._params: tuple[int, int, int, np.ndarray, np.ndarray] | None = None
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()

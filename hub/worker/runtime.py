@@ -206,11 +206,14 @@ class Runtime:
                                                             "from": old.encoder.name})
             return True
 
+    def _towers(self, slot: ModelSlot) -> list[Any]:
+        """The towers this process's role runs: the text tower for queries, the image tower for embedding."""
+        return [*([slot.encoder.text] if self.role in ("embedded", "api") else []),
+                *([slot.encoder.vision] if self.role in ("embedded", "worker") else [])]
+
     def _load(self, slot: ModelSlot) -> None:
-        if self.role in ("embedded", "api"):
-            slot.encoder.text.get()
-        if self.role in ("embedded", "worker"):
-            slot.encoder.vision.get()
+        for tower in self._towers(slot):
+            tower.get()
 
     async def _retire(self, slot: ModelSlot) -> None:
         while True:
@@ -235,8 +238,7 @@ class Runtime:
         await self.broker.startup()
         await self._adopt()
         self._spawn(self._follow_loop(), "hub-follow-model")
-        if self.role in ("embedded", "api"):
-            self._spawn(self._warm_text(), "hub-warm-text")
+        self._spawn(self._warm(), "hub-warm-model")
         if self.role in ("embedded", "worker"):
             self._spawn(self._sweep_loop(), "hub-sweep")
         if self.role == "worker":
@@ -278,9 +280,11 @@ class Runtime:
     def _spawn(self, coro: Any, name: str) -> None:
         self._background.append(asyncio.create_task(coro, name=name))
 
-    async def _warm_text(self) -> None:
+    async def _warm(self) -> None:
+        """The towers this process runs, loaded at start instead of by the first request or delivery that needs
+        one (a load holds the interpreter for seconds: deliveries arriving meanwhile waited for it)."""
         with contextlib.suppress(ModelUnavailable):
-            await anyio.to_thread.run_sync(self.slot.encoder.text.get)
+            await anyio.to_thread.run_sync(self._load, self.slot)
 
     async def _sweep_loop(self) -> None:
         """The schedule of ``ReconcileImages`` (taskiq's interval schedule, run in this process)."""
@@ -454,11 +458,12 @@ class Runtime:
     async def readiness(self) -> dict[str, str]:
         slot = self.slot
         checks = {"vector_store": await slot.store.ping(), "broker": await self._broker_check()}
-        tower = slot.encoder.text
-        if tower.loaded:
+        towers = self._towers(slot)
+        failed = next((tower.error for tower in towers if not tower.loaded and tower.error), None)
+        if all(tower.loaded for tower in towers):
             checks["model"] = "ok"
-        elif tower.error:
-            checks["model"] = f"cannot load: {tower.error}"
+        elif failed:
+            checks["model"] = f"cannot load: {failed}"
         else:
             checks["model"] = "loading"
         return checks

@@ -121,3 +121,24 @@ async def test_metrics_are_off_without_an_operator_token(settings):
         resp = await client.get("/metrics", headers=OPERATOR)
         assert resp.status_code == 403
         assert "HUB_ADMIN_TOKEN" in resp.json()["detail"]
+
+
+def test_a_served_process_settles_its_heap_and_times_its_collections(tmp_path, test_model):
+    """``hub serve`` moves what it loaded once (imports, the app, the text model) out of the garbage collector's
+    sight before it says it is ready, so a full collection no longer walks half a million objects while a
+    webhook waits; the scrape times every collection by generation."""
+    import json
+
+    from tests.live import ADMIN, live_hub
+
+    with live_hub(tmp_path / "hub", test_model) as hub:
+        settled = [json.loads(line) for line in hub.log.read_text().splitlines()
+                   if line.startswith("{") and '"heap settled"' in line]
+        reasons = [entry.get("reason") for entry in settled]
+        assert "started" in reasons and "text model loaded" in reasons, settled
+        assert all(entry["frozen"] > 10_000 for entry in settled), settled  # torch, transformers, Litestar…
+        resp = httpx.get(f"{hub.base}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        figures = Scrape(resp.text)
+        assert figures.value("hub_gc_pause_seconds_count", generation="2") >= 2  # (each settle collects fully)
+        assert figures.value("hub_gc_pause_seconds_count", generation="0") >= 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench.common import create_shop, full_size_model, hub_server, machine, product_photo, write_section
+from bench.common import create_shop, full_size_model, hub_server, machine, product_photo, profiled, write_section
 
 
 def raw_encoder(model: Path, photos: list[bytes], batch_sizes: list[int]) -> dict[int, float]:
@@ -53,15 +53,16 @@ def pipeline(model: Path, photos: list[bytes], home: Path) -> tuple[float, float
                 r = api.post("/api/v1/images", files={"file": (f"{i}.jpg", photos[i], "image/jpeg")})
                 assert r.status_code == 202, r.text
 
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                list(pool.map(send, range(len(photos))))
-            uploaded = time.perf_counter() - start
-            while True:
-                shop_info = api.get("/api/v1/shop").json()["images"]
-                if shop_info.get("ready", 0) + shop_info.get("failed", 0) >= len(photos) + 1:
-                    break
-                time.sleep(0.5)
-            elapsed = time.perf_counter() - start
+            with profiled(environ["BENCH_SERVE_PID"], f"ingest-{len(photos)}", 600):
+                with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                    list(pool.map(send, range(len(photos))))
+                uploaded = time.perf_counter() - start
+                while True:
+                    shop_info = api.get("/api/v1/shop").json()["images"]
+                    if shop_info.get("ready", 0) + shop_info.get("failed", 0) >= len(photos) + 1:
+                        break
+                    time.sleep(0.5)
+                elapsed = time.perf_counter() - start
             return len(photos) / elapsed, uploaded, shop_info.get("failed", 0)
 
 
@@ -101,7 +102,7 @@ machine is shared and noisy; their mean is the reference).
 {rows}
 | **pipeline, upload → ready** | **{rate:.1f}** |
 
-Pipeline / best raw encoder (batch {best}): **{ratio:.2f}** (target ≥ 0.80). Failed images: {failed}.
+Pipeline / best raw encoder (batch {best}): **{ratio:.2f}** (issue 16 asks ≥ 0.9). Failed images: {failed}.
 """
     write_section("Ingestion", body)
     print(body)

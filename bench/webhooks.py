@@ -10,6 +10,8 @@ falls behind must not hide the hub's delay). Between rates the hub is given time
 runs ``hub serve`` (API only) and one ``hub worker`` with PostgreSQL, Redis and a Chroma server.
 
     .venv/bin/python -m bench.webhooks --rates 20,50,100,200 --seconds 5 --mode embedded --mode server
+
+A setting of the hub under test is given as ``BENCH_HUB_<NAME>`` (``BENCH_HUB_WORKER_CONCURRENCY=8``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def hub(mode: str, home: Path, model: Path) -> Iterator[tuple[str, list[int]]]:
         "HUB_ALLOW_PRIVATE_FETCH": "true", "HUB_RATE_LIMIT": "1000000/minute",
         "HUB_AUTH_FAILURE_LIMIT": "1000000/minute", "HUB_SIGNUP_RATE_LIMIT": "1000000/minute",
         "HUB_STOREFRONT_RATE_LIMIT": "1000000/minute", "HUB_LOG_LEVEL": os.environ.get("HUB_LOG_LEVEL", "WARNING"),
-    }
+    } | {name[len("BENCH_"):]: value for name, value in os.environ.items() if name.startswith("BENCH_HUB_")}
     hub_cmd = [sys.executable, "-m", "hub"]
     with ExitStack() as stack:
         if mode == "server":
@@ -168,20 +170,22 @@ async def _burst(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
     return latencies, statuses
 
 
-async def _collections(client: httpx.AsyncClient, base: str) -> tuple[float, float]:
-    """``hub serve``'s garbage collections so far (``hub_gc_pause_seconds``): (full ones, seconds in all)."""
+async def _collections(client: httpx.AsyncClient, base: str) -> tuple[float, float, float]:
+    """``hub serve``'s garbage collections so far (``hub_gc_pause_seconds``): (full ones, their seconds,
+    seconds in all)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     resp = await client.get(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"})
     resp.raise_for_status()
-    full = seconds = 0.0
+    full = full_seconds = seconds = 0.0
     for family in text_string_to_metric_families(resp.text):
         for sample in family.samples:
             if sample.name == "hub_gc_pause_seconds_count" and sample.labels.get("generation") == "2":
                 full += sample.value
             elif sample.name == "hub_gc_pause_seconds_sum":
                 seconds += sample.value
-    return full, seconds
+                full_seconds += sample.value if sample.labels.get("generation") == "2" else 0.0
+    return full, full_seconds, seconds
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -224,14 +228,14 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
                     with profiled(pids[0], f"webhooks-{mode}-{rate}", seconds + 5):
                         latencies, statuses = await _burst(url, deliveries, rate)
                     cpu, own = _cpu_seconds(pids[0]) - cpu, _cpu_seconds(os.getpid()) - own
-                    full_gcs, gc_seconds = (b - a for a, b in zip(collections, await _collections(client, base)))
+                    full_gcs, full_seconds, gc_seconds = (b - a for a, b in zip(collections, await _collections(client, base)))
                     rss = _rss_mb(pids)
                     waited, drained = await _drain(client, base, auth, connection["id"], 900)
                     rows.append({"mode": mode, "rate": rate, "sent": len(deliveries), "statuses": statuses,
                                  "p50": statistics.median(latencies), "p99": _pct(latencies, 0.99),
                                  "max": max(latencies), "cpu_ms": cpu * 1000 / len(deliveries),
                                  "client_cpu_ms": own * 1000 / len(deliveries), "full_gcs": full_gcs,
-                                 "gc_ms": gc_seconds * 1000, "drain": waited, "drained": drained, "rss": rss})
+                                 "full_gc_ms": full_seconds * 1000, "gc_ms": gc_seconds * 1000, "drain": waited, "drained": drained, "rss": rss})
                     print(rows[-1], flush=True)
     return rows
 
@@ -261,14 +265,14 @@ def main() -> None:
              "embed every image. *RSS*: the hub's processes (API and worker), at the end of the burst. *CPU*: the "
              "CPU time `hub serve` used during the burst, per delivery (in embedded mode that includes the work "
              "it started). *GC*: `hub serve`'s garbage collections during the burst (`hub_gc_pause_seconds`): the "
-             "full ones, and the time all of them held the process.", "",
-             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | GC: full, ms | drain s | RSS MB |",
+             "full ones and their time, and the time all of them held the process.", "",
+             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | GC: full, ms; all ms | drain s | RSS MB |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         answers = ", ".join(f"{n}× {code or 'error'}" for code, n in sorted(r["statuses"].items()))
         drain = f"{r['drain']:.0f}" + ("" if r["drained"] else " (not drained)")
         lines.append(f"| {r['mode']} | {r['rate']} | {r['sent']} | {answers} | {r['p50']:.1f} | {r['p99']:.1f} | "
-                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['gc_ms']:.0f} | {drain} | "
+                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['full_gc_ms']:.0f}; {r['gc_ms']:.0f} | {drain} | "
                      f"{r['rss']:.0f} |")
     print("\n".join(lines))
     if not args.no_write:

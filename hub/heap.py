@@ -49,6 +49,21 @@ def settle(reason: str) -> None:
                                         "ms": round((time.perf_counter() - start) * 1000, 1)})
 
 
+def release(reason: str) -> None:
+    """In a managed process, after dropping what was frozen (a model replaced by a switch): thaw, collect and
+    freeze again. Frozen objects in reference cycles (an encoder and its towers) are never collected while
+    frozen; this is one full collection over the whole heap, once per switch."""
+    if not _managed:
+        return
+    with _lock:
+        start = time.perf_counter()
+        gc.unfreeze()
+        collected = gc.collect()
+        gc.freeze()
+        log.info("heap released", extra={"reason": reason, "collected": collected, "frozen": gc.get_freeze_count(),
+                                         "ms": round((time.perf_counter() - start) * 1000, 1)})
+
+
 def _timed(phase: str, info: dict[str, Any]) -> None:
     generation = int(info.get("generation", 0))
     if phase == "start":

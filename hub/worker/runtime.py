@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import heap
 from hub.domain.connections import (
     drop_abandoned_connections,
     image_fetch_headers,
@@ -45,7 +46,7 @@ from hub.domain.vector_models import (
 )
 from hub.domain.work import RUNNERS
 from hub.domain.indexing import Embedder, metadata_for
-from hub.search.encoder import Encoder, ModelUnavailable
+from hub.search.encoder import RETRY_FAILED_LOAD_AFTER, Encoder, ModelUnavailable
 from hub.domain import lexical
 from hub.domain.ranking import Ranker, Ranking, encode_prompt
 from hub.search.store import VectorStore
@@ -191,12 +192,14 @@ class Runtime:
                 log.error("cannot load the active model: not switching to it",
                           extra={"model": target.name, "reason": str(exc)[:500]})
                 await slot.close()
+                self._release_later("a model that could not load closed")
                 return False
             finally:
                 self._loading = None
             now = (await self.registry(fresh=True)).active
             if now is not None and now.key != target.key:  # (switched again, or rolled back, while it loaded)
                 await slot.close()
+                self._release_later("a model loaded for nothing closed")
                 return False
             old, self.slot = self.slot, slot
             self._switch_problem = None
@@ -205,6 +208,13 @@ class Runtime:
             log.info("switched to the active model", extra={"model": target.name, "key": target.key,
                                                             "from": old.encoder.name})
             return True
+
+    def _release_later(self, reason: str) -> None:
+        """``heap.release`` once the caller has returned (and dropped the slot it closed)."""
+        async def release() -> None:
+            heap.release(reason)
+
+        self._spawn(release(), "hub-release-heap")
 
     def _towers(self, slot: ModelSlot) -> list[Any]:
         """The towers this process's role runs: the text tower for queries, the image tower for embedding."""
@@ -222,6 +232,8 @@ class Runtime:
                 break
         self._retiring.remove(slot)  # from here on, no call is handed it
         await slot.close()
+        del slot  # (the last reference: what the model held is garbage now, some of it frozen in cycles)
+        heap.release("a replaced model closed")
 
     async def _follow_loop(self) -> None:
         while True:
@@ -282,9 +294,17 @@ class Runtime:
 
     async def _warm(self) -> None:
         """The towers this process runs, loaded at start instead of by the first request or delivery that needs
-        one (a load holds the interpreter for seconds: deliveries arriving meanwhile waited for it)."""
-        with contextlib.suppress(ModelUnavailable):
-            await anyio.to_thread.run_sync(self._load, self.slot)
+        one (a load holds the interpreter for seconds: deliveries arriving meanwhile waited for it). Each is
+        tried on its own, and one that failed again after ``RETRY_FAILED_LOAD_AFTER``, until all are loaded
+        (``/ready`` waits for them)."""
+        while True:
+            for tower in self._towers(self.slot):
+                if not tower.loaded:
+                    with contextlib.suppress(ModelUnavailable):
+                        await anyio.to_thread.run_sync(tower.get)
+            if all(tower.loaded for tower in self._towers(self.slot)):
+                return
+            await asyncio.sleep(RETRY_FAILED_LOAD_AFTER)
 
     async def _sweep_loop(self) -> None:
         """The schedule of ``ReconcileImages`` (taskiq's interval schedule, run in this process)."""

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     platform_deadline: float = Field(60.0, gt=0, description="Seconds one call to a shop platform may take in all.")
     model_drop_delay: float = Field(900.0, ge=0, description="Seconds after a model is forgotten (hub reindex "
                                     "--forget, or a third switch) before the sweep drops its collections.")
+    stop_grace: float = Field(10.0, ge=0, le=300, description="Seconds a stopping hub serve lets the tasks its "
+                              "in-process workers run finish before it cancels them (picked up again later).")
     feed_deadline: float = Field(1800.0, gt=0, description="Seconds one read of a product feed (the feed "
                                  "connector) may take in all; its size is bounded by HUB_MAX_IMPORT_BYTES.")
     connect_deadline: float = Field(180.0, gt=0,

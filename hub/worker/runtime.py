@@ -270,7 +270,7 @@ class Runtime:
                 await task
         self._background.clear()
         if hasattr(self.broker, "wait_all"):
-            with contextlib.suppress(Exception), anyio.move_on_after(10):
+            with contextlib.suppress(Exception), anyio.move_on_after(self.settings.stop_grace):
                 await self.broker.wait_all()
             # what is still running after the grace period (a fetch from a slow host, say) is cancelled and
             # awaited here, while the database is still open; its images stay claimed and the sweep of the next

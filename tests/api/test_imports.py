@@ -134,7 +134,7 @@ async def test_bad_import_files_are_refused_and_change_nothing(client, shop, sna
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": False}])
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_fetch": False, "stop_grace": 0.5}])
 async def test_ten_thousand_row_manifest_with_progress(client, shop):
     # private URLs are refused by the fetcher, so the images fail fast instead of loading the test machine
     lines = ["image_url,name,category"]

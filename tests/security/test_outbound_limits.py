@@ -110,7 +110,7 @@ async def test_a_slow_store_holds_no_database_lock(client, make_shop, hostile):
 
 @pytest.mark.parametrize("settings_overrides", [{
     "allow_private_fetch": True, "fetch_per_shop": 4, "fetch_deadline": 120, "fetch_min_rate": 0,
-    "fetch_timeout": 30, "retry_max_attempts": 1}])
+    "fetch_timeout": 30, "retry_max_attempts": 1, "stop_grace": 0.5}])  # (the trickles are cancelled at the end)
 async def test_one_shops_slow_image_host_does_not_starve_another_shops_fetches(client, make_shop, hostile):
     from tests.indexing.test_fetch import ImageServer
 

@@ -170,22 +170,50 @@ async def _burst(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
     return latencies, statuses
 
 
-async def _collections(client: httpx.AsyncClient, base: str) -> tuple[float, float, float]:
-    """``hub serve``'s garbage collections so far (``hub_gc_pause_seconds``): (full ones, their seconds,
-    seconds in all)."""
+async def _scrape(client: httpx.AsyncClient, base: str) -> dict[tuple[str, tuple], float]:
+    """``hub serve``'s ``/metrics`` samples: {(name, sorted labels): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
     resp = await client.get(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"})
     resp.raise_for_status()
-    full = full_seconds = seconds = 0.0
-    for family in text_string_to_metric_families(resp.text):
-        for sample in family.samples:
-            if sample.name == "hub_gc_pause_seconds_count" and sample.labels.get("generation") == "2":
-                full += sample.value
-            elif sample.name == "hub_gc_pause_seconds_sum":
-                seconds += sample.value
-                full_seconds += sample.value if sample.labels.get("generation") == "2" else 0.0
-    return full, full_seconds, seconds
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(resp.text) for sample in family.samples}
+
+
+def _since(before: dict, after: dict, name: str, **labels: str) -> float:
+    """How much the samples named ``name`` whose labels include ``labels`` grew between two scrapes."""
+    def total(samples: dict) -> float:
+        return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+    return total(after) - total(before)
+
+
+def _bucket_quantile(before: dict, after: dict, name: str, q: float, **labels: str) -> float:
+    """The upper bound of the histogram bucket holding quantile ``q`` of what was observed between two scrapes."""
+    count = _since(before, after, f"{name}_count", **labels)
+    if not count:
+        return 0.0
+    bounds = sorted({float(dict(ls)["le"]) for (n, ls) in after if n == f"{name}_bucket"})
+    for bound in bounds:
+        le = "+Inf" if bound == float("inf") else str(bound)
+        if _since(before, after, f"{name}_bucket", le=le, **labels) >= q * count:
+            return bound
+    return float("inf")
+
+
+def _burst_metrics(before: dict, after: dict) -> dict[str, float]:
+    """What the burst cost ``hub serve`` in garbage collections and in turns to write the SQLite file."""
+    wait, held = "hub_sqlite_write_wait_seconds", "hub_sqlite_write_held_seconds"
+    intake_waits = _since(before, after, f"{wait}_count", urgent="true")
+    return {
+        "full_gcs": _since(before, after, "hub_gc_pause_seconds_count", generation="2"),
+        "full_gc_ms": _since(before, after, "hub_gc_pause_seconds_sum", generation="2") * 1000,
+        "gc_ms": _since(before, after, "hub_gc_pause_seconds_sum") * 1000,
+        "intake_wait_ms": (_since(before, after, f"{wait}_sum", urgent="true") * 1000 / intake_waits
+                           if intake_waits else 0.0),
+        "intake_wait_p99_ms": _bucket_quantile(before, after, wait, 0.99, urgent="true") * 1000,
+        "others_held_ms": _since(before, after, f"{held}_sum", urgent="false") * 1000,
+        "others_held_p99_ms": _bucket_quantile(before, after, held, 0.99, urgent="false") * 1000,
+    }
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -224,18 +252,18 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
                         deliveries.append(woo.delivery("product.updated", product,
                                                        delivery_id=f"bench-{seed}"))
                     cpu, own = _cpu_seconds(pids[0]), _cpu_seconds(os.getpid())
-                    collections = await _collections(client, base)
+                    scraped = await _scrape(client, base)
                     with profiled(pids[0], f"webhooks-{mode}-{rate}", seconds + 5):
                         latencies, statuses = await _burst(url, deliveries, rate)
                     cpu, own = _cpu_seconds(pids[0]) - cpu, _cpu_seconds(os.getpid()) - own
-                    full_gcs, full_seconds, gc_seconds = (b - a for a, b in zip(collections, await _collections(client, base)))
+                    costs = _burst_metrics(scraped, await _scrape(client, base))
                     rss = _rss_mb(pids)
                     waited, drained = await _drain(client, base, auth, connection["id"], 900)
                     rows.append({"mode": mode, "rate": rate, "sent": len(deliveries), "statuses": statuses,
                                  "p50": statistics.median(latencies), "p99": _pct(latencies, 0.99),
                                  "max": max(latencies), "cpu_ms": cpu * 1000 / len(deliveries),
-                                 "client_cpu_ms": own * 1000 / len(deliveries), "full_gcs": full_gcs,
-                                 "full_gc_ms": full_seconds * 1000, "gc_ms": gc_seconds * 1000, "drain": waited, "drained": drained, "rss": rss})
+                                 "client_cpu_ms": own * 1000 / len(deliveries), **costs, "drain": waited,
+                                 "drained": drained, "rss": rss})
                     print(rows[-1], flush=True)
     return rows
 
@@ -265,15 +293,22 @@ def main() -> None:
              "embed every image. *RSS*: the hub's processes (API and worker), at the end of the burst. *CPU*: the "
              "CPU time `hub serve` used during the burst, per delivery (in embedded mode that includes the work "
              "it started). *GC*: `hub serve`'s garbage collections during the burst (`hub_gc_pause_seconds`): the "
-             "full ones and their time, and the time all of them held the process.", "",
-             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | GC: full, ms; all ms | drain s | RSS MB |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "full ones and their time, and the time all of them held the process. *Write turns*: the intake's writes' "
+             "wait for the process's turn to write the SQLite file (`hub_sqlite_write_wait_seconds`, mean and the "
+             "p99's histogram bucket) and how long the other writers (the in-process workers) held the turn "
+             "(`hub_sqlite_write_held_seconds`: p99 bucket, and the burst's total); server mode's PostgreSQL has "
+             "no such turns.", "",
+             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | GC: full, ms; all ms | "
+             "write turns: intake wait mean, p99 ≤ ms; others held p99 ≤, total ms | drain s | RSS MB |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         answers = ", ".join(f"{n}× {code or 'error'}" for code, n in sorted(r["statuses"].items()))
         drain = f"{r['drain']:.0f}" + ("" if r["drained"] else " (not drained)")
         lines.append(f"| {r['mode']} | {r['rate']} | {r['sent']} | {answers} | {r['p50']:.1f} | {r['p99']:.1f} | "
-                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['full_gc_ms']:.0f}; {r['gc_ms']:.0f} | {drain} | "
-                     f"{r['rss']:.0f} |")
+                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['full_gc_ms']:.0f}; {r['gc_ms']:.0f} | "
+                     + (f"{r['intake_wait_ms']:.1f}, {r['intake_wait_p99_ms']:g}; {r['others_held_p99_ms']:g}, "
+                        f"{r['others_held_ms']:.0f}" if r["mode"] == "embedded" else "—")
+                     + f" | {drain} | {r['rss']:.0f} |")
     print("\n".join(lines))
     if not args.no_write:
         write_section("Webhook acknowledgement", "\n".join(lines))

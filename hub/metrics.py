@@ -32,6 +32,14 @@ VECTOR_STORE_SECONDS = Histogram("hub_vector_store_seconds", "Calls to the vecto
 WEBHOOKS = Counter("hub_webhook_deliveries_received_total", "Webhook deliveries answered, by connector and "
                    "outcome (accepted, duplicate, ignored, processed, rejected, unauthenticated)",
                    ["connector", "outcome"])
+SQLITE_WRITE_WAIT = Histogram("hub_sqlite_write_wait_seconds", "How long a transaction's first write to the SQLite "
+                              "file waited for this process's turn, by urgency (true: the webhook intake)",
+                              ["urgent"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                   0.5, 1.0, 5.0))
+SQLITE_WRITE_HELD = Histogram("hub_sqlite_write_held_seconds", "How long a transaction held this process's turn to "
+                              "write the SQLite file (from its turn to its commit or rollback: every other writer "
+                              "waits meanwhile), by urgency", ["urgent"],
+                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
 GC_PAUSE = Histogram("hub_gc_pause_seconds", "The interpreter's garbage collections (the whole process waits), by "
                      "generation (2: a full collection)", ["generation"],
                      buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))

@@ -5,9 +5,11 @@ whose end went unseen is given back; a turn never given is ``database is locked`
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -117,3 +119,36 @@ async def test_many_writers_with_a_watchful_waiter_never_lock_each_other_out(eng
     await asyncio.wait_for(asyncio.gather(*(writer(n) for n in range(6))), 30)
     async with normal.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 120
+
+
+async def test_how_long_writers_wait_and_hold_their_turn_is_measured(engines):
+    """``hub_sqlite_write_wait_seconds`` and ``hub_sqlite_write_held_seconds`` (on ``/metrics``): a writer that
+    waited for a holder's commit counts at least the time the holder kept the turn, in both."""
+    normal, urgent = engines
+    turns = turns_for(normal.sync_engine.dialect.database)
+
+    def sample(name: str, urgent: str) -> tuple[float, float]:
+        def value(suffix: str) -> float:
+            return REGISTRY.get_sample_value(f"{name}_{suffix}", {"urgent": urgent}) or 0.0
+        return value("count"), value("sum")
+
+    held_before = sample("hub_sqlite_write_held_seconds", "false")
+    waited_before = sample("hub_sqlite_write_wait_seconds", "true")
+    async with normal.connect() as holder:
+        await holder.execute(text("INSERT INTO t VALUES ('holder')"))
+        taken = time.perf_counter()
+
+        async def write() -> None:
+            async with urgent.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES ('intake')"))
+
+        intake = asyncio.create_task(write())
+        await queued(turns, True, 1)
+        await asyncio.sleep(0.05)
+        kept = time.perf_counter() - taken  # (at least: the turn was taken before, and is given back after)
+        await holder.commit()
+    await asyncio.wait_for(intake, 10)
+    held_after = sample("hub_sqlite_write_held_seconds", "false")
+    waited_after = sample("hub_sqlite_write_wait_seconds", "true")
+    assert held_after[0] == held_before[0] + 1 and held_after[1] - held_before[1] >= kept
+    assert waited_after[0] == waited_before[0] + 1 and waited_after[1] - waited_before[1] >= 0.05

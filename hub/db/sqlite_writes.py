@@ -16,6 +16,7 @@ to the waiters within ``CHECK_EVERY`` (never before its first write has run: unt
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from typing import Any
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.util.concurrency import await_
+
+from hub.db import sqlite_trips
+from hub.metrics import SQLITE_WRITE_HELD, SQLITE_WRITE_WAIT
 
 DRIVER = "hub_aiosqlite"
 TURN_TIMEOUT = 30.0  # seconds, as the connections' busy_timeout
@@ -38,13 +42,17 @@ class WriteTurns:
     def __init__(self) -> None:
         self.holder: object | None = None
         self.started = False  # whether the holder's first write has run (before that it is not "in a transaction")
+        self._since = 0.0  # when the holder got its turn (time.perf_counter), and whether it is urgent: the metrics
+        self._urgent = False
         self._waiting: dict[bool, deque[tuple[object, asyncio.Future[None]]]] = {True: deque(), False: deque()}
 
     async def take(self, owner: object, urgent: bool) -> None:
         if self.holder is owner or _writing(owner):  # (a transaction that already writes holds SQLite's lock:
             return                                   # making it wait for a turn could only deadlock)
+        asked = time.perf_counter()
         if self.holder is None and not self._waiting[True] and not self._waiting[False]:
-            self.holder, self.started = owner, False
+            self._hand(owner, urgent, asked)
+            SQLITE_WRITE_WAIT.labels(urgent=_label(urgent)).observe(0.0)
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._waiting[urgent]
@@ -54,6 +62,7 @@ class WriteTurns:
             while True:
                 try:
                     await asyncio.wait_for(asyncio.shield(turn), min(CHECK_EVERY, TURN_TIMEOUT))
+                    SQLITE_WRITE_WAIT.labels(urgent=_label(urgent)).observe(time.perf_counter() - asked)
                     return
                 except TimeoutError:
                     if asyncio.get_running_loop().time() >= deadline:
@@ -80,15 +89,24 @@ class WriteTurns:
     def give_back(self, owner: object) -> None:
         if self.holder is not owner:
             return
+        now = time.perf_counter()
+        SQLITE_WRITE_HELD.labels(urgent=_label(self._urgent)).observe(now - self._since)
         self.holder = None
         for urgent in (True, False):
             queue = self._waiting[urgent]
             while queue:
                 waiter, turn = queue.popleft()
                 if not turn.done():
-                    self.holder, self.started = waiter, False
+                    self._hand(waiter, urgent, now)
                     turn.set_result(None)
                     return
+
+    def _hand(self, owner: object, urgent: bool, now: float) -> None:
+        self.holder, self.started, self._since, self._urgent = owner, False, now, urgent
+
+
+def _label(urgent: bool) -> str:
+    return "true" if urgent else "false"
 
 
 def _sqlite(connection: object) -> Any:
@@ -124,6 +142,10 @@ class TurnTakingSQLiteDialect(SQLiteDialect_aiosqlite):
     """aiosqlite, with each transaction's writes waiting for the process's turn (``WriteTurns``)."""
 
     supports_statement_cache = True
+
+    @classmethod
+    def import_dbapi(cls) -> Any:
+        return sqlite_trips.dbapi()  # a statement in one trip to aiosqlite's thread
 
     def __init__(self, urgent_writes: bool = False, database: str = ":memory:", **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -151,6 +151,10 @@ class CatalogWriter:
             changes.count("stale")
             return
         created = product is None
+        # (every read before the first write: from that write on, the transaction holds the process's turn to
+        # write the SQLite file, and every statement it still runs keeps the others waiting)
+        existing: dict[str | None, Image] = {} if product is None else {
+            img.external_id: img for img in await self.session.scalars(select(Image).where(Image.product_id == product.id))}
         if product is None:
             product = Product(shop_id=self.connection.shop_id, source=self.connection.connector,
                               connection_id=self.connection.id, external_id=event.external_id)
@@ -173,13 +177,12 @@ class CatalogWriter:
             product.remote_updated_at = event.updated_at
         if seen_job_id is not None:
             product.seen_job_id = seen_job_id
-        await self.session.flush()
+        if created:
+            await self.session.flush()  # its id, for its images
         if created or product_changed:
             changes.count("products_created" if created else "products_updated")
         listing_changed = was_listed != (product.status, product.available, product.price)
 
-        existing = {img.external_id: img for img in await self.session.scalars(
-            select(Image).where(Image.product_id == product.id))}
         wanted = {
             "name": event.title[:500],
             "description": event.description,
@@ -187,6 +190,7 @@ class CatalogWriter:
             **self.hints.match(event.category_hint, event.tags),
         }
         seen: set[str] = set()
+        added: list[Image] = []
         for image in event.images:
             if image.external_id in seen:
                 continue
@@ -197,8 +201,7 @@ class CatalogWriter:
                             connection_id=self.connection.id, external_id=image.external_id, image_url=image.url,
                             next_attempt_at=self.next_attempt, **wanted)
                 self.session.add(img)
-                await self.session.flush()
-                changes.added.append(img.id)
+                added.append(img)
                 changes.count("images_added")
             elif img.image_url != image.url:
                 if img.photo:  # a photo kept from the old URL (fetched with credentials) is not this picture
@@ -218,6 +221,9 @@ class CatalogWriter:
             elif _assign(img, wanted) or listing_changed:
                 changes.changed.append(img.id)
                 changes.count("images_updated")
+        if added:
+            await self.session.flush()  # their ids (one INSERT for them all, where the database returns ids)
+            changes.added.extend(img.id for img in added)
         await self._remove_images(list(existing.values()), changes)
 
     async def _remove_images(self, images: list[Image], changes: Changes) -> None:
@@ -246,13 +252,13 @@ class CatalogWriter:
         if event.updated_at is not None and _is_stale(product, event.updated_at):
             changes.count("stale")
             return
+        images = list(await self.session.scalars(select(Image).where(Image.product_id == product.id)))  # (reads first)
         if product.status != "deleted":
             changes.count("products_deleted")
         product.status = "deleted"
         if product.remote_updated_at is None or stamp > product.remote_updated_at:
             product.remote_updated_at = stamp
-        await self._remove_images(list(await self.session.scalars(select(Image).where(Image.product_id == product.id))),
-                                  changes)
+        await self._remove_images(images, changes)
 
     async def remove_unseen(self, job_id: int, since: datetime) -> Changes:
         """After a complete sync: products the platform no longer lists (a missed delete webhook) go."""

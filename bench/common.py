@@ -148,13 +148,13 @@ def rss_of(pid: int | str) -> float:
 @contextmanager
 def profiled(pid: int | str, name: str, seconds: float) -> Iterator[None]:
     """py-spy's samples of process ``pid`` while the block runs, into ``$BENCH_PROFILE/name.txt`` (collapsed
-    stacks), when ``BENCH_PROFILE`` names a folder and py-spy is installed (``pip install py-spy``)."""
+    stacks, each under its thread's name), when ``BENCH_PROFILE`` names a folder and py-spy is installed (``pip install py-spy``)."""
     folder = os.environ.get("BENCH_PROFILE")
     spy = Path(sys.executable).parent / "py-spy"
     if not folder or not spy.exists():
         yield
         return
-    proc = subprocess.Popen([str(spy), "record", "-p", str(pid), "--nonblocking", "--format", "raw", "-d",
+    proc = subprocess.Popen([str(spy), "record", "-p", str(pid), "--nonblocking", "--threads", "--format", "raw", "-d",
                              str(int(seconds)), "-o", f"{folder}/{name}.txt"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

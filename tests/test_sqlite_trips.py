@@ -74,10 +74,13 @@ async def test_errors_are_the_databases_and_leave_the_connection_usable(engine):
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 0
 
 
-async def test_streamed_results_still_come_in_parts(engine):
+async def test_results_fetched_in_parts(engine):
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO t (name) VALUES (:name)"), [{"name": str(i)} for i in range(50)])
     async with engine.connect() as conn:
         result = await conn.stream(text("SELECT name FROM t ORDER BY id"))
         parts = [len(part) async for part in result.partitions(20)]
-    assert parts == [20, 20, 10]
+        assert parts == [20, 20, 10]
+        buffered = await conn.execute(text("SELECT name FROM t ORDER BY id"))
+        assert [len(part) for part in buffered.partitions()] == [1] * 50  # (the cursor's arraysize: sqlite3's 1)
+        assert (await conn.execute(text("SELECT name FROM t ORDER BY id"))).fetchmany() == [("0",)]

@@ -53,7 +53,7 @@ def _statement(connection: aiosqlite.Connection, operation: str, parameters: Any
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """SQLAlchemy's aiosqlite cursor, without an aiosqlite cursor: what a statement left is kept here."""
 
-    __slots__ = ("_description", "_rowcount", "_lastrowid")
+    __slots__ = ("_description", "_rowcount", "_lastrowid", "_arraysize")
 
     def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
         # (no call of the base: it opens an aiosqlite cursor, a trip of its own)
@@ -65,6 +65,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._description: Any = None
         self._rowcount = -1
         self._lastrowid: int | None = None
+        self._arraysize = 1  # (sqlite3's default: what fetchmany() without a size takes)
 
     @property
     def description(self) -> Any:
@@ -77,6 +78,20 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     @property
     def lastrowid(self) -> int | None:
         return self._lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    def nextset(self) -> None:
+        raise sqlite3.NotSupportedError("sqlite3 has no nextset")
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None  # (sqlite3's does nothing either)
 
     async def _run(self, operation: str, parameters: Any, many: bool) -> None:
         async with self._adapt_connection._execute_mutex:

@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     model = full_size_model()
     with shop_home(model) as (home, shop):
@@ -194,7 +195,8 @@ The text tower alone, in the same run (prompts/s; concurrent queries' prompts sh
 | how | prompts/s | vs two threads |
 | --- | ---: | ---: |
 """ + "\n".join(f"| {name} | {rate:.1f} | {rate / tower['two threads']:.2f} |" for name, rate in tower.items()) + "\n"
-    write_section("Queries" if args.images == 10_000 else f"Queries, {args.images:,} images", body)
+    if not args.no_write:
+        write_section("Queries" if args.images == 10_000 else f"Queries, {args.images:,} images", body)
     print(body)
 
 

@@ -134,6 +134,17 @@ def hub_server(home: Path, model: Path, **env: str):
         proc.wait(60)
 
 
+def cpu_seconds_of(pid: int | str, thread: int | str | None = None) -> float:
+    """User + system CPU time a process (or one of its threads: the main thread's id is the process's) has used
+    so far (0 if it is gone)."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    try:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_of(pid: int | str) -> float:
     """A process's resident memory, in MB (0 if it is gone)."""
     try:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RawClient, full_size_model, hub_server, machine, profiled, rss_of, shop_home, write_section
+from bench.common import (RawClient, cpu_seconds_of, full_size_model, hub_server, machine, profiled, rss_of, shop_home,
+                          write_section)
 
 COLOURS = ["red", "blue", "black", "white", "green", "pink", "beige", "navy", "yellow", "grey"]
 PATTERNS = ["floral", "striped", "plain", "dotted", "plaid", "leather", "denim", "lace", "silk", "knit"]
@@ -143,10 +144,18 @@ def main() -> None:
         tower = text_tower(model, prompts()[args.queries:])
         with hub_server(home, model) as (base, environ):
             run_clients(base, shop["publishable_key"], texts[:8], 1)  # warm-up
-            with profiled(environ["BENCH_SERVE_PID"], f"query-fresh-{args.images}", 600):
+            pid = environ["BENCH_SERVE_PID"]
+            cpu = {}  # hub serve's CPU ms per query: (the process, its main thread: the event loop)
+            with profiled(pid, f"query-fresh-{args.images}", 600):
+                before = cpu_seconds_of(pid), cpu_seconds_of(pid, pid)
                 fresh = run_clients(base, shop["publishable_key"], texts, args.clients)
-            with profiled(environ["BENCH_SERVE_PID"], f"query-repeated-{args.images}", 600):
+                cpu["fresh"] = tuple((b - a) * 1000 / len(texts) for a, b in
+                                     zip(before, (cpu_seconds_of(pid), cpu_seconds_of(pid, pid)), strict=True))
+            with profiled(pid, f"query-repeated-{args.images}", 600):
+                before = cpu_seconds_of(pid), cpu_seconds_of(pid, pid)
                 repeated = run_clients(base, shop["publishable_key"], texts, args.clients)
+                cpu["repeated"] = tuple((b - a) * 1000 / len(texts) for a, b in
+                                        zip(before, (cpu_seconds_of(pid), cpu_seconds_of(pid, pid)), strict=True))
             # a filter every image matches (more than HUB_EXACT_MAX_VECTORS do: the index answers), fresh prompts
             filtered = run_clients(base, shop["publishable_key"], prompts()[-args.queries:], args.clients,
                                    {"available": True})
@@ -184,6 +193,9 @@ every image matches). Latencies in ms; the split comes from the `timings_ms` of 
 {rows(filtered, "fresh, filtered")}
 
 `hub serve`'s resident memory after the queries: {rss_mb:.0f} MB.
+
+`hub serve`'s CPU time per query (the process; its main thread, the event loop): fresh {cpu["fresh"][0]:.1f} ms,
+{cpu["fresh"][1]:.1f} ms; repeated {cpu["repeated"][0]:.1f} ms, {cpu["repeated"][1]:.1f} ms.
 
 Throughput: fresh {fresh_rate:.1f} queries/s, repeated {repeated_rate:.1f} queries/s. Fresh queries/s ÷ the text
 tower's prompts/s at 4 per pass: **{fresh_rate / tower['4 per pass']:.2f}** (issue 16 asks ≥ 0.8); fresh p50 ÷ one

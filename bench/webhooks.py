@@ -31,7 +31,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import RawClient, free_port, full_size_model, machine, profiled, rss_of, wait_for_http, write_section
+from bench.common import (RawClient, cpu_seconds_of, free_port, full_size_model, machine, profiled, rss_of, wait_for_http,
+                          write_section)
 
 OPERATOR = "bench-operator-token-0000000000000001"
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -118,15 +119,6 @@ def hub(mode: str, home: Path, model: Path) -> Iterator[tuple[str, list[int]]]:
 
 def _rss_mb(pids: list[int]) -> float:
     return sum(rss_of(pid) for pid in pids)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _drain(client: httpx.AsyncClient, base: str, headers: dict[str, str], connection: int,
@@ -251,11 +243,11 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
                         product = woo.put(1 + i % products, [seed])
                         deliveries.append(woo.delivery("product.updated", product,
                                                        delivery_id=f"bench-{seed}"))
-                    cpu, own = _cpu_seconds(pids[0]), _cpu_seconds(os.getpid())
+                    cpu, own = cpu_seconds_of(pids[0]), cpu_seconds_of(os.getpid())
                     scraped = await _scrape(client, base)
                     with profiled(pids[0], f"webhooks-{mode}-{rate}", seconds + 5):
                         latencies, statuses = await _burst(url, deliveries, rate)
-                    cpu, own = _cpu_seconds(pids[0]) - cpu, _cpu_seconds(os.getpid()) - own
+                    cpu, own = cpu_seconds_of(pids[0]) - cpu, cpu_seconds_of(os.getpid()) - own
                     costs = _burst_metrics(scraped, await _scrape(client, base))
                     rss = _rss_mb(pids)
                     waited, drained = await _drain(client, base, auth, connection["id"], 900)

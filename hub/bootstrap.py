@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub import heap
 from hub.db.engine import create_engine, dispose, session_factory
+from hub.db.sqlite_writes import holds_turn
 from hub.domain.media import MediaStore
 from hub.domain.pipeline import Pipeline
 from hub.domain.secrets import SecretBox
 from hub.domain import lexical, recent
 from hub.domain.services import Services
+from hub.foreground import Foreground
 from hub.http.app import create_app
 from hub.plugin_manager import Plugins, load_plugins
 from hub.settings import Settings, old_names_in_use
@@ -80,7 +82,10 @@ def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
     # SQLite writes go before the others waiting (hub.db.sqlite_writes)
     intake_engine = create_engine(settings.db_url, urgent_writes=True, pool_size=2)
     services = Services(settings, session_factory(engine), MediaStore.for_settings(settings), plugins,
-                        SecretBox(settings.secret_key), pipeline=None, intake=session_factory(intake_engine))
+                        SecretBox(settings.secret_key), pipeline=None, intake=session_factory(intake_engine),
+                        # the in-process workers (embedded) step aside while a webhook waits for its answer, unless
+                        # they hold the turn to write SQLite that the webhook may be waiting for
+                        foreground=Foreground(exempt=holds_turn))
     runtime = Runtime(services, role) if role != "cli" and pipeline is None else None
     services.pipeline = pipeline if pipeline is not None else runtime
     return Hub(settings, engine, services, runtime, intake_engine)

@@ -40,6 +40,8 @@ SQLITE_WRITE_HELD = Histogram("hub_sqlite_write_held_seconds", "How long a trans
                               "write the SQLite file (from its turn to its commit or rollback: every other writer "
                               "waits meanwhile), by urgency", ["urgent"],
                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
+BACKGROUND_DEFERRED = Counter("hub_background_deferred_seconds", "Time the in-process workers' steps waited for "
+                              "webhook requests in flight to be answered (the embedded default: hub.foreground)")
 GC_PAUSE = Histogram("hub_gc_pause_seconds", "The interpreter's garbage collections (the whole process waits), by "
                      "generation (2: a full collection)", ["generation"],
                      buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))

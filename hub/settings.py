@@ -112,9 +112,10 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, le=256, description="Images per forward pass.")
     embed_batch_wait_ms: int = Field(100, ge=0, le=5000, description="How long a batch waits to fill.")
     query_cache_seconds: float = Field(5.0, ge=0, le=300, description="How long a query trusts what it read "
-                                       "before: its key, its shop's search defaults and merchandising rules (0: "
-                                       "read on every request). A change made through another API process counts "
-                                       "here within this time; through this one, at once.")
+                                       "before: its key, its shop's search defaults and merchandising rules, and "
+                                       "a webhook delivery its connection (0: read on every request). A change "
+                                       "made through another API process counts here within this time; through "
+                                       "this one, at once.")
     worker_nice: int = Field(10, ge=0, le=19, description="CPU priority of `hub worker` (Linux nice value; 0 "
                              "leaves it as started): a worker sharing a host with the API leaves the API the "
                              "cores it needs to answer.")

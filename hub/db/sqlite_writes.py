@@ -41,22 +41,25 @@ class WriteTurns:
 
     def __init__(self) -> None:
         self.holder: object | None = None
+        self.task: asyncio.Task[Any] | None = None  # the task the holder writes from (``holds_turn``)
         self.started = False  # whether the holder's first write has run (before that it is not "in a transaction")
         self._since = 0.0  # when the holder got its turn (time.perf_counter), and whether it is urgent: the metrics
         self._urgent = False
-        self._waiting: dict[bool, deque[tuple[object, asyncio.Future[None]]]] = {True: deque(), False: deque()}
+        self._waiting: dict[bool, deque[tuple[object, asyncio.Future[None], asyncio.Task[Any] | None]]] = {
+            True: deque(), False: deque()}
 
     async def take(self, owner: object, urgent: bool) -> None:
         if self.holder is owner or _writing(owner):  # (a transaction that already writes holds SQLite's lock:
             return                                   # making it wait for a turn could only deadlock)
         asked = time.perf_counter()
+        task = asyncio.current_task()
         if self.holder is None and not self._waiting[True] and not self._waiting[False]:
-            self._hand(owner, urgent, asked)
+            self._hand(owner, urgent, asked, task)
             SQLITE_WRITE_WAIT.labels(urgent=_label(urgent)).observe(0.0)
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._waiting[urgent]
-        queue.append((owner, turn))
+        queue.append((owner, turn, task))
         deadline = asyncio.get_running_loop().time() + TURN_TIMEOUT
         try:
             while True:
@@ -76,7 +79,7 @@ class WriteTurns:
             else:
                 turn.cancel()
                 try:
-                    queue.remove((owner, turn))
+                    queue.remove((owner, turn, task))
                 except ValueError:
                     pass
             raise
@@ -91,18 +94,18 @@ class WriteTurns:
             return
         now = time.perf_counter()
         SQLITE_WRITE_HELD.labels(urgent=_label(self._urgent)).observe(now - self._since)
-        self.holder = None
+        self.holder, self.task = None, None
         for urgent in (True, False):
             queue = self._waiting[urgent]
             while queue:
-                waiter, turn = queue.popleft()
+                waiter, turn, task = queue.popleft()
                 if not turn.done():
-                    self._hand(waiter, urgent, now)
+                    self._hand(waiter, urgent, now, task)
                     turn.set_result(None)
                     return
 
-    def _hand(self, owner: object, urgent: bool, now: float) -> None:
-        self.holder, self.started, self._since, self._urgent = owner, False, now, urgent
+    def _hand(self, owner: object, urgent: bool, now: float, task: asyncio.Task[Any] | None) -> None:
+        self.holder, self.task, self.started, self._since, self._urgent = owner, task, False, now, urgent
 
 
 def _label(urgent: bool) -> str:
@@ -132,6 +135,14 @@ _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, WriteTurn
 
 def turns_for(database: str) -> WriteTurns:
     return _TURNS.setdefault(asyncio.get_running_loop(), {}).setdefault(database, WriteTurns())
+
+
+def holds_turn() -> bool:
+    """Whether the running task holds a turn to write (in this event loop): work that must not be held up while
+    others wait for it (``hub.foreground``)."""
+    task = asyncio.current_task()
+    turns = _TURNS.get(asyncio.get_running_loop())
+    return task is not None and turns is not None and any(t.task is task for t in turns.values())
 
 
 def _is_write(statement: str) -> bool:

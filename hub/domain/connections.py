@@ -518,6 +518,7 @@ async def remove_connection(session: AsyncSession, services: Services, shop_id: 
     images = list((await session.execute(select(Image.id, Image.photo).where(Image.connection_id == row.id))).all())
     await session.execute(sql_delete(Connection).where(Connection.id == row.id))  # products and images cascade
     await session.commit()
+    services.intake_connections.clear()  # (a delete statement is no ORM change: hub.domain.recent does not see it)
     await services.media.tidy([photo for _, photo in images])
     if images and services.pipeline is not None:
         await services.pipeline.images_removed(shop_id, [i for i, _ in images])

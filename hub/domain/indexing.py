@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.foreground import alongside
 from hub.connectors import ConnectorError
 from hub.errors import HubError, Unavailable
 from hub.metrics import EMBEDDED
@@ -161,7 +162,8 @@ class Embedder:
         images = await self.claim(image_ids)
         if not images:
             return []
-        results = await asyncio.gather(*(self._vector_for(img) for img in images), return_exceptions=True)
+        results = await asyncio.gather(*(alongside(self._vector_for(img)) for img in images),
+                                       return_exceptions=True)
         ready: list[Any] = []
         outcomes: list[Outcome] = []
         for img, result in zip(images, results, strict=True):

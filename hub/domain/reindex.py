@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from hub.foreground import alongside
 from hub.db.models import Image, Job, Shop, VectorModel, utcnow
 from hub.domain.fetching import FetchError
 from hub.domain.indexing import Embedder, Fail, metadata_for, shops_with_images
@@ -221,7 +222,8 @@ class _Step:
 
     async def run(self, images: list[Image], cursor: str | None = None, extra_total: int = 0) -> None:
         await self.still_building()
-        outcomes = await asyncio.gather(*(self.embedder.vector_only(img) for img in images), return_exceptions=True)
+        outcomes = await asyncio.gather(*(alongside(self.embedder.vector_only(img)) for img in images),
+                                        return_exceptions=True)
         vectors: dict[int, np.ndarray] = {}
         errors: list[dict[str, Any]] = []
         for img, outcome in zip(images, outcomes, strict=True):

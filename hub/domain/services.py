@@ -9,10 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.connectors import ConnectionContext, Connector
 from hub.domain.inbox import DeliveryInbox
+from hub.foreground import Foreground
 from hub.domain.keys import KnownKey, key_cache
 from hub.domain.media import MediaStore
 from hub.domain.merchandising import ShopSearch, shop_search_cache
-from hub.db.models import Connection, VectorModel
+from hub.db.models import Connection, Shop, VectorModel
 from hub.domain.pipeline import Pipeline
 from hub.domain.prompt_log import PromptLog
 from hub.domain.recent import Recent
@@ -33,11 +34,13 @@ class Services:
     secrets: SecretBox
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
     intake: async_sessionmaker[AsyncSession] | None = None  # the webhook intake's own (default: ``sessions``)
+    foreground: Foreground | None = None  # the requests the in-process workers step aside for (``hub.foreground``)
     prompt_log: PromptLog = field(init=False)
     inbox: DeliveryInbox = field(init=False)
     keys: Recent[str, KnownKey] = field(init=False)
     shop_search: Recent[int, ShopSearch] = field(init=False)
     builds: Recent[str, list[Any]] = field(init=False)  # hub.domain.reindex.recent_build_statuses
+    intake_connections: Recent[int, Connection] = field(init=False)  # hub.domain.webhooks.intake_connection
 
     def __post_init__(self) -> None:
         self.prompt_log = PromptLog(self.sessions)
@@ -45,6 +48,10 @@ class Services:
         self.keys = key_cache(self.settings.query_cache_seconds)
         self.shop_search = shop_search_cache(self.settings.query_cache_seconds)
         self.builds = Recent(BUILDS_SECONDS, (VectorModel,), size=1)
+        # the connections deliveries came for: a change made in this process counts at once (a new webhook
+        # secret, a connection erased), one made by another within HUB_QUERY_CACHE_SECONDS; a delivery for a
+        # connection deleted meanwhile is refused by the database when it is stored
+        self.intake_connections = Recent(self.settings.query_cache_seconds, (Connection, Shop))
 
     def webhook_url(self, row: Connection) -> str:
         """Where the platform should send this connection's deliveries (under the current HUB_PUBLIC_URL)."""

@@ -20,7 +20,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -160,10 +160,28 @@ class AppDeliveryAnswer(TypedDict):
     connections: int
 
 
+async def intake_connection(db: AsyncSession, services: Services, connection_id: int) -> Connection | None:
+    """The connection a delivery is for, as read within ``HUB_QUERY_CACHE_SECONDS`` (``Services.intake_connections``):
+    at hundreds of deliveries a second, reading it for each one queued the requests for the intake's connections.
+    A copy that belongs to no session (the intake only reads it)."""
+    cache = services.intake_connections
+    kept = cache.get(connection_id)
+    if kept is not None:
+        return kept
+    generation = cache.generation
+    row = await db.get(Connection, connection_id)
+    await db.commit()  # (the read ends here: no transaction is held while the delivery waits to be stored)
+    if row is None:
+        return None
+    copy = Connection(**{column.key: getattr(row, column.key) for column in inspect(Connection).column_attrs})
+    cache.put(connection_id, copy, generation)
+    return copy
+
+
 async def receive(db: AsyncSession, services: Services, connector_name: str, connection_id: int,
                   delivery: Delivery) -> DeliveryAnswer:
     """A delivery for one connection (the URL ``register_webhooks`` gave the platform)."""
-    row = await db.get(Connection, connection_id)
+    row = await intake_connection(db, services, connection_id)
     connector = services.plugins.connectors().get(connector_name)
     if row is None or row.connector != connector_name or connector is None:
         raise NotFound(f"no {connector_name} connection {connection_id}")

@@ -82,7 +82,7 @@ class Runtime:
         self._switching = asyncio.Lock()
         self._loading: str | None = None  # the key of the active model this process is loading to switch to
         self._switch_problem: str | None = None  # why this process could not switch to the active model
-        self.broker = make_broker(settings)
+        self.broker = make_broker(settings, services.foreground)
         self.broker.is_worker_process = role == "worker"
         self.tasks: Tasks = register_tasks(self.broker, self)
         self._background: list[asyncio.Task[Any]] = []

@@ -21,6 +21,7 @@ from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, BrokerMessage, InMemor
 from taskiq.exceptions import UnknownTaskError
 
 from hub.errors import Unavailable
+from hub.foreground import Foreground, in_background
 from hub.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ log = logging.getLogger("hub.tasks")
 CONSUMER_GROUP = "hub-workers"
 
 
-def make_broker(settings: Settings) -> AsyncBroker:
+def make_broker(settings: Settings, foreground: Foreground | None = None) -> AsyncBroker:
     """In-process for the embedded default; Redis streams (acknowledged delivery) for ``redis://``."""
     if settings.broker_is_redis:
         from taskiq_redis import RedisStreamBroker
@@ -42,7 +43,7 @@ def make_broker(settings: Settings) -> AsyncBroker:
             idle_timeout=int(settings.lease_seconds * 1000),
             socket_timeout=None,
         )
-    return BoundedInMemoryBroker(settings.worker_concurrency)
+    return BoundedInMemoryBroker(settings.worker_concurrency, foreground)
 
 
 class BoundedInMemoryBroker(InMemoryBroker):
@@ -51,11 +52,13 @@ class BoundedInMemoryBroker(InMemoryBroker):
     taskiq's ``InMemoryBroker`` starts every task the moment it is sent (its ``max_async_tasks`` only bounds a
     listening receiver, which an in-memory broker never has): a burst of 1,000 webhook deliveries became 1,000
     tasks at once on the event loop that answers the HTTP requests, all queued for the same database
-    connections. Here the tasks wait their turn (first come, first run) and the API keeps its share."""
+    connections. Here the tasks wait their turn (first come, first run) and the API keeps its share; with a
+    ``foreground``, every step of a task waits while a webhook request is being answered (``hub.foreground``)."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, foreground: Foreground | None = None) -> None:
         super().__init__(max_async_tasks=concurrency)
         self._slots = asyncio.Semaphore(concurrency)
+        self.foreground = foreground
         self.running = 0  # tasks holding a slot (the others in ``_running_tasks`` wait for one)
 
     async def kick(self, message: BrokerMessage) -> None:
@@ -71,7 +74,7 @@ class BoundedInMemoryBroker(InMemoryBroker):
         async with self._slots:
             self.running += 1
             try:
-                await self.receiver.callback(message=message.message)
+                await in_background(self.receiver.callback(message=message.message), self.foreground)
             finally:
                 self.running -= 1
 

@@ -150,3 +150,118 @@ async def test_a_row_the_database_refuses_fails_only_its_own_delivery(client, sh
     with pytest.raises(IntegrityError):
         await gone
     assert set(await stored(services)) == {"k1", "k3"}
+
+
+async def probe_task(services, name: str, body):
+    """A task on the app's own in-process broker (what the runtime's tasks run on)."""
+    broker = services.pipeline.broker
+    return broker.task(task_name=name)(body)
+
+
+async def test_the_in_process_workers_wait_while_a_webhook_is_answered(client, shop, feed, settings, monkeypatch):
+    """The embedded default's workers share the event loop with the API: while a delivery waits for its answer,
+    their tasks go no further than the step they were at; once it is answered they go on (``hub.foreground``)."""
+    path = f"/webhooks/example/{(await connect(client, shop, feed))['id']}"
+    services = client.app.state.services
+    monkeypatch.setattr(services.foreground, "max_wait", 60.0)  # (a step would otherwise go on after 0.1 s)
+    steps: list[int] = []
+
+    async def stepping() -> int:
+        for n in range(3):
+            steps.append(n)
+            await asyncio.sleep(0)
+        return len(steps)
+
+    probe = await probe_task(services, "ForegroundProbe", stepping)
+    body, headers = signed({"event": "product.updated", "delivery_id": "d1", "product": feed.put(1, [1])})
+    async with write_lock(settings.db_url, "webhook_deliveries"):
+        answer = asyncio.create_task(client.post(path, content=body, headers=headers))
+        await until(lambda: services.inbox._writer is not None and not services.inbox._writer.done(),
+                    "the delivery's write is under way")
+        assert services.foreground.in_flight == 1
+        sent = await probe.kiq()
+        await until(lambda: steps == [0], "the task's first step ran")
+        for _ in range(20):  # however long the loop runs meanwhile
+            await asyncio.sleep(0)
+        assert steps == [0] and not answer.done()
+    assert (await answer).status_code == 200
+    assert (await sent.wait_result(timeout=10)).return_value == 3
+    assert services.foreground.in_flight == 0
+
+
+async def test_a_worker_holding_the_turn_to_write_is_not_held_up_by_the_webhook_waiting_for_it(
+        client, shop, feed, monkeypatch):
+    """The interleaving that would deadlock: a task has begun writing (on SQLite it holds the process's turn to
+    write) when a delivery comes, whose write waits for that turn; the task must finish its transaction while the
+    delivery is in flight, or neither would move before ``max_wait``."""
+    from sqlalchemy import update
+
+    from hub.db.models import Shop
+
+    path = f"/webhooks/example/{(await connect(client, shop, feed))['id']}"
+    services = client.app.state.services
+    monkeypatch.setattr(services.foreground, "max_wait", 60.0)
+    wrote, go = asyncio.Event(), asyncio.Event()
+
+    async def writing() -> str:
+        async with services.sessions() as session:
+            await session.execute(update(Shop).where(Shop.id == shop["id"]).values(name="Renamed meanwhile"))
+            wrote.set()
+            await go.wait()
+            await session.commit()
+        return "committed"
+
+    probe = await probe_task(services, "TurnHolderProbe", writing)
+    sent = await probe.kiq()
+    await asyncio.wait_for(wrote.wait(), 10)
+    body, headers = signed({"event": "product.updated", "delivery_id": "d1", "product": feed.put(1, [1])})
+    answer = asyncio.create_task(client.post(path, content=body, headers=headers))
+    await until(lambda: services.inbox._writer is not None and not services.inbox._writer.done(),
+                "the delivery's write is under way")
+    go.set()
+    assert (await asyncio.wait_for(answer, 10)).status_code == 200
+    assert (await sent.wait_result(timeout=10)).return_value == "committed"
+
+
+async def test_the_intake_reads_a_connection_once_and_sees_this_process_change_it_at_once(client, shop, feed):
+    """Deliveries for a connection read it once within ``HUB_QUERY_CACHE_SECONDS``; a change made in this process
+    (its webhook secret, its removal) counts for the next delivery."""
+    from sqlalchemy import event
+
+    from hub.db.models import Connection
+
+    conn = await connect(client, shop, feed)
+    path = f"/webhooks/example/{conn['id']}"
+    services = client.app.state.services
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if "FROM connections" in statement:
+            reads.append(statement)
+
+    intake = services.inbox.sessions.kw["bind"].sync_engine
+    event.listen(intake, "before_cursor_execute", count)
+    try:
+        for n in range(1, 4):
+            body, headers = signed({"event": "product.updated", "delivery_id": f"d{n}", "product": feed.put(n, [n])})
+            assert (await client.post(path, content=body, headers=headers)).json()["status"] == "accepted"
+        assert len(reads) == 1
+
+        async with services.sessions() as session:  # a new webhook secret, as a change through the API makes it
+            row = await session.get(Connection, conn["id"])
+            row.secrets = services.secrets.seal(services.secrets.open(row.secrets) | {"webhook_secret": "new-secret"})
+            await session.commit()
+        body, headers = signed({"event": "product.updated", "delivery_id": "d4", "product": feed.put(4, [4])})
+        assert (await client.post(path, content=body, headers=headers)).status_code == 401
+        body, headers = signed({"event": "product.updated", "delivery_id": "d5", "product": feed.put(5, [5])},
+                               secret="new-secret")
+        assert (await client.post(path, content=body, headers=headers)).status_code == 200
+        assert len(reads) == 2
+
+        assert (await client.delete(f"/api/v1/connections/{conn['id']}", headers=shop.secret)).status_code == 204
+        body, headers = signed({"event": "product.updated", "delivery_id": "d6", "product": feed.put(6, [6])},
+                               secret="new-secret")
+        refused = await client.post(path, content=body, headers=headers)
+        assert refused.status_code == 404 and refused.headers["content-type"].startswith("application/")
+    finally:
+        event.remove(intake, "before_cursor_execute", count)

@@ -37,6 +37,7 @@ from bench.common import (RawClient, cpu_seconds_of, free_port, full_size_model,
 OPERATOR = "bench-operator-token-0000000000000001"
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+WEBHOOK_ROUTE = "/webhooks/{connector_name}/{connection_id}"  # (the label Litestar's metrics give it)
 
 
 @contextmanager
@@ -166,7 +167,10 @@ async def _scrape(client: httpx.AsyncClient, base: str) -> dict[tuple[str, tuple
     """``hub serve``'s ``/metrics`` samples: {(name, sorted labels): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    resp = await client.get(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"})
+    try:
+        resp = await client.get(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"})
+    except (httpx.ReadError, httpx.RemoteProtocolError):  # a kept-alive connection the server closed meanwhile
+        resp = await client.get(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"})
     resp.raise_for_status()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(resp.text) for sample in family.samples}
@@ -196,6 +200,8 @@ def _burst_metrics(before: dict, after: dict) -> dict[str, float]:
     """What the burst cost ``hub serve`` in garbage collections and in turns to write the SQLite file."""
     wait, held = "hub_sqlite_write_wait_seconds", "hub_sqlite_write_held_seconds"
     intake_waits = _since(before, after, f"{wait}_count", urgent="true")
+    app, route = "hub_http_request_duration_seconds", {"path": WEBHOOK_ROUTE}
+    answered = _since(before, after, f"{app}_count", **route)
     return {
         "full_gcs": _since(before, after, "hub_gc_pause_seconds_count", generation="2"),
         "full_gc_ms": _since(before, after, "hub_gc_pause_seconds_sum", generation="2") * 1000,
@@ -205,6 +211,10 @@ def _burst_metrics(before: dict, after: dict) -> dict[str, float]:
         "intake_wait_p99_ms": _bucket_quantile(before, after, wait, 0.99, urgent="true") * 1000,
         "others_held_ms": _since(before, after, f"{held}_sum", urgent="false") * 1000,
         "others_held_p99_ms": _bucket_quantile(before, after, held, 0.99, urgent="false") * 1000,
+        # the requests' own time inside the app (Litestar's histogram of the webhook route): the rest of the
+        # answer's latency was spent before the app saw the request (the event loop, the server, the sockets)
+        "app_mean_ms": (_since(before, after, f"{app}_sum", **route) * 1000 / answered) if answered else 0.0,
+        "app_p99_ms": _bucket_quantile(before, after, app, 0.99, **route) * 1000,
     }
 
 
@@ -260,6 +270,40 @@ async def measure(mode: str, rates: list[int], seconds: float, model: Path, prod
     return rows
 
 
+def report(rows: list[dict], rates: str, seconds: float, modes: list[str], products: int) -> list[str]:
+    """The section's lines for ``rows`` (``measure``'s)."""
+    command = (f"`.venv/bin/python -m bench.webhooks --rates {rates} --seconds {seconds:g} "
+               + " ".join(f"--mode {m}" for m in modes) + f"` — {date.today().isoformat()}")
+    lines = [command, "", f"Machine: {machine()}.", "",
+             "Signed WooCommerce `product.updated` deliveries, each giving one of "
+             f"{products} products a new photo (so the hub fetches the product and embeds an image per delivery "
+             f"while it answers), sent open-loop for {seconds:g} s at each rate; latency from the moment each "
+             "was due to the hub's answer. *In the app*: the requests' own time inside the hub's application "
+             "(Litestar's `hub_http_request_duration_seconds` of the webhook route: mean, and the p99's histogram "
+             "bucket); the rest of the latency was spent before the application had the request. *Drain*: how long the hub then took to apply every accepted delivery and "
+             "embed every image. *RSS*: the hub's processes (API and worker), at the end of the burst. *CPU*: the "
+             "CPU time `hub serve` used during the burst, per delivery (in embedded mode that includes the work "
+             "it started). *GC*: `hub serve`'s garbage collections during the burst (`hub_gc_pause_seconds`): the "
+             "full ones and their time, and the time all of them held the process. *Write turns*: the intake's writes' "
+             "wait for the process's turn to write the SQLite file (`hub_sqlite_write_wait_seconds`, mean and the "
+             "p99's histogram bucket) and how long the other writers (the in-process workers) held the turn "
+             "(`hub_sqlite_write_held_seconds`: p99 bucket, and the burst's total); server mode's PostgreSQL has "
+             "no such turns.", "",
+             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | in the app: mean, p99 ≤ ms | "
+             "CPU ms | GC: full, ms; all ms | "
+             "write turns: intake wait mean, p99 ≤ ms; others held p99 ≤, total ms | drain s | RSS MB |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        answers = ", ".join(f"{n}× {code or 'error'}" for code, n in sorted(r["statuses"].items()))
+        drain = f"{r['drain']:.0f}" + ("" if r["drained"] else " (not drained)")
+        lines.append(f"| {r['mode']} | {r['rate']} | {r['sent']} | {answers} | {r['p50']:.1f} | {r['p99']:.1f} | "
+                     f"{r['max']:.1f} | {r['app_mean_ms']:.1f}, {r['app_p99_ms']:g} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['full_gc_ms']:.0f}; {r['gc_ms']:.0f} | "
+                     + (f"{r['intake_wait_ms']:.1f}, {r['intake_wait_p99_ms']:g}; {r['others_held_p99_ms']:g}, "
+                        f"{r['others_held_ms']:.0f}" if r["mode"] == "embedded" else "—")
+                     + f" | {drain} | {r['rss']:.0f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="20,50,100,200", help="deliveries per second, comma-separated")
@@ -275,32 +319,7 @@ def main() -> None:
     rows = []
     for mode in modes:
         rows += asyncio.run(measure(mode, rates, args.seconds, model, args.products))
-    command = (f"`.venv/bin/python -m bench.webhooks --rates {args.rates} --seconds {args.seconds:g} "
-               + " ".join(f"--mode {m}" for m in modes) + f"` — {date.today().isoformat()}")
-    lines = [command, "", f"Machine: {machine()}.", "",
-             "Signed WooCommerce `product.updated` deliveries, each giving one of "
-             f"{args.products} products a new photo (so the hub fetches the product and embeds an image per delivery "
-             f"while it answers), sent open-loop for {args.seconds:g} s at each rate; latency from the moment each "
-             "was due to the hub's answer. *Drain*: how long the hub then took to apply every accepted delivery and "
-             "embed every image. *RSS*: the hub's processes (API and worker), at the end of the burst. *CPU*: the "
-             "CPU time `hub serve` used during the burst, per delivery (in embedded mode that includes the work "
-             "it started). *GC*: `hub serve`'s garbage collections during the burst (`hub_gc_pause_seconds`): the "
-             "full ones and their time, and the time all of them held the process. *Write turns*: the intake's writes' "
-             "wait for the process's turn to write the SQLite file (`hub_sqlite_write_wait_seconds`, mean and the "
-             "p99's histogram bucket) and how long the other writers (the in-process workers) held the turn "
-             "(`hub_sqlite_write_held_seconds`: p99 bucket, and the burst's total); server mode's PostgreSQL has "
-             "no such turns.", "",
-             "| mode | deliveries/s | sent | answers | p50 ms | p99 ms | max ms | CPU ms | GC: full, ms; all ms | "
-             "write turns: intake wait mean, p99 ≤ ms; others held p99 ≤, total ms | drain s | RSS MB |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        answers = ", ".join(f"{n}× {code or 'error'}" for code, n in sorted(r["statuses"].items()))
-        drain = f"{r['drain']:.0f}" + ("" if r["drained"] else " (not drained)")
-        lines.append(f"| {r['mode']} | {r['rate']} | {r['sent']} | {answers} | {r['p50']:.1f} | {r['p99']:.1f} | "
-                     f"{r['max']:.1f} | {r['cpu_ms']:.1f} | {r['full_gcs']:.0f}, {r['full_gc_ms']:.0f}; {r['gc_ms']:.0f} | "
-                     + (f"{r['intake_wait_ms']:.1f}, {r['intake_wait_p99_ms']:g}; {r['others_held_p99_ms']:g}, "
-                        f"{r['others_held_ms']:.0f}" if r["mode"] == "embedded" else "—")
-                     + f" | {drain} | {r['rss']:.0f} |")
+    lines = report(rows, args.rates, args.seconds, modes, args.products)
     print("\n".join(lines))
     if not args.no_write:
         write_section("Webhook acknowledgement", "\n".join(lines))

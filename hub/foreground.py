@@ -8,10 +8,12 @@ backlog (measured at 200 deliveries/s: p50 0.8–2.3 s while the loop was short 
 
 Here a background task (what the in-memory broker runs: ``in_background``) is driven one step at a time. Each time
 it would go on after a wait, it first lets the foreground pass: while a request counted by ``Foreground.serving``
-is in flight it waits until none is, at most ``MAX_WAIT`` each time (so that it always moves on) and not at all
-while it holds something a request may be waiting for (``exempt``: a turn to write the SQLite file). The work is
-not dropped or reordered, only put after the answers: what a request accepted is durable before it is answered,
-and the backlog drains once the burst is over.
+is in flight it waits until none is — at most ``MAX_WAIT`` each time and ``BUDGET`` of its time in all (so that it
+always moves on, at half its pace or better however busy the API), and not at all while it holds something a
+request may be waiting for (``exempt``: a turn to write the SQLite file). A webhook is counted from its whole body
+to its answer (a sender trickling a body in holds nothing up). The work is not dropped or reordered, only put
+after the answers: what a request accepted is durable before it is answered, and the backlog drains once the
+burst is over. Its deadlines still run while it waits: ``MAX_WAIT`` is small beside any of them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -28,6 +30,7 @@ from hub.metrics import BACKGROUND_DEFERRED
 
 T = TypeVar("T")
 MAX_WAIT = 0.1  # seconds a background step waits for the foreground at most, each time
+BUDGET = 0.5  # the share of its time background work may spend waiting for the foreground, at most
 _DRIVEN: ContextVar["Foreground | None"] = ContextVar("hub_background_of", default=None)  # (``alongside``)
 
 
@@ -76,6 +79,11 @@ class Foreground:
             BACKGROUND_DEFERRED.inc(time.perf_counter() - start)
 
 
+def serving(foreground: Foreground | None) -> AbstractContextManager[None]:
+    """``foreground.serving()``, or nothing where there is no foreground."""
+    return foreground.serving() if foreground is not None else nullcontext()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -103,26 +111,43 @@ def alongside(work: Coroutine[Any, Any, T]) -> Awaitable[T]:
 @types.coroutine
 def _stepwise(work: Coroutine[Any, Any, T], foreground: Foreground) -> Generator[Any, Any, T]:
     """Drive ``work`` as the task running this would (what it waits on is passed up to the task unchanged, and
-    what the task is told — a result, a cancellation — is passed down), waiting for the foreground in between."""
+    what the task is told — a result, a cancellation — is passed down), waiting for the foreground in between.
+
+    A step waits only while the work has waited for the foreground less than ``BUDGET`` of its time so far
+    (however busy the API, background work keeps at least that share of its pace). A cancellation that comes
+    while a step waits (a deadline of the work's own) does not take the result the work was about to be given:
+    the work goes on with it and is cancelled where it next waits, as if the cancellation had come just after."""
+    loop = asyncio.get_running_loop()
+    started, deferred = loop.time(), 0.0
     value: Any = None
     error: BaseException | None = None
+    cancelled_meanwhile: BaseException | None = None
     try:
         while True:
             try:
-                if error is not None:
-                    waited_on = work.throw(error)
-                else:
-                    waited_on = work.send(value)
+                waited_on = work.throw(error) if error is not None else work.send(value)
+                if cancelled_meanwhile is not None:
+                    late, cancelled_meanwhile = cancelled_meanwhile, None
+                    waited_on = work.throw(late)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
                 value = yield waited_on
-                if foreground.must_wait():
-                    yield from foreground.quiet()
             except GeneratorExit:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a cancellation, or what the awaited future raised
                 error = exc
+                continue
+            now = loop.time()
+            if deferred > BUDGET * (now - started) or not foreground.must_wait():
+                continue
+            try:
+                yield from foreground.quiet()
+            except GeneratorExit:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the task was cancelled meanwhile
+                cancelled_meanwhile = exc
+            deferred += loop.time() - now
     finally:
         work.close()  # (a no-op once it has returned or raised)

@@ -47,19 +47,32 @@ async def test_without_a_request_nothing_waits():
     assert work.done() and steps == [0, 1, 2, 3, 4]
 
 
-async def test_a_request_after_another_keeps_it_waiting_until_none_is_in_flight():
+async def test_overlapping_requests_keep_it_waiting_until_none_is_in_flight():
     foreground = Foreground(max_wait=60)
     steps: list[int] = []
-    first = foreground.serving()
+    first, second = foreground.serving(), foreground.serving()
     first.__enter__()
     work = asyncio.create_task(in_background(stepper(steps), foreground))
     await spin()
-    with foreground.serving():  # a second request, overlapping the first
-        first.__exit__(None, None, None)
-        await spin()
-        assert steps == [0]  # woken when the first ended, but the second is in flight: it waits again
+    second.__enter__()
+    first.__exit__(None, None, None)
+    await spin()
+    assert steps == [0] and foreground.in_flight == 1  # one ended, the other is still in flight
+    second.__exit__(None, None, None)
     await asyncio.wait_for(work, 10)
     assert steps == [0, 1, 2]
+
+
+async def test_work_that_waited_half_its_time_goes_on_however_busy_the_api():
+    foreground = Foreground(max_wait=60)
+    steps: list[int] = []
+    with foreground.serving():
+        work = asyncio.create_task(in_background(stepper(steps, 5), foreground))
+        await spin()
+        assert steps == [0]
+    with foreground.serving():  # the next request comes at once: the work has waited nearly all its time so far
+        await asyncio.wait_for(work, 10)
+    assert steps == [0, 1, 2, 3, 4]
 
 
 async def test_a_step_waits_at_most_max_wait_so_work_always_moves_on():
@@ -143,7 +156,8 @@ async def test_cancelling_the_task_cancels_the_work_where_it_waits():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert cleaned == ["waiting", "foreground"] and steps == [0]
+    # (it was given what it had waited for, then cancelled where it waited next)
+    assert cleaned == ["waiting", "foreground"] and steps == [0, 1]
 
 
 async def test_timeouts_and_context_inside_the_work_behave_as_in_a_plain_task():
@@ -160,6 +174,14 @@ async def test_timeouts_and_context_inside_the_work_behave_as_in_a_plain_task():
         return "no timeout"
 
     assert await asyncio.wait_for(in_background(times_out(), foreground), 10) == "inside"
+
+    async def done_before_its_deadline() -> str:
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(0.01)
+        return "in time"
+
+    with foreground.serving():  # its deadline passes while a step waits: what it finished in time still counts
+        assert await asyncio.wait_for(in_background(done_before_its_deadline(), foreground), 10) == "in time"
 
     async def outer_timeout() -> None:
         async with asyncio.timeout(0.01):

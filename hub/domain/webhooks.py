@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import suppress
+from copy import deepcopy
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
@@ -173,7 +174,9 @@ async def intake_connection(db: AsyncSession, services: Services, connection_id:
     await db.commit()  # (the read ends here: no transaction is held while the delivery waits to be stored)
     if row is None:
         return None
-    copy = Connection(**{column.key: getattr(row, column.key) for column in inspect(Connection).column_attrs})
+    # (its own JSON values too: nothing a connector does to one delivery's context reaches the next)
+    copy = Connection(**{column.key: deepcopy(getattr(row, column.key))
+                         for column in inspect(Connection).column_attrs})
     cache.put(connection_id, copy, generation)
     return copy
 

@@ -42,7 +42,6 @@ from hub.http.ratelimit import RateLimiter, parse_limits
 from hub.http.routes.recommendations import PromptController, RecommendationController
 from hub.http.routes.rules import RuleController
 from hub.domain.services import Services
-from hub.foreground import Foreground
 from hub.http.routes.shops import OperatorController, ShopController, SignupController
 from hub.http.routes.taxonomy import AgeGroupController, CategoryController, StyleController
 from hub.http.routes.webhooks import WebhookController
@@ -90,26 +89,6 @@ def access_log_middleware(app: ASGIApp) -> ASGIApp:
             )
 
     return middleware
-
-
-FOREGROUND_PATHS = ("/webhooks/",)  # what a platform waits for (and retries when it waits too long)
-
-
-def foreground_middleware(foreground: Foreground | None) -> Callable[[ASGIApp], ASGIApp]:
-    """Webhook requests, from their first byte to their answer, counted in flight: the in-process workers step
-    aside meanwhile (``hub.foreground``)."""
-
-    def wrap(app: ASGIApp) -> ASGIApp:
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if foreground is None or scope["type"] != "http" or not scope["path"].startswith(FOREGROUND_PATHS):
-                await app(scope, receive, send)
-                return
-            with foreground.serving():
-                await app(scope, receive, send)
-
-        return middleware
-
-    return wrap
 
 
 async def _warn_about_moved_webhooks(services: Services) -> None:
@@ -210,8 +189,7 @@ def create_app(
         dependencies={"db": Provide(provide_db), "services": Provide(lambda: services, use_cache=True,
                                                                      sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[foreground_middleware(services.foreground), access_log_middleware, HTTP_METRICS.middleware,
-                    cors_middleware],
+        middleware=[access_log_middleware, HTTP_METRICS.middleware, cors_middleware],
         openapi_config=openapi,
         plugins=[ErrorResponses(), ForbidExtraFields()],
         state=state,

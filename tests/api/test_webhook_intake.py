@@ -265,3 +265,25 @@ async def test_the_intake_reads_a_connection_once_and_sees_this_process_change_i
         assert refused.status_code == 404 and refused.headers["content-type"].startswith("application/")
     finally:
         event.remove(intake, "before_cursor_execute", count)
+
+
+async def test_a_body_trickling_in_holds_the_workers_up_for_nothing(client, shop, feed):
+    """A webhook counts for ``hub.foreground`` from its whole body on: a sender that trickles a body in (anyone
+    can: nothing is verified before the body is read) does not hold the in-process workers up meanwhile."""
+    path = f"/webhooks/example/{(await connect(client, shop, feed))['id']}"
+    services = client.app.state.services
+    body, headers = signed({"event": "product.updated", "delivery_id": "d1", "product": feed.put(1, [1])})
+    asked_for_more, rest = asyncio.Event(), asyncio.Event()
+
+    async def trickle():
+        yield body[:10]
+        asked_for_more.set()
+        await rest.wait()
+        yield body[10:]
+
+    answer = asyncio.create_task(client.post(path, content=trickle(), headers=headers))
+    await asyncio.wait_for(asked_for_more.wait(), 10)
+    assert services.foreground.in_flight == 0
+    rest.set()
+    assert (await answer).status_code == 200
+    assert services.foreground.in_flight == 0

@@ -7,6 +7,11 @@ webhook waiting for its answer, a query). ``settle`` collects once and then free
 collections walk only what was made since (0.0 ms for the same heap after the freeze); it is called once a
 process has started and after each tower of the model is loaded.
 
+Settling also hands the memory the C allocator holds free back to the system (``malloc_trim``): loading a tower
+frees as much as it keeps (ONNX Runtime reads the weights, packs them for its matrix products and drops the
+first copy), and glibc keeps those freed pages in the process unless asked — measured with the full-size image
+tower loaded after the text tower: 1,071 MB resident before, 937 MB after.
+
 That is a decision for a whole process, so only its owner makes it: ``hub serve`` and ``hub worker`` call
 ``manage`` first; elsewhere (an application embedded in tests or in another program) ``settle`` does nothing.
 A managed process also times every collection for ``GET /metrics`` (``hub_gc_pause_seconds``).
@@ -14,7 +19,10 @@ A managed process also times every collection for ``GET /metrics`` (``hub_gc_pau
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import os
 import logging
 import threading
 import time
@@ -45,8 +53,9 @@ def settle(reason: str) -> None:
         start = time.perf_counter()
         collected = gc.collect()
         gc.freeze()
+        returned = trim()
         log.info("heap settled", extra={"reason": reason, "collected": collected, "frozen": gc.get_freeze_count(),
-                                        "ms": round((time.perf_counter() - start) * 1000, 1)})
+                                        "returned_mb": returned, "ms": round((time.perf_counter() - start) * 1000, 1)})
 
 
 def release(reason: str) -> None:
@@ -60,8 +69,30 @@ def release(reason: str) -> None:
         gc.unfreeze()
         collected = gc.collect()
         gc.freeze()
+        returned = trim()
         log.info("heap released", extra={"reason": reason, "collected": collected, "frozen": gc.get_freeze_count(),
-                                         "ms": round((time.perf_counter() - start) * 1000, 1)})
+                                         "returned_mb": returned, "ms": round((time.perf_counter() - start) * 1000, 1)})
+
+
+def trim() -> float:
+    """Return the C allocator's free memory to the system (glibc's ``malloc_trim``; nothing elsewhere): the MB the
+    process's resident memory fell by."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        malloc_trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return 0.0
+    before = _resident_mb()
+    malloc_trim(0)
+    return round(before - _resident_mb(), 1)
+
+
+def _resident_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _timed(phase: str, info: dict[str, Any]) -> None:

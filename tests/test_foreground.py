@@ -63,8 +63,8 @@ async def test_overlapping_requests_keep_it_waiting_until_none_is_in_flight():
     assert steps == [0, 1, 2]
 
 
-async def test_work_that_waited_half_its_time_goes_on_however_busy_the_api():
-    foreground = Foreground(max_wait=60)
+async def test_work_that_waited_its_budget_goes_on_however_busy_the_api():
+    foreground = Foreground(max_wait=60, budget=0.5)
     steps: list[int] = []
     with foreground.serving():
         work = asyncio.create_task(in_background(stepper(steps, 5), foreground))

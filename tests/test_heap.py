@@ -51,3 +51,26 @@ def test_a_managed_process_freezes_what_it_settles_and_release_frees_what_was_dr
 def test_a_process_that_did_not_ask_is_left_alone():
     found = run(managed=False)
     assert found["frozen"] == 0 and not found["kept_by_freeze"] and found["freed"] and found["still_frozen"] == 0
+
+
+TRIM = textwrap.dedent("""
+    import json
+    from hub import heap
+
+    heap.manage()
+    blocks = [bytes(100_000) for _ in range(2000)]  # 200 MB from the C allocator's heap (each under mmap's size)
+    pin = bytes(100_000)  # (allocated after them: freeing them leaves a hole the allocator keeps)
+    del blocks
+    freed = heap._resident_mb()
+    heap.settle("loaded")
+    print(json.dumps({"freed_but_resident": freed, "settled": heap._resident_mb()}))
+""")
+
+
+def test_settling_hands_the_memory_freed_before_back_to_the_system():
+    """Loading a tower frees as much as it keeps; glibc holds freed pages unless asked (``malloc_trim``)."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", TRIM], capture_output=True, text=True, check=True, timeout=120)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["freed_but_resident"] - found["settled"] > 100  # MB

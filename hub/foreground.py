@@ -118,21 +118,19 @@ def _stepwise(work: Coroutine[Any, Any, T], foreground: Foreground) -> Generator
     what the task is told — a result, a cancellation — is passed down), waiting for the foreground in between.
 
     A step waits only while the work has waited for the foreground less than ``Foreground.budget`` of its time so
-    far (however busy the API, background work keeps the rest of its pace). A cancellation that comes
-    while a step waits (a deadline of the work's own) does not take the result the work was about to be given:
-    the work goes on with it and is cancelled where it next waits, as if the cancellation had come just after."""
+    far (however busy the API, background work keeps the rest of its pace). A cancellation that comes while a
+    step waits is thrown in where the work waited, in place of what it had been given — as asyncio does with a
+    cancellation that comes between a task's wake-up and its next step on a busy loop (a deadline of the work's
+    own that passes meanwhile ends it with ``TimeoutError``, though it had what it waited for: ``MAX_WAIT`` is
+    small beside every deadline the hub sets)."""
     loop = asyncio.get_running_loop()
     started, deferred = loop.time(), 0.0
     value: Any = None
     error: BaseException | None = None
-    cancelled_meanwhile: BaseException | None = None
     try:
         while True:
             try:
                 waited_on = work.throw(error) if error is not None else work.send(value)
-                if cancelled_meanwhile is not None:
-                    late, cancelled_meanwhile = cancelled_meanwhile, None
-                    waited_on = work.throw(late)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             value, error = None, None
@@ -151,7 +149,7 @@ def _stepwise(work: Coroutine[Any, Any, T], foreground: Foreground) -> Generator
             except GeneratorExit:
                 raise
             except BaseException as exc:  # noqa: BLE001 - the task was cancelled meanwhile
-                cancelled_meanwhile = exc
+                value, error = None, exc
             deferred += loop.time() - now
     finally:
         work.close()  # (a no-op once it has returned or raised)

@@ -20,7 +20,6 @@ A managed process also times every collection for ``GET /metrics`` (``hub_gc_pau
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import logging
@@ -69,21 +68,32 @@ def release(reason: str) -> None:
         gc.unfreeze()
         collected = gc.collect()
         gc.freeze()
-        returned = trim()
         log.info("heap released", extra={"reason": reason, "collected": collected, "frozen": gc.get_freeze_count(),
-                                         "returned_mb": returned, "ms": round((time.perf_counter() - start) * 1000, 1)})
+                                         "ms": round((time.perf_counter() - start) * 1000, 1)})
+    # (from the event loop, while requests are served: the trim — tens of ms on a large heap — in a thread of its
+    # own, which the call leaves free to run the loop)
+    threading.Thread(target=trim, name="hub-heap-trim", daemon=True).start()
+
+
+def _malloc_trim() -> Any:
+    try:
+        function = ctypes.CDLL(None).malloc_trim  # (the C library the interpreter runs on)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    return function
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 def trim() -> float:
     """Return the C allocator's free memory to the system (glibc's ``malloc_trim``; nothing elsewhere): the MB the
     process's resident memory fell by."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        malloc_trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+    if _MALLOC_TRIM is None:
         return 0.0
     before = _resident_mb()
-    malloc_trim(0)
+    _MALLOC_TRIM(0)
     return round(before - _resident_mb(), 1)
 
 

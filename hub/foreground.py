@@ -22,7 +22,7 @@ import asyncio
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -61,8 +61,7 @@ class Foreground:
     def _wake(self) -> None:
         waiting, self._quiet = self._quiet, []
         for future in waiting:
-            if not future.done():
-                future.set_result(None)
+            _resolve(future)
 
     def must_wait(self) -> bool:
         return bool(self.in_flight) and not (self.exempt is not None and self.exempt())
@@ -81,11 +80,6 @@ class Foreground:
             if future in self._quiet:  # (its time ran out, or it was cancelled: under a steady stream of
                 self._quiet.remove(future)  # requests the list would otherwise only grow)
             BACKGROUND_DEFERRED.inc(time.perf_counter() - start)
-
-
-def serving(foreground: Foreground | None) -> AbstractContextManager[None]:
-    """``foreground.serving()``, or nothing where there is no foreground."""
-    return foreground.serving() if foreground is not None else nullcontext()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

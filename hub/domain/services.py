@@ -34,7 +34,7 @@ class Services:
     secrets: SecretBox
     pipeline: Pipeline | None  # None in a process without one (``hub import``): the service's sweep queues the work
     intake: async_sessionmaker[AsyncSession] | None = None  # the webhook intake's own (default: ``sessions``)
-    foreground: Foreground | None = None  # the requests the in-process workers step aside for (``hub.foreground``)
+    foreground: Foreground = field(default_factory=Foreground)  # what the in-process workers step aside for
     prompt_log: PromptLog = field(init=False)
     inbox: DeliveryInbox = field(init=False)
     keys: Recent[str, KnownKey] = field(init=False)

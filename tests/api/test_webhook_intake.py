@@ -152,7 +152,7 @@ async def test_a_row_the_database_refuses_fails_only_its_own_delivery(client, sh
     assert set(await stored(services)) == {"k1", "k3"}
 
 
-async def probe_task(services, name: str, body):
+def probe_task(services, name: str, body):
     """A task on the app's own in-process broker (what the runtime's tasks run on)."""
     broker = services.pipeline.broker
     return broker.task(task_name=name)(body)
@@ -172,7 +172,7 @@ async def test_the_in_process_workers_wait_while_a_webhook_is_answered(client, s
             await asyncio.sleep(0)
         return len(steps)
 
-    probe = await probe_task(services, "ForegroundProbe", stepping)
+    probe = probe_task(services, "ForegroundProbe", stepping)
     body, headers = signed({"event": "product.updated", "delivery_id": "d1", "product": feed.put(1, [1])})
     async with write_lock(settings.db_url, "webhook_deliveries"):
         answer = asyncio.create_task(client.post(path, content=body, headers=headers))
@@ -211,7 +211,7 @@ async def test_a_worker_holding_the_turn_to_write_is_not_held_up_by_the_webhook_
             await session.commit()
         return "committed"
 
-    probe = await probe_task(services, "TurnHolderProbe", writing)
+    probe = probe_task(services, "TurnHolderProbe", writing)
     sent = await probe.kiq()
     await asyncio.wait_for(wrote.wait(), 10)
     body, headers = signed({"event": "product.updated", "delivery_id": "d1", "product": feed.put(1, [1])})

@@ -14,7 +14,6 @@ from hub.errors import HubError, Invalid, NotFound, Unauthenticated, Unavailable
 from hub.metrics import WEBHOOKS
 from hub.db.models import utcnow
 from hub.domain.services import Services
-from hub.foreground import serving
 from hub.domain.webhooks import MAX_WEBHOOK_BYTES, AppDeliveryAnswer, DeliveryAnswer, receive, receive_for_app
 from hub.http.deps import Svc
 from hub.http.validation import PathId
@@ -57,7 +56,7 @@ class WebhookController(Controller):
         delivery = await read_delivery(request)
         # (from its whole body to its answer, the in-process workers step aside: hub.foreground — not before, so
         # that a sender trickling a body in cannot hold them up)
-        with serving(services.foreground):
+        with services.foreground.serving():
             async with services.inbox.sessions() as db:  # the intake's own connections (hub.domain.inbox)
                 return await counted(services, connector_name, receive(
                     db, services, connector_name, connection_id, delivery))
@@ -67,6 +66,6 @@ class WebhookController(Controller):
         """An app-wide delivery (a public app's compliance topics): verified once with the operator's app
         secret, then routed to the connections of that store installed through the app."""
         delivery = await read_delivery(request, app_wide=True)
-        with serving(services.foreground):
+        with services.foreground.serving():
             async with services.inbox.sessions() as db:
                 return await counted(services, connector_name, receive_for_app(db, services, connector_name, delivery))

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -19,7 +19,6 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import __version__
-from hub.http.auth import SECRET_KEY
 from hub.http.routes.compat import ImageCollectionController, LegacyRecommendationController
 from hub.domain.connections import stale_webhook_connections
 from hub.http.routes.connections import ConnectionController
@@ -136,25 +135,6 @@ def create_app(
         finally:
             await stop()
 
-    secret_routes = Router(
-        path="/",
-        route_handlers=[
-            ShopController,
-            KeyController,
-            CategoryController,
-            StyleController,
-            AgeGroupController,
-            ImageController,
-            PromptController,
-            RuleController,
-            ConnectionController,
-            OAuthStartController,
-            JobController,
-            ImportController,
-        ],
-        dependencies={"principal": SECRET_KEY},
-        security=[{"bearer": []}],
-    )
     openapi = OpenAPIConfig(
         title="Fashion Hub",
         version=__version__,
@@ -172,7 +152,19 @@ def create_app(
         ready,
         metrics,
         widget_script,
-        secret_routes,
+        # a shop's back office (``SecretKeyController``: a secret key only)
+        ShopController,
+        KeyController,
+        CategoryController,
+        StyleController,
+        AgeGroupController,
+        ImageController,
+        PromptController,
+        RuleController,
+        ConnectionController,
+        OAuthStartController,
+        JobController,
+        ImportController,
         OperatorController,
         SignupController,
         ImageCollectionController,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from litestar import Request
+from litestar import Controller, Request
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -121,3 +121,12 @@ async def require_operator(request: Request) -> None:
 SECRET_KEY = Provide(require_secret_key)
 ANY_KEY = Provide(require_any_key)
 Caller = NamedDependency[Principal]
+
+
+class SecretKeyController(Controller):
+    """Routes of a shop's back office: a secret key (hub_sk_…) only, never a publishable one. (Declared on each
+    controller rather than on a ``Router`` around them: Litestar deep-copies a router it registers, every route
+    handler in it, and that was a quarter of building the app.)"""
+
+    dependencies = {"principal": SECRET_KEY}
+    security = [{"bearer": []}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from litestar import Controller, delete, get, patch, post
+from litestar import delete, get, patch, post
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +24,7 @@ from hub.domain.connections import (
 )
 from hub.domain.jobs import JobOut, job_json
 from hub.domain.webhooks import DeliveryOut, DeliveryStatus, list_deliveries
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
 from hub.http.validation import PathId
@@ -60,7 +60,7 @@ class ConnectionList(TypedDict):
     items: list[ConnectionOut]
 
 
-class ConnectionController(Controller):
+class ConnectionController(SecretKeyController):
     path = "/api/v1/connections"
     tags = ["connections"]
 

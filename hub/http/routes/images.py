@@ -6,7 +6,7 @@ import functools
 import json
 from typing import Annotated, Any, TypedDict
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
@@ -33,7 +33,7 @@ from hub.domain.images import (
 )
 from hub.domain.keys import Principal
 from hub.errors import Invalid, TooLarge, Unauthenticated, UnsupportedMedia, validation_detail
-from hub.http.auth import Caller, authenticate, require_any_key
+from hub.http.auth import Caller, SecretKeyController, authenticate, require_any_key
 from hub.http.deps import Db, Svc
 from hub.http.openapi import model_schema, problems, request_body
 from hub.http.validation import PathId, QueryId
@@ -97,7 +97,7 @@ async def file_principal(request: Request, db: Db) -> Principal:
     return await require_any_key(request, db)
 
 
-class ImageController(Controller):
+class ImageController(SecretKeyController):
     path = "/api/v1/images"
     tags = ["images"]
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, Response, post
+from litestar import Request, Response, post
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromQuery
 
 from hub.domain.imports import start_import
 from hub.domain.jobs import JobOut, job_json
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db, Svc
 from hub.http.openapi import BINARY, problems, request_body
 
@@ -21,7 +21,7 @@ def content_length(request: Request) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
-class ImportController(Controller):
+class ImportController(SecretKeyController):
     path = "/api/v1/imports"
     tags = ["imports"]  # noqa: RUF012 - read by Litestar like every controller's
 

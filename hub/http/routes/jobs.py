@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypedDict
 
-from litestar import Controller, get
+from litestar import get
 from litestar.params import FromQuery, QueryParameter
 
 from hub.domain.jobs import JobOut, JobStatus, get_job, job_json, list_jobs
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db
 from hub.http.validation import PathId, QueryId
 
@@ -18,7 +18,7 @@ class JobPage(TypedDict):
     next_cursor: str | None
 
 
-class JobController(Controller):
+class JobController(SecretKeyController):
     path = "/api/v1/jobs"
     tags = ["jobs"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.params import JSONBody
 from pydantic import BaseModel, Field
 
 from hub.db.models import ApiKey
 from hub.domain.keys import KeyKind, NewKey, add_key, list_keys, revoke_key
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
 from hub.http.validation import PathId
@@ -58,7 +58,7 @@ class KeyCreate(BaseModel):
     name: str = Field("", max_length=100)
 
 
-class KeyController(Controller):
+class KeyController(SecretKeyController):
     path = "/api/v1/keys"
     tags = ["keys"]
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from hub.domain.fields import JsonBool
 from hub.domain.connections import ConnectedOut
 from hub.domain.oauth import STATE_SECONDS, finish_install, start_install
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
 
@@ -31,7 +31,7 @@ class AuthorizeOut(TypedDict):
     expires_in: int
 
 
-class OAuthStartController(Controller):
+class OAuthStartController(SecretKeyController):
     path = "/api/v1/connections/authorize"
     tags = ["connections"]
 

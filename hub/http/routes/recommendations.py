@@ -22,7 +22,7 @@ from hub.domain.recommendations import (
     recommend,
     similar_images,
 )
-from hub.http.auth import Caller, require_any_key
+from hub.http.auth import Caller, SecretKeyController, require_any_key
 from hub.http.deps import Db, Svc
 from hub.errors import Invalid, UnsupportedMedia, validation_detail
 from hub.http.openapi import model_schema, problems, request_body
@@ -178,7 +178,7 @@ class RecommendationController(Controller):
                 "results": [ranked_json(i, s, public_url) for i, s in results]}
 
 
-class PromptController(Controller):
+class PromptController(SecretKeyController):
     path = "/api/v1/prompts"
     tags = ["recommendations"]
 

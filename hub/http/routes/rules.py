@@ -8,11 +8,11 @@ from datetime import datetime
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Request, delete, get, post
 
 from hub.domain.merchandising import RULE_CREATE, create_rule, delete_rule, list_rules, parse_rule, rule_json
 from hub.errors import UnsupportedMedia
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db
 from hub.http.openapi import json_schema, problems, request_body
 from hub.http.validation import PathId
@@ -41,7 +41,7 @@ class RuleList:
     items: list[RuleOut]
 
 
-class RuleController(Controller):
+class RuleController(SecretKeyController):
     path = "/api/v1/rules"
     tags = ["merchandising"]
 

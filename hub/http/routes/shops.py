@@ -24,7 +24,7 @@ from hub.domain.shops import (
     sign_up,
     update_shop,
 )
-from hub.http.auth import Caller, client_address, require_operator
+from hub.http.auth import Caller, SecretKeyController, client_address, require_operator
 from hub.http.deps import Db, Svc
 from hub.http.openapi import model_schema, problems, request_body
 from hub.http.validation import PathId
@@ -100,7 +100,7 @@ class ShopUpdate(BaseModel):
                                              json_schema_extra={"minimum": 0, "maximum": 1})
 
 
-class ShopController(Controller):
+class ShopController(SecretKeyController):
     path = "/api/v1/shop"
     tags = ["shops"]
 

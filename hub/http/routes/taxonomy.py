@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from litestar import Controller, delete, get, patch, post
+from litestar import delete, get, patch, post
 from litestar.params import JSONBody
 
 from hub.domain.taxonomy import Taxon, TaxonCreate, Taxonomy, TaxonUpdate, age_groups, categories, styles
-from hub.http.auth import Caller
+from hub.http.auth import Caller, SecretKeyController
 from hub.http.deps import Db, Svc
 from hub.http.openapi import problems
 from hub.http.validation import PathId
@@ -32,10 +32,10 @@ class TaxonList:
     items: list[TaxonOut]
 
 
-def taxonomy_controller(taxonomy: Taxonomy, path: str) -> type[Controller]:
+def taxonomy_controller(taxonomy: Taxonomy, path: str) -> type[SecretKeyController]:
     """One CRUD controller per taxonomy; all three behave the same."""
 
-    class TaxonomyController(Controller):
+    class TaxonomyController(SecretKeyController):
         tags = ["taxonomy"]
 
         @get("/")

@@ -62,6 +62,30 @@ async def test_each_statement_is_one_trip_and_gives_what_sqlite_said(engine, tri
         await conn.commit()
 
 
+async def test_a_session_that_only_read_ends_without_a_trip_and_one_that_wrote_commits_or_rolls_back(engine, trips):
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    sessions = async_sessionmaker(engine)
+    async with sessions() as session:
+        await session.execute(text("SELECT 1"))  # (the pool's first use of the connection: not counted)
+    trips.clear()
+    async with sessions() as session:  # a request that reads: the statement, and no commit or rollback trip
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+        await session.commit()
+    assert trips == ["_statement"]
+    trips.clear()
+    async with sessions() as session:
+        await session.execute(text("INSERT INTO t (name) VALUES ('kept')"))
+        await session.commit()
+    assert trips == ["_statement", "commit"]
+    trips.clear()
+    async with sessions() as session:  # (closed without a commit: rolled back)
+        await session.execute(text("INSERT INTO t (name) VALUES ('dropped')"))
+    assert trips == ["_statement", "rollback"]
+    async with sessions() as session:
+        assert list((await session.execute(text("SELECT name FROM t"))).scalars()) == ["kept"]
+
+
 async def test_errors_are_the_databases_and_leave_the_connection_usable(engine):
     async with engine.connect() as conn:
         await conn.execute(text("INSERT INTO t (name) VALUES ('a')"))

@@ -117,6 +117,22 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor
 
+    def _idle(self) -> bool:
+        """Whether no transaction is open: sqlite3's commit and rollback then do nothing, and here they make no
+        trip either (a session that only read ends with a rollback: one trip per request saved). The flag is
+        read in the event loop's thread, as aiosqlite's own ``in_transaction`` does, while no statement of this
+        connection runs."""
+        raw = self._connection._connection
+        return raw is not None and not raw.in_transaction
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
+
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """SQLAlchemy's aiosqlite DBAPI, whose connections run each statement in one trip."""

@@ -139,19 +139,26 @@ async def test_filtered_queries_through_the_index_keep_the_nearest_matching_imag
     ids = await import_catalog(client, shop, rows)
     listed = (await client.get("/api/v1/images", params={"limit": 100}, headers=shop.secret)).json()["items"]
     dresses = next(i["category_id"] for i in listed if i["name"] == "Red dress")
+    tops = next(i["category_id"] for i in listed if i["name"] == "Red jumper")
     expected = {i["id"] for i in listed if i["category_id"] == dresses}
     assert len(expected) == 4 and len(ids) == 12
 
-    async def ranked(limit: int) -> list[int]:
+    async def ranked(limit: int, category_id: int = dresses, **more: object) -> list[int]:
         resp = await client.post("/api/v1/recommendations", json={
             "prompt": "a dress", "limit": limit, "mode": "vector", "distinct": "image",
-            "filters": {"category_id": dresses}}, headers=shop.publishable)
+            "filters": {"category_id": category_id}, **more}, headers=shop.publishable)
         assert resp.status_code == 200, resp.text
         return [r["id"] for r in resp.json()["results"]]
 
     everything = await ranked(100)  # fewer match than asked for: Chroma filters
     assert set(everything) == expected
     assert await ranked(2) == everything[:2]  # enough among the nearest: the database filters them
+    # the same filters with other values (one statement per shape of the filters, the values its parameters)
+    assert set(await ranked(100, tops)) == {i["id"] for i in listed if i["category_id"] == tops}
+    assert await ranked(2) == everything[:2]
+    assert set(await ranked(100, positive=everything[:1])) == expected - set(everything[:1])  # (examples left out)
+    assert set(await ranked(100, positive=everything[1:2])) == expected - set(everything[1:2])
+    assert client.app.state.services.pipeline.ranker.shortfalls == 0  # (the index's answers, not the exact fallback)
 
 
 async def test_a_start_checks_the_last_hours_vectors_and_walks_the_older_ones_a_few_at_a_time(client, shop,

@@ -26,7 +26,7 @@ from hub.errors import HubError, Unavailable
 from hub.metrics import EMBEDDED
 from hub.domain.media import DECODES, MediaStore, check_image
 from hub.db.engine import affected
-from hub.db.models import Image, Product, utcnow
+from hub.db.models import Image, Product, Shop, utcnow
 from hub.search.batching import Batcher, Coalescer
 from hub.domain.fetching import FetchError, fetch_image, make_client
 from hub.search.encoder import Encoder, ModelUnavailable
@@ -390,7 +390,8 @@ class Embedder:
         return [r.id for r in rows]
 
     async def remove_orphan_vectors(self) -> int:
-        """Delete vectors whose image no longer exists (or failed); requeue ready images whose vector is gone (also
+        """Delete vectors whose image no longer exists (or failed), and the whole collection of a shop that no
+        longer exists (deleted while the vector store was down: ``remove_shop`` could not drop it); requeue ready images whose vector is gone (also
         those of a shop this model has no collection for: ``HUB_MODEL`` switched to a model built before the shop had
         images).
 
@@ -399,9 +400,17 @@ class Embedder:
         written before it was marked ready): those are looked up in the store once more, and only the ones still
         missing are lost."""
         removed = 0
+        with_collections = set(await self.store.shops())
         async with self.sessions() as session:  # (a shop may have no collection for this model yet: a new model)
             with_images = set(await shops_with_images(session))
-        for shop_id in sorted(set(await self.store.shops()) | with_images):
+            listed, existing = sorted(with_collections), set[int]()
+            for start in range(0, len(listed), 1000):  # (a statement takes at most 32,767 parameters)
+                existing.update(await session.scalars(select(Shop.id).where(Shop.id.in_(listed[start:start + 1000]))))
+        for shop_id in sorted(with_collections - existing):  # a shop deleted while the store was down: all of it
+            removed += len(await self.store.ids(shop_id))
+            await self.store.drop_shop(shop_id)
+            log.info("a deleted shop's vectors dropped", extra={"shop_id": shop_id})
+        for shop_id in sorted((with_collections & existing) | with_images):
             vector_ids = set(await self.store.ids(shop_id))
             async with self.sessions() as session:
                 rows = dict((await session.execute(

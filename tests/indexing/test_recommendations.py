@@ -253,3 +253,23 @@ async def test_deleting_a_shop_deletes_its_vectors_and_files(client, make_shop, 
     assert await store.ids(kept["id"]) == sorted(kept_ids)
     found = await client.post("/api/v1/recommendations", json={"prompt": PROMPT}, headers=kept.publishable)
     assert sorted(r["id"] for r in found.json()["results"]) == sorted(kept_ids)
+
+
+async def test_the_sweep_drops_the_vectors_of_a_shop_deleted_while_the_store_was_down(client, make_shop):
+    """A shop deleted while its vector store could not be reached keeps its collection (the deletion of its rows
+    stands: ``remove_shop``); the sweep drops the whole collection of a shop that no longer exists."""
+    from hub.db.models import Shop
+
+    gone, kept = await make_shop("Gone"), await make_shop("Kept")
+    gone_ids, kept_ids = await upload_many(client, gone, [60, 61]), await upload_many(client, kept, [60])
+    services = client.app.state.services
+    store = services.pipeline.store
+    async with services.sessions() as session:  # (what remove_shop leaves when the store is down)
+        await session.delete(await session.get(Shop, gone["id"]))
+        await session.commit()
+    assert await store.ids(gone["id"]) == sorted(gone_ids)
+    removed = await services.pipeline.worker().remove_orphan_vectors()
+    assert removed == len(gone_ids)
+    assert gone["id"] not in await store.shops()
+    assert await store.ids(kept["id"]) == sorted(kept_ids)
+    assert await services.pipeline.worker().remove_orphan_vectors() == 0

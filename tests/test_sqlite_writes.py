@@ -63,6 +63,18 @@ async def test_writers_wait_for_the_holders_commit_and_urgent_ones_go_first(engi
         assert sorted((await conn.execute(text("SELECT who FROM t"))).scalars()) == ["background", "holder", "intake"]
 
 
+async def test_a_write_after_common_table_expressions_takes_a_turn_and_a_read_does_not(engines):
+    normal, _ = engines
+    turns = turns_for(normal.sync_engine.dialect.database)
+    async with normal.connect() as conn:
+        await conn.execute(text("WITH names(who) AS (SELECT 'a') SELECT who FROM names"))
+        assert turns.holder is None
+        await conn.execute(text("WITH names(who) AS (SELECT 'cte') INSERT INTO t SELECT who FROM names"))
+        assert turns.holder is not None  # (before: it held SQLite's lock without the process's turn)
+        await conn.commit()
+    assert turns.holder is None
+
+
 async def test_a_rolled_back_or_failed_write_gives_the_turn_back(engines):
     normal, urgent = engines
     turns = turns_for(normal.sync_engine.dialect.database)

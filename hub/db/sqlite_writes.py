@@ -16,6 +16,7 @@ to the waiters within ``CHECK_EVERY`` (never before its first write has run: unt
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import weakref
 from collections import deque
@@ -33,7 +34,8 @@ from hub.metrics import SQLITE_WRITE_HELD, SQLITE_WRITE_WAIT
 DRIVER = "hub_aiosqlite"
 TURN_TIMEOUT = 30.0  # seconds, as the connections' busy_timeout
 CHECK_EVERY = 1.0  # a waiter checks this often that the holder is still writing
-WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")  # (a CTE that writes: none here)
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+_CTE_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 
 
 class WriteTurns:
@@ -146,7 +148,12 @@ def holds_turn() -> bool:
 
 
 def _is_write(statement: str) -> bool:
-    return statement.lstrip()[:8].upper().startswith(WRITES)
+    """Whether a statement writes: by its first word, and a ``WITH …`` by the write that follows its common
+    table expressions (a word such as ``DELETE`` only inside a read makes it take a turn it did not need)."""
+    head = statement.lstrip()[:8].upper()
+    if head.startswith("WITH"):
+        return _CTE_WRITES.search(statement) is not None
+    return head.startswith(WRITES)
 
 
 class TurnTakingSQLiteDialect(SQLiteDialect_aiosqlite):

@@ -69,3 +69,21 @@ def test_nothing_is_kept_with_no_time_and_nothing_is_trusted_past_it():
     assert cache.get("k") == "v"
     now[0] = 5.01
     assert cache.get("k") is None
+
+
+async def test_read_loads_once_keeps_nothing_found_and_drops_what_a_change_overtook():
+    cache = Recent[str, str](60, ())
+    loads: list[str] = []
+
+    async def load(value: str | None, clear: bool = False) -> str | None:
+        loads.append(str(value))
+        if clear:
+            cache.clear()  # a change while this was read
+        return value
+
+    assert await cache.read("a", lambda: load("first")) == "first"
+    assert await cache.read("a", lambda: load("second")) == "first" and loads == ["first"]  # kept
+    assert await cache.read("b", lambda: load(None)) is None
+    assert await cache.read("b", lambda: load("found")) == "found" and loads == ["first", "None", "found"]
+    assert await cache.read("c", lambda: load("stale", clear=True)) == "stale"  # answered, not kept
+    assert await cache.read("c", lambda: load("fresh")) == "fresh" and loads[-2:] == ["stale", "fresh"]

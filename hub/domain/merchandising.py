@@ -231,17 +231,17 @@ def shop_search_cache(seconds: float) -> Recent[int, ShopSearch]:
 
 
 async def shop_search(session: AsyncSession, cache: Recent[int, ShopSearch], shop_id: int) -> ShopSearch:
-    found = cache.get(shop_id)
-    if found is None:
-        generation = cache.generation  # (noted before the reads: a change meanwhile drops what is read)
+    async def load() -> ShopSearch:
         shop = await session.get(Shop, shop_id)
         if shop is None:
             raise not_found("shop", shop_id)
         rules = await load_rules(session, shop_id)
         for row in (*rules.hides, *rules.pins, *rules.boosts):
             session.expunge(row)  # kept for other requests: a rollback of this session must not expire them
-        found = ShopSearch(shop.search_mode, shop.lexical_weight, rules)
-        cache.put(shop_id, found, generation)
+        return ShopSearch(shop.search_mode, shop.lexical_weight, rules)
+
+    found = await cache.read(shop_id, load)
+    assert found is not None  # (load raises instead)
     return found
 
 

@@ -5,8 +5,8 @@ ORM flush that adds, updates or deletes one) empties that cache when it is flush
 committed; another process (a second API replica) sees the change within ``seconds``. ``seconds`` 0 keeps
 nothing.
 
-A value read while such a change was under way must not be kept: a reader notes the cache's ``generation``
-before it reads the database and passes it to ``put``, which drops the value if the cache was emptied since.
+A value read while such a change was under way must not be kept: ``read`` notes the cache's ``generation``
+before it reads the database, and ``put`` drops the value if the cache was emptied since.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
@@ -40,6 +40,17 @@ class Recent(Generic[K, V]):
         if found is None or self.clock() - found[0] > self.seconds:
             return None
         return found[1]
+
+    async def read(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        """What is kept for ``key``, or else what ``load()`` reads now — kept unless the cache was emptied while it
+        read (``None``, nothing found, is not kept)."""
+        found = self.get(key)
+        if found is None:
+            generation = self.generation  # (noted before the read: a change meanwhile drops what is read)
+            found = await load()
+            if found is not None:
+                self.put(key, found, generation)
+        return found
 
     def put(self, key: K, value: V, generation: int) -> None:
         """Keep ``value``, read from the database just now by a reader that noted ``generation`` before it read

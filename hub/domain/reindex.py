@@ -146,11 +146,8 @@ async def build_statuses(services: Services, key: str | None = None) -> list[Bui
 async def recent_build_statuses(services: Services) -> list[BuildStatus]:
     """``build_statuses`` read at most every ``BUILDS_SECONDS`` (``/ready`` is polled; a registration or a
     forgotten model counts at once in this process)."""
-    found: list[BuildStatus] | None = services.builds.get("all")
-    if found is None:
-        generation = services.builds.generation
-        found = await build_statuses(services)
-        services.builds.put("all", found, generation)
+    found: list[BuildStatus] | None = await services.builds.read("all", lambda: build_statuses(services))
+    assert found is not None  # (build_statuses always gives a list)
     return found
 
 

@@ -165,20 +165,16 @@ async def intake_connection(db: AsyncSession, services: Services, connection_id:
     """The connection a delivery is for, as read within ``HUB_QUERY_CACHE_SECONDS`` (``Services.intake_connections``):
     at hundreds of deliveries a second, reading it for each one queued the requests for the intake's connections.
     A copy that belongs to no session (the intake only reads it)."""
-    cache = services.intake_connections
-    kept = cache.get(connection_id)
-    if kept is not None:
-        return kept
-    generation = cache.generation
-    row = await db.get(Connection, connection_id)
-    await db.commit()  # (the read ends here: no transaction is held while the delivery waits to be stored)
-    if row is None:
-        return None
-    # (its own JSON values too: nothing a connector does to one delivery's context reaches the next)
-    copy = Connection(**{column.key: deepcopy(getattr(row, column.key))
-                         for column in inspect(Connection).column_attrs})
-    cache.put(connection_id, copy, generation)
-    return copy
+    async def load() -> Connection | None:
+        row = await db.get(Connection, connection_id)
+        await db.commit()  # (the read ends here: no transaction is held while the delivery waits to be stored)
+        if row is None:
+            return None
+        # (its own JSON values too: nothing a connector does to one delivery's context reaches the next)
+        return Connection(**{column.key: deepcopy(getattr(row, column.key))
+                             for column in inspect(Connection).column_attrs})
+
+    return await services.intake_connections.read(connection_id, load)
 
 
 async def receive(db: AsyncSession, services: Services, connector_name: str, connection_id: int,

@@ -59,14 +59,13 @@ async def authenticate(
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     state = request.app.state
     keys, digest = state.services.keys, hash_key(raw)
-    known = keys.get(digest)
-    if known is None:
-        generation = keys.generation  # (noted before the read: a change meanwhile drops what is read)
+    async def load() -> KnownKey | None:
         row = await find_key(session, raw)
-        if row is None:
-            raise await _failed(request, "invalid API key")
-        known = KnownKey.of(row)
-        keys.put(digest, known, generation)
+        return None if row is None else KnownKey.of(row)
+
+    known = await keys.read(digest, load)
+    if known is None:
+        raise await _failed(request, "invalid API key")
     if known.revoked:
         raise await _failed(request, "this API key has been revoked")
     if secret_only and known.kind != "secret":

@@ -391,9 +391,9 @@ class Embedder:
 
     async def remove_orphan_vectors(self) -> int:
         """Delete vectors whose image no longer exists (or failed), and the whole collection of a shop that no
-        longer exists (deleted while the vector store was down: ``remove_shop`` could not drop it); requeue ready images whose vector is gone (also
-        those of a shop this model has no collection for: ``HUB_MODEL`` switched to a model built before the shop had
-        images).
+        longer exists (deleted while the vector store was down: ``remove_shop`` could not drop it); requeue ready
+        images whose vector is gone (also those of a shop this model has no collection for: ``HUB_MODEL`` switched
+        to a model built before the shop had images).
 
         The vector ids are listed first, then the images are read. A vector is an orphan if its image is gone (or
         failed) by then. A ready image missing from the list may have become ready in between (its vector was

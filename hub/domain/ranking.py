@@ -83,7 +83,8 @@ def _narrowed(stmt: SelectT, values: dict[str, Any], available: Any, value: Call
     """``matching``'s conditions on ``stmt``; ``value(name)`` is what each is compared with (the value itself,
     or a parameter that stands for it)."""
     stmt = stmt.outerjoin(Product, Product.id == Image.product_id).where(
-        Image.shop_id == value("shop_id"), Image.status == "ready", or_(Product.id.is_(None), Product.status == "active"))
+        Image.shop_id == value("shop_id"), Image.status == "ready",
+        or_(Product.id.is_(None), Product.status == "active"))
     for name in ("category_id", "style_id", "age_group_id", "product_id"):
         if name in values:
             stmt = stmt.where(getattr(Image, name) == value(name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+@functools.cache  # (the code's migrations do not change while it runs; parsing them took 12 ms per /ready)
 def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 

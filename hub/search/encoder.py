@@ -7,12 +7,15 @@ loads (``hub.search.onnx``); torch runs it on a GPU, when asked to, or when ONNX
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +62,14 @@ def model_key(name: str) -> str:
 _IMPORT_LOCK = threading.Lock()
 
 
-def _clip_classes() -> Any:
-    """transformers' CLIP classes. Its lazy imports are not thread-safe: the two towers load in two threads."""
+def _clip_class(name: str) -> Any:
+    """One of transformers' CLIP classes, imported when first asked for: the model classes import torch and
+    transformers' modelling code (seconds on a small CPU), which a tower with a cached ONNX export never needs.
+    transformers' lazy imports are not thread-safe, and the two towers load in two threads."""
     with _IMPORT_LOCK:
         import transformers
 
-        return (
-            transformers.CLIPTokenizer,
-            transformers.CLIPTextModelWithProjection,
-            transformers.CLIPImageProcessorPil,
-            transformers.CLIPVisionModelWithProjection,
-        )
+        return getattr(transformers, name)
 
 
 def _quiet_transformers() -> None:
@@ -94,13 +94,61 @@ def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(name, **kwargs)
 
 
-def _processor_params(processor: Any) -> tuple[int, int, int, np.ndarray, np.ndarray]:
-    size = processor.size or {}
+ImageParams = tuple[int, int, int, np.ndarray, np.ndarray]  # shortest side, crop height and width, mean, std
+
+
+def _image_params(size: dict[str, int], crop: dict[str, int] | None, image_mean: Any, image_std: Any) -> ImageParams:
     side = int(size.get("shortest_edge") or size.get("height") or 224)
-    crop = processor.crop_size or {"height": side, "width": side}
-    mean = np.asarray(processor.image_mean, dtype=np.float32)
-    std = np.asarray(processor.image_std, dtype=np.float32)
+    crop = crop or {"height": side, "width": side}
+    mean = np.asarray(image_mean, dtype=np.float32)
+    std = np.asarray(image_std, dtype=np.float32)
     return side, int(crop["height"]), int(crop["width"]), mean, std
+
+
+def _processor_params(processor: Any) -> ImageParams:
+    """What preprocessing needs, from transformers' CLIP image processor."""
+    return _image_params(processor.size or {}, processor.crop_size, processor.image_mean, processor.image_std)
+
+
+def _size_dict(size: Any, square: bool) -> dict[str, int]:
+    """A size as the image processor's config may write it (an int, [height, width] or a dict) as the processor
+    reads it: an int is the shortest side, or a square when ``square`` (a crop)."""
+    if isinstance(size, int):
+        return {"height": size, "width": size} if square else {"shortest_edge": size}
+    if isinstance(size, list | tuple):
+        return {"height": int(size[0]), "width": int(size[1])}
+    return dict(size)
+
+
+def _config_params(folder: Path | None) -> ImageParams | None:
+    """What preprocessing needs, read from the checkpoint's ``preprocessor_config.json`` with CLIP's defaults where
+    it is silent — as ``CLIPImageProcessor`` reads it, without importing transformers' image processing, which
+    imports torch (seconds). None when there is no such file to read: the processor itself is loaded then.
+    ``tests/indexing/test_model.py`` checks both agree."""
+    config_file = folder / "preprocessor_config.json" if folder is not None else None
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        size = _size_dict(config.get("size", {"shortest_edge": 224}), square=False)
+        crop = _size_dict(config.get("crop_size", {"height": 224, "width": 224}), square=True)
+        return _image_params(size, crop, config.get("image_mean", OPENAI_CLIP_MEAN),
+                             config.get("image_std", OPENAI_CLIP_STD))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None  # a config this reading does not know: the processor reads it
+
+
+def _torch_may_have_cuda() -> bool:
+    """False when torch is a CPU-only build (its version says ``+cpu``): no GPU, known without importing torch,
+    which takes seconds that a process on ONNX Runtime never needs to spend. True when only torch can tell."""
+    if "torch" in sys.modules:
+        return True
+    try:
+        return not version("torch").endswith("+cpu")
+    except PackageNotFoundError:
+        return True  # (import torch then says what is wrong)
 
 
 def _normalise(x: Any) -> np.ndarray:
@@ -206,9 +254,12 @@ class Encoder:
     @property
     def device(self) -> str:
         if self._device is None:
-            import torch
+            if not _torch_may_have_cuda():
+                self._device = "cpu"
+            else:
+                import torch
 
-            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+                self._device = "cuda" if torch.cuda.is_available() else "cpu"
         return self._device
 
     def _explain(self, exc: Exception) -> ModelUnavailable:
@@ -229,9 +280,9 @@ class Encoder:
             return "onnx" if self.device == "cpu" else "torch"
         return self._inference
 
-    def _torch_model(self, model_cls: Any) -> Any:
+    def _torch_model(self, model_cls: str) -> Any:
         try:
-            return _from_pretrained(model_cls, self.name).to(self.device).eval()
+            return _from_pretrained(_clip_class(model_cls), self.name).to(self.device).eval()
         except Exception as exc:
             raise self._explain(exc) from None
 
@@ -242,7 +293,7 @@ class Encoder:
                 self._export_places = onnx.export_places(self.name, self._home)
             return self._export_places
 
-    def _onnx_tower(self, which: str, model_cls: Any, export: Any) -> tuple[onnx.OnnxTower | None, Any]:
+    def _onnx_tower(self, which: str, model_cls: str, export: Any) -> tuple[onnx.OnnxTower | None, Any]:
         """The tower on ONNX Runtime (exported first if no cached export exists or the cached one cannot be
         opened; quantized to int8 from that export if asked), or None, with the torch model if it had to be
         loaded for the export."""
@@ -287,36 +338,40 @@ class Encoder:
         self.runtimes[which] = f"{runtime}: {reason})"
         log.warning(f"{which} model: {runtime})", extra={"reason": reason})
 
-    def _load_tower(self, which: str, preprocessor_cls: Any, model_cls: Any, export: Any) -> tuple[Any, Any]:
+    def _preprocessor(self, class_name: str) -> Any:
         try:
-            preprocessor = _from_pretrained(preprocessor_cls, self.name)
+            return _from_pretrained(_clip_class(class_name), self.name)
         except Exception as exc:
             raise self._explain(exc) from None
+
+    def _load_model(self, which: str, model_cls: str, export: Any) -> Any:
+        """The tower's model: on ONNX Runtime (``export(torch_model, target)`` makes the export when none is
+        cached), or torch's."""
         model = None
         if self.inference == "onnx":
-            tower, model = self._onnx_tower(which, model_cls, lambda m, target: export(m, preprocessor, target))
+            tower, model = self._onnx_tower(which, model_cls, export)
             if tower is not None:
                 log.info(f"{which} model loaded", extra={"model": self.name, "runtime": self.runtimes[which],
                                                          "threads": self.threads, "export": str(tower.path)})
-                return preprocessor, tower
+                return tower
         else:
             self.runtimes[which] = "torch"
         if model is None:
             model = self._torch_model(model_cls)
         log.info(f"{which} model loaded", extra={"model": self.name, "device": self.device, "runtime": "torch"})
-        return preprocessor, model
+        return model
 
     def _load_text(self) -> tuple[Any, Any]:
-        tokenizer_cls, text_cls, _, _ = _clip_classes()
-        return self._load_tower("text", tokenizer_cls, text_cls, lambda model, _, target: onnx.export_text(
-            model, target))
+        tokenizer = self._preprocessor("CLIPTokenizer")
+        return tokenizer, self._load_model("text", "CLIPTextModelWithProjection", onnx.export_text)
 
-    def _load_vision(self) -> tuple[Any, Any]:
-        _, _, processor_cls, vision_cls = _clip_classes()
-        processor, model = self._load_tower("vision", processor_cls, vision_cls, lambda m, proc, target: (
-            onnx.export_vision(m, _processor_params(proc)[1:3], target)))
-        self._params = _processor_params(processor)  # read once, not for every image
-        return processor, model
+    def _load_vision(self) -> tuple[ImageParams, Any]:
+        params = _config_params(onnx.checkpoint_folder(self.name)) or _processor_params(
+            self._preprocessor("CLIPImageProcessorPil"))
+        model = self._load_model("vision", "CLIPVisionModelWithProjection",
+                                 lambda m, target: onnx.export_vision(m, params[1:3], target))
+        self._params = params  # read once, not for every image
+        return params, model
 
     @staticmethod
     def normalise_prompt(prompt: str) -> str:
@@ -397,8 +452,12 @@ class Encoder:
 
     def preprocess_reference(self, image: Image.Image) -> np.ndarray:
         """The same through transformers' own processor (slower); the fast path is tested against it."""
-        processor, _ = self.vision.get()
+        processor = self._preprocessor("CLIPImageProcessorPil")
         return processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
+
+    def reference_params(self) -> ImageParams:
+        """What transformers' own processor reads from the checkpoint (``preprocess`` reads it without it)."""
+        return _processor_params(self._preprocessor("CLIPImageProcessorPil"))
 
     def encode_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         """One forward pass over a batch of preprocessed images."""

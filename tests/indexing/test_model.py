@@ -130,3 +130,65 @@ def test_fast_preprocess_full_size(tmp_path):
     reference = encoder.preprocess_reference(Image.open(io.BytesIO(data)))
     assert fast.shape == reference.shape == (3, 224, 224)
     assert np.abs(fast - reference).mean() < 0.01  # a JPEG is decoded at reduced scale, then resized
+
+
+CONFIGS = {  # preprocessor_config.json as checkpoints write it (FashionCLIP's is the legacy one, with ints)
+    "legacy ints": {"size": 224, "crop_size": 224, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3],
+                    "feature_extractor_type": "CLIPFeatureExtractor", "do_resize": True, "resample": 3},
+    "dicts": {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200},
+              "image_processor_type": "CLIPImageProcessor"},
+    "defaults": {"image_processor_type": "CLIPImageProcessor"},
+    "a list": {"size": [288, 288], "crop_size": [256, 256]},
+}
+
+
+@pytest.mark.parametrize("config", [None, *CONFIGS], ids=["the test checkpoint's", *CONFIGS])
+def test_preprocessing_reads_the_checkpoints_config_as_the_clip_processor_does(tmp_path, test_model, config):
+    """The image tower reads the config itself (transformers' image processing imports torch); what it reads
+    must be what ``CLIPImageProcessor`` reads from the same file."""
+    import json
+    import shutil
+
+    from hub.search.encoder import _config_params
+
+    folder = test_model
+    if config is not None:
+        folder = tmp_path / "ckpt"
+        shutil.copytree(test_model, folder, ignore=shutil.ignore_patterns("onnx"))
+        (folder / "preprocessor_config.json").write_text(json.dumps(CONFIGS[config]))
+    read = _config_params(folder)
+    assert read is not None
+    expected = Encoder(str(folder)).reference_params()
+    assert read[:3] == expected[:3]
+    assert np.allclose(read[3], expected[3]) and np.allclose(read[4], expected[4])
+
+
+def test_a_cached_export_loads_without_torch_or_transformers_modelling(test_model):
+    """With both towers exported, a process loads them on ONNX Runtime without importing transformers' CLIP
+    models (and, on a CPU-only torch, torch itself): seconds of every ``hub serve`` and ``hub worker`` start."""
+    from importlib.metadata import version
+
+    warm = Encoder(str(test_model))  # (exports both towers if this run has not yet)
+    expected = warm.encode_text(["red dress"])[0]
+    assert warm.encode_images([Image.new("RGB", (64, 64), "navy")]).shape == (1, 512)
+    script = (
+        "import sys, json\n"
+        "from PIL import Image\n"
+        "from hub.search.encoder import Encoder\n"
+        f"encoder = Encoder({str(test_model)!r})\n"
+        "text = encoder.encode_text(['red dress'])[0].tolist()\n"
+        "encoder.encode_images([Image.new('RGB', (64, 64), 'navy')])\n"
+        "print(json.dumps({'text': text, 'runtimes': encoder.runtimes,\n"
+        "                  'modules': [m for m in ('torch', 'transformers.models.clip.modeling_clip')\n"
+        "                              if m in sys.modules]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["runtimes"] == {"text": "onnxruntime", "vision": "onnxruntime"}
+    assert np.allclose(seen["text"], expected, atol=1e-6)
+    assert "transformers.models.clip.modeling_clip" not in seen["modules"]
+    if version("torch").endswith("+cpu"):
+        assert seen["modules"] == []

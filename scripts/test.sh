@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/browser.sh
-exec .venv/bin/python -m pytest "$@"
+# Two processes (pytest-xdist; a file's tests stay on one, with its fixtures): much of a test's time is spent
+# waiting for a server, a subprocess or a sweep, so two keep both cores busy. TEST_WORKERS=0 runs it in one process.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

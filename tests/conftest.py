@@ -31,14 +31,24 @@ BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def example_plugin_installed() -> None:
-    """Install the example connector as a third party would: a package with a ``hub`` entry point."""
+def example_plugin_installed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Install the example connector as a third party would: a package with a ``hub`` entry point. Once per run:
+    under pytest-xdist the workers share the run's temporary root, and the first one installs it."""
+    from filelock import FileLock
+
     example = Path(__file__).resolve().parents[1] / "examples" / "hub-example-connector"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--force-reinstall", str(example)],
-        check=True, capture_output=True,
-    )
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else \
+        tmp_path_factory.getbasetemp()
+    with FileLock(shared / "example-plugin.lock"):
+        done = shared / "example-plugin.installed"
+        if done.exists():
+            return
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+             "--force-reinstall", str(example)],
+            check=True, capture_output=True,
+        )
+        done.touch()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from hub.settings import load_settings
 from tests.conftest import serve_app
@@ -19,10 +20,14 @@ async def wait_ready(client, timeout: float = 60):
         await asyncio.sleep(0.1)
 
 
-async def test_health_ready_schema(client):
+async def test_health_ready_schema(client, caplog):
     assert (await client.get("/health")).json()["status"] == "ok"
     ready = await wait_ready(client)
     assert ready.status_code == 200, ready.text
+    caplog.set_level(logging.INFO, logger="alembic")
+    caplog.clear()
+    assert (await client.get("/ready")).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []  # a probe logs nothing
     body = ready.json()
     assert body["status"] == "ready"
     assert body["checks"] == {"database": "ok", "media": "ok", "vector_store": "ok", "broker": "ok", "model": "ok"}

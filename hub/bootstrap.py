@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub import heap
@@ -30,10 +29,13 @@ from hub.domain.secrets import SecretBox
 from hub.domain import lexical, recent
 from hub.domain.services import Services
 from hub.foreground import Foreground
-from hub.http.app import create_app
 from hub.plugin_manager import Plugins, load_plugins
 from hub.settings import Settings, old_names_in_use
-from hub.worker.runtime import Runtime
+
+if TYPE_CHECKING:  # (imported where used: a command-line job needs neither the web app nor the workers)
+    from litestar import Litestar
+
+    from hub.worker.runtime import Runtime
 
 log = logging.getLogger("hub.bootstrap")
 
@@ -86,7 +88,11 @@ def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
                         # the in-process workers (embedded) step aside while a webhook waits for its answer, unless
                         # they hold the turn to write SQLite that the webhook may be waiting for
                         foreground=Foreground(exempt=holds_turn))
-    runtime = Runtime(services, role) if role != "cli" and pipeline is None else None
+    runtime = None
+    if role != "cli" and pipeline is None:
+        from hub.worker.runtime import Runtime
+
+        runtime = Runtime(services, role)
     services.pipeline = pipeline if pipeline is not None else runtime
     return Hub(settings, engine, services, runtime, intake_engine)
 
@@ -94,5 +100,7 @@ def build(settings: Settings, role: Role, *, plugins: Plugins | None = None,
 def web_app(settings: Settings, *, plugins: Plugins | None = None, pipeline: Pipeline | None = None,
             auto_migrate: bool = False) -> Litestar:
     """``hub serve``'s application: the API over this process's services, started and stopped with it."""
+    from hub.http.app import create_app
+
     hub = build(settings, serve_role(settings), plugins=plugins, pipeline=pipeline)
     return create_app(hub.services, start=hub.start, stop=hub.stop, auto_migrate=auto_migrate)

@@ -7,7 +7,6 @@ loads (``hub.search.onnx``); torch runs it on a GPU, when asked to, or when ONNX
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ from PIL import Image
 from hub import heap
 from hub.metrics import forward_pass
 from hub.search import onnx
+from hub.search.pixels import Pixels, ProcessorPixels, clip_pixels, processor_settings
 
 log = logging.getLogger("hub.model")
 
@@ -92,52 +92,6 @@ def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
         os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
         os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
         return cls.from_pretrained(name, **kwargs)
-
-
-ImageParams = tuple[int, int, int, np.ndarray, np.ndarray]  # shortest side, crop height and width, mean, std
-
-
-def _image_params(size: dict[str, int], crop: dict[str, int] | None, image_mean: Any, image_std: Any) -> ImageParams:
-    side = int(size.get("shortest_edge") or size.get("height") or 224)
-    crop = crop or {"height": side, "width": side}
-    mean = np.asarray(image_mean, dtype=np.float32)
-    std = np.asarray(image_std, dtype=np.float32)
-    return side, int(crop["height"]), int(crop["width"]), mean, std
-
-
-def _processor_params(processor: Any) -> ImageParams:
-    """What preprocessing needs, from transformers' CLIP image processor."""
-    return _image_params(processor.size or {}, processor.crop_size, processor.image_mean, processor.image_std)
-
-
-def _size_dict(size: Any, square: bool) -> dict[str, int]:
-    """A size as the image processor's config may write it (an int, [height, width] or a dict) as the processor
-    reads it: an int is the shortest side, or a square when ``square`` (a crop)."""
-    if isinstance(size, int):
-        return {"height": size, "width": size} if square else {"shortest_edge": size}
-    if isinstance(size, list | tuple):
-        return {"height": int(size[0]), "width": int(size[1])}
-    return dict(size)
-
-
-def _config_params(folder: Path | None) -> ImageParams | None:
-    """What preprocessing needs, read from the checkpoint's ``preprocessor_config.json`` with CLIP's defaults where
-    it is silent — as ``CLIPImageProcessor`` reads it, without importing transformers' image processing, which
-    imports torch (seconds). None when there is no such file to read: the processor itself is loaded then.
-    ``tests/indexing/test_model.py`` checks both agree."""
-    config_file = folder / "preprocessor_config.json" if folder is not None else None
-    if config_file is None or not config_file.is_file():
-        return None
-    try:
-        config = json.loads(config_file.read_text())
-        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-        size = _size_dict(config.get("size", {"shortest_edge": 224}), square=False)
-        crop = _size_dict(config.get("crop_size", {"height": 224, "width": 224}), square=True)
-        return _image_params(size, crop, config.get("image_mean", OPENAI_CLIP_MEAN),
-                             config.get("image_std", OPENAI_CLIP_STD))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return None  # a config this reading does not know: the processor reads it
 
 
 def _torch_may_have_cuda() -> bool:
@@ -239,7 +193,7 @@ class Encoder:
         self._key: str | None = None
         self.text = _Tower("text", self._load_text)
         self.vision = _Tower("image", self._load_vision)
-        self._params: tuple[int, int, int, np.ndarray, np.ndarray] | None = None
+        self._pixels: Pixels | None = None
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.text_cache_hits = 0
@@ -365,13 +319,25 @@ class Encoder:
         tokenizer = self._preprocessor("CLIPTokenizer")
         return tokenizer, self._load_model("text", "CLIPTextModelWithProjection", onnx.export_text)
 
-    def _load_vision(self) -> tuple[ImageParams, Any]:
-        params = _config_params(onnx.checkpoint_folder(self.name)) or _processor_params(
-            self._preprocessor("CLIPImageProcessorPil"))
+    def _load_pixels(self) -> Pixels:
+        """How an image becomes the tower's input: read from the checkpoint's files when they are here, else from
+        transformers' processor (``hub.search.pixels``)."""
+        settings = processor_settings(onnx.checkpoint_folder(self.name))
+        fast = clip_pixels(settings) if settings is not None else None
+        if fast is not None:
+            return fast
+        processor = self._preprocessor("CLIPImageProcessorPil")
+        try:
+            return clip_pixels(processor.to_dict()) or ProcessorPixels(processor)
+        except Exception as exc:
+            raise self._explain(exc) from None
+
+    def _load_vision(self) -> tuple[Pixels, Any]:
+        pixels = self._load_pixels()
         model = self._load_model("vision", "CLIPVisionModelWithProjection",
-                                 lambda m, target: onnx.export_vision(m, params[1:3], target))
-        self._params = params  # read once, not for every image
-        return params, model
+                                 lambda m, target: onnx.export_vision(m, pixels.shape, target))
+        self._pixels = pixels  # read once, not for every image
+        return pixels, model
 
     @staticmethod
     def normalise_prompt(prompt: str) -> str:
@@ -427,37 +393,15 @@ class Encoder:
         return self.encode_prompts([prompt])[0]
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """One image as the model's pixel array, exactly as the checkpoint's CLIP image processor specifies it.
-
-        Resize the shortest edge (bicubic), centre-crop, scale to [0, 1], normalise — the same steps as
-        ``CLIPImageProcessor``, read from the checkpoint, done in Pillow and NumPy: 2 ms instead of 12 ms for a
-        600×800 photo, which matters when the model runs at 10 images/s on two cores. A JPEG not yet decoded is
-        decoded at a reduced scale (never below the target size). ``tests/indexing/test_model.py`` checks the
-        result against the processor itself.
-        """
+        """One image as the model's pixel array, exactly as the checkpoint's CLIP image processor specifies it
+        (``hub.search.pixels``: the same steps in Pillow and NumPy for CLIP's usual settings)."""
         self.vision.get()
-        assert self._params is not None  # set by the vision load that get() just ensured
-        side, crop_h, crop_w, mean, std = self._params
-        if image.format == "JPEG":
-            image.draft("RGB", (side, side))  # no effect once the image is loaded
-        rgb = image.convert("RGB")
-        w, h = rgb.size
-        size = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
-        resized = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
-        left, top = (size[0] - crop_w) // 2, (size[1] - crop_h) // 2
-        cropped = resized.crop((left, top, left + crop_w, top + crop_h))
-        pixels = np.asarray(cropped, dtype=np.float32) * (1 / 255)
-        pixels = (pixels - mean) / std
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        assert self._pixels is not None  # set by the vision load that get() just ensured
+        return self._pixels(image)
 
     def preprocess_reference(self, image: Image.Image) -> np.ndarray:
         """The same through transformers' own processor (slower); the fast path is tested against it."""
-        processor = self._preprocessor("CLIPImageProcessorPil")
-        return processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
-
-    def reference_params(self) -> ImageParams:
-        """What transformers' own processor reads from the checkpoint (``preprocess`` reads it without it)."""
-        return _processor_params(self._preprocessor("CLIPImageProcessorPil"))
+        return ProcessorPixels(self._preprocessor("CLIPImageProcessorPil"))(image)
 
     def encode_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         """One forward pass over a batch of preprocessed images."""

@@ -132,35 +132,72 @@ def test_fast_preprocess_full_size(tmp_path):
     assert np.abs(fast - reference).mean() < 0.01  # a JPEG is decoded at reduced scale, then resized
 
 
-CONFIGS = {  # preprocessor_config.json as checkpoints write it (FashionCLIP's is the legacy one, with ints)
+PREPROCESSOR = {  # preprocessor_config.json as checkpoints write it (FashionCLIP's is the legacy one, with ints)
     "legacy ints": {"size": 224, "crop_size": 224, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3],
                     "feature_extractor_type": "CLIPFeatureExtractor", "do_resize": True, "resample": 3},
     "dicts": {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200},
               "image_processor_type": "CLIPImageProcessor"},
     "defaults": {"image_processor_type": "CLIPImageProcessor"},
-    "a list": {"size": [288, 288], "crop_size": [256, 256]},
+    # what the fast path does not do itself: transformers' processor runs
+    "exact resize": {"size": [288, 288], "crop_size": [256, 256]},
+    "square size": {"size": {"shortest_edge": 200}, "use_square_size": True},
+    "no crop": {"size": {"height": 64, "width": 48}, "do_center_crop": False},
+    "bilinear": {"size": {"shortest_edge": 64}, "crop_size": 64, "resample": 2},
+}
+NESTED = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 72},
+          "crop_size": {"height": 64, "width": 56}, "image_mean": [0.1, 0.2, 0.3]}
+CONFIGS = {  # the checkpoint's files → ClipPixels (fast) or not
+    **{name: ({"preprocessor_config.json": config}, name in ("legacy ints", "dicts", "defaults"))
+       for name, config in PREPROCESSOR.items()},
+    # transformers ≥ 5 saves the settings nested in processor_config.json, read before preprocessor_config.json
+    "nested beside a flat one": ({"processor_config.json": {"image_processor": NESTED},
+                                  "preprocessor_config.json": PREPROCESSOR["dicts"]}, True),
+    "nested only": ({"processor_config.json": {"image_processor": NESTED}}, True),
+    "a processor config without image settings": ({"processor_config.json": {"processor_class": "CLIPProcessor"},
+                                                   "preprocessor_config.json": PREPROCESSOR["dicts"]}, True),
 }
 
 
 @pytest.mark.parametrize("config", [None, *CONFIGS], ids=["the test checkpoint's", *CONFIGS])
-def test_preprocessing_reads_the_checkpoints_config_as_the_clip_processor_does(tmp_path, test_model, config):
-    """The image tower reads the config itself (transformers' image processing imports torch); what it reads
-    must be what ``CLIPImageProcessor`` reads from the same file."""
+def test_preprocessing_follows_the_checkpoints_config_as_the_clip_processor_does(tmp_path, test_model, config):
+    """The image tower reads the processor's settings itself (transformers' image processing imports torch) and
+    does CLIP's usual steps in NumPy; what it makes must be what ``CLIPImageProcessor`` makes of the same files,
+    and anything else must be left to the processor."""
+    import io
     import json
     import shutil
 
-    from hub.search.encoder import _config_params
+    from hub.search.pixels import ClipPixels
+    from tests.images import photo
 
-    folder = test_model
+    folder, fast = test_model, True
     if config is not None:
         folder = tmp_path / "ckpt"
-        shutil.copytree(test_model, folder, ignore=shutil.ignore_patterns("onnx"))
-        (folder / "preprocessor_config.json").write_text(json.dumps(CONFIGS[config]))
-    read = _config_params(folder)
-    assert read is not None
-    expected = Encoder(str(folder)).reference_params()
-    assert read[:3] == expected[:3]
-    assert np.allclose(read[3], expected[3]) and np.allclose(read[4], expected[4])
+        shutil.copytree(test_model, folder, ignore=shutil.ignore_patterns("onnx", "*processor_config.json"))
+        files, fast = CONFIGS[config]
+        for name, content in files.items():
+            (folder / name).write_text(json.dumps(content))
+    encoder = Encoder(str(folder))
+    pixels = encoder._load_pixels()
+    assert isinstance(pixels, ClipPixels) == fast
+    for size in ((300, 410), (410, 300)):
+        made = pixels(Image.open(io.BytesIO(photo(7, size=size, fmt="PNG"))))
+        expected = encoder.preprocess_reference(Image.open(io.BytesIO(photo(7, size=size, fmt="PNG"))))
+        assert made.shape == expected.shape and made.shape[1:] == pixels.shape
+        assert np.abs(made - expected).max() < 1e-5
+
+
+def test_a_processor_config_the_processor_rejects_is_not_read_around(tmp_path, test_model):
+    """Settings transformers refuses (a size of an unknown kind) fail the image tower's load with the reason,
+    rather than being read some other way."""
+    import json
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(test_model, folder, ignore=shutil.ignore_patterns("onnx"))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 300}}))
+    with pytest.raises(ModelUnavailable, match="size"):
+        Encoder(str(folder))._load_pixels()
 
 
 def test_a_cached_export_loads_without_torch_or_transformers_modelling(test_model):

@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 ./scripts/browser.sh
 # Two processes (pytest-xdist; a file's tests stay on one, with its fixtures): much of a test's time is spent
 # waiting for a server, a subprocess or a sweep, so two keep both cores busy. TEST_WORKERS=0 runs it in one process.
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+# Files are handed out longest first (tests/file_order.py; --record-file-durations refreshes their times).
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -26,6 +26,8 @@ from hub.db.models import Base
 from hub.settings import Settings, load_settings
 from tests import services
 
+pytest_plugins = ["tests.file_order"]  # the files, longest first
+
 ADMIN_TOKEN = "test-operator-token-0123456789-abcdef"
 BACKENDS = ["sqlite", "postgres"]
 

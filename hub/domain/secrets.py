@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -13,12 +14,24 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hub.errors import Unavailable
 
 
+OPENED_KEPT = 4096  # sealed values whose plaintext is kept, the least recently opened dropped first
+
+
 class SecretBox:
+    """Sealed values open once per process: a webhook delivery opens its connection's secrets to check the signature,
+    and at hundreds of deliveries a second decrypting the same token each time was a measurable part of the intake's
+    CPU (``docs/benchmarks.md``). The plaintext is kept by its token (a changed secret is a new token); tokens with
+    an age limit (``ttl``) are decrypted, and their age checked, every time."""
+
     def __init__(self, secret_key: str | None) -> None:
         self._fernet: Fernet | None = None
         if secret_key:
             key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fashion-hub connection secrets")
             self._fernet = Fernet(base64.urlsafe_b64encode(key.derive(secret_key.encode())))
+        self._plaintext = functools.lru_cache(maxsize=OPENED_KEPT)(self._decrypt)
+
+    def _decrypt(self, token: str) -> bytes:
+        return self._box().decrypt(token.encode())
 
     def _box(self) -> Fernet:
         if self._fernet is None:
@@ -35,7 +48,7 @@ class SecretBox:
         if ttl is not None:
             return dict(json.loads(self._box().decrypt(token.encode(), ttl=ttl)))
         try:
-            return dict(json.loads(self._box().decrypt(token.encode())))
+            return dict(json.loads(self._plaintext(token)))  # (a new dict each time: a caller may change its copy)
         except InvalidToken:
             raise Unavailable(
                 "secret storage", "stored credentials do not decrypt: was HUB_SECRET_KEY changed?"

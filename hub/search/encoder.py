@@ -25,6 +25,7 @@ from hub import heap
 from hub.metrics import forward_pass
 from hub.search import onnx
 from hub.search.pixels import Pixels, ProcessorPixels, clip_pixels, processor_settings
+from hub.search.tokens import Tokens, TransformersTokens, fast_tokens
 
 log = logging.getLogger("hub.model")
 
@@ -315,9 +316,15 @@ class Encoder:
         log.info(f"{which} model loaded", extra={"model": self.name, "device": self.device, "runtime": "torch"})
         return model
 
-    def _load_text(self) -> tuple[Any, Any]:
-        tokenizer = self._preprocessor("CLIPTokenizer")
-        return tokenizer, self._load_model("text", "CLIPTextModelWithProjection", onnx.export_text)
+    def _load_tokens(self) -> Tokens:
+        """How a prompt becomes the tower's input: the checkpoint's ``tokenizer.json`` read directly when it is
+        CLIP's, else transformers' tokenizer (``hub.search.tokens``)."""
+        fast = fast_tokens(onnx.checkpoint_folder(self.name), MAX_TEXT_TOKENS)
+        return fast if fast is not None else TransformersTokens(self._preprocessor("CLIPTokenizer"), MAX_TEXT_TOKENS)
+
+    def _load_text(self) -> tuple[Tokens, Any]:
+        tokens = self._load_tokens()
+        return tokens, self._load_model("text", "CLIPTextModelWithProjection", onnx.export_text)
 
     def _load_pixels(self) -> Pixels:
         """How an image becomes the tower's input: read from the checkpoint's files when they are here, else from
@@ -345,8 +352,8 @@ class Encoder:
 
     def tokenize(self, texts: list[str], tensors: str = "pt") -> Any:
         """Token ids padded to the longest text of the batch only: short prompts stay short (and fast)."""
-        tokenizer, _ = self.text.get(wait=self.request_wait)
-        return tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors=tensors)
+        tokens, _ = self.text.get(wait=self.request_wait)
+        return tokens(texts, tensors)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` (padded to the longest, never to 77 tokens), one row each."""

@@ -20,6 +20,10 @@ import numpy as np
 from PIL import Image
 
 BICUBIC = 3  # PIL's (and transformers' PILImageResampling) number for bicubic
+# CLIP's normalisation, where a config is silent: transformers' OPENAI_CLIP_MEAN and OPENAI_CLIP_STD (written here,
+# since importing transformers for them costs seconds; tests/indexing/test_model.py compares)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class Pixels(Protocol):
@@ -110,8 +114,6 @@ def _shortest_edge(size: Any) -> int | None:
 
 def clip_pixels(settings: dict[str, Any]) -> ClipPixels | None:
     """``ClipPixels`` for these processor settings, or None when they ask for anything it does not do exactly."""
-    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # CLIP's, where a config is silent
-
     try:
         if settings.get("use_square_size"):
             return None  # (the processor then resizes to a square of its default size)

@@ -46,6 +46,46 @@ def test_prompts_are_not_padded_to_77(test_model):
     assert long.shape[1] == MAX_TEXT_TOKENS  # truncated, never longer
 
 
+PROMPTS = ["red dress", "Red  DRESS\twith floral patterns", "", "   ", "a-line skirt, 100% cotton (size M)!",
+           "café crème blazer", "T-shirt's neckline", "👗 summer dress", "<|endoftext|> jeans", "ünïcödé ĳ ﬁ",
+           "red dress " * 60, "x" * 300, "jacket\nwith\r\nhood"]
+
+
+def test_prompts_are_tokenized_as_transformers_tokenizes_them(test_model, tmp_path):
+    """The checkpoint's tokenizer.json read directly gives the ids and masks transformers' CLIP tokenizer gives, alone
+    and in padded batches; a checkpoint it cannot read exactly gets transformers' tokenizer."""
+    import json
+    import shutil
+
+    from transformers import CLIPTokenizer
+
+    from hub.search.tokens import FastTokens, TransformersTokens
+
+    encoder = Encoder(str(test_model))
+    fast = encoder._load_tokens()
+    assert isinstance(fast, FastTokens)
+    reference = TransformersTokens(CLIPTokenizer.from_pretrained(str(test_model)), MAX_TEXT_TOKENS)
+    for batch in [[prompt] for prompt in PROMPTS] + [PROMPTS, PROMPTS[:3], PROMPTS[9:]]:
+        ours, theirs = fast(batch, "np"), reference(batch, "np")
+        for name in ("input_ids", "attention_mask"):
+            assert ours[name].dtype == np.int64
+            assert np.array_equal(ours[name], np.asarray(theirs[name])), (batch, name)
+    as_torch = fast(PROMPTS, "pt")
+    assert [tuple(t.shape) for t in as_torch.values()] == [fast(PROMPTS)["input_ids"].shape] * 2
+
+    for change in ({"tokenizer_class": "BertTokenizer"}, {"padding_side": "left"}, {"pad_token": None}):
+        folder = tmp_path / f"ckpt-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(test_model, folder, ignore=shutil.ignore_patterns("onnx"))
+        config = json.loads((folder / "tokenizer_config.json").read_text()) | change
+        (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+        assert not isinstance(Encoder(str(folder))._load_tokens(), FastTokens), change
+    folder = tmp_path / "no-tokenizer-json"
+    shutil.copytree(test_model, folder, ignore=shutil.ignore_patterns("onnx", "tokenizer.json"))
+    from hub.search.tokens import fast_tokens
+
+    assert fast_tokens(folder, MAX_TEXT_TOKENS) is None
+
+
 def test_batching_does_not_change_embeddings(test_model):
     encoder = Encoder(str(test_model))
     images = [Image.new("RGB", (64, 64), (i * 40, 255 - i * 30, 90)) for i in range(5)]
@@ -187,6 +227,15 @@ def test_preprocessing_follows_the_checkpoints_config_as_the_clip_processor_does
         assert np.abs(made - expected).max() < 1e-5
 
 
+def test_clips_default_normalisation_is_transformers_own():
+    from transformers.utils import constants
+
+    from hub.search import pixels
+
+    assert pixels.OPENAI_CLIP_MEAN == tuple(constants.OPENAI_CLIP_MEAN)
+    assert pixels.OPENAI_CLIP_STD == tuple(constants.OPENAI_CLIP_STD)
+
+
 def test_a_processor_config_the_processor_rejects_is_not_read_around(tmp_path, test_model):
     """Settings transformers refuses (a size of an unknown kind) fail the image tower's load with the reason,
     rather than being read some other way."""
@@ -200,9 +249,10 @@ def test_a_processor_config_the_processor_rejects_is_not_read_around(tmp_path, t
         Encoder(str(folder))._load_pixels()
 
 
-def test_a_cached_export_loads_without_torch_or_transformers_modelling(test_model):
-    """With both towers exported, a process loads them on ONNX Runtime without importing transformers' CLIP
-    models (and, on a CPU-only torch, torch itself): seconds of every ``hub serve`` and ``hub worker`` start."""
+def test_a_cached_export_loads_without_torch_or_transformers(test_model):
+    """With both towers exported, a process loads them on ONNX Runtime without importing transformers at all (its
+    CLIP models, its tokenizer, its import structure) and, on a CPU-only torch, torch itself: seconds of every
+    ``hub serve`` and ``hub worker`` start."""
     from importlib.metadata import version
 
     warm = Encoder(str(test_model))  # (exports both towers if this run has not yet)
@@ -216,7 +266,8 @@ def test_a_cached_export_loads_without_torch_or_transformers_modelling(test_mode
         "text = encoder.encode_text(['red dress'])[0].tolist()\n"
         "encoder.encode_images([Image.new('RGB', (64, 64), 'navy')])\n"
         "print(json.dumps({'text': text, 'runtimes': encoder.runtimes,\n"
-        "                  'modules': [m for m in ('torch', 'transformers.models.clip.modeling_clip')\n"
+        "                  'modules': [m for m in ('torch', 'transformers') if m in sys.modules],\n"
+        "                  'clip': [m for m in ('transformers.models.clip.modeling_clip',)\n"
         "                              if m in sys.modules]}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -226,6 +277,6 @@ def test_a_cached_export_loads_without_torch_or_transformers_modelling(test_mode
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["runtimes"] == {"text": "onnxruntime", "vision": "onnxruntime"}
     assert np.allclose(seen["text"], expected, atol=1e-6)
-    assert "transformers.models.clip.modeling_clip" not in seen["modules"]
+    assert seen["clip"] == [] and "transformers" not in seen["modules"]
     if version("torch").endswith("+cpu"):
         assert seen["modules"] == []

@@ -27,11 +27,11 @@ class Tokens(Protocol):
 
 
 class FastTokens:
-    """CLIP's tokenizer from the checkpoint's ``tokenizer.json``, without transformers."""
+    """CLIP's tokenizer from the checkpoint's ``tokenizer.json``, without transformers (``tokenizer`` pads and
+    truncates as ``fast_tokens`` set it to)."""
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
-        self.max_length = max_length
 
     def __call__(self, texts: list[str], tensors: str = "np") -> dict[str, Any]:
         encodings = self._tokenizer.encode_batch(texts)
@@ -97,4 +97,4 @@ def fast_tokens(folder: Path | None, max_length: int) -> FastTokens | None:
         return None
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad)  # (to the longest of each batch)
-    return FastTokens(tokenizer, max_length)
+    return FastTokens(tokenizer)
